@@ -1,0 +1,49 @@
+"""pesmith: machine-learned interatomic potentials for battery materials.
+
+Public API::
+
+    import pesmith
+    calc = pesmith.load_calculator("si_nn.pt")   # an ASE Calculator
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import (
+    ConfigError,
+    DataError,
+    LabelingFailed,
+    ModelFileError,
+    NotFittedError,
+    PesmithError,
+    PluginError,
+    ReferenceSetupError,
+)
+from .hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from .calculator import PesmithCalculator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "LabelingFailed",
+    "ModelFileError",
+    "NotFittedError",
+    "PesmithError",
+    "PluginError",
+    "ReferenceSetupError",
+    "hookimpl",
+    "load_calculator",
+    "__version__",
+]
+
+
+def load_calculator(path: str) -> "PesmithCalculator":
+    """Load a model file written by ``pesmith train`` as an ASE Calculator."""
+    from .calculator import PesmithCalculator
+
+    return PesmithCalculator.from_file(path)

@@ -1,0 +1,69 @@
+"""ASE Calculator around a pesmith potential."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
+
+from .model_file import load_potential
+from .potential import ATOM_ENERGIES, ENERGY, FEATURES, FORCES, STRESS, Potential
+from .registry import Registry
+from .structures import build_batch
+
+
+class ExtrapolationWarning(UserWarning):
+    """A structure's descriptors fall outside the range seen in training."""
+
+
+class PesmithCalculator(Calculator):
+    """Energy (eV), per-atom energies, forces (eV/Å) and stress (eV/Å^3) from a pesmith potential.
+
+    Stress is computed for fully periodic cells only. The first structure whose features
+    fall outside the per-feature range of the training data triggers one
+    :class:`ExtrapolationWarning` per calculator, naming how many atoms and features.
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, potential: Potential, **kwargs):
+        super().__init__(**kwargs)
+        self.potential = potential
+        self._warned = False
+
+    @classmethod
+    def from_file(cls, path: str | Path, registry: Registry | None = None) -> "PesmithCalculator":
+        """Load a model file written by ``pesmith train``."""
+        potential, _ = load_potential(path, registry)
+        return cls(potential)
+
+    def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        batch = build_batch([self.atoms], self.potential.descriptor.cutoff)
+        periodic = bool(self.atoms.pbc.all()) and self.atoms.cell.volume > 0
+        results = self.potential(batch, forces=True, stress=periodic)
+        self._check_range(results[FEATURES])
+        energy = float(results[ENERGY][0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": results[ATOM_ENERGIES].numpy().copy(),
+            "forces": results[FORCES].numpy().copy(),
+        }
+        if periodic:
+            self.results["stress"] = results[STRESS][0].numpy().copy()
+
+    def _check_range(self, features) -> None:
+        if self._warned:
+            return
+        atoms_out, features_out = self.potential.out_of_range(features)
+        if atoms_out:
+            self._warned = True
+            warnings.warn(
+                f"{atoms_out} of {len(self.atoms)} atoms have descriptors outside the training range"
+                f" ({features_out} of {features.shape[1]} features); predictions there are extrapolations",
+                ExtrapolationWarning,
+                stacklevel=3,
+            )

@@ -1,0 +1,132 @@
+"""Command line: ``pesmith <verb> ...``. Errors print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import yaml
+
+from . import __version__
+from .config import TrainConfig, load_train_config
+from .data import read_dataset
+from .errors import ConfigError, PesmithError
+from .model_file import load_potential, save_potential
+from .potential import Potential
+from .registry import Registry, default_registry
+from .report import METRIC_UNITS, write_report, write_text_atomic
+from .validation import predict_dataset
+
+EXIT_USER_ERROR = 2
+
+
+def build_potential(config: TrainConfig, species: Sequence[str], registry: Registry) -> Potential:
+    """Instantiate the descriptor and model plugins named in ``config``."""
+    descriptor_options = {"species": list(species), **config.descriptor.options}
+    try:
+        descriptor = registry.get("descriptor", config.descriptor.kind)(**descriptor_options)
+        model = registry.get("model", config.model.kind)(
+            species=descriptor.species, n_features=descriptor.n_features, **config.model.options
+        )
+    except TypeError as exc:
+        raise ConfigError(f"invalid plugin options: {exc}") from exc
+    return Potential(descriptor, model)
+
+
+def train_command(config_path: Path, registry: Registry) -> dict:
+    config = load_train_config(config_path, registry)
+    if config.training.threads:
+        torch.set_num_threads(config.training.threads)
+    dataset = read_dataset(config.data.train)
+    train_set, validation = dataset.split(config.data.validation_fraction, config.data.seed)
+    potential = build_potential(config, config.descriptor.options.get("species", dataset.species), registry)
+    started = time.perf_counter()
+    summary = potential.fit(train_set, validation, config.training, config.data.isolated_atom_energies)
+    wall_time = time.perf_counter() - started
+    predictions = {"train": predict_dataset(potential, train_set)}
+    if len(validation):
+        predictions["validation"] = predict_dataset(potential, validation)
+    resolved = config.model_dump(mode="json")
+    resolved["descriptor"] = {"kind": config.descriptor.kind, **potential.descriptor.get_config()}
+    resolved["model"] = {"kind": config.model.kind, **potential.model.get_config()}
+    report = {
+        "pesmith_version": __version__,
+        "torch_version": torch.__version__,
+        "model_file": str(config.output),
+        "config": resolved,
+        "data": {"train": str(config.data.train), "seed": config.data.seed},
+        "split": {
+            "n_train": len(train_set),
+            "n_validation": len(validation),
+            "train_indices": train_set.indices.tolist(),
+            "validation_indices": validation.indices.tolist(),
+        },
+        "reference_energies_eV": potential.reference,
+        "training": {k: v for k, v in summary.items() if k != "history"} | {"wall_time_s": wall_time},
+        "metrics": {name: p.metrics() for name, p in predictions.items()},
+        "history": summary.get("history", []),
+    }
+    save_potential(potential, config.output, metadata={k: v for k, v in report.items() if k != "history"}, registry=registry)
+    stem = config.output.with_suffix("")
+    write_report(stem, report, predictions)
+    write_text_atomic(stem.with_name(stem.name + "_config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
+    return report
+
+
+def print_metrics(metrics: dict[str, dict]) -> None:
+    names = list(metrics)
+    print(f"{'metric':<28}{'unit':<10}" + "".join(f"{n:>12}" for n in names))
+    for key in ("n_structures", *METRIC_UNITS):
+        unit = METRIC_UNITS.get(key, "")
+        print(f"{key:<28}{unit:<10}" + "".join(f"{metrics[n][key]:>12.4g}" for n in names))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pesmith", description="Machine-learned interatomic potentials.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--version", action="version", version=f"pesmith {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    train = verbs.add_parser("train", help="train a model from a YAML config")
+    train.add_argument("config", type=Path)
+    evaluate = verbs.add_parser("evaluate", help="energy and force errors of a model on labeled data")
+    evaluate.add_argument("model", type=Path)
+    evaluate.add_argument("data", type=Path)
+    evaluate.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    verbs.add_parser("plugins", help="list installed descriptor, model and reference plugins")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    registry = default_registry()
+    try:
+        if args.verb == "train":
+            report = train_command(args.config, registry)
+            print_metrics(report["metrics"])
+            print(f"wrote {report['model_file']} and its report")
+        elif args.verb == "evaluate":
+            potential, _ = load_potential(args.model, registry)
+            metrics = predict_dataset(potential, read_dataset(args.data)).metrics()
+            print_metrics({"value": metrics})
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(args.json, json.dumps(metrics, indent=2))
+        elif args.verb == "plugins":
+            print(f"{'kind':<12}{'name':<16}{'package':<20}description")
+            for info in registry.plugins():
+                print(f"{info.kind:<12}{info.name:<16}{info.provider:<20}{info.description}")
+            for failure in registry.failures:
+                print(f"failed to load plugin {failure.name}: {failure.reason}", file=sys.stderr)
+    except PesmithError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""YAML configuration -> validated config objects, with errors that name the file and key.
+
+Relative paths in a config resolve against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .registry import Kind, Registry
+from .training import TrainingSettings
+
+
+class DataSettings(BaseModel):
+    """The ``data:`` section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train: Path = Field(description="labeled structures: extxyz or ase.db")
+    validation_fraction: float = Field(0.1, ge=0, lt=1, description="share of structures held out")
+    seed: int = Field(0, description="seed of the train/validation split")
+    isolated_atom_energies: dict[str, float] | None = Field(
+        None, description="eV per element; default: least-squares fit of energy vs composition"
+    )
+
+
+class PluginSettings(BaseModel):
+    """A ``descriptor:`` or ``model:`` section: ``kind`` plus the plugin's own keys."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(BaseModel):
+    """A ``pesmith train`` configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataSettings
+    descriptor: PluginSettings
+    model: PluginSettings
+    training: TrainingSettings = TrainingSettings()
+    output: Path = Field(description="model file to write (.pt)")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML mapping; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from exc
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, descriptor, model, ...), got {type(content).__name__}")
+    return content
+
+
+def load_train_config(path: str | Path, registry: Registry) -> TrainConfig:
+    """Read and validate a training config; plugin keys are checked against the plugin."""
+    path = Path(path)
+    raw = read_yaml(path)
+    try:
+        config = TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc)) from None
+    base = path.resolve().parent
+    config.data.train = _resolve(base, config.data.train)
+    config.output = _resolve(base, config.output)
+    check_plugin_options(path, "descriptor", config.descriptor, registry, implicit=("species",))
+    check_plugin_options(path, "model", config.model, registry, implicit=("species", "n_features"))
+    return config
+
+
+def check_plugin_options(
+    path: Path, kind: Kind, settings: PluginSettings, registry: Registry, implicit: tuple[str, ...]
+) -> type:
+    """Check that every key of a plugin section is a constructor argument of the plugin."""
+    cls = registry.get(kind, settings.kind)
+    parameters = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return cls
+    valid = [name for name in parameters if name != "self"]
+    for key in settings.options:
+        if key not in valid:
+            raise ConfigError(
+                f"{path}: unknown key '{kind}.{key}' for {kind} kind '{settings.kind}'; valid keys: kind, "
+                + ", ".join(name for name in valid if name not in implicit or name == "species")
+            )
+    return cls
+
+
+def _resolve(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        section = error["loc"][:-1]
+        model: type[BaseModel] = TrainConfig
+        for part in section:
+            model = model.model_fields[part].annotation  # type: ignore[assignment]
+        valid = ", ".join(model.model_fields)
+        return f"{path}: unknown key '{location}'; valid keys{' in ' + '.'.join(map(str, section)) if section else ''}: {valid}"
+    if error["type"] == "missing":
+        return f"{path}: missing required key '{location}'"
+    return f"{path}: key '{location}': {error['msg']} (got {error.get('input')!r})"

@@ -1,0 +1,148 @@
+"""Labeled structures: reading extxyz / ase.db, checking labels, splits, reference energies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers
+
+from .errors import DataError
+
+
+@dataclass
+class Dataset:
+    """Structures with total energies (eV), forces (eV/Å) and, where known, stress (eV/Å^3).
+
+    ``stresses[i]`` is ``None`` for a structure without a stress label.
+    """
+
+    structures: list[Atoms]
+    energies: np.ndarray  # (n_structures,) eV
+    forces: list[np.ndarray]  # n_structures x (n_atoms_i, 3) eV/Å
+    stresses: list[np.ndarray | None]  # n_structures x (6,) eV/Å^3, ASE Voigt order
+    source: str = "<memory>"
+    indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # rows of the source
+
+    def __post_init__(self) -> None:
+        if len(self.indices) == 0:
+            self.indices = np.arange(len(self.structures))
+
+    def __len__(self) -> int:
+        return len(self.structures)
+
+    @property
+    def species(self) -> tuple[str, ...]:
+        """Chemical symbols present, sorted by atomic number."""
+        symbols = {s for atoms in self.structures for s in atoms.get_chemical_symbols()}
+        return tuple(sorted(symbols, key=lambda s: atomic_numbers[s]))
+
+    @property
+    def n_atoms(self) -> int:
+        return sum(len(a) for a in self.structures)
+
+    def subset(self, rows: Sequence[int]) -> "Dataset":
+        """The structures at positions ``rows`` (source indices are kept)."""
+        rows = [int(r) for r in rows]
+        return Dataset(
+            structures=[self.structures[r] for r in rows],
+            energies=self.energies[rows],
+            forces=[self.forces[r] for r in rows],
+            stresses=[self.stresses[r] for r in rows],
+            source=self.source,
+            indices=self.indices[rows],
+        )
+
+    def split(self, validation_fraction: float, seed: int) -> tuple["Dataset", "Dataset"]:
+        """Split by structure into (train, validation), reproducibly for a given ``seed``."""
+        if not 0 <= validation_fraction < 1:
+            raise DataError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+        order = np.random.default_rng(seed).permutation(len(self))
+        n_validation = int(round(validation_fraction * len(self)))
+        if validation_fraction > 0 and len(self) >= 2:
+            n_validation = min(max(n_validation, 1), len(self) - 1)
+        return self.subset(np.sort(order[n_validation:])), self.subset(np.sort(order[:n_validation]))
+
+
+def read_dataset(path: str | Path) -> Dataset:
+    """Read labeled structures from an extxyz file (or anything ase.io reads) or an ase.db.
+
+    Raises
+    ------
+    DataError
+        If the file is missing or unreadable, or a structure lacks a valid energy or forces;
+        the message names the file and the structure index.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} not found; check the path (relative paths resolve against the config)")
+    try:
+        if path.suffix == ".db":
+            import ase.db
+
+            with ase.db.connect(str(path)) as db:
+                structures = [row.toatoms() for row in db.select()]
+        else:
+            import ase.io
+
+            structures = ase.io.read(str(path), index=":")
+    except Exception as exc:
+        raise DataError(f"cannot read structures from {path}: {type(exc).__name__}: {exc}") from exc
+    if not structures:
+        raise DataError(f"{path} contains no structures")
+    energies, forces, stresses = [], [], []
+    for index, atoms in enumerate(structures):
+        energy, force, stress = _labels(atoms, f"{path}, structure {index}")
+        energies.append(energy)
+        forces.append(force)
+        stresses.append(stress)
+    return Dataset(structures, np.array(energies), forces, stresses, source=str(path))
+
+
+def _labels(atoms: Atoms, where: str) -> tuple[float, np.ndarray, np.ndarray | None]:
+    calc = atoms.calc
+    results = getattr(calc, "results", {}) if calc is not None else {}
+    energy = results.get("energy", atoms.info.get("energy"))
+    if energy is None:
+        raise DataError(f"{where} ({atoms.get_chemical_formula()}): no energy label; every structure needs one")
+    energy = float(energy)
+    if not np.isfinite(energy):
+        raise DataError(f"{where}: energy is {energy}; remove or relabel this structure")
+    forces = results.get("forces", atoms.arrays.get("forces"))
+    if forces is None:
+        raise DataError(f"{where}: no forces label; every structure needs forces (eV/Å)")
+    forces = np.asarray(forces, dtype=np.float64)
+    if forces.shape != (len(atoms), 3):
+        raise DataError(f"{where}: forces have shape {forces.shape}, expected ({len(atoms)}, 3)")
+    if not np.isfinite(forces).all():
+        raise DataError(f"{where}: forces contain NaN or inf; remove or relabel this structure")
+    stress = results.get("stress", atoms.info.get("stress"))
+    if stress is not None:
+        stress = np.asarray(stress, dtype=np.float64)
+        if stress.shape == (3, 3):
+            stress = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        if stress.shape != (6,) or not np.isfinite(stress).all():
+            raise DataError(f"{where}: stress must be 6 finite numbers (eV/Å^3, Voigt), got {stress!r}")
+    return energy, forces, stress
+
+
+def reference_energies(
+    dataset: Dataset, species: Sequence[str], isolated: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Per-element reference energies (eV) that models subtract before learning.
+
+    ``isolated`` (isolated-atom energies) is used when given for every element. Otherwise a
+    least-squares fit of total energy vs composition, ``E_s ~ sum_Z n_sZ e_Z``, as aenet and
+    n2p2 do; the model then learns the (small) residual.
+    """
+    if isolated:
+        missing = [s for s in species if s not in isolated]
+        if missing:
+            raise DataError(f"data.isolated_atom_energies lacks {missing}; give one for every element or none")
+        return {s: float(isolated[s]) for s in species}
+    counts = np.array([[np.count_nonzero(a.numbers == atomic_numbers[s]) for s in species] for a in dataset.structures])
+    solution, *_ = np.linalg.lstsq(counts.astype(float), dataset.energies, rcond=None)
+    return {s: float(e) for s, e in zip(species, solution)}

@@ -1,0 +1,85 @@
+"""The contract of a descriptor plugin: per-atom features from neighbor-pair vectors."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import torch
+from ase.data import atomic_numbers, chemical_symbols
+
+from .errors import ConfigError, DataError
+from .structures import Batch
+
+
+class Descriptor(torch.nn.Module, ABC):
+    """Maps a batch of structures to per-atom features ``(n_atoms, n_features)`` in float64.
+
+    A descriptor is a function of the edge vectors only (center -> neighbor, Å), written with
+    differentiable torch operations, so that forces and stress follow from autograd exactly.
+    Hyper-parameters are constructor arguments; :meth:`get_config` returns them so that
+    ``type(d)(**d.get_config())`` rebuilds the same descriptor.
+
+    Subclasses set ``self.cutoff`` (Å) and ``self.species`` (chemical symbols, sorted by atomic
+    number) in ``__init__``.
+    """
+
+    cutoff: float
+    species: tuple[str, ...]
+
+    @property
+    @abstractmethod
+    def n_features(self) -> int:
+        """Number of features per atom."""
+
+    @abstractmethod
+    def forward(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Features of every atom.
+
+        Parameters
+        ----------
+        numbers
+            (n_atoms,) atomic numbers.
+        edge_index
+            (2, n_edges) center and neighbor atom of each edge, sorted by center.
+        edge_vectors
+            (n_edges, 3) vector from center to neighbor image, Å.
+
+        Returns
+        -------
+        (n_atoms, n_features) float64
+        """
+
+    @abstractmethod
+    def describe(self) -> list[str]:
+        """One human-readable name per feature, in feature order."""
+
+    @abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (plain YAML/JSON types) that rebuild this descriptor."""
+
+    def featurize(self, batch: Batch) -> torch.Tensor:
+        """(n_atoms, n_features) features of a :class:`Batch`, after checking its elements."""
+        self.check_numbers(batch.numbers)
+        return self(batch.numbers, batch.edge_index, batch.edge_vectors())
+
+    def check_numbers(self, numbers: torch.Tensor) -> None:
+        """Raise :class:`DataError` naming any element this descriptor was not set up for."""
+        known = {atomic_numbers[s] for s in self.species}
+        unknown = sorted(set(numbers.tolist()) - known)
+        if unknown:
+            names = ", ".join(chemical_symbols[z] for z in unknown)
+            raise DataError(
+                f"element(s) {names} not in this descriptor/model (species: {', '.join(self.species)});"
+                " train a model that includes them"
+            )
+
+
+def normalize_species(species: Sequence[str], key: str = "species") -> tuple[str, ...]:
+    """Validate chemical symbols and sort them by atomic number (the feature order)."""
+    if isinstance(species, str) or not species:
+        raise ConfigError(f"{key} must be a non-empty list of chemical symbols, got {species!r}")
+    bad = [s for s in species if s not in atomic_numbers or s == "X"]
+    if bad:
+        raise ConfigError(f"{key}: unknown chemical symbol(s) {bad}; use symbols such as 'Li', 'Si'")
+    return tuple(sorted(set(species), key=lambda s: atomic_numbers[s]))

@@ -1,0 +1,113 @@
+"""One self-describing model file: format version, config, species, reference energies,
+normalisation, feature range and weights, as plain tensors and JSON (no pickle).
+
+Written atomically (temporary file + rename); read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ModelFileError, PesmithError
+from .potential import Potential
+from .registry import Registry, default_registry
+
+FORMAT = "pesmith-model"
+FORMAT_VERSION = 1
+
+
+def save_potential(
+    potential: Potential, path: str | Path, metadata: dict[str, Any] | None = None, registry: Registry | None = None
+) -> Path:
+    """Write ``potential`` to ``path`` atomically; ``metadata`` (JSON types) is stored beside it."""
+    path = Path(path)
+    registry = registry or default_registry()
+    header = {
+        "descriptor": {"kind": _kind_name(registry, potential.descriptor), **potential.descriptor.get_config()},
+        "model": {"kind": _kind_name(registry, potential.model), **potential.model.get_config()},
+        "species": list(potential.species),
+        "n_features": potential.descriptor.n_features,
+        "reference_energies_eV": potential.reference,
+        "metadata": metadata or {},
+    }
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "header_json": json.dumps(header),
+        "model_state": {k: v.detach().cpu() for k, v in potential.model.state_dict().items()},
+        "feature_min": potential.feature_min.detach().cpu(),
+        "feature_max": potential.feature_max.detach().cpu(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(header, payload) of a model file, after checking its format and version."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelFileError(
+            f"{path} is not a readable pesmith model file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]});"
+            " retrain with `pesmith train`"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a pesmith model file (no '{FORMAT}' format tag)")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has model format version {version}, newer than this pesmith reads ({FORMAT_VERSION});"
+            " upgrade pesmith"
+        )
+    try:
+        header = json.loads(payload["header_json"])
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: corrupt header ({exc}); retrain with `pesmith train`") from exc
+    return header, payload
+
+
+def load_potential(path: str | Path, registry: Registry | None = None) -> tuple[Potential, dict[str, Any]]:
+    """Rebuild the :class:`Potential` stored in ``path``; also return the header."""
+    registry = registry or default_registry()
+    header, payload = read_header(path)
+    try:
+        descriptor_config = dict(header["descriptor"])
+        model_config = dict(header["model"])
+        descriptor = registry.get("descriptor", descriptor_config.pop("kind"))(**descriptor_config)
+        model = registry.get("model", model_config.pop("kind"))(
+            species=header["species"], n_features=header["n_features"], **model_config
+        )
+        model.load_state_dict(payload["model_state"])
+        potential = Potential(descriptor, model, header["reference_energies_eV"])
+        potential.feature_min.copy_(payload["feature_min"])
+        potential.feature_max.copy_(payload["feature_max"])
+    except PesmithError:
+        raise
+    except Exception as exc:
+        raise ModelFileError(f"{path}: cannot rebuild the model ({type(exc).__name__}: {exc})") from exc
+    potential.eval()
+    return potential, header
+
+
+def _kind_name(registry: Registry, obj: object) -> str:
+    for info in registry.plugins():
+        if info.cls is type(obj):
+            return info.name
+    raise ModelFileError(f"{type(obj).__qualname__} is not a registered plugin; register it to save models using it")

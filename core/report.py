@@ -1,0 +1,78 @@
+"""Training reports: JSON + markdown metrics and a parity plot PNG, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .validation import Predictions
+
+METRIC_UNITS = {
+    "energy_rmse_meV_per_atom": "meV/atom",
+    "energy_mae_meV_per_atom": "meV/atom",
+    "force_rmse_eV_per_A": "eV/Å",
+    "force_mae_eV_per_A": "eV/Å",
+}
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def write_report(stem: Path, report: dict[str, Any], predictions: dict[str, Predictions]) -> list[Path]:
+    """Write ``<stem>_report.json``, ``<stem>_report.md`` and ``<stem>_parity.png``."""
+    json_path = stem.with_name(stem.name + "_report.json")
+    md_path = stem.with_name(stem.name + "_report.md")
+    png_path = stem.with_name(stem.name + "_parity.png")
+    write_text_atomic(json_path, json.dumps(report, indent=2, default=str))
+    write_text_atomic(md_path, markdown(report))
+    parity_plot(png_path, predictions)
+    return [json_path, md_path, png_path]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# pesmith training report: {report['model_file']}", ""]
+    lines += [f"- data: `{report['data']['train']}` (split seed {report['data']['seed']})"]
+    lines += [f"- train structures: {report['split']['n_train']}, validation: {report['split']['n_validation']}"]
+    lines += [f"- epochs run: {report['training']['epochs_run']}, best epoch: {report['training']['best_epoch']}"]
+    lines += [f"- training time: {report['training']['wall_time_s']:.1f} s", ""]
+    sets = [name for name in ("train", "validation") if name in report["metrics"]]
+    lines += ["| metric | unit | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+    for key, unit in METRIC_UNITS.items():
+        values = " | ".join(f"{report['metrics'][s][key]:.4g}" for s in sets)
+        lines.append(f"| {key} | {unit} | {values} |")
+    lines += ["", "Reference energies (eV/atom): "
+              + ", ".join(f"{k} {v:.6f}" for k, v in report["reference_energies_eV"].items()), ""]
+    return "\n".join(lines)
+
+
+def parity_plot(path: Path, predictions: dict[str, Predictions]) -> None:
+    """Energy-per-atom and force-component parity plots, one colour per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(10, 4.5))
+    for name, p in predictions.items():
+        m = p.metrics()
+        ax_e.scatter(p.energy_per_atom_ref, p.energy_per_atom_pred, s=8, alpha=0.7,
+                     label=f"{name}: RMSE {m['energy_rmse_meV_per_atom']:.2f} meV/atom")
+        ax_f.scatter(p.forces_ref.ravel(), p.forces_pred.ravel(), s=2, alpha=0.4,
+                     label=f"{name}: RMSE {m['force_rmse_eV_per_A']:.3f} eV/Å")
+    for ax, unit in ((ax_e, "energy (eV/atom)"), (ax_f, "force component (eV/Å)")):
+        lo, hi = ax.get_xlim()
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlabel(f"reference {unit}")
+        ax.set_ylabel(f"predicted {unit}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(temporary, dpi=120)
+    plt.close(fig)
+    os.replace(temporary, path)

@@ -1,0 +1,152 @@
+"""Neighbor lists and batching of ASE structures into one flat graph.
+
+Neighbor pairs and their integer cell shifts are found without gradients (vesin: the fastest
+of vesin, matscipy and ase.neighborlist that was correct on small triclinic cells, slabs and
+molecules; see ``scripts/bench_neighbors.py``). Distance vectors are then rebuilt in torch from
+positions, cells and shifts, so that autograd through them gives forces and stress.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import vesin
+from ase import Atoms
+
+from .errors import DataError
+
+DTYPE = torch.float64
+
+
+@dataclass
+class Batch:
+    """Several structures as one graph of directed neighbor pairs ("edges").
+
+    Edge ``e`` points from its center atom ``edge_index[0, e]`` to its neighbor
+    ``edge_index[1, e]``; its vector is ``positions[j] - positions[i] + shift @ cell`` (Å).
+    Edges are sorted by center atom.
+    """
+
+    numbers: torch.Tensor  # (n_atoms,) atomic numbers, int64
+    positions: torch.Tensor  # (n_atoms, 3) Å, float64
+    cells: torch.Tensor  # (n_structures, 3, 3) Å, rows are cell vectors
+    pbc: torch.Tensor  # (n_structures, 3) bool
+    structure_index: torch.Tensor  # (n_atoms,) which structure each atom belongs to
+    edge_index: torch.Tensor  # (2, n_edges) center, neighbor (global atom indices)
+    edge_shifts: torch.Tensor  # (n_edges, 3) integer cell shifts, float64
+    cutoff: float  # Å
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.numbers.shape[0])
+
+    @property
+    def n_structures(self) -> int:
+        return int(self.cells.shape[0])
+
+    @property
+    def atoms_per_structure(self) -> torch.Tensor:
+        """(n_structures,) number of atoms in each structure."""
+        return torch.bincount(self.structure_index, minlength=self.n_structures)
+
+    def edge_vectors(self) -> torch.Tensor:
+        """(n_edges, 3) vectors from each center to its neighbor image, Å, differentiable."""
+        centers, neighbors = self.edge_index
+        cell_of_edge = self.cells[self.structure_index[centers]]  # (n_edges, 3, 3)
+        offsets = torch.einsum("ea,eab->eb", self.edge_shifts, cell_of_edge)  # (n_edges, 3)
+        return self.positions[neighbors] - self.positions[centers] + offsets
+
+    def volumes(self) -> torch.Tensor:
+        """(n_structures,) cell volumes, Å^3 (zero for a structure without a cell)."""
+        return torch.linalg.det(self.cells).abs()
+
+
+def neighbor_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full neighbor list of one structure within ``cutoff`` (Å).
+
+    Returns
+    -------
+    centers, neighbors : (n_edges,) int64
+        Both directions of every pair; an atom's own periodic images are included.
+    shifts : (n_edges, 3) int64
+        Cell shifts such that ``r_ij = pos[j] - pos[i] + shift @ cell``.
+    """
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any() and abs(np.linalg.det(cell)) < 1e-12:
+        raise DataError(
+            f"structure {atoms.get_chemical_formula()} is periodic (pbc={pbc.tolist()}) but its cell has zero"
+            " volume; give it a cell or set pbc=False"
+        )
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    centers, neighbors, shifts = calculator.compute(
+        points=np.asarray(atoms.positions, dtype=np.float64), box=cell, periodic=pbc, quantities="ijS"
+    )
+    order = np.lexsort((neighbors, centers))
+    return (
+        centers[order].astype(np.int64),
+        neighbors[order].astype(np.int64),
+        shifts[order].astype(np.int64),
+    )
+
+
+def build_batch(structures: Sequence[Atoms], cutoff: float) -> Batch:
+    """Batch ``structures`` into one :class:`Batch` with neighbor pairs within ``cutoff`` (Å)."""
+    numbers, positions, cells, pbcs, owner = [], [], [], [], []
+    centers, neighbors, shifts = [], [], []
+    offset = 0
+    for index, atoms in enumerate(structures):
+        i, j, s = neighbor_pairs(atoms, cutoff)
+        n = len(atoms)
+        numbers.append(atoms.numbers)
+        positions.append(atoms.positions)
+        cells.append(atoms.cell.array)
+        pbcs.append(atoms.pbc)
+        owner.append(np.full(n, index))
+        centers.append(i + offset)
+        neighbors.append(j + offset)
+        shifts.append(s)
+        offset += n
+    return Batch(
+        numbers=torch.as_tensor(np.concatenate(numbers), dtype=torch.int64),
+        positions=torch.as_tensor(np.concatenate(positions), dtype=DTYPE),
+        cells=torch.as_tensor(np.stack(cells), dtype=DTYPE),
+        pbc=torch.as_tensor(np.stack(pbcs), dtype=torch.bool),
+        structure_index=torch.as_tensor(np.concatenate(owner), dtype=torch.int64),
+        edge_index=torch.as_tensor(np.stack([np.concatenate(centers), np.concatenate(neighbors)])),
+        edge_shifts=torch.as_tensor(np.concatenate(shifts), dtype=DTYPE),
+        cutoff=float(cutoff),
+    )
+
+
+def edge_pairs(centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All unordered pairs of edges that share a center (the triplets j-i-k).
+
+    Parameters
+    ----------
+    centers
+        (n_edges,) center atom of each edge, sorted (non-decreasing).
+
+    Returns
+    -------
+    first, second : (n_triplets,) int64
+        Edge indices with ``first < second`` and ``centers[first] == centers[second]``.
+    """
+    n_edges = centers.shape[0]
+    if n_edges == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=centers.device)
+        return empty, empty
+    _, counts = torch.unique_consecutive(centers, return_counts=True)  # (n_centers,)
+    starts = torch.cumsum(counts, 0) - counts
+    start_of_edge = torch.repeat_interleave(starts, counts)  # (n_edges,)
+    count_of_edge = torch.repeat_interleave(counts, counts)
+    position = torch.arange(n_edges, device=centers.device) - start_of_edge
+    partners = count_of_edge - position - 1  # edges after this one with the same center
+    first = torch.repeat_interleave(torch.arange(n_edges, device=centers.device), partners)
+    triplet_starts = torch.cumsum(partners, 0) - partners
+    rank = torch.arange(first.shape[0], device=centers.device) - triplet_starts[first]
+    second = first + 1 + rank
+    return first, second

@@ -1,0 +1,158 @@
+"""Contract checks that every descriptor and model plugin passes, ours and outside ones.
+
+Call them from your own tests (they raise ``AssertionError`` with the numbers on failure)::
+
+    from pesmith.testing import check_descriptor, check_model
+    check_descriptor(MyDescriptor(species=["Li", "Si"], cutoff=5.0))
+    check_model(MyModel, descriptor)
+
+Energies are ``E = sum_i w . G_i`` with a fixed random ``w`` for descriptors alone, so the
+checks exercise the descriptor's autograd path exactly as a model does.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from .descriptor import Descriptor
+from .features import feature_jacobian
+from .grad import forces_and_stress
+from .model import Model
+from .potential import ENERGY, FORCES, STRESS, Potential
+from .structures import DTYPE, build_batch
+
+
+def sample_structure(species: tuple[str, ...], cutoff: float, seed: int = 0, n_atoms: int = 8) -> Atoms:
+    """A random triclinic periodic cell with cell vectors shorter than twice ``cutoff`` (Å)."""
+    rng = np.random.default_rng(seed)
+    length = min(1.9 * cutoff, max(4.0, (n_atoms * 16.0) ** (1 / 3)))
+    cell = np.diag([length] * 3) + rng.uniform(-0.15, 0.15, (3, 3)) * length
+    while True:
+        atoms = Atoms(
+            symbols=[species[i % len(species)] for i in range(n_atoms)],
+            scaled_positions=rng.uniform(0, 1, (n_atoms, 3)),
+            cell=cell,
+            pbc=True,
+        )
+        distances = atoms.get_all_distances(mic=True)[np.triu_indices(n_atoms, 1)]
+        if distances.min() > 1.8:
+            return atoms
+
+
+def linear_energy(descriptor: Descriptor, seed: int = 0):
+    """An energy function ``E(atoms_batch) = sum_i w . G_i`` with fixed random ``w``."""
+    weights = torch.as_tensor(np.random.default_rng(seed).normal(size=descriptor.n_features), dtype=DTYPE)
+
+    def energy(batch, vectors):
+        features = descriptor(batch.numbers, batch.edge_index, vectors)
+        per_atom = features @ weights  # (n_atoms,)
+        return torch.zeros(batch.n_structures, dtype=DTYPE).index_add(0, batch.structure_index, per_atom)
+
+    return energy
+
+
+def energy_forces_stress(energy_fn, atoms: Atoms, cutoff: float) -> tuple[float, np.ndarray, np.ndarray]:
+    batch = build_batch([atoms], cutoff)
+    vectors = batch.edge_vectors().detach().requires_grad_(True)
+    energy = energy_fn(batch, vectors)
+    forces, stress = forces_and_stress(energy, vectors, batch, stress=True)
+    return energy.item(), forces.detach().numpy(), stress[0].detach().numpy()
+
+
+def check_gradients(descriptor: Descriptor, atoms: Atoms, step: float = 1e-4, atol: float = 1e-6) -> None:
+    """Forces equal -dE/dr and stress (1/V) dE/d(strain), by central differences."""
+    energy_fn = linear_energy(descriptor)
+    _, forces, stress = energy_forces_stress(energy_fn, atoms, descriptor.cutoff)
+
+    def energy_of(a: Atoms) -> float:
+        return energy_forces_stress(energy_fn, a, descriptor.cutoff)[0]
+
+    numeric = np.zeros_like(forces)
+    for i in range(len(atoms)):
+        for c in range(3):
+            plus, minus = atoms.copy(), atoms.copy()
+            plus.positions[i, c] += step
+            minus.positions[i, c] -= step
+            numeric[i, c] = -(energy_of(plus) - energy_of(minus)) / (2 * step)
+    error = np.abs(forces - numeric).max()
+    assert error < atol, f"forces differ from finite differences by {error:.3g} eV/Å (tolerance {atol})"
+    volume = atoms.get_volume()
+    numeric_stress = np.zeros(6)
+    for k, (a, b) in enumerate(((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))):
+        direction = np.zeros((3, 3))  # symmetric unit strain: d(strain)/dt
+        direction[a, b] += 0.5
+        direction[b, a] += 0.5
+        energies = []
+        for sign in (1, -1):
+            strained = atoms.copy()
+            strained.set_cell(atoms.cell.array @ (np.eye(3) + sign * step * direction), scale_atoms=True)
+            energies.append(energy_of(strained))
+        numeric_stress[k] = (energies[0] - energies[1]) / (2 * step) / volume
+    error = np.abs(stress - numeric_stress).max()
+    assert error < atol, f"stress differs from finite differences by {error:.3g} eV/Å^3 (tolerance {atol})"
+
+
+def check_invariance(descriptor: Descriptor, atoms: Atoms, atol: float = 1e-10) -> None:
+    """Energy unchanged by rotation, translation, permutation and an equivalent cell."""
+    energy_fn = linear_energy(descriptor)
+    reference = energy_forces_stress(energy_fn, atoms, descriptor.cutoff)[0]
+    rotated = atoms.copy()
+    rotated.rotate(37.0, (1.0, 2.0, 3.0), rotate_cell=True)
+    translated = atoms.copy()
+    translated.translate((0.37, -1.21, 2.05))
+    permuted = atoms[np.random.default_rng(1).permutation(len(atoms))]
+    equivalent = atoms.copy()
+    cell = atoms.cell.array
+    equivalent.set_cell(np.array([cell[0], cell[1] + cell[0], cell[2] - cell[1]]), scale_atoms=False)
+    equivalent.wrap()
+    for name, changed in (("rotation", rotated), ("translation", translated), ("permutation", permuted),
+                          ("equivalent cell", equivalent)):
+        energy = energy_forces_stress(energy_fn, changed, descriptor.cutoff)[0]
+        assert abs(energy - reference) < atol, f"energy changes by {energy - reference:.3g} eV under {name}"
+
+
+def check_batching(descriptor: Descriptor, structures: list[Atoms], atol: float = 1e-10) -> None:
+    """Features of a batch equal those of each structure alone; the stored Jacobian equals autograd."""
+    batch = build_batch(structures, descriptor.cutoff)
+    together = descriptor.featurize(batch).detach()
+    alone = torch.cat([descriptor.featurize(build_batch([a], descriptor.cutoff)).detach() for a in structures])
+    assert together.shape == (len(alone), descriptor.n_features), f"features have shape {tuple(together.shape)}"
+    assert torch.allclose(together, alone, atol=atol, rtol=0), "batched features differ from single ones"
+    assert torch.isfinite(together).all() and together.dtype == DTYPE, "features must be finite float64"
+    assert len(descriptor.describe()) == descriptor.n_features, "describe() must name every feature"
+    rebuilt = type(descriptor)(**descriptor.get_config())
+    assert torch.allclose(rebuilt.featurize(batch).detach(), together), "get_config() does not round-trip"
+    features, jacobian, jbatch = feature_jacobian(descriptor, structures)
+    weights = torch.linspace(-1, 1, descriptor.n_features, dtype=DTYPE)
+    vectors = jbatch.edge_vectors().detach().requires_grad_(True)
+    (direct,) = torch.autograd.grad((descriptor(jbatch.numbers, jbatch.edge_index, vectors) @ weights).sum(), vectors)
+    chained = torch.einsum("f,efc->ec", weights, jacobian)
+    assert torch.allclose(direct, chained, atol=atol), "feature Jacobian disagrees with autograd"
+
+
+def check_descriptor(descriptor: Descriptor, seed: int = 0) -> None:
+    """Run every descriptor contract check on random triclinic periodic cells."""
+    structures = [sample_structure(descriptor.species, descriptor.cutoff, seed + k, n_atoms=6 + k) for k in range(3)]
+    check_batching(descriptor, structures)
+    check_invariance(descriptor, structures[0])
+    check_gradients(descriptor, structures[0])
+
+
+def check_model(model: Model, descriptor: Descriptor, seed: int = 0, atol: float = 1e-10) -> None:
+    """A model predicts the same energies, forces and stress after save -> load."""
+    from .model_file import load_potential, save_potential
+
+    potential = Potential(descriptor, model)
+    structures = [sample_structure(descriptor.species, descriptor.cutoff, seed + k) for k in range(2)]
+    before = potential(build_batch(structures, descriptor.cutoff), forces=True, stress=True)
+    with tempfile.TemporaryDirectory() as folder:
+        path = save_potential(potential, Path(folder) / "model.pt")
+        loaded, _ = load_potential(path)
+    after = loaded(build_batch(structures, descriptor.cutoff), forces=True, stress=True)
+    for key in (ENERGY, FORCES, STRESS):
+        assert torch.allclose(before[key], after[key], atol=atol), f"{key} changes after save -> load"

@@ -1,0 +1,61 @@
+"""Accuracy of a potential on labeled data: RMSE/MAE of energies and forces, parity data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from .data import Dataset
+from .potential import ENERGY, FORCES, Potential
+
+
+@dataclass
+class Predictions:
+    """Reference and predicted labels of a dataset, for metrics and parity plots."""
+
+    energy_per_atom_ref: np.ndarray  # (n_structures,) eV/atom
+    energy_per_atom_pred: np.ndarray
+    forces_ref: np.ndarray  # (n_atoms, 3) eV/Å
+    forces_pred: np.ndarray
+
+    def metrics(self) -> dict[str, float]:
+        """n_structures, energy RMSE/MAE (meV/atom), force RMSE/MAE (eV/Å, over components)."""
+        de = self.energy_per_atom_pred - self.energy_per_atom_ref
+        df = self.forces_pred - self.forces_ref
+        return {
+            "n_structures": int(de.shape[0]),
+            "energy_rmse_meV_per_atom": float(1000 * np.sqrt(np.mean(de**2))),
+            "energy_mae_meV_per_atom": float(1000 * np.mean(np.abs(de))),
+            "force_rmse_eV_per_A": float(np.sqrt(np.mean(df**2))),
+            "force_mae_eV_per_A": float(np.mean(np.abs(df))),
+        }
+
+
+def predict_dataset(potential: Potential, dataset: Dataset, chunk_atoms: int = 4000) -> Predictions:
+    """Predict every structure of ``dataset`` in chunks of about ``chunk_atoms`` atoms."""
+    energies, forces = [], []
+    for chunk in _chunks(dataset, chunk_atoms):
+        results = potential.predict(chunk, stress=False)
+        energies.append(results[ENERGY].numpy())
+        forces.append(results[FORCES].numpy())
+    sizes = np.array([len(a) for a in dataset.structures])
+    return Predictions(
+        energy_per_atom_ref=dataset.energies / sizes,
+        energy_per_atom_pred=np.concatenate(energies) / sizes,
+        forces_ref=np.concatenate(dataset.forces),
+        forces_pred=np.concatenate(forces),
+    )
+
+
+def _chunks(dataset: Dataset, chunk_atoms: int) -> Iterator[list]:
+    chunk, size = [], 0
+    for atoms in dataset.structures:
+        chunk.append(atoms)
+        size += len(atoms)
+        if size >= chunk_atoms:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk

@@ -1,0 +1,1 @@
+"""Built-in pesmith plugins, registered through the same hooks as outside ones."""

@@ -1,0 +1,1 @@
+"""Structure search (genetic algorithm, convex hull, voltage profile); see the Search issue."""

@@ -1,0 +1,79 @@
+"""ACSF: agreement with DScribe, and the descriptor contract (gradients, invariance, batching)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from pesmith.errors import ConfigError
+from pesmith.plugins.descriptors.acsf import ACSF
+from pesmith.structures import build_batch
+from pesmith.testing import check_descriptor, sample_structure
+
+dscribe = pytest.importorskip("dscribe.descriptors")
+
+
+def lisi_cell(repeat: tuple[int, int, int], seed: int):
+    """A distorted triclinic diamond-Si cell with some Si replaced by Li."""
+    rng = np.random.default_rng(seed)
+    atoms = bulk("Si", "diamond", 5.43, cubic=True) * repeat
+    atoms.symbols[rng.choice(len(atoms), len(atoms) // 3, replace=False)] = "Li"
+    atoms.set_cell(atoms.cell.array + rng.normal(0, 0.25, (3, 3)), scale_atoms=True)
+    atoms.rattle(0.1, seed=seed)
+    return atoms
+
+
+def dscribe_columns(descriptor: ACSF, total: int) -> list[int]:
+    """DScribe puts a G1 column before each species' G2 block; drop those."""
+    n_g2 = descriptor.g2.shape[0]
+    columns = []
+    for s in range(len(descriptor.species)):
+        start = s * (1 + n_g2) + 1
+        columns += list(range(start, start + n_g2))
+    return columns + list(range(len(descriptor.species) * (1 + n_g2), total))
+
+
+@pytest.mark.parametrize("repeat,cutoff", [((1, 1, 1), 5.0), ((2, 1, 1), 6.0), ((2, 2, 2), 4.5)])
+def test_acsf_equals_dscribe_on_periodic_lisi(repeat, cutoff):
+    atoms = lisi_cell(repeat, seed=sum(repeat))
+    ours = ACSF(["Li", "Si"], cutoff=cutoff, g5_params=[[0.01, 1.0, 1.0], [0.05, 2.0, -1.0]])
+    features = ours.featurize(build_batch([atoms], cutoff)).detach().numpy()
+    g45 = ours.g45.numpy()
+    peer = dscribe.ACSF(
+        r_cut=cutoff, g2_params=ours.g2.numpy(), g4_params=g45[: ours.n_g4], g5_params=g45[ours.n_g4 :],
+        species=["Li", "Si"], periodic=True,
+    )
+    expected = peer.create(atoms)
+    expected = expected[:, dscribe_columns(ours, expected.shape[1])]
+    assert features.shape == expected.shape
+    relative = np.abs(features - expected) / np.maximum(np.abs(expected), 1e-12)
+    assert relative.max() < 1e-8
+
+
+def test_acsf_contract_lisi_with_small_angular_cutoff():
+    check_descriptor(ACSF(["Li", "Si"], cutoff=5.0, angular_cutoff=4.0, g5_params=[[0.02, 2.0, 1.0]]))
+
+
+def test_acsf_contract_cutoff_larger_than_half_cell():
+    descriptor = ACSF(["Li", "Si"], cutoff=6.5)
+    atoms = sample_structure(descriptor.species, descriptor.cutoff, seed=3)
+    assert min(atoms.cell.lengths()) < 2 * descriptor.cutoff
+    check_descriptor(descriptor)
+
+
+def test_acsf_describe_names_every_feature():
+    descriptor = ACSF(["Si", "Li"], cutoff=5.0, n_radial=3, n_angular=1, zetas=[1])
+    names = descriptor.describe()
+    assert descriptor.species == ("Li", "Si")
+    assert len(names) == descriptor.n_features == 2 * 3 + 3 * 2
+    assert names[0].startswith("G2[Li]") and names[-1].startswith("G4[Si-Si]")
+
+
+@pytest.mark.parametrize(
+    "kwargs,key",
+    [({"cutoff": -1.0}, "cutoff"), ({"angular_cutoff": 9.0}, "angular_cutoff"), ({"g4_params": [[0.1, 1.0, 0.5]]}, "lambda")],
+)
+def test_acsf_bad_hyperparameters_name_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        ACSF(["Si"], **kwargs)
