@@ -59,15 +59,19 @@ class Potential(torch.nn.Module):
         self.descriptor.check_numbers(batch.numbers)
         with torch.enable_grad():
             vectors = batch.edge_vectors().detach().requires_grad_(forces or stress)
-            features = self.descriptor(batch.numbers, batch.edge_index, vectors)  # (n_atoms, F)
-            atom_energies = self.model(features, batch.numbers) + self.reference_table[batch.numbers]
-            energy = torch.zeros(batch.n_structures, dtype=DTYPE).index_add(0, batch.structure_index, atom_energies)
-            results = {ENERGY: energy, ATOM_ENERGIES: atom_energies, FEATURES: features}
+            results = self.energy(batch, vectors)
             if forces or stress:
-                results[FORCES], stress_tensor = forces_and_stress(energy, vectors, batch, stress=stress)
+                results[FORCES], stress_tensor = forces_and_stress(results[ENERGY], vectors, batch, stress=stress)
                 if stress_tensor is not None:
                     results[STRESS] = stress_tensor
         return {k: v.detach() for k, v in results.items()}
+
+    def energy(self, batch: Batch, edge_vectors: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Energies (n_structures,) eV, per-atom energies and features, differentiable in ``edge_vectors``."""
+        features = self.descriptor(batch.numbers, batch.edge_index, edge_vectors)  # (n_atoms, F)
+        atom_energies = self.model(features, batch.numbers) + self.reference_table[batch.numbers]  # (n_atoms,)
+        energy = torch.zeros(batch.n_structures, dtype=DTYPE).index_add(0, batch.structure_index, atom_energies)
+        return {ENERGY: energy, ATOM_ENERGIES: atom_energies, FEATURES: features}
 
     def fit(
         self,

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms
+from ase.geometry import get_distances
 
 from .descriptor import Descriptor
 from .features import feature_jacobian
@@ -28,20 +29,21 @@ from .structures import DTYPE, build_batch
 
 
 def sample_structure(species: tuple[str, ...], cutoff: float, seed: int = 0, n_atoms: int = 8) -> Atoms:
-    """A random triclinic periodic cell with cell vectors shorter than twice ``cutoff`` (Å)."""
+    """A random triclinic periodic cell (about 18 Å^3 per atom, no two atoms closer than 1.9 Å)
+    whose cell vectors are shorter than twice ``cutoff`` (Å), filled by random sequential addition."""
     rng = np.random.default_rng(seed)
-    length = min(1.9 * cutoff, max(4.0, (n_atoms * 16.0) ** (1 / 3)))
-    cell = np.diag([length] * 3) + rng.uniform(-0.15, 0.15, (3, 3)) * length
-    while True:
-        atoms = Atoms(
-            symbols=[species[i % len(species)] for i in range(n_atoms)],
-            scaled_positions=rng.uniform(0, 1, (n_atoms, 3)),
-            cell=cell,
-            pbc=True,
-        )
-        distances = atoms.get_all_distances(mic=True)[np.triu_indices(n_atoms, 1)]
-        if distances.min() > 1.8:
-            return atoms
+    length = min(1.9 * cutoff, max(4.0, (n_atoms * 18.0) ** (1 / 3)))
+    cell = np.diag([length] * 3) + rng.uniform(-0.12, 0.12, (3, 3)) * length
+    positions: list[np.ndarray] = []
+    while len(positions) < n_atoms:
+        trial = rng.uniform(0, 1, 3) @ cell
+        if positions:
+            _, distances = get_distances(trial, np.array(positions), cell=cell, pbc=True)
+            if distances.min() < 1.9:
+                continue
+        positions.append(trial)
+    symbols = [species[i % len(species)] for i in range(n_atoms)]
+    return Atoms(symbols=symbols, positions=np.array(positions), cell=cell, pbc=True)
 
 
 def linear_energy(descriptor: Descriptor, seed: int = 0):
@@ -56,17 +58,27 @@ def linear_energy(descriptor: Descriptor, seed: int = 0):
     return energy
 
 
-def energy_forces_stress(energy_fn, atoms: Atoms, cutoff: float) -> tuple[float, np.ndarray, np.ndarray]:
+def energy_forces_stress(energy_fn, atoms: Atoms, cutoff: float) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """Energy (eV), forces (eV/Å) and, for a fully periodic cell, stress (eV/Å^3) of one structure."""
     batch = build_batch([atoms], cutoff)
     vectors = batch.edge_vectors().detach().requires_grad_(True)
     energy = energy_fn(batch, vectors)
-    forces, stress = forces_and_stress(energy, vectors, batch, stress=True)
-    return energy.item(), forces.detach().numpy(), stress[0].detach().numpy()
+    periodic = bool(atoms.pbc.all())
+    forces, stress = forces_and_stress(energy, vectors, batch, stress=periodic)
+    return energy.item(), forces.detach().numpy(), stress[0].detach().numpy() if periodic else None
 
 
-def check_gradients(descriptor: Descriptor, atoms: Atoms, step: float = 1e-4, atol: float = 1e-6) -> None:
-    """Forces equal -dE/dr and stress (1/V) dE/d(strain), by central differences."""
-    energy_fn = linear_energy(descriptor)
+def potential_energy(potential: Potential):
+    """The energy function of a :class:`Potential`, for :func:`check_gradients`."""
+    return lambda batch, vectors: potential.energy(batch, vectors)[ENERGY]
+
+
+def check_gradients(
+    descriptor: Descriptor, atoms: Atoms, step: float = 1e-4, atol: float = 1e-6, energy_fn=None
+) -> None:
+    """Forces equal -dE/dr and, for periodic cells, stress equals (1/V) dE/d(strain), by central
+    differences (step in Å and strain). ``energy_fn(batch, vectors)`` defaults to a linear readout."""
+    energy_fn = energy_fn or linear_energy(descriptor)
     _, forces, stress = energy_forces_stress(energy_fn, atoms, descriptor.cutoff)
 
     def energy_of(a: Atoms) -> float:
@@ -81,6 +93,8 @@ def check_gradients(descriptor: Descriptor, atoms: Atoms, step: float = 1e-4, at
             numeric[i, c] = -(energy_of(plus) - energy_of(minus)) / (2 * step)
     error = np.abs(forces - numeric).max()
     assert error < atol, f"forces differ from finite differences by {error:.3g} eV/Å (tolerance {atol})"
+    if stress is None:
+        return
     volume = atoms.get_volume()
     numeric_stress = np.zeros(6)
     for k, (a, b) in enumerate(((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))):
@@ -97,9 +111,9 @@ def check_gradients(descriptor: Descriptor, atoms: Atoms, step: float = 1e-4, at
     assert error < atol, f"stress differs from finite differences by {error:.3g} eV/Å^3 (tolerance {atol})"
 
 
-def check_invariance(descriptor: Descriptor, atoms: Atoms, atol: float = 1e-10) -> None:
-    """Energy unchanged by rotation, translation, permutation and an equivalent cell."""
-    energy_fn = linear_energy(descriptor)
+def check_invariance(descriptor: Descriptor, atoms: Atoms, atol: float = 1e-10, energy_fn=None) -> None:
+    """Energy (eV) unchanged by rotation, translation, permutation and an equivalent cell."""
+    energy_fn = energy_fn or linear_energy(descriptor)
     reference = energy_forces_stress(energy_fn, atoms, descriptor.cutoff)[0]
     rotated = atoms.copy()
     rotated.rotate(37.0, (1.0, 2.0, 3.0), rotate_cell=True)

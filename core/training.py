@@ -51,7 +51,7 @@ def evaluate(model: torch.nn.Module, data: FeatureSet, force_weight: float) -> d
     """Loss and RMSEs (energy meV/atom, force eV/Å) of ``model`` on a whole set."""
     energy_mse, force_mse = loss_terms(model, data, create_graph=False)
     return {
-        "loss": float(energy_mse + force_weight * force_mse),
+        "loss": (energy_mse + force_weight * force_mse).item(),
         "energy_rmse_meV_per_atom": 1000 * math.sqrt(float(energy_mse)),
         "force_rmse_eV_per_A": math.sqrt(float(force_mse)),
     }

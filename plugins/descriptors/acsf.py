@@ -205,7 +205,7 @@ class ACSF(Descriptor):
         for radial_part, columns in ((radial4, self.g4_columns), (radial5, self.g5_columns)):
             if columns.numel() == 0:
                 continue
-            grid = (radial_part[:, :, None] * angle[:, None, :]).reshape(radial_part.shape[0], -1)  # all (eta, zl)
+            grid = (radial_part[:, :, None] * angle[:, None, :]).flatten(1)  # (n_triplets, n_eta * n_zl)
             summed = torch.zeros(n_atoms * self.n_pairs, grid.shape[1], dtype=grid.dtype, device=grid.device)
             summed = summed.index_add(0, slot, grid)  # (n_atoms * n_pairs, n_eta * n_zl)
             parts.append(summed[:, columns])  # the requested (eta, zeta, lambda) only
