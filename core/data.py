@@ -62,7 +62,7 @@ class Dataset:
             raise DataError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
         order = np.random.default_rng(seed).permutation(len(self))
         n_validation = int(round(validation_fraction * len(self)))
-        if validation_fraction > 0 and len(self) >= 2:
+        if validation_fraction > 0:  # at least one structure on each side, when there are two
             n_validation = min(max(n_validation, 1), len(self) - 1)
         return self.subset(np.sort(order[n_validation:])), self.subset(np.sort(order[:n_validation]))
 
@@ -122,6 +122,8 @@ def _labels(atoms: Atoms, where: str) -> tuple[float, np.ndarray, np.ndarray | N
     stress = results.get("stress", atoms.info.get("stress"))
     if stress is not None:
         stress = np.asarray(stress, dtype=np.float64)
+        if stress.shape == (9,):
+            stress = stress.reshape(3, 3)
         if stress.shape == (3, 3):
             stress = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
         if stress.shape != (6,) or not np.isfinite(stress).all():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +44,7 @@ def save_potential(
         "feature_max": potential.feature_max.detach().cpu(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(payload, temporary)
         os.replace(temporary, path)
@@ -101,7 +99,8 @@ def load_potential(path: str | Path, registry: Registry | None = None) -> tuple[
     except PesmithError:
         raise
     except Exception as exc:
-        raise ModelFileError(f"{path}: cannot rebuild the model ({type(exc).__name__}: {exc})") from exc
+        reason = " ".join(str(exc).split())
+        raise ModelFileError(f"{path}: cannot rebuild the model ({type(exc).__name__}: {reason})") from exc
     potential.eval()
     return potential, header
 

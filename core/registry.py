@@ -117,14 +117,16 @@ class Registry:
         manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         manager.add_hookspecs(hookspecs)
         providers: dict[str, str] = {}
-        for module in (*BUILTIN_PLUGINS, *self.modules):
+        for module in BUILTIN_PLUGINS:
             self._add_module(manager, providers, module, provider="pesmith")
+        for module in self.modules:
+            self._add_module(manager, providers, module, provider=module if isinstance(module, str) else module.__name__)
         if self.entry_points:
             self._add_entry_points(manager, providers)
         plugins: dict[tuple[Kind, str], PluginInfo] = {}
         for kind in KINDS:
             caller = getattr(manager.hook, _HOOK_OF_KIND[kind])
-            for impl in reversed(caller.get_hookimpls()):
+            for impl in caller.get_hookimpls():  # registration order: built-ins first
                 register = self._register_callback(plugins, kind, providers[impl.plugin_name])
                 try:
                     impl.function(register=register)

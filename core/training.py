@@ -52,8 +52,8 @@ def evaluate(model: torch.nn.Module, data: FeatureSet, force_weight: float) -> d
     energy_mse, force_mse = loss_terms(model, data, create_graph=False)
     return {
         "loss": (energy_mse + force_weight * force_mse).item(),
-        "energy_rmse_meV_per_atom": 1000 * math.sqrt(float(energy_mse)),
-        "force_rmse_eV_per_A": math.sqrt(float(force_mse)),
+        "energy_rmse_meV_per_atom": 1000 * math.sqrt(energy_mse.item()),
+        "force_rmse_eV_per_A": math.sqrt(force_mse.item()),
     }
 
 

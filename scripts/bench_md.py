@@ -1,0 +1,139 @@
+"""MD throughput of the NN + ACSF calculator on a 1,000-atom amorphous Li-Si cell.
+
+Runs ASE VelocityVerlet (1 fs) with 1 and with 2 torch threads, each in a fresh subprocess,
+and prints atom-steps per second, the ratio to the aim (6,000 atom-steps/s per core, what
+aenet's NN reaches in LAMMPS for a-LiSi) and where the time of one force call goes:
+neighbor list, descriptor forward, network forward, backward (forces and stress).
+
+    python scripts/bench_md.py [--model si_li.pt] [--steps 20] [--json bench_md.json]
+
+Without ``--model`` the potential has random weights: the cost does not depend on them. The
+descriptor then uses the hyper-parameters of ``configs/si_nn_acsf.yaml`` for Li and Si.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+AIM_PER_CORE = 6000.0
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def amorphous_lisi(n_atoms: int = 1000, volume_per_atom: float = 15.5, seed: int = 0):
+    """Random Li-Si (Li:Si = 3.75:1, as Li15Si4) with no two atoms closer than 2.1 Å."""
+    from ase import Atoms
+    from ase.geometry import get_distances
+
+    rng = np.random.default_rng(seed)
+    length = (n_atoms * volume_per_atom) ** (1 / 3)
+    cell = np.eye(3) * length
+    positions: list[np.ndarray] = []
+    while len(positions) < n_atoms:
+        trial = rng.uniform(0, length, 3)
+        if positions and get_distances(trial, np.array(positions), cell=cell, pbc=True)[1].min() < 2.1:
+            continue
+        positions.append(trial)
+    symbols = ["Si" if i % 19 < 4 else "Li" for i in range(n_atoms)]
+    return Atoms(symbols, positions=np.array(positions), cell=cell, pbc=True)
+
+
+def build_potential(model_path: str | None):
+    import yaml
+
+    from pesmith.model_file import load_potential
+    from pesmith.plugins.descriptors.acsf import ACSF
+    from pesmith.plugins.models.nn import BehlerParrinello
+    from pesmith.potential import Potential
+
+    if model_path:
+        return load_potential(model_path)[0]
+    config = yaml.safe_load((ROOT / "configs" / "si_nn_acsf.yaml").read_text())
+    options = {k: v for k, v in config["descriptor"].items() if k not in ("kind", "species")}
+    descriptor = ACSF(["Li", "Si"], **options)
+    model = BehlerParrinello(descriptor.species, descriptor.n_features, **{
+        k: v for k, v in config["model"].items() if k != "kind"})
+    return Potential(descriptor, model, {"Li": -1.9, "Si": -5.4})
+
+
+def worker(threads: int, steps: int, model_path: str | None) -> dict:
+    """Run in a subprocess: time MD steps and the parts of one force call."""
+    import torch
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    from pesmith.calculator import PesmithCalculator
+    from pesmith.grad import forces_and_stress
+    from pesmith.structures import build_batch
+
+    torch.set_num_threads(threads)
+    potential = build_potential(model_path)
+    atoms = amorphous_lisi()
+    atoms.calc = PesmithCalculator(potential)
+    atoms.set_momenta(np.random.default_rng(1).normal(0, 0.05, (len(atoms), 3)))
+    dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
+    dynamics.run(3)  # warm-up
+    started = time.perf_counter()
+    dynamics.run(steps)
+    md_seconds = time.perf_counter() - started
+
+    parts = {"neighbor_list": 0.0, "descriptor_forward": 0.0, "network_forward": 0.0, "backward": 0.0}
+    repeats = 5
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        batch = build_batch([atoms], potential.descriptor.cutoff)
+        t1 = time.perf_counter()
+        vectors = batch.edge_vectors().detach().requires_grad_(True)
+        features = potential.descriptor(batch.numbers, batch.edge_index, vectors)
+        t2 = time.perf_counter()
+        energy = potential.model(features, batch.numbers).sum().reshape(1)
+        t3 = time.perf_counter()
+        forces_and_stress(energy, vectors, batch, stress=True)
+        t4 = time.perf_counter()
+        for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            parts[key] += seconds / repeats
+    return {
+        "threads": threads,
+        "atoms": len(atoms),
+        "edges": int(batch.edge_index.shape[1]),
+        "steps": steps,
+        "atom_steps_per_s": len(atoms) * steps / md_seconds,
+        "profile_ms": {k: 1000 * v for k, v in parts.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="a model file from `pesmith train` (default: random Li-Si weights)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--json", type=Path, default=Path("bench_md.json"))
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.steps, args.model)))
+        return
+    rows = []
+    for threads in (1, 2):
+        command = [sys.executable, __file__, "--worker", str(threads), "--steps", str(args.steps)]
+        if args.model:
+            command += ["--model", args.model]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        row = json.loads(output.strip().splitlines()[-1])
+        row["ratio_to_aim_per_core"] = row["atom_steps_per_s"] / (AIM_PER_CORE * threads)
+        rows.append(row)
+    print(f"{'threads':>7} {'atom-steps/s':>13} {'vs aim/core':>11}   profile of one force call (ms)")
+    for row in rows:
+        profile = ", ".join(f"{k} {v:.1f}" for k, v in row["profile_ms"].items())
+        print(f"{row['threads']:>7} {row['atom_steps_per_s']:>13.0f} {row['ratio_to_aim_per_core']:>11.2f}   {profile}")
+    print(f"speed-up 2 vs 1 thread: {rows[1]['atom_steps_per_s'] / rows[0]['atom_steps_per_s']:.2f}")
+    args.json.write_text(json.dumps({"aim_atom_steps_per_s_per_core": AIM_PER_CORE, "runs": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""pesmith_example: an outside pesmith plugin (a radial-only Gaussian descriptor)."""

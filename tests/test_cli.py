@@ -1,0 +1,334 @@
+"""Command line on bad input: exit code 2 and one clear line on stderr; nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pesmith import cli
+from pesmith.errors import ConfigError
+from pesmith.model_file import FORMAT_VERSION
+from pesmith.registry import Registry
+
+PESMITH = Path(sys.executable).with_name("pesmith")  # the console script of this environment
+
+
+@pytest.fixture(autouse=True)
+def builtin_registry(monkeypatch):
+    """The CLI's registry, without whatever outside plugins the environment has installed."""
+    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code: int, err: str, *parts: str) -> str:
+    """Exit code 2 and exactly one stderr line ``error: ...`` containing every ``part``."""
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("error: ")
+    for part in parts:
+        assert part in lines[0], f"{part!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def test_missing_config_file(tmp_path, capsys):
+    code, _, err = run(capsys, "train", tmp_path / "nope.yaml")
+    assert_user_error(code, err, f"config file {tmp_path / 'nope.yaml'} not found")
+
+
+def test_malformed_yaml_gives_the_line(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("data:\n  train: a.xyz\ndescriptor: {kind: acsf, cutoff: 4.0\nmodel: {kind: nn}\noutput: m.pt\n")
+    code, _, err = run(capsys, "train", path)
+    assert_user_error(code, err, str(path), "invalid YAML at line 4")
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path, capsys):
+    path = tmp_path / "list.yaml"
+    path.write_text("- data\n- model\n")
+    code, _, err = run(capsys, "train", path)
+    assert_user_error(code, err, str(path), "expected a mapping of sections", "got list")
+
+
+@pytest.mark.parametrize(
+    "section,kind,available",
+    [("descriptor", "soapz", "available: acsf"), ("model", "gapz", "available: nn")],
+)
+def test_unknown_plugin_kind_lists_available(write_config, capsys, section, kind, available):
+    config = write_config(**{section: {"kind": kind}})
+    code, _, err = run(capsys, "train", config)
+    assert_user_error(code, err, f"unknown {section} kind '{kind}'", available)
+
+
+def test_unknown_top_level_key(write_config, capsys):
+    config = write_config(optimiser={"kind": "adam"})
+    code, _, err = run(capsys, "train", config)
+    assert_user_error(
+        code, err, str(config), "unknown key 'optimiser'", "valid keys: data, descriptor, model, training, output"
+    )
+
+
+def test_unknown_key_inside_descriptor_lists_valid_ones(write_config, capsys):
+    config = write_config(descriptor={"kind": "acsf", "cutoff": 4.0, "n_radials": 3})
+    code, _, err = run(capsys, "train", config)
+    line = assert_user_error(code, err, str(config), "unknown key 'descriptor.n_radials'", "descriptor kind 'acsf'")
+    valid = line.split("valid keys: ", 1)[1].split(", ")
+    assert {"kind", "species", "cutoff", "n_radial", "n_angular", "g2_params"} <= set(valid)
+
+
+def test_unknown_key_inside_model_lists_valid_ones(write_config, capsys):
+    config = write_config(model={"kind": "nn", "layers": [4]})
+    code, _, err = run(capsys, "train", config)
+    line = assert_user_error(code, err, "unknown key 'model.layers'", "model kind 'nn'")
+    assert {"hidden", "activation"} <= set(line.split("valid keys: ", 1)[1].split(", "))
+    assert "n_features" not in line  # filled in by pesmith, not a user key
+
+
+@pytest.mark.parametrize(
+    "section,key,valid",
+    [("training", "epoch", "epochs"), ("data", "validation", "validation_fraction")],
+)
+def test_unknown_key_inside_builtin_section(write_config, small_si_xyz, capsys, section, key, valid):
+    sections = {"training": {"epochs": 2, key: 1}} if section == "training" else {"data": {"train": str(small_si_xyz), key: 0.1}}
+    config = write_config(**sections)
+    code, _, err = run(capsys, "train", config)
+    line = assert_user_error(code, err, f"unknown key '{section}.{key}'", f"valid keys in {section}:")
+    assert valid in line.split(f"valid keys in {section}: ", 1)[1].split(", ")
+
+
+def test_missing_required_key(tmp_path, small_si_xyz, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"data": {"train": str(small_si_xyz)}, "descriptor": {"kind": "acsf"},
+                                    "model": {"kind": "nn"}}))
+    code, _, err = run(capsys, "train", path)
+    assert_user_error(code, err, "missing required key 'output'")
+
+
+def test_wrong_value_type(write_config, capsys):
+    config = write_config(training={"epochs": "ten"})
+    code, _, err = run(capsys, "train", config)
+    assert_user_error(code, err, "key 'training.epochs'", "'ten'")
+
+
+def test_invalid_plugin_value(write_config, capsys):
+    config = write_config(descriptor={"kind": "acsf", "cutoff": -1.0})
+    code, _, err = run(capsys, "train", config)
+    assert_user_error(code, err, "descriptor.cutoff must be positive")
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def nan_data(folder: Path, small_si_xyz: Path, what: str = "energy") -> Path:
+    import ase.io
+
+    structures = ase.io.read(small_si_xyz, index=":")
+    if what == "energy":
+        structures[2].calc.results["energy"] = float("nan")
+    else:
+        structures[2].calc.results["forces"][0, 1] = float("nan")
+    path = folder / f"nan_{what}.xyz"
+    ase.io.write(path, structures, format="extxyz")
+    return path
+
+
+@pytest.mark.parametrize("what,message", [("energy", "energy is nan"), ("forces", "forces contain NaN")])
+def test_nan_label_in_data(tmp_path, write_config, small_si_xyz, capsys, what, message):
+    data = nan_data(tmp_path, small_si_xyz, what)
+    config = write_config(data_path=data)
+    code, _, err = run(capsys, "train", config)
+    assert_user_error(code, err, f"{data}, structure 2", message)
+
+
+def test_missing_data_file(write_config, tmp_path, capsys):
+    config = write_config(data_path=tmp_path / "gone.xyz")
+    code, _, err = run(capsys, "train", config)
+    assert_user_error(code, err, f"data file {tmp_path / 'gone.xyz'} not found")
+
+
+def test_failed_train_leaves_no_model_and_no_temp_file(tmp_path, write_config, small_si_xyz, capsys):
+    out = tmp_path / "out"
+    config = write_config(data_path=nan_data(tmp_path, small_si_xyz))
+    code, _, err = run(capsys, "train", config)
+    assert_user_error(code, err, "energy is nan")
+    assert files_in(out) == []
+
+
+def test_failed_train_keeps_the_previous_model(tmp_path, write_config, small_si_xyz, tiny_si_model, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    previous = tiny_si_model.read_bytes()
+    (out / "model.pt").write_bytes(previous)
+    config = write_config(data_path=nan_data(tmp_path, small_si_xyz))
+    code, _, _ = run(capsys, "train", config)
+    assert code == 2
+    assert files_in(out) == ["model.pt"] and (out / "model.pt").read_bytes() == previous
+
+
+def test_crash_while_saving_leaves_no_temp_file(tmp_path, write_config, tiny_si_model, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    previous = tiny_si_model.read_bytes()
+    (out / "model.pt").write_bytes(previous)
+
+    def half_written(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"PK\x03\x04 half a model")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("pesmith.model_file.torch.save", half_written)
+    with pytest.raises(OSError, match="No space left"):
+        cli.main(["train", str(write_config())])
+    assert files_in(out) == ["model.pt"] and (out / "model.pt").read_bytes() == previous
+
+
+def test_single_structure_with_large_validation_fraction(tmp_path, write_config, small_si_xyz, capsys):
+    """BUG: one structure + validation_fraction 0.6 -> empty training set -> numpy LinAlgError traceback.
+
+    Expected: either train on it (exit 0) or a clear one-line error (exit 2).
+    """
+    import ase.io
+
+    one = tmp_path / "one.xyz"
+    ase.io.write(one, ase.io.read(small_si_xyz, index=0), format="extxyz")
+    config = write_config(data_path=one, data={"train": str(one), "validation_fraction": 0.6, "seed": 0})
+    code = cli.main(["train", str(config)])  # must not raise
+    err = capsys.readouterr().err
+    assert code == 0 or len(err.splitlines()) == 1
+
+
+# --- model files ------------------------------------------------------------------------------
+
+
+def test_evaluate_trained_model_writes_json(tiny_si_model, small_si_xyz, tmp_path, capsys):
+    target = tmp_path / "metrics" / "si.json"
+    code, out, _ = run(capsys, "evaluate", tiny_si_model, small_si_xyz, "--json", target)
+    assert code == 0
+    assert "energy_rmse_meV_per_atom" in out and "meV/atom" in out
+    metrics = json.loads(target.read_text())
+    assert metrics["n_structures"] == 4 and np.isfinite(metrics["force_rmse_eV_per_A"])
+
+
+def test_element_not_in_the_model(tiny_si_model, small_li_xyz, capsys):
+    code, _, err = run(capsys, "evaluate", tiny_si_model, small_li_xyz)
+    assert_user_error(code, err, "element(s) Li not in this descriptor/model (species: Si)")
+
+
+def test_missing_model_file(tmp_path, small_si_xyz, capsys):
+    code, _, err = run(capsys, "evaluate", tmp_path / "none.pt", small_si_xyz)
+    assert_user_error(code, err, f"model file {tmp_path / 'none.pt'} not found")
+
+
+def test_corrupt_model_file(tmp_path, small_si_xyz, capsys):
+    path = tmp_path / "random.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    code, _, err = run(capsys, "evaluate", path, small_si_xyz)
+    assert_user_error(code, err, str(path), "is not a readable pesmith model file", "retrain")
+
+
+def test_foreign_pt_file(tmp_path, small_si_xyz, capsys):
+    path = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3), "epoch": 4}, path)
+    code, _, err = run(capsys, "evaluate", path, small_si_xyz)
+    assert_user_error(code, err, str(path), "is not a pesmith model file")
+
+
+def rewritten(model: Path, target: Path, change) -> Path:
+    payload = torch.load(model, weights_only=True)
+    change(payload)
+    torch.save(payload, target)
+    return target
+
+
+def test_newer_format_version(tiny_si_model, tmp_path, small_si_xyz, capsys):
+    path = rewritten(tiny_si_model, tmp_path / "future.pt", lambda p: p.update(format_version=FORMAT_VERSION + 1))
+    code, _, err = run(capsys, "evaluate", path, small_si_xyz)
+    assert_user_error(code, err, f"model format version {FORMAT_VERSION + 1}", "upgrade pesmith")
+
+
+def test_corrupt_header(tiny_si_model, tmp_path, small_si_xyz, capsys):
+    path = rewritten(tiny_si_model, tmp_path / "header.pt", lambda p: p.update(header_json="{not json"))
+    code, _, err = run(capsys, "evaluate", path, small_si_xyz)
+    assert_user_error(code, err, "corrupt header")
+
+
+def test_model_file_with_missing_weights_is_one_line(tiny_si_model, tmp_path, small_si_xyz, capsys):
+    """BUG: load_state_dict's multi-line RuntimeError is pasted into the ModelFileError
+    (core/model_file.py, ``cannot rebuild the model``), so stderr gets three lines."""
+    path = rewritten(tiny_si_model, tmp_path / "weights.pt", lambda p: p["model_state"].pop("feature_mean"))
+    code, _, err = run(capsys, "evaluate", path, small_si_xyz)
+    assert_user_error(code, err, "cannot rebuild the model", "feature_mean")
+
+
+# --- plugins, debug, console script -----------------------------------------------------------
+
+
+def test_plugins_lists_kind_name_package_description(capsys):
+    code, out, err = run(capsys, "plugins")
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0].split() == ["kind", "name", "package", "description"]
+    rows = {tuple(line.split(None, 3)[:3]): line.split(None, 3)[3] for line in lines[1:]}
+    assert rows[("descriptor", "acsf", "pesmith")].startswith("Behler's atom-centered symmetry functions")
+    assert ("model", "nn", "pesmith") in rows
+
+
+def test_plugins_reports_a_broken_plugin_on_stderr(plugin_module, monkeypatch, capsys):
+    broken = plugin_module("broken_cli_plugin", "raise ImportError('libxc not found')\n")
+    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False, modules=[broken]))
+    code, out, err = run(capsys, "plugins")
+    assert code == 0 and "acsf" in out
+    assert err == "failed to load plugin broken_cli_plugin: ImportError: libxc not found\n"
+
+
+def test_debug_reraises_with_traceback(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        cli.main(["--debug", "train", str(tmp_path / "nope.yaml")])
+
+
+def console(*argv, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PESMITH_DISABLE_ENTRY_POINTS="1")
+    return subprocess.run([str(PESMITH), *map(str, argv)], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+def test_console_script_bad_input_exits_2_with_one_line(tmp_path):
+    result = console("train", "missing.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "error: config file missing.yaml not found\n"
+    assert result.stdout == ""
+
+
+def test_console_script_debug_shows_traceback(tmp_path):
+    result = console("--debug", "train", "missing.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "pesmith.errors.ConfigError: config file missing.yaml not found" in result.stderr
+
+
+def test_model_file_permissions_follow_the_umask(tiny_si_model):
+    """BUG: save_potential writes through tempfile.mkstemp, whose file is always mode 0600, and
+    os.replace keeps that mode: the model is unreadable to the group (shared project folders)."""
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(tiny_si_model.stat().st_mode) == 0o666 & ~umask

@@ -1,0 +1,50 @@
+"""Packaging and CI: every subpackage is listed in pyproject.toml; .ci/run runs the README's tests."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_folder_with_init_is_a_listed_package():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package_dir = setuptools["package-dir"]
+    listed = set(setuptools["packages"])
+    assert {"core", "plugins", "search"} <= set(package_dir.values())
+    missing = []
+    for package, folder in package_dir.items():
+        for init in sorted((ROOT / folder).rglob("__init__.py")):
+            relative = init.parent.relative_to(ROOT / folder)
+            if "__pycache__" in relative.parts:
+                continue
+            name = ".".join([package, *relative.parts])
+            if name not in listed:
+                missing.append(f"{name} ({init.parent.relative_to(ROOT)})")
+    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {', '.join(missing)}"
+
+
+def test_listed_packages_exist():
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    roots = sorted(setuptools["package-dir"].items(), key=lambda kv: -len(kv[0]))
+    for package in setuptools["packages"]:
+        prefix, folder = next((p, f) for p, f in roots if package == p or package.startswith(p + "."))
+        path = ROOT / folder / Path(*package[len(prefix) :].strip(".").split(".")) if package != prefix else ROOT / folder
+        assert (path / "__init__.py").is_file(), f"{package} is listed but {path} has no __init__.py"
+
+
+def readme_bash_blocks() -> list[str]:
+    return re.findall(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    blocks = readme_bash_blocks()
+    assert len(blocks) >= 2, "README.md should have the train command and the test command as bash blocks"
+    command = blocks[1].strip()
+    assert "\n" not in command and "pytest" in command
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    commands = [line for line in ci if line.strip() and not line.lstrip().startswith("#")]
+    assert command in commands, f".ci/run does not contain the README test command:\n{command}"
+    assert commands[-1] == command, "the README test command should be the last thing .ci/run does"

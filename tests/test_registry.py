@@ -1,0 +1,237 @@
+"""The plugin registry: lazy and idempotent loading, duplicate names, failing plugins, switches."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pesmith.errors import PluginError
+from pesmith.registry import BUILTIN_PLUGINS, PluginFailure, Registry
+
+COUNTING_PLUGIN = textwrap.dedent(
+    """
+    from pesmith import hookimpl
+    from pesmith.plugins.descriptors.acsf import ACSF
+
+    CALLS = []
+
+    class Counted(ACSF):
+        '''ACSF under another name, counting registrations.'''
+
+    @hookimpl
+    def pesmith_register_descriptors(register):
+        CALLS.append(1)
+        register("counted", Counted)
+    """
+)
+
+
+def claiming_plugin(name: str, class_name: str) -> str:
+    """Source of a plugin module that registers an ACSF subclass as descriptor ``name``."""
+    return textwrap.dedent(
+        f"""
+        from pesmith import hookimpl
+        from pesmith.plugins.descriptors.acsf import ACSF
+
+        class {class_name}(ACSF):
+            '''Another descriptor.'''
+
+        @hookimpl
+        def pesmith_register_descriptors(register):
+            register({name!r}, {class_name})
+        """
+    )
+
+
+def test_builtins_are_registered_by_pesmith(registry):
+    assert "acsf" in registry.names("descriptor")
+    assert "nn" in registry.names("model")
+    infos = {(p.kind, p.name): p for p in registry.plugins()}
+    assert infos[("descriptor", "acsf")].provider == "pesmith"
+    assert infos[("model", "nn")].provider == "pesmith"
+    assert infos[("descriptor", "acsf")].description  # first docstring line, shown by `pesmith plugins`
+    assert registry.failures == []
+
+
+def test_plugins_are_sorted_by_kind_then_name(registry):
+    keys = [(p.kind, p.name) for p in registry.plugins()]
+    order = ("descriptor", "model", "reference")
+    assert keys == sorted(keys, key=lambda k: (order.index(k[0]), k[1]))
+
+
+def test_nothing_is_imported_before_first_use():
+    """In a fresh interpreter: importing pesmith and building a Registry imports no plugin."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from pesmith.registry import Registry
+        builtins = {BUILTIN_PLUGINS!r}
+        registry = Registry(entry_points=False)
+        assert not [m for m in builtins if m in sys.modules], [m for m in builtins if m in sys.modules]
+        assert "acsf" in registry.names("descriptor")
+        assert all(m in sys.modules for m in builtins)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_extra_module_is_imported_on_first_use_only(plugin_module):
+    name = plugin_module("lazy_probe_plugin", COUNTING_PLUGIN)
+    registry = Registry(entry_points=False, modules=[name])
+    assert name not in sys.modules
+    assert "counted" in registry.names("descriptor")
+    assert name in sys.modules
+
+
+def test_entry_point_is_imported_on_first_use_only(example_plugin):
+    registry = Registry(entry_points=True)
+    assert "pesmith_example.plugin" not in sys.modules
+    assert "example-radial" in registry.names("descriptor")
+    assert "pesmith_example.plugin" in sys.modules
+
+
+def test_loading_is_idempotent(plugin_module):
+    name = plugin_module("counting_plugin", COUNTING_PLUGIN)
+    registry = Registry(entry_points=False, modules=[name])
+    first = registry.plugins()
+    cls = registry.get("descriptor", "counted")
+    for _ in range(3):
+        assert registry.plugins() == first
+        assert registry.names("descriptor") == [p.name for p in first if p.kind == "descriptor"]
+        assert registry.get("descriptor", "counted") is cls
+        assert registry.failures == []
+    assert len(sys.modules[name].CALLS) == 1  # the hook ran once
+    Registry(entry_points=False, modules=[name]).names("descriptor")
+    assert len(sys.modules[name].CALLS) == 2  # a second registry loads on its own
+
+
+def test_two_modules_claiming_one_name_is_an_error_naming_both(plugin_module):
+    name = plugin_module("claims_acsf", claiming_plugin("acsf", "Impostor"))
+    registry = Registry(entry_points=False, modules=[name])
+    with pytest.raises(PluginError) as error:
+        registry.names("descriptor")
+    message = str(error.value)
+    assert "'acsf'" in message
+    assert "pesmith.plugins.descriptors.acsf.ACSF" in message
+    assert "claims_acsf.Impostor" in message
+    with pytest.raises(PluginError):  # not half-loaded: every use reports it again
+        registry.get("descriptor", "acsf")
+
+
+def test_two_distributions_claiming_one_name_name_both_packages(fake_distribution, plugin_module, monkeypatch):
+    monkeypatch.delenv("PESMITH_PLUGINS", raising=False)
+    plugin_module("first_radial", claiming_plugin("radial", "FirstRadial"))
+    plugin_module("second_radial", claiming_plugin("radial", "SecondRadial"))
+    fake_distribution("pesmith-first", {"first": "first_radial"})
+    fake_distribution("pesmith-second", {"second": "second_radial"})
+    with pytest.raises(PluginError) as error:
+        Registry(entry_points=True).plugins()
+    message = str(error.value)
+    assert "two plugins claim the descriptor name 'radial'" in message
+    for part in ("first_radial.FirstRadial", "pesmith-first", "second_radial.SecondRadial", "pesmith-second"):
+        assert part in message
+
+
+def test_module_failing_to_import_is_reported_and_builtins_still_load(plugin_module):
+    broken = plugin_module("broken_plugin", "raise RuntimeError('cannot find libfoo.so')\n")
+    registry = Registry(entry_points=False, modules=[broken, "no_such_plugin_module"])
+    assert "acsf" in registry.names("descriptor")
+    assert "nn" in registry.names("model")
+    failures = {f.name: f.reason for f in registry.failures}
+    assert failures["broken_plugin"] == "RuntimeError: cannot find libfoo.so"
+    assert failures["no_such_plugin_module"].startswith("ModuleNotFoundError: ")
+    assert "no_such_plugin_module" in failures["no_such_plugin_module"]
+    assert all(isinstance(f, PluginFailure) for f in registry.failures)
+
+
+def test_entry_point_failing_to_import_is_reported(fake_distribution, monkeypatch):
+    monkeypatch.delenv("PESMITH_PLUGINS", raising=False)
+    fake_distribution("pesmith-broken", {"broken": "pesmith_broken_missing.plugin"})
+    registry = Registry(entry_points=True)
+    assert "acsf" in registry.names("descriptor")
+    (failure,) = [f for f in registry.failures if f.name == "broken"]
+    assert failure.reason.startswith("ModuleNotFoundError: ") and "pesmith_broken_missing" in failure.reason
+
+
+def test_plugin_hook_that_raises_is_reported(plugin_module):
+    name = plugin_module(
+        "raising_hook",
+        "from pesmith import hookimpl\n\n@hookimpl\ndef pesmith_register_models(register):\n"
+        "    raise ValueError('bad model table')\n",
+    )
+    registry = Registry(entry_points=False, modules=[name])
+    assert registry.names("model") == ["nn"]
+    assert PluginFailure(name, "ValueError: bad model table") in registry.failures
+
+
+def test_unknown_kind_names_the_failed_plugins(plugin_module):
+    broken = plugin_module("broken_descriptor_pkg", "import numpy\nraise ImportError('needs numpy>=9')\n")
+    with pytest.raises(PluginError) as error:
+        Registry(entry_points=False, modules=[broken]).get("descriptor", "soap")
+    message = str(error.value)
+    assert "unknown descriptor kind 'soap'; available: acsf." in message
+    assert "broken_descriptor_pkg (ImportError: needs numpy>=9)" in message
+
+
+@pytest.mark.parametrize("kind,name,available", [("descriptor", "soapy", "acsf"), ("model", "gap", "nn")])
+def test_unknown_kind_lists_the_available_ones(registry, kind, name, available):
+    with pytest.raises(PluginError) as error:
+        registry.get(kind, name)
+    assert f"unknown {kind} kind {name!r}; available: {available}" in str(error.value)
+
+
+def test_unknown_reference_kind_says_none_available(registry):
+    with pytest.raises(PluginError, match="unknown reference kind 'xtb'; available: none"):
+        registry.get("reference", "xtb")
+
+
+@pytest.mark.parametrize("value,loaded", [("1", False), ("0", True), ("", True), (None, True)])
+def test_disable_entry_points_environment_variable(example_plugin, monkeypatch, value, loaded):
+    if value is None:
+        monkeypatch.delenv("PESMITH_DISABLE_ENTRY_POINTS", raising=False)
+    else:
+        monkeypatch.setenv("PESMITH_DISABLE_ENTRY_POINTS", value)
+    registry = Registry()
+    assert ("example-radial" in registry.names("descriptor")) is loaded
+    assert "acsf" in registry.names("descriptor")
+
+
+def test_explicit_argument_overrides_the_environment(example_plugin, monkeypatch):
+    monkeypatch.setenv("PESMITH_DISABLE_ENTRY_POINTS", "1")
+    assert "example-radial" in Registry(entry_points=True).names("descriptor")
+    monkeypatch.delenv("PESMITH_DISABLE_ENTRY_POINTS")
+    assert "example-radial" not in Registry(entry_points=False).names("descriptor")
+
+
+def test_pesmith_plugins_selects_entry_points(example_plugin, fake_distribution, monkeypatch):
+    fake_distribution("pesmith-broken", {"broken": "pesmith_broken_missing.plugin"})
+    monkeypatch.setenv("PESMITH_PLUGINS", "example")
+    registry = Registry(entry_points=True)
+    assert "example-radial" in registry.names("descriptor")
+    assert registry.failures == []  # "broken" was not even tried
+    monkeypatch.setenv("PESMITH_PLUGINS", "broken, other")
+    registry = Registry(entry_points=True)
+    assert "example-radial" not in registry.names("descriptor")
+    assert [f.name for f in registry.failures] == ["broken"]
+
+
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        ("register('', ACSF)", "invalid name ''"),
+        ("register(3, ACSF)", "invalid name 3"),
+        ("register('thing', ACSF(['Si']))", "which is not a class"),
+    ],
+)
+def test_register_rejects_bad_arguments(plugin_module, body, match):
+    name = plugin_module(
+        f"bad_register_{abs(hash(body))}",
+        "from pesmith import hookimpl\nfrom pesmith.plugins.descriptors.acsf import ACSF\n\n"
+        f"@hookimpl\ndef pesmith_register_descriptors(register):\n    {body}\n",
+    )
+    with pytest.raises(PluginError, match=match):
+        Registry(entry_points=False, modules=[name]).plugins()
