@@ -75,6 +75,14 @@ class Descriptor(torch.nn.Module, ABC):
             )
 
 
+def species_lookup(species: Sequence[str]) -> torch.Tensor:
+    """(119,) int64 table: atomic number -> position in ``species``, -1 for other elements."""
+    table = torch.full((119,), -1, dtype=torch.int64)
+    for position, symbol in enumerate(species):
+        table[atomic_numbers[symbol]] = position
+    return table
+
+
 def normalize_species(species: Sequence[str], key: str = "species") -> tuple[str, ...]:
     """Validate chemical symbols and sort them by atomic number (the feature order)."""
     if isinstance(species, str) or not species:

@@ -15,10 +15,9 @@ import math
 from typing import Any, Sequence
 
 import torch
-from ase.data import atomic_numbers
 
 from pesmith import hookimpl
-from pesmith.descriptor import Descriptor, normalize_species
+from pesmith.descriptor import Descriptor, normalize_species, species_lookup
 from pesmith.errors import ConfigError
 from pesmith.structures import DTYPE, edge_pairs
 
@@ -136,10 +135,7 @@ class ACSF(Descriptor):
         self.g5_columns = torch.tensor(columns[len(g4) :], dtype=torch.int64)
         n_species = len(self.species)
         self.n_pairs = n_species * (n_species + 1) // 2
-        index = torch.full((119,), -1, dtype=torch.int64)
-        for i, symbol in enumerate(self.species):
-            index[atomic_numbers[symbol]] = i
-        self.register_buffer("species_index", index, persistent=False)
+        self.register_buffer("species_index", species_lookup(self.species), persistent=False)
 
     @property
     def n_features(self) -> int:

@@ -6,10 +6,9 @@ import math
 from typing import Any, Sequence
 
 import torch
-from ase.data import atomic_numbers
 
 from pesmith import hookimpl
-from pesmith.descriptor import Descriptor, normalize_species
+from pesmith.descriptor import Descriptor, normalize_species, species_lookup
 from pesmith.errors import ConfigError
 
 
@@ -31,10 +30,7 @@ class RadialGaussians(Descriptor):
         spacing = self.cutoff / self.n_radial
         self.eta = 1.0 / (2.0 * spacing**2)
         self.register_buffer("centers", torch.arange(self.n_radial, dtype=torch.float64) * spacing, persistent=False)
-        index = torch.full((119,), -1, dtype=torch.int64)
-        for i, symbol in enumerate(self.species):
-            index[atomic_numbers[symbol]] = i
-        self.register_buffer("species_index", index, persistent=False)
+        self.register_buffer("species_index", species_lookup(self.species), persistent=False)
 
     @property
     def n_features(self) -> int:
