@@ -3,7 +3,6 @@ and stress from autograd."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Sequence
 
 import torch
@@ -17,8 +16,6 @@ from .grad import forces_and_stress
 from .model import Model
 from .structures import DTYPE, Batch, build_batch
 from .training import TrainingSettings
-
-logger = logging.getLogger(__name__)
 
 ENERGY, ATOM_ENERGIES, FORCES, STRESS, FEATURES = "energy", "energies", "forces", "stress", "features"
 
