@@ -5,10 +5,10 @@ and prints atom-steps per second, the ratio to the aim (6,000 atom-steps/s per c
 aenet's NN reaches in LAMMPS for a-LiSi) and where the time of one force call goes:
 neighbor list, descriptor forward, network forward, backward (forces and stress).
 
-    python scripts/bench_md.py [--model si_li.pt] [--steps 20] [--json bench_md.json]
+    python scripts/bench_md.py [--model si_li.pt | --config configs/si_nn_acsf.yaml] [--steps 20]
 
 Without ``--model`` the potential has random weights: the cost does not depend on them. The
-descriptor then uses the hyper-parameters of ``configs/si_nn_acsf.yaml`` for Li and Si.
+descriptor and network then use the hyper-parameters of ``--config`` for Li and Si.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def amorphous_lisi(n_atoms: int = 1000, volume_per_atom: float = 15.5, seed: int
     return Atoms(symbols, positions=np.array(positions), cell=cell, pbc=True)
 
 
-def build_potential(model_path: str | None):
+def build_potential(model_path: str | None, config_path: str):
     import yaml
 
     from pesmith.model_file import load_potential
@@ -54,7 +54,7 @@ def build_potential(model_path: str | None):
 
     if model_path:
         return load_potential(model_path)[0]
-    config = yaml.safe_load((ROOT / "configs" / "si_nn_acsf.yaml").read_text())
+    config = yaml.safe_load(Path(config_path).read_text())
     options = {k: v for k, v in config["descriptor"].items() if k not in ("kind", "species")}
     descriptor = ACSF(["Li", "Si"], **options)
     model = BehlerParrinello(descriptor.species, descriptor.n_features, **{
@@ -62,7 +62,7 @@ def build_potential(model_path: str | None):
     return Potential(descriptor, model, {"Li": -1.9, "Si": -5.4})
 
 
-def worker(threads: int, steps: int, model_path: str | None) -> dict:
+def worker(threads: int, steps: int, model_path: str | None, config_path: str) -> dict:
     """Run in a subprocess: time MD steps and the parts of one force call."""
     import torch
     from ase import units
@@ -73,7 +73,7 @@ def worker(threads: int, steps: int, model_path: str | None) -> dict:
     from pesmith.structures import build_batch
 
     torch.set_num_threads(threads)
-    potential = build_potential(model_path)
+    potential = build_potential(model_path, config_path)
     atoms = amorphous_lisi()
     atoms.calc = PesmithCalculator(potential)
     atoms.set_momenta(np.random.default_rng(1).normal(0, 0.05, (len(atoms), 3)))
@@ -111,16 +111,18 @@ def worker(threads: int, steps: int, model_path: str | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a model file from `pesmith train` (default: random Li-Si weights)")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "si_nn_acsf.yaml"),
+                        help="training config whose descriptor and model settings to use")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--json", type=Path, default=Path("bench_md.json"))
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.steps, args.model)))
+        print(json.dumps(worker(args.worker, args.steps, args.model, args.config)))
         return
     rows = []
     for threads in (1, 2):
-        command = [sys.executable, __file__, "--worker", str(threads), "--steps", str(args.steps)]
+        command = [sys.executable, __file__, "--worker", str(threads), "--steps", str(args.steps), "--config", args.config]
         if args.model:
             command += ["--model", args.model]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -132,7 +134,8 @@ def main() -> None:
         profile = ", ".join(f"{k} {v:.1f}" for k, v in row["profile_ms"].items())
         print(f"{row['threads']:>7} {row['atom_steps_per_s']:>13.0f} {row['ratio_to_aim_per_core']:>11.2f}   {profile}")
     print(f"speed-up 2 vs 1 thread: {rows[1]['atom_steps_per_s'] / rows[0]['atom_steps_per_s']:.2f}")
-    args.json.write_text(json.dumps({"aim_atom_steps_per_s_per_core": AIM_PER_CORE, "runs": rows}, indent=2))
+    result = {"config": args.config, "model": args.model, "aim_atom_steps_per_s_per_core": AIM_PER_CORE, "runs": rows}
+    args.json.write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
