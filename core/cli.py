@@ -20,7 +20,8 @@ from .errors import ConfigError, PesmithError
 from .model_file import load_potential, save_potential
 from .potential import Potential
 from .registry import Registry, default_registry
-from .report import METRIC_UNITS, write_report, write_text_atomic
+from .atomic import write_text_atomic
+from .report import METRIC_UNITS, write_report
 from .validation import predict_dataset
 
 EXIT_USER_ERROR = 2

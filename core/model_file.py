@@ -7,12 +7,12 @@ Written atomically (temporary file + rename); read with ``torch.load(weights_onl
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_path
 from .errors import ModelFileError, PesmithError
 from .potential import Potential
 from .registry import Registry, default_registry
@@ -44,13 +44,8 @@ def save_potential(
         "feature_max": potential.feature_max.detach().cpu(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as temporary:
         torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     return path
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_path, write_text_atomic
 from .validation import Predictions
 
 METRIC_UNITS = {
@@ -15,16 +15,6 @@ METRIC_UNITS = {
     "force_rmse_eV_per_A": "eV/Å",
     "force_mae_eV_per_A": "eV/Å",
 }
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def write_report(stem: Path, report: dict[str, Any], predictions: dict[str, Predictions]) -> list[Path]:
@@ -75,7 +65,6 @@ def parity_plot(path: Path, predictions: dict[str, Predictions]) -> None:
         ax.set_ylabel(f"predicted {unit}")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(temporary, dpi=120)
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, dpi=120)
     plt.close(fig)
-    os.replace(temporary, path)
