@@ -28,22 +28,26 @@ from .potential import ENERGY, FORCES, STRESS, Potential
 from .structures import DTYPE, build_batch
 
 
-def sample_structure(species: tuple[str, ...], cutoff: float, seed: int = 0, n_atoms: int = 8) -> Atoms:
-    """A random triclinic periodic cell (about 18 Å^3 per atom, no two atoms closer than 1.9 Å)
-    whose cell vectors are shorter than twice ``cutoff`` (Å), filled by random sequential addition."""
-    rng = np.random.default_rng(seed)
-    length = min(1.9 * cutoff, max(4.0, (n_atoms * 18.0) ** (1 / 3)))
-    cell = np.diag([length] * 3) + rng.uniform(-0.12, 0.12, (3, 3)) * length
+def random_positions(cell: np.ndarray, n_atoms: int, min_distance: float, rng: np.random.Generator) -> np.ndarray:
+    """(n_atoms, 3) positions (Å) in a periodic ``cell`` by random sequential addition: a trial
+    point is kept only if it is at least ``min_distance`` (Å) from every atom placed before."""
     positions: list[np.ndarray] = []
     while len(positions) < n_atoms:
         trial = rng.uniform(0, 1, 3) @ cell
-        if positions:
-            _, distances = get_distances(trial, np.array(positions), cell=cell, pbc=True)
-            if distances.min() < 1.9:
-                continue
+        if positions and get_distances(trial, np.array(positions), cell=cell, pbc=True)[1].min() < min_distance:
+            continue
         positions.append(trial)
+    return np.array(positions)
+
+
+def sample_structure(species: tuple[str, ...], cutoff: float, seed: int = 0, n_atoms: int = 8) -> Atoms:
+    """A random triclinic periodic cell (about 18 Å^3 per atom, no two atoms closer than 1.9 Å)
+    whose cell vectors are shorter than twice ``cutoff`` (Å)."""
+    rng = np.random.default_rng(seed)
+    length = min(1.9 * cutoff, max(4.0, (n_atoms * 18.0) ** (1 / 3)))
+    cell = np.diag([length] * 3) + rng.uniform(-0.12, 0.12, (3, 3)) * length
     symbols = [species[i % len(species)] for i in range(n_atoms)]
-    return Atoms(symbols=symbols, positions=np.array(positions), cell=cell, pbc=True)
+    return Atoms(symbols=symbols, positions=random_positions(cell, n_atoms, 1.9, rng), cell=cell, pbc=True)
 
 
 def linear_energy(descriptor: Descriptor, seed: int = 0):

@@ -29,19 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def amorphous_lisi(n_atoms: int = 1000, volume_per_atom: float = 15.5, seed: int = 0):
     """Random Li-Si (Li:Si = 3.75:1, as Li15Si4) with no two atoms closer than 2.1 Å."""
     from ase import Atoms
-    from ase.geometry import get_distances
 
-    rng = np.random.default_rng(seed)
-    length = (n_atoms * volume_per_atom) ** (1 / 3)
-    cell = np.eye(3) * length
-    positions: list[np.ndarray] = []
-    while len(positions) < n_atoms:
-        trial = rng.uniform(0, length, 3)
-        if positions and get_distances(trial, np.array(positions), cell=cell, pbc=True)[1].min() < 2.1:
-            continue
-        positions.append(trial)
+    from pesmith.testing import random_positions
+
+    cell = np.eye(3) * (n_atoms * volume_per_atom) ** (1 / 3)
+    positions = random_positions(cell, n_atoms, 2.1, np.random.default_rng(seed))
     symbols = ["Si" if i % 19 < 4 else "Li" for i in range(n_atoms)]
-    return Atoms(symbols, positions=np.array(positions), cell=cell, pbc=True)
+    return Atoms(symbols, positions=positions, cell=cell, pbc=True)
 
 
 def build_potential(model_path: str | None, config_path: str):
