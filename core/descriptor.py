@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
 import torch
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import atomic_numbers, chemical_symbols, covalent_radii
 
 from .errors import ConfigError, DataError
 from .structures import Batch
@@ -91,3 +92,30 @@ def normalize_species(species: Sequence[str], key: str = "species") -> tuple[str
     if bad:
         raise ConfigError(f"{key}: unknown chemical symbol(s) {bad}; use symbols such as 'Li', 'Si'")
     return tuple(sorted(set(species), key=lambda s: atomic_numbers[s]))
+
+
+def shortest_bond(species: Sequence[str]) -> float:
+    """Shortest covalent bond length among the species, Å: the smallest sum of two covalent radii."""
+    radii = sorted(covalent_radii[atomic_numbers[s]] for s in species)
+    return float(radii[0] + radii[0])
+
+
+def check_cutoff(value: float, species: Sequence[str], key: str = "cutoff") -> float:
+    """Validate a cutoff radius (Å): finite, positive and longer than the shortest bond.
+
+    A cutoff below :func:`shortest_bond` would leave (almost) every atom without neighbors,
+    so its features would be all zero. ``key`` names the config key in the error.
+    """
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"descriptor.{key} must be a number of Å, got {value!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"descriptor.{key} must be a positive number of Å, got {value}")
+    bond = shortest_bond(species)
+    if value < bond:
+        raise ConfigError(
+            f"descriptor.{key} = {value} Å is shorter than the shortest {'/'.join(species)} bond"
+            f" ({bond:.2f} Å, sum of covalent radii): atoms would have no neighbors; use a larger {key}"
+        )
+    return value

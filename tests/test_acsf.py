@@ -72,7 +72,13 @@ def test_acsf_describe_names_every_feature():
 
 @pytest.mark.parametrize(
     "kwargs,key",
-    [({"cutoff": -1.0}, "cutoff"), ({"angular_cutoff": 9.0}, "angular_cutoff"), ({"g4_params": [[0.1, 1.0, 0.5]]}, "lambda")],
+    [
+        ({"cutoff": -1.0}, "cutoff"),
+        ({"cutoff": 1.5}, "shorter than the shortest Si bond"),
+        ({"angular_cutoff": 9.0}, "angular_cutoff"),
+        ({"angular_cutoff": 1.0}, "descriptor.angular_cutoff = 1.0"),
+        ({"g4_params": [[0.1, 1.0, 0.5]]}, "lambda"),
+    ],
 )
 def test_acsf_bad_hyperparameters_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=key):

@@ -133,7 +133,7 @@ def test_wrong_value_type(write_config, capsys):
 def test_invalid_plugin_value(write_config, capsys):
     config = write_config(descriptor={"kind": "acsf", "cutoff": -1.0})
     code, _, err = run(capsys, "train", config)
-    assert_user_error(code, err, "descriptor.cutoff must be positive")
+    assert_user_error(code, err, "descriptor.cutoff must be a positive number")
 
 
 # --- data -------------------------------------------------------------------------------------

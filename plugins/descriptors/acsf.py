@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from pesmith import hookimpl
-from pesmith.descriptor import Descriptor, normalize_species, species_lookup
+from pesmith.descriptor import Descriptor, check_cutoff, normalize_species, species_lookup
 from pesmith.errors import ConfigError
 from pesmith.structures import DTYPE, edge_pairs
 
@@ -102,11 +102,10 @@ class ACSF(Descriptor):
     ):
         super().__init__()
         self.species = normalize_species(species)
-        if not cutoff > 0:
-            raise ConfigError(f"descriptor.cutoff must be positive (Å), got {cutoff}")
-        angular_cutoff = cutoff if angular_cutoff is None else angular_cutoff
-        if not 0 < angular_cutoff <= cutoff:
-            raise ConfigError(f"descriptor.angular_cutoff must be in (0, cutoff={cutoff}] Å, got {angular_cutoff}")
+        cutoff = check_cutoff(cutoff, self.species, "cutoff")
+        angular_cutoff = cutoff if angular_cutoff is None else check_cutoff(angular_cutoff, self.species, "angular_cutoff")
+        if not angular_cutoff <= cutoff:
+            raise ConfigError(f"descriptor.angular_cutoff must not exceed cutoff = {cutoff} Å, got {angular_cutoff}")
         if n_radial < 1 or n_angular < 0:
             raise ConfigError(f"descriptor.n_radial must be >= 1 and n_angular >= 0, got {n_radial}, {n_angular}")
         if not 0 <= r_min < cutoff:
