@@ -50,6 +50,18 @@ def sample_structure(species: tuple[str, ...], cutoff: float, seed: int = 0, n_a
     return Atoms(symbols=symbols, positions=random_positions(cell, n_atoms, 1.9, rng), cell=cell, pbc=True)
 
 
+def amorphous_lisi(n_atoms: int, volume_per_atom: float = 15.5, seed: int = 0, tilt: float = 0.0) -> Atoms:
+    """A random periodic Li-Si cell (Li:Si = 15:4, as Li15Si4; ``volume_per_atom`` in Å^3) with
+    no two atoms closer than 2.1 Å. ``tilt`` > 0 shears the cube by up to that fraction of its
+    edge, giving a triclinic cell."""
+    rng = np.random.default_rng(seed)
+    length = (n_atoms * volume_per_atom) ** (1 / 3)
+    cell = np.eye(3) * length + rng.uniform(-tilt, tilt, (3, 3)) * length * (1 - np.eye(3))
+    positions = random_positions(cell, n_atoms, 2.1, rng)
+    symbols = ["Si" if i % 19 < 4 else "Li" for i in range(n_atoms)]
+    return Atoms(symbols, positions=positions, cell=cell, pbc=True)
+
+
 def linear_energy(descriptor: Descriptor, seed: int = 0):
     """An energy function ``E(atoms_batch) = sum_i w . G_i`` with fixed random ``w``."""
     weights = torch.as_tensor(np.random.default_rng(seed).normal(size=descriptor.n_features), dtype=DTYPE)

@@ -26,18 +26,6 @@ AIM_PER_CORE = 6000.0
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def amorphous_lisi(n_atoms: int = 1000, volume_per_atom: float = 15.5, seed: int = 0):
-    """Random Li-Si (Li:Si = 3.75:1, as Li15Si4) with no two atoms closer than 2.1 Å."""
-    from ase import Atoms
-
-    from pesmith.testing import random_positions
-
-    cell = np.eye(3) * (n_atoms * volume_per_atom) ** (1 / 3)
-    positions = random_positions(cell, n_atoms, 2.1, np.random.default_rng(seed))
-    symbols = ["Si" if i % 19 < 4 else "Li" for i in range(n_atoms)]
-    return Atoms(symbols, positions=positions, cell=cell, pbc=True)
-
-
 def build_potential(model_path: str | None, config_path: str):
     import yaml
 
@@ -65,10 +53,11 @@ def worker(threads: int, steps: int, model_path: str | None, config_path: str) -
     from pesmith.calculator import PesmithCalculator
     from pesmith.grad import forces_and_stress
     from pesmith.structures import build_batch
+    from pesmith.testing import amorphous_lisi
 
     torch.set_num_threads(threads)
     potential = build_potential(model_path, config_path)
-    atoms = amorphous_lisi()
+    atoms = amorphous_lisi(1000)
     atoms.calc = PesmithCalculator(potential)
     atoms.set_momenta(np.random.default_rng(1).normal(0, 0.05, (len(atoms), 3)))
     dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)

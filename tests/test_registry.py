@@ -171,13 +171,13 @@ def test_plugin_hook_that_raises_is_reported(plugin_module):
 def test_unknown_kind_names_the_failed_plugins(plugin_module):
     broken = plugin_module("broken_descriptor_pkg", "import numpy\nraise ImportError('needs numpy>=9')\n")
     with pytest.raises(PluginError) as error:
-        Registry(entry_points=False, modules=[broken]).get("descriptor", "soap")
+        Registry(entry_points=False, modules=[broken]).get("descriptor", "mbtr")
     message = str(error.value)
-    assert "unknown descriptor kind 'soap'; available: acsf." in message
+    assert "unknown descriptor kind 'mbtr'; available: acsf, soap." in message
     assert "broken_descriptor_pkg (ImportError: needs numpy>=9)" in message
 
 
-@pytest.mark.parametrize("kind,name,available", [("descriptor", "soapy", "acsf"), ("model", "gap", "nn")])
+@pytest.mark.parametrize("kind,name,available", [("descriptor", "soapy", "acsf, soap"), ("model", "gap", "nn")])
 def test_unknown_kind_lists_the_available_ones(registry, kind, name, available):
     with pytest.raises(PluginError) as error:
         registry.get(kind, name)

@@ -1,0 +1,238 @@
+"""Smooth overlap of atomic positions (SOAP) power spectrum, in torch.
+
+References
+----------
+A. P. Bartók, R. Kondor, G. Csányi, "On representing chemical environments",
+Phys. Rev. B 87, 184115 (2013), doi:10.1103/PhysRevB.87.184115 (and its erratum for the
+l-dependent prefactor).
+L. Himanen et al., "DScribe: Library of descriptors for machine learning in materials science",
+Comput. Phys. Commun. 247, 106949 (2020) (the orthonormalised GTO radial basis used here).
+M. A. Caro, "Optimizing many-body atomic descriptors for enhanced computational performance of
+machine learning based interatomic potentials", Phys. Rev. B 100, 024112 (2019) (the
+polynomial cutoff weight).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.linalg
+import scipy.special
+import torch
+
+from pesmith import hookimpl
+from pesmith.descriptor import Descriptor, check_cutoff, normalize_species, species_lookup
+from pesmith.errors import ConfigError
+from pesmith.structures import DTYPE
+
+from .harmonics import solid_harmonics
+
+L_MAX_LIMIT = 12
+GTO_DECAY = 1e-3  # each GTO falls to this value at its own radius (as in DScribe)
+
+
+def gto_basis(cutoff: float, n_max: int, l_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exponents ``alpha (l_max+1, n_max)`` (1/Å^2) and Löwdin coefficients ``beta (l_max+1, n_max, n_max)``.
+
+    The primitive functions are ``r^l exp(-alpha_kl r^2)``; ``alpha_kl`` makes the k-th decay to
+    ``GTO_DECAY`` at ``a_k``, with ``a_k`` evenly spaced from 1 Å to the cutoff. The radial basis
+    ``g_nl(r) = sum_k beta_lnk r^l exp(-alpha_kl r^2)`` is orthonormal with the weight ``r^2``
+    on [0, inf) (symmetric orthonormalisation, ``beta = S^(-1/2)``).
+    """
+    radii = np.linspace(1.0, cutoff, n_max)
+    alphas = np.zeros((l_max + 1, n_max))
+    betas = np.zeros((l_max + 1, n_max, n_max))
+    for l in range(l_max + 1):
+        alpha = -np.log(GTO_DECAY / radii**l) / radii**2
+        overlap = 0.5 * scipy.special.gamma(l + 1.5) * (alpha[:, None] + alpha[None, :]) ** (-l - 1.5)
+        eigenvalues, vectors = np.linalg.eigh(overlap)
+        if eigenvalues.min() <= 0:
+            raise ConfigError(
+                f"descriptor.n_max = {n_max} is too large for cutoff {cutoff} Å: the GTO radial basis is"
+                f" linearly dependent at l = {l}; lower n_max or raise the cutoff"
+            )
+        alphas[l] = alpha
+        betas[l] = (vectors / np.sqrt(eigenvalues)) @ vectors.T
+    return alphas, betas
+
+
+class SOAP(Descriptor):
+    """SOAP power spectrum with the orthonormal GTO radial basis (DScribe's ``rbf="gto"``).
+
+    The neighbor density of center i for species s is a sum of Gaussians of width ``atom_sigma``
+    on the neighbors j of that species, each weighted by the cutoff weight
+    ``w(r) = (1 + 2 (r/r_c)^3 - 3 (r/r_c)^2)^cutoff_power`` (zero beyond ``r_c``, smooth at it),
+    plus the center's own Gaussian with weight ``center_weight``. Its expansion coefficients
+    in radial functions ``g_nl`` and real spherical harmonics ``Y_lm`` are integrated
+    analytically over all space::
+
+        c^s_nlm = sum_j w(r_ij) sum_k beta_lnk K_kl exp(-gamma_kl r_ij^2) r_ij^l Y_lm(r_ij_hat)
+        K_kl = 4 pi^(3/2) / (2^(l+2) sigma^(2l) (alpha_kl + eta)^(l+3/2)),
+        gamma_kl = alpha_kl eta / (alpha_kl + eta),  eta = 1 / (2 sigma^2)
+
+    and the power spectrum is ``p^{s s'}_{l n n'} = pi sqrt(8 / (2l+1)) sum_m c^s_nlm c^s'_n'lm``.
+
+    Feature order (DScribe's): for each species pair ``s <= s'`` in ``species`` order, for each
+    l, for each n, each n' (``n' >= n`` when ``s == s'``). Count:
+    ``S (n_max (n_max+1)/2) (l_max+1) + S (S-1)/2 n_max^2 (l_max+1)`` for S species. With
+    ``normalize=True`` each atom's vector is scaled to unit length (the GAP SOAP kernel).
+
+    Parameters
+    ----------
+    species
+        Chemical symbols (sorted by atomic number internally).
+    cutoff
+        r_c, Å: neighbors beyond it do not contribute.
+    n_max, l_max
+        Number of radial functions (>= 1) and the largest angular momentum (0..12).
+    atom_sigma
+        Width sigma of each atom's Gaussian, Å.
+    cutoff_power
+        Exponent m of the cutoff weight (>= 1 keeps forces continuous at r_c).
+    center_weight
+        Weight of the center atom's own Gaussian (0 hides it).
+    normalize
+        Scale each feature vector to unit length.
+    """
+
+    def __init__(
+        self,
+        species: Sequence[str],
+        cutoff: float = 5.0,
+        n_max: int = 8,
+        l_max: int = 6,
+        atom_sigma: float = 0.5,
+        cutoff_power: float = 1.0,
+        center_weight: float = 1.0,
+        normalize: bool = False,
+    ):
+        super().__init__()
+        self.species = normalize_species(species)
+        self.cutoff = check_cutoff(cutoff, self.species, "cutoff")
+        if not isinstance(n_max, int) or not 1 <= n_max <= 30:
+            raise ConfigError(f"descriptor.n_max must be an integer from 1 to 30, got {n_max!r}")
+        if not isinstance(l_max, int) or not 0 <= l_max <= L_MAX_LIMIT:
+            raise ConfigError(f"descriptor.l_max must be an integer from 0 to {L_MAX_LIMIT}, got {l_max!r}")
+        if not atom_sigma > 0:
+            raise ConfigError(f"descriptor.atom_sigma must be a positive width in Å, got {atom_sigma!r}")
+        if not cutoff_power >= 1:
+            raise ConfigError(f"descriptor.cutoff_power must be >= 1 (smooth forces at the cutoff), got {cutoff_power!r}")
+        if not center_weight >= 0:
+            raise ConfigError(f"descriptor.center_weight must be >= 0, got {center_weight!r}")
+        self.n_max, self.l_max = n_max, l_max
+        self.atom_sigma, self.cutoff_power = float(atom_sigma), float(cutoff_power)
+        self.center_weight, self.normalize = float(center_weight), bool(normalize)
+
+        alphas, betas = gto_basis(self.cutoff, n_max, l_max)
+        eta = 1.0 / (2.0 * self.atom_sigma**2)
+        ls = np.arange(l_max + 1)[:, None]
+        prefactor = 4.0 * math.pi**1.5 / (2.0 ** (ls + 2) * self.atom_sigma ** (2 * ls) * (alphas + eta) ** (ls + 1.5))
+        self.gamma = torch.tensor(alphas * eta / (alphas + eta), dtype=DTYPE)  # (L, k) 1/Å^2
+        # block-diagonal (L k, L n) map from the Gaussians of each l to that l's radial functions
+        self.radial_matrix = torch.block_diag(*torch.tensor(betas * prefactor[:, None, :], dtype=DTYPE).transpose(1, 2))
+        self.l_prefactor = math.pi * torch.sqrt(8.0 / (2.0 * torch.arange(l_max + 1, dtype=DTYPE) + 1.0))
+        width = len(self.species) * n_max
+        self.feature_index = torch.tensor(  # into the flattened (l, S n, S n) products, in DScribe's order
+            [
+                (l * width + a * n_max + n) * width + b * n_max + n2
+                for a in range(len(self.species))
+                for b in range(a, len(self.species))
+                for l in range(l_max + 1)
+                for n in range(n_max)
+                for n2 in range(n if a == b else 0, n_max)
+            ]
+        )
+        self.register_buffer("species_index", species_lookup(self.species), persistent=False)
+
+    @property
+    def n_features(self) -> int:
+        n_species = len(self.species)
+        same = n_species * self.n_max * (self.n_max + 1) // 2
+        cross = n_species * (n_species - 1) // 2 * self.n_max**2
+        return (same + cross) * (self.l_max + 1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "species": list(self.species),
+            "cutoff": self.cutoff,
+            "n_max": self.n_max,
+            "l_max": self.l_max,
+            "atom_sigma": self.atom_sigma,
+            "cutoff_power": self.cutoff_power,
+            "center_weight": self.center_weight,
+            "normalize": self.normalize,
+        }
+
+    def describe(self) -> list[str]:
+        names = []
+        for a, first in enumerate(self.species):
+            for second in self.species[a:]:
+                for l in range(self.l_max + 1):
+                    for n in range(self.n_max):
+                        for n2 in range(n if first == second else 0, self.n_max):
+                            names.append(f"SOAP[{first}-{second}](l={l},n={n},n'={n2})")
+        return names
+
+    def radial(self, squared_distances: torch.Tensor) -> torch.Tensor:
+        """``(n, (l_max+1) n_max)`` radial integrals without the ``r^l`` of the solid harmonic."""
+        gaussians = torch.exp(-squared_distances[:, None] * self.gamma.flatten())  # (n, L k)
+        return gaussians @ self.radial_matrix
+
+    def coefficients(
+        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Density expansion coefficients, one ``(n_atoms, n_species * n_max, 2l+1)`` tensor per l.
+
+        The edges of each (center, neighbor species) are laid out in a zero-padded block, so the
+        sum over neighbors is one batched matrix product per l.
+        """
+        n_atoms, n_species, n_max = numbers.shape[0], len(self.species), self.n_max
+        centers, neighbors = edge_index
+        squared = (edge_vectors * edge_vectors).sum(1)  # (n_edges,) Å^2
+        x = torch.sqrt(squared) / self.cutoff
+        weight = torch.where(x < 1.0, (1.0 + 2.0 * x**3 - 3.0 * x**2).clamp(min=0.0) ** self.cutoff_power, 0.0)
+        harmonics = solid_harmonics(edge_vectors, self.l_max) * weight[:, None]  # (n_edges, n_lm)
+        radial = self.radial(squared)  # (n_edges, L n)
+
+        group = centers * n_species + self.species_index[numbers[neighbors]]  # (n_edges,)
+        slot = slots_in_groups(group, n_atoms * n_species)
+        width = int(slot.max()) + 1 if slot.numel() else 0
+        shape = (n_atoms * n_species, width)
+        padded_radial = radial.new_zeros(*shape, radial.shape[1]).index_put((group, slot), radial)
+        padded_harmonics = harmonics.new_zeros(*shape, harmonics.shape[1]).index_put((group, slot), harmonics)
+        padded_radial = padded_radial.transpose(1, 2).contiguous()  # (groups, L n, width)
+        result = []
+        for l in range(self.l_max + 1):
+            block = torch.bmm(padded_radial[:, l * n_max : (l + 1) * n_max], padded_harmonics[:, :, l * l : (l + 1) ** 2])
+            result.append(block.reshape(n_atoms, n_species * n_max, 2 * l + 1))
+        if self.center_weight:
+            own = self.radial(torch.zeros(1, dtype=DTYPE))[0, :n_max] * (self.center_weight / math.sqrt(4.0 * math.pi))
+            own_species = torch.nn.functional.one_hot(self.species_index[numbers], n_species).to(DTYPE)
+            result[0] = result[0] + (own_species[:, :, None] * own).reshape(n_atoms, -1, 1)
+        return result
+
+    def forward(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        blocks = []
+        for l, c in enumerate(self.coefficients(numbers, edge_index, edge_vectors)):
+            blocks.append(torch.bmm(c, c.transpose(1, 2)).flatten(1) * self.l_prefactor[l])  # (A, (S n)^2)
+        features = torch.cat(blocks, dim=1)[:, self.feature_index]  # (A, n_features)
+        if self.normalize:
+            features = features / torch.linalg.norm(features, dim=1, keepdim=True)
+        return features
+
+
+def slots_in_groups(group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Position of each element among the elements of its group (0, 1, ... in input order)."""
+    order = torch.argsort(group, stable=True)
+    counts = torch.bincount(group, minlength=n_groups)
+    first = torch.cumsum(counts, 0) - counts  # (n_groups,) start of each group in sorted order
+    slots = torch.empty_like(group)
+    slots[order] = torch.arange(group.shape[0], device=group.device) - first[group[order]]
+    return slots
+
+
+@hookimpl
+def pesmith_register_descriptors(register) -> None:
+    register("soap", SOAP)
