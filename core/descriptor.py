@@ -59,6 +59,27 @@ class Descriptor(torch.nn.Module, ABC):
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments (plain YAML/JSON types) that rebuild this descriptor."""
 
+    def features_and_jacobian(
+        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``(n_atoms, F)`` and their derivatives ``(n_edges, F, 3)`` (feature units / Å)
+        with respect to each edge vector of their center.
+
+        Because the features of atom i depend only on the edges centered on i,
+        ``d(sum_i G_if)/dr_e = dG_{center(e), f}/dr_e``: this default takes one backward pass
+        per feature. Descriptors with a cheaper route override it;
+        :func:`pesmith.testing.check_descriptor` checks any override against autograd.
+        """
+        vectors = edge_vectors.detach().requires_grad_(True)
+        features = self(numbers, edge_index, vectors)  # (n_atoms, F)
+        n_features = features.shape[1]
+        columns = []
+        for f in range(n_features):
+            (grad,) = torch.autograd.grad(features[:, f].sum(), vectors, retain_graph=f < n_features - 1)
+            columns.append(grad)  # (n_edges, 3)
+        jacobian = torch.stack(columns, dim=1) if columns else vectors.new_zeros(vectors.shape[0], 0, 3)
+        return features.detach(), jacobian
+
     def featurize(self, batch: Batch) -> torch.Tensor:
         """(n_atoms, n_features) features of a :class:`Batch`, after checking its elements."""
         self.check_numbers(batch.numbers)

@@ -1,10 +1,8 @@
 """Precomputed features and their derivatives, the input of model fitting.
 
-Training on forces needs ``dG_i/dr`` for every atom i. Because a descriptor is a function of
-the edge vectors of its center only, ``d(sum_i G_if)/dr_e = dG_{center(e), f}/dr_e``: one
-backward pass per feature gives the derivative of every atom's feature with respect to each
-of its edges, stored sparsely as ``(n_edges, n_features, 3)`` (as aenet and n2p2 store
-symmetry-function derivatives). Forces then follow from the chain rule without rebuilding the
+Training on forces needs ``dG_i/dr`` for every atom i, stored sparsely as
+``(n_edges, n_features, 3)`` (as aenet and n2p2 store symmetry-function derivatives); see
+:meth:`pesmith.descriptor.Descriptor.features_and_jacobian`. Forces then follow from the chain rule without rebuilding the
 descriptor graph in every epoch.
 """
 
@@ -80,15 +78,10 @@ def feature_jacobian(descriptor: Descriptor, structures: Sequence[Atoms]) -> tup
     """Features ``(n_atoms, F)``, their edge derivatives ``(n_edges, F, 3)`` and the batch."""
     batch = build_batch(structures, descriptor.cutoff)
     descriptor.check_numbers(batch.numbers)
-    vectors = batch.edge_vectors().detach().requires_grad_(True)
-    features = descriptor(batch.numbers, batch.edge_index, vectors)  # (n_atoms, F)
-    n_features = features.shape[1]
-    columns = []
-    for f in range(n_features):
-        (grad,) = torch.autograd.grad(features[:, f].sum(), vectors, retain_graph=f < n_features - 1)
-        columns.append(grad)  # (n_edges, 3)
-    jacobian = torch.stack(columns, dim=1) if columns else torch.zeros(vectors.shape[0], 0, 3, dtype=DTYPE)
-    return features.detach(), jacobian, batch
+    with torch.no_grad():
+        vectors = batch.edge_vectors()
+    features, jacobian = descriptor.features_and_jacobian(batch.numbers, batch.edge_index, vectors)
+    return features.detach(), jacobian.detach(), batch
 
 
 def featurize_dataset(

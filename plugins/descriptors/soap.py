@@ -144,6 +144,11 @@ class SOAP(Descriptor):
                 for n2 in range(n if a == b else 0, n_max)
             ]
         )
+        block = width * width  # (l, column within l's product) of each feature, for the Jacobian
+        self.features_of_l = [
+            (torch.nonzero(self.feature_index // block == l).squeeze(1), self.feature_index[self.feature_index // block == l] % block)
+            for l in range(l_max + 1)
+        ]
         self.register_buffer("species_index", species_lookup(self.species), persistent=False)
 
     @property
@@ -180,6 +185,14 @@ class SOAP(Descriptor):
         gaussians = torch.exp(-squared_distances[:, None] * self.gamma.flatten())  # (n, L k)
         return gaussians @ self.radial_matrix
 
+    def edge_terms(self, edge_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each edge's contribution to the coefficients, as its two factors: cutoff-weighted radial
+        integrals ``(n_edges, (l_max+1) n_max)`` and solid harmonics ``(n_edges, (l_max+1)^2)``."""
+        squared = (edge_vectors * edge_vectors).sum(1)  # (n_edges,) Å^2
+        x = torch.sqrt(squared) / self.cutoff
+        weight = torch.where(x < 1.0, (1.0 + 2.0 * x**3 - 3.0 * x**2).clamp(min=0.0) ** self.cutoff_power, 0.0)
+        return self.radial(squared) * weight[:, None], solid_harmonics(edge_vectors, self.l_max)
+
     def coefficients(
         self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
     ) -> list[torch.Tensor]:
@@ -190,12 +203,7 @@ class SOAP(Descriptor):
         """
         n_atoms, n_species, n_max = numbers.shape[0], len(self.species), self.n_max
         centers, neighbors = edge_index
-        squared = (edge_vectors * edge_vectors).sum(1)  # (n_edges,) Å^2
-        x = torch.sqrt(squared) / self.cutoff
-        weight = torch.where(x < 1.0, (1.0 + 2.0 * x**3 - 3.0 * x**2).clamp(min=0.0) ** self.cutoff_power, 0.0)
-        harmonics = solid_harmonics(edge_vectors, self.l_max) * weight[:, None]  # (n_edges, n_lm)
-        radial = self.radial(squared)  # (n_edges, L n)
-
+        radial, harmonics = self.edge_terms(edge_vectors)
         group = centers * n_species + self.species_index[numbers[neighbors]]  # (n_edges,)
         slot = slots_in_groups(group, n_atoms * n_species)
         width = int(slot.max()) + 1 if slot.numel() else 0
@@ -213,14 +221,61 @@ class SOAP(Descriptor):
             result[0] = result[0] + (own_species[:, :, None] * own).reshape(n_atoms, -1, 1)
         return result
 
+    def power_spectrum(self, coefficients: list[torch.Tensor]) -> torch.Tensor:
+        """``(n_atoms, n_features)`` power spectrum (not normalised) from :meth:`coefficients`."""
+        blocks = [torch.bmm(c, c.transpose(1, 2)).flatten(1) * self.l_prefactor[l] for l, c in enumerate(coefficients)]
+        return torch.cat(blocks, dim=1)[:, self.feature_index]
+
     def forward(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
-        blocks = []
-        for l, c in enumerate(self.coefficients(numbers, edge_index, edge_vectors)):
-            blocks.append(torch.bmm(c, c.transpose(1, 2)).flatten(1) * self.l_prefactor[l])  # (A, (S n)^2)
-        features = torch.cat(blocks, dim=1)[:, self.feature_index]  # (A, n_features)
+        features = self.power_spectrum(self.coefficients(numbers, edge_index, edge_vectors))
         if self.normalize:
             features = features / torch.linalg.norm(features, dim=1, keepdim=True)
         return features
+
+    @torch.no_grad()
+    def features_and_jacobian(
+        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and their per-edge derivatives by the product rule, without a backward pass.
+
+        With ``P_l = C_l C_l^T`` (C_l the ``(S n, 2l+1)`` coefficients of the center), an edge e of
+        neighbor species s changes only the rows of block s: ``dP_l = M + M^T`` with
+        ``M[(s, n), :] = dphi_e[n, :] C_l^T``, where ``dphi_e`` (per Cartesian direction) comes
+        from forward-mode differentiation of :meth:`edge_terms`.
+        """
+        n_species, n_max, width = len(self.species), self.n_max, len(self.species) * self.n_max
+        centers, neighbors = edge_index
+        n_edges = centers.shape[0]
+        coefficients = self.coefficients(numbers, edge_index, edge_vectors)
+        features = self.power_spectrum(coefficients)
+        radial, harmonics = self.edge_terms(edge_vectors)
+        tangents = torch.eye(3, dtype=DTYPE, device=edge_vectors.device)[:, None, :].expand(3, n_edges, 3)
+        d_radial, d_harmonics = torch.func.vmap(lambda t: torch.func.jvp(self.edge_terms, (edge_vectors,), (t,))[1])(
+            tangents
+        )  # (3, n_edges, L n), (3, n_edges, n_lm)
+        neighbor_species = self.species_index[numbers[neighbors]]
+        edges = torch.arange(n_edges, device=centers.device)
+        jacobian = features.new_zeros(n_edges, self.n_features, 3)
+        for l, c in enumerate(coefficients):
+            rows, cols = slice(l * n_max, (l + 1) * n_max), slice(l * l, (l + 1) ** 2)
+            d_phi = (
+                d_radial[:, :, rows, None] * harmonics[None, :, None, cols]
+                + radial[None, :, rows, None] * d_harmonics[:, :, None, cols]
+            )  # (3, n_edges, n_max, 2l+1)
+            m = torch.einsum("xenm,ekm->xenk", d_phi, c[centers])  # (3, n_edges, n_max, S n)
+            d_power = m.new_zeros(3, n_edges, n_species, n_max, width)
+            d_power[:, edges, neighbor_species] = m
+            d_power = d_power.reshape(3, n_edges, width, width)
+            d_power = (d_power + d_power.transpose(2, 3)) * self.l_prefactor[l]
+            positions, columns = self.features_of_l[l]
+            jacobian[:, positions, :] = d_power.flatten(2)[:, :, columns].permute(1, 2, 0)
+        if self.normalize:
+            norms = torch.linalg.norm(features, dim=1, keepdim=True)
+            features = features / norms
+            unit = features[centers]  # (n_edges, F)
+            along = torch.einsum("ef,efx->ex", unit, jacobian)
+            jacobian = (jacobian - unit[:, :, None] * along[:, None, :]) / norms[centers][:, :, None]
+        return features, jacobian
 
 
 def slots_in_groups(group: torch.Tensor, n_groups: int) -> torch.Tensor:
