@@ -171,9 +171,9 @@ def test_plugin_hook_that_raises_is_reported(plugin_module):
 def test_unknown_kind_names_the_failed_plugins(plugin_module):
     broken = plugin_module("broken_descriptor_pkg", "import numpy\nraise ImportError('needs numpy>=9')\n")
     with pytest.raises(PluginError) as error:
-        Registry(entry_points=False, modules=[broken]).get("descriptor", "soap")
+        Registry(entry_points=False, modules=[broken]).get("descriptor", "nosuchkind")
     message = str(error.value)
-    assert "unknown descriptor kind 'soap'; available: acsf." in message
+    assert "unknown descriptor kind 'nosuchkind'; available: acsf, chebyshev" in message
     assert "broken_descriptor_pkg (ImportError: needs numpy>=9)" in message
 
 
