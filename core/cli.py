@@ -61,7 +61,7 @@ def train_command(config_path: Path, registry: Registry) -> dict:
         "torch_version": torch.__version__,
         "model_file": str(config.output),
         "config": resolved,
-        "data": {"train": str(config.data.train), "seed": config.data.seed},
+        "data": {"train": resolved["data"]["train"], "seed": config.data.seed},
         "split": {
             "n_train": len(train_set),
             "n_validation": len(validation),

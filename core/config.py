@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 from .registry import Kind, Registry
@@ -22,12 +22,26 @@ class DataSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    train: Path = Field(description="labeled structures: extxyz or ase.db")
+    train: Path | list[Path] = Field(
+        description="labeled structures: an extxyz or ase.db file, or a list of them (concatenated in order)"
+    )
     validation_fraction: float = Field(0.1, ge=0, lt=1, description="share of structures held out")
     seed: int = Field(0, description="seed of the train/validation split")
     isolated_atom_energies: dict[str, float] | None = Field(
         None, description="eV per element; default: least-squares fit of energy vs composition"
     )
+
+    @field_validator("train")
+    @classmethod
+    def _not_empty(cls, value: Path | list[Path]) -> Path | list[Path]:
+        if isinstance(value, list) and not value:
+            raise ValueError("must name at least one file of labeled structures")
+        return value
+
+    @property
+    def train_files(self) -> list[Path]:
+        """``train`` as a list of files."""
+        return list(self.train) if isinstance(self.train, list) else [self.train]
 
 
 class PluginSettings(BaseModel):
@@ -80,7 +94,10 @@ def load_train_config(path: str | Path, registry: Registry) -> TrainConfig:
     except ValidationError as exc:
         raise ConfigError(_describe(path, exc)) from None
     base = path.resolve().parent
-    config.data.train = _resolve(base, config.data.train)
+    if isinstance(config.data.train, list):
+        config.data.train = [_resolve(base, p) for p in config.data.train]
+    else:
+        config.data.train = _resolve(base, config.data.train)
     config.output = _resolve(base, config.output)
     check_plugin_options(path, "descriptor", config.descriptor, registry, implicit=("species",))
     check_plugin_options(path, "model", config.model, registry, implicit=("species", "n_features"))

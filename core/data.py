@@ -67,15 +67,23 @@ class Dataset:
         return self.subset(np.sort(order[n_validation:])), self.subset(np.sort(order[:n_validation]))
 
 
-def read_dataset(path: str | Path) -> Dataset:
+def read_dataset(path: str | Path | Sequence[str | Path]) -> Dataset:
     """Read labeled structures from an extxyz file (or anything ase.io reads) or an ase.db.
+
+    ``path`` may also be a list of files, read in order and concatenated
+    (:func:`concatenate_datasets`).
 
     Raises
     ------
     DataError
-        If the file is missing or unreadable, or a structure lacks a valid energy or forces;
+        If a file is missing or unreadable, or a structure lacks a valid energy or forces;
         the message names the file and the structure index.
     """
+    if not isinstance(path, (str, Path)):
+        paths = list(path)
+        if not paths:
+            raise DataError("data.train is an empty list; give one or more files of labeled structures")
+        return concatenate_datasets([read_dataset(p) for p in paths])
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} not found; check the path (relative paths resolve against the config)")
@@ -100,6 +108,23 @@ def read_dataset(path: str | Path) -> Dataset:
         forces.append(force)
         stresses.append(stress)
     return Dataset(structures, np.array(energies), forces, stresses, source=str(path))
+
+
+def concatenate_datasets(datasets: Sequence[Dataset]) -> Dataset:
+    """One dataset with the structures of ``datasets`` in order.
+
+    Its ``source`` lists the sources joined by ``", "``; its ``indices`` number the rows of
+    that concatenation (the rows of the first file, then those of the second, ...).
+    """
+    if len(datasets) == 1:
+        return datasets[0]
+    return Dataset(
+        structures=[a for d in datasets for a in d.structures],
+        energies=np.concatenate([d.energies for d in datasets]),
+        forces=[f for d in datasets for f in d.forces],
+        stresses=[s for d in datasets for s in d.stresses],
+        source=", ".join(d.source for d in datasets),
+    )
 
 
 def _labels(atoms: Atoms, where: str) -> tuple[float, np.ndarray, np.ndarray | None]:

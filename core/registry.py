@@ -25,6 +25,7 @@ KINDS: tuple[Kind, ...] = ("descriptor", "model", "reference")
 ENTRY_POINT_GROUP = "pesmith"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "pesmith.plugins.descriptors.acsf",
+    "pesmith.plugins.descriptors.chebyshev",
     "pesmith.plugins.descriptors.soap",
     "pesmith.plugins.models.nn",
 )

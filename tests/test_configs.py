@@ -14,13 +14,25 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 
 
 def test_there_are_configs():
-    assert {p.name for p in CONFIGS} >= {"si_nn_acsf.yaml", "li_nn_acsf.yaml"}
+    assert {p.name for p in CONFIGS} >= {"si_nn_acsf.yaml", "li_nn_acsf.yaml", "lisi_nn_chebyshev.yaml"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_validates_and_builds(path, registry):
     config = load_train_config(path, registry)
-    assert config.data.train.is_file()
+    assert all(path.is_file() for path in config.data.train_files)
     species = read_dataset(config.data.train).species
     potential = build_potential(config, species, registry)
     assert potential.descriptor.n_features == len(potential.descriptor.describe())
+
+
+def test_lisi_chebyshev_config_is_the_lixsi_network_setup(registry):
+    """Order 11 RDF/ADF with w_Li = -1, w_Si = +1 (48 features), 2 x 15 tanh, 90/10 split, Li + Si data."""
+    config = load_train_config(CONFIGS[0].with_name("lisi_nn_chebyshev.yaml"), registry)
+    assert [p.name for p in config.data.train_files] == ["Li_train.xyz", "Si_train.xyz"]
+    assert config.data.validation_fraction == 0.1
+    potential = build_potential(config, ("Li", "Si"), registry)
+    descriptor = potential.descriptor
+    assert (descriptor.radial_order, descriptor.angular_order) == (11, 11)
+    assert descriptor.weights == {"Li": -1.0, "Si": 1.0} and descriptor.n_features == 48
+    assert potential.model.hidden == (15, 15) and potential.model.activation == "tanh"

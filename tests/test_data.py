@@ -251,3 +251,56 @@ def test_reference_energies_from_isolated_atoms():
     assert reference_energies(dataset, ("Si",), {"Si": -0.8, "Li": -0.2}) == {"Si": -0.8}
     with pytest.raises(DataError, match=r"isolated_atom_energies lacks \['Li'\]"):
         reference_energies(dataset, ("Li", "Si"), {"Si": -0.8})
+
+
+def test_list_of_files_is_concatenated_in_order(tmp_path):
+    structures = lisi_structures()
+    first, second = tmp_path / "a.xyz", tmp_path / "b.db"
+    write(first, structures[:2])
+    write(second, structures[2:])
+    dataset = read_dataset([first, second])
+    assert len(dataset) == 3 and dataset.source == f"{first}, {second}"
+    assert dataset.indices.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(dataset.energies, [a.get_potential_energy() for a in structures])
+    assert [len(f) for f in dataset.forces] == [len(a) for a in structures]
+    assert dataset.stresses[2] is None and dataset.stresses[0] is not None
+    train, validation = dataset.split(0.34, seed=0)
+    assert sorted(train.indices.tolist() + validation.indices.tolist()) == [0, 1, 2]
+
+
+def test_list_of_files_errors_name_the_offending_file(tmp_path):
+    good = tmp_path / "good.xyz"
+    write(good, lisi_structures()[:1])
+    bad = tmp_path / "bad.xyz"
+    write(bad, [labeled(bulk("Si", "diamond", 5.43), 0), bad_structure("NaN energy")])
+    with pytest.raises(DataError, match=f"{bad}, structure 1"):
+        read_dataset([good, bad])
+    with pytest.raises(DataError, match="data file .*missing.xyz not found"):
+        read_dataset([good, tmp_path / "missing.xyz"])
+    with pytest.raises(DataError, match="empty list"):
+        read_dataset([])
+
+
+def test_config_accepts_a_list_of_train_files_relative_to_the_config(tmp_path, registry):
+    import yaml
+
+    from pesmith.config import load_train_config
+    from pesmith.errors import ConfigError
+
+    (tmp_path / "data").mkdir()
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    config = {"data": {"train": ["../data/li.xyz", str(tmp_path / "si.xyz")]}, "descriptor": {"kind": "acsf"},
+              "model": {"kind": "nn"}, "output": "m.pt"}
+    path = folder / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    loaded = load_train_config(path, registry)
+    assert loaded.data.train == [tmp_path / "data" / "li.xyz", tmp_path / "si.xyz"]
+    assert loaded.data.train_files == loaded.data.train
+    config["data"]["train"] = "../data/li.xyz"
+    path.write_text(yaml.safe_dump(config))
+    assert load_train_config(path, registry).data.train_files == [tmp_path / "data" / "li.xyz"]
+    config["data"]["train"] = []
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="key 'data.train': .*at least one file"):
+        load_train_config(path, registry)

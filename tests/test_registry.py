@@ -173,11 +173,11 @@ def test_unknown_kind_names_the_failed_plugins(plugin_module):
     with pytest.raises(PluginError) as error:
         Registry(entry_points=False, modules=[broken]).get("descriptor", "mbtr")
     message = str(error.value)
-    assert "unknown descriptor kind 'mbtr'; available: acsf, soap." in message
+    assert "unknown descriptor kind 'mbtr'; available: acsf, chebyshev, soap." in message
     assert "broken_descriptor_pkg (ImportError: needs numpy>=9)" in message
 
 
-@pytest.mark.parametrize("kind,name,available", [("descriptor", "soapy", "acsf, soap"), ("model", "gap", "nn")])
+@pytest.mark.parametrize("kind,name,available", [("descriptor", "soapy", "acsf, chebyshev, soap"), ("model", "gap", "nn")])
 def test_unknown_kind_lists_the_available_ones(registry, kind, name, available):
     with pytest.raises(PluginError) as error:
         registry.get(kind, name)
