@@ -14,7 +14,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 
 
 def test_there_are_configs():
-    assert {p.name for p in CONFIGS} >= {"si_nn_acsf.yaml", "li_nn_acsf.yaml", "lisi_nn_chebyshev.yaml"}
+    assert {p.name for p in CONFIGS} >= {"si_nn_acsf.yaml", "li_nn_acsf.yaml", "lisi_nn_chebyshev.yaml", "si_nn_soap.yaml"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

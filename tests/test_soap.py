@@ -135,3 +135,49 @@ def test_soap_bad_hyperparameters_name_the_key(kwargs, message):
     options = {"species": ["Li", "Si"], **kwargs}
     with pytest.raises(ConfigError, match=message):
         SOAP(**options)
+
+
+@pytest.mark.parametrize(
+    "descriptor,parts",
+    [
+        ({"l_max": 13}, ["descriptor.l_max must be an integer from 0 to 12", "got 13"]),
+        ({"cutoff": 0.8}, ["descriptor.cutoff = 0.8 Å is shorter than the shortest"]),
+        ({"sigma": 0.5}, ["unknown key 'descriptor.sigma'", "atom_sigma"]),
+    ],
+)
+def test_cli_bad_soap_key_exits_2_naming_it(write_config, capsys, monkeypatch, descriptor, parts):
+    from pesmith import cli
+    from pesmith.registry import Registry
+
+    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    config = write_config(descriptor={"kind": "soap", "cutoff": 4.0, "n_max": 2, "l_max": 2, **descriptor})
+    code = cli.main(["train", str(config)])
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    for part in parts:
+        assert part in lines[0]
+    assert not (config.parent / "out").exists()  # nothing written
+
+
+def test_pesmith_train_with_soap_writes_a_model_that_reproduces_its_report(small_si_xyz, write_config, monkeypatch):
+    """Training goes through SOAP's own feature Jacobian; predicting with the saved model file
+    (forces by autograd through the descriptor) gives the report's training metrics."""
+    import json
+
+    from pesmith import cli
+    from pesmith.data import read_dataset
+    from pesmith.model_file import load_potential
+    from pesmith.registry import Registry
+    from pesmith.validation import predict_dataset
+
+    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    config = write_config(descriptor={"kind": "soap", "cutoff": 4.5, "n_max": 3, "l_max": 3},
+                          training={"epochs": 5, "batch_size": 4, "progress": False, "seed": 0, "force_weight": 1.0})
+    assert cli.main(["train", str(config)]) == 0
+    report = json.loads((config.parent / "out" / "model_report.json").read_text())
+    potential, _ = load_potential(config.parent / "out" / "model.pt", Registry(entry_points=False))
+    train_set = read_dataset(small_si_xyz).subset(report["split"]["train_indices"])
+    metrics = predict_dataset(potential, train_set).metrics()
+    for key in ("energy_rmse_meV_per_atom", "force_rmse_eV_per_A"):
+        assert metrics[key] == pytest.approx(report["metrics"]["train"][key], rel=1e-9)
+    assert report["metrics"]["train"]["force_rmse_eV_per_A"] > 0
