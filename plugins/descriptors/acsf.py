@@ -19,6 +19,7 @@ import torch
 from pesmith import hookimpl
 from pesmith.descriptor import Descriptor, check_cutoff, normalize_species, species_lookup
 from pesmith.errors import ConfigError
+from pesmith.jacobian import add_to_jacobian, row_derivatives
 from pesmith.structures import DTYPE, edge_pairs
 
 
@@ -163,49 +164,100 @@ class ACSF(Descriptor):
                     names.append(f"{kind}[{pair}](eta={eta:.4g},zeta={zeta:g},lambda={lam:+g})")
         return names
 
+    def radial_terms(self, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """``(n_edges, n_g2)`` G2 terms of each edge (center -> neighbor vectors, Å)."""
+        distances = torch.linalg.norm(edge_vectors, dim=1)
+        eta, shift = self.g2[:, 0], self.g2[:, 1]
+        return torch.exp(-eta * (distances[:, None] - shift) ** 2) * cosine_cutoff(distances, self.cutoff)[:, None]
+
+    def angular_factors(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """``(n_triplets, 2 n_eta + n_zl)``: the G4 and G5 radial factors (one per distinct eta)
+        and the angular factors (one per distinct (zeta, lambda)) of each pair of edges i->j,
+        i->k (Å). Every G4/G5 term is a product of one radial and one angular factor."""
+        r1, r2 = torch.linalg.norm(first, dim=1), torch.linalg.norm(second, dim=1)
+        r3 = torch.linalg.norm(second - first, dim=1)
+        cos = (first * second).sum(1) / (r1 * r2)
+        radial5 = torch.exp(-self.etas * (r1**2 + r2**2)[:, None]) * (
+            cosine_cutoff(r1, self.angular_cutoff) * cosine_cutoff(r2, self.angular_cutoff)
+        )[:, None]  # (n_triplets, n_eta)
+        radial4 = radial5 * (torch.exp(-self.etas * r3[:, None] ** 2) * cosine_cutoff(r3, self.angular_cutoff)[:, None])
+        base = 0.5 * (1.0 + cos[:, None] * self.lambdas)  # (n_triplets, n_zl)
+        angle = 2.0 * torch.stack([base[:, k] ** z for k, z in enumerate(self.zeta_values)], dim=1)
+        return torch.cat([radial4, radial5, angle], dim=1)
+
+    def angular_terms(self, factors: torch.Tensor, derivatives: torch.Tensor | None = None) -> torch.Tensor:
+        """``(n_triplets, n_g4 + n_g5)`` G4 then G5 terms from :meth:`angular_factors`, or, given the
+        factors' derivatives ``(n_triplets, 2 n_eta + n_zl, 3)``, the terms' derivatives
+        ``(n_triplets, n_g4 + n_g5, 3)`` by the product rule."""
+        n_eta = self.etas.shape[0]
+        radial4, radial5, angle = factors[:, :n_eta], factors[:, n_eta : 2 * n_eta], factors[:, 2 * n_eta :]
+        parts = []
+        for k, (radial_part, columns) in enumerate(((radial4, self.g4_columns), (radial5, self.g5_columns))):
+            if derivatives is None:
+                grid = radial_part[:, :, None] * angle[:, None, :]  # (n_triplets, n_eta, n_zl)
+            else:
+                d_radial = derivatives[:, k * n_eta : (k + 1) * n_eta]
+                d_angle = derivatives[:, 2 * n_eta :]
+                grid = d_radial[:, :, None] * angle[:, None, :, None] + radial_part[:, :, None, None] * d_angle[:, None]
+            parts.append(grid.flatten(1, 2)[:, columns])  # the requested (eta, zeta, lambda)
+        return torch.cat(parts, dim=1)
+
+    def triplets(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor):
+        """Edge pairs ``(e1, e2)`` of each triplet inside the angular cutoff and their species-pair slot."""
+        centers, neighbors = edge_index
+        distances = torch.linalg.norm(edge_vectors.detach(), dim=1)
+        angular_edges = torch.nonzero(distances < self.angular_cutoff).squeeze(1)  # (n_ang,)
+        first, second = edge_pairs(centers[angular_edges])
+        e1, e2 = angular_edges[first], angular_edges[second]  # (n_triplets,)
+        neighbor_species = self.species_index[numbers[neighbors]]
+        s1, s2 = neighbor_species[e1], neighbor_species[e2]
+        high, low = torch.maximum(s1, s2), torch.minimum(s1, s2)
+        return e1, e2, high * (high + 1) // 2 + low
+
     def forward(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
         n_atoms = numbers.shape[0]
         n_species = len(self.species)
         centers, neighbors = edge_index
-        distances = torch.linalg.norm(edge_vectors, dim=1)  # (n_edges,)
         neighbor_species = self.species_index[numbers[neighbors]]  # (n_edges,)
-
-        eta, shift = self.g2[:, 0], self.g2[:, 1]
-        cut = cosine_cutoff(distances, self.cutoff)  # (n_edges,)
-        g2 = torch.exp(-eta * (distances[:, None] - shift) ** 2) * cut[:, None]  # (n_edges, n_g2)
+        g2 = self.radial_terms(edge_vectors)
         radial = torch.zeros(n_atoms * n_species, g2.shape[1], dtype=g2.dtype, device=g2.device)
         radial = radial.index_add(0, centers * n_species + neighbor_species, g2)
         radial = radial.reshape(n_atoms, -1)  # (n_atoms, n_species * n_g2)
         if self.g45.shape[0] == 0:
             return radial
-
-        angular_edges = torch.nonzero(distances < self.angular_cutoff).squeeze(1)  # (n_ang,)
-        first, second = edge_pairs(centers[angular_edges])
-        e1, e2 = angular_edges[first], angular_edges[second]  # (n_triplets,)
-        r1, r2 = distances[e1], distances[e2]
-        r3 = torch.linalg.norm(edge_vectors[e2] - edge_vectors[e1], dim=1)
-        cos = (edge_vectors[e1] * edge_vectors[e2]).sum(1) / (r1 * r2)
-
-        # exp(-eta (R_ij^2 + R_ik^2)) f_c f_c factorises over the two edges: (n_edges, n_eta) once
-        edge_gauss = torch.exp(-self.etas * distances[:, None] ** 2) * cosine_cutoff(distances, self.angular_cutoff)[:, None]
-        radial5 = edge_gauss[e1] * edge_gauss[e2]  # (n_triplets, n_eta)
-        radial4 = radial5 * (torch.exp(-self.etas * r3[:, None] ** 2) * cosine_cutoff(r3, self.angular_cutoff)[:, None])
-        base = 0.5 * (1.0 + cos[:, None] * self.lambdas)  # (n_triplets, n_zl)
-        angle = 2.0 * torch.stack([base[:, k] ** z for k, z in enumerate(self.zeta_values)], dim=1)
-
-        s1, s2 = neighbor_species[e1], neighbor_species[e2]
-        high, low = torch.maximum(s1, s2), torch.minimum(s1, s2)
-        slot = centers[e1] * self.n_pairs + high * (high + 1) // 2 + low  # (n_triplets,) atom and species pair
-        parts = []
-        for radial_part, columns in ((radial4, self.g4_columns), (radial5, self.g5_columns)):
-            if columns.numel() == 0:
-                continue
-            grid = (radial_part[:, :, None] * angle[:, None, :]).flatten(1)  # (n_triplets, n_eta * n_zl)
-            summed = torch.zeros(n_atoms * self.n_pairs, grid.shape[1], dtype=grid.dtype, device=grid.device)
-            summed = summed.index_add(0, slot, grid)  # (n_atoms * n_pairs, n_eta * n_zl)
-            parts.append(summed[:, columns])  # the requested (eta, zeta, lambda) only
-        angular = torch.cat(parts, dim=1)  # (n_atoms * n_pairs, n_g45)
+        e1, e2, pair = self.triplets(numbers, edge_index, edge_vectors)
+        terms = self.angular_terms(self.angular_factors(edge_vectors[e1], edge_vectors[e2]))  # (n_triplets, n_g45)
+        angular = torch.zeros(n_atoms * self.n_pairs, terms.shape[1], dtype=terms.dtype, device=terms.device)
+        angular = angular.index_add(0, centers[e1] * self.n_pairs + pair, terms)
         return torch.cat([radial, angular.reshape(n_atoms, -1)], dim=1)
+
+    @torch.no_grad()
+    def features_and_jacobian(
+        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor, chunk: int = 50_000
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and per-edge derivatives: forward mode on each G2 term and on each triplet's
+        radial and angular factors (``chunk`` triplets at a time), the product rule for the G4/G5
+        terms, summed onto the edges they contain."""
+        features = self(numbers, edge_index, edge_vectors)
+        n_edges, n_g2 = edge_vectors.shape[0], self.g2.shape[0]
+        jacobian = features.new_zeros(n_edges, self.n_features, 3)
+        edges = torch.arange(n_edges, device=edge_vectors.device)
+        neighbor_species = self.species_index[numbers[edge_index[1]]]
+        radial_columns = neighbor_species[:, None] * n_g2 + torch.arange(n_g2)
+        add_to_jacobian(jacobian, edges, radial_columns, row_derivatives(self.radial_terms, (edge_vectors,), 0))
+        if self.g45.shape[0] == 0:
+            return features, jacobian
+        e1, e2, pair = self.triplets(numbers, edge_index, edge_vectors)
+        n_g45 = self.g45.shape[0]
+        for start in range(0, e1.shape[0], chunk):
+            part = slice(start, start + chunk)
+            inputs = (edge_vectors[e1[part]], edge_vectors[e2[part]])
+            factors = self.angular_factors(*inputs)
+            columns = len(self.species) * n_g2 + pair[part, None] * n_g45 + torch.arange(n_g45)
+            for k, edge in enumerate((e1[part], e2[part])):
+                derivatives = self.angular_terms(factors, row_derivatives(self.angular_factors, inputs, k))
+                add_to_jacobian(jacobian, edge, columns, derivatives)
+        return features, jacobian
 
 
 def _check_params(key: str, params: Sequence[Sequence[float]], width: int) -> list[list[float]]:
