@@ -11,22 +11,36 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 
 
-def row_derivatives(fn: Callable[..., torch.Tensor], inputs: tuple[torch.Tensor, ...], wrt: int) -> torch.Tensor:
+def row_derivatives(
+    fn: Callable[..., torch.Tensor | tuple[torch.Tensor, ...]], inputs: tuple[torch.Tensor, ...], wrt: int
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """``(n, K, 3)`` derivatives of a row-wise function with respect to its ``wrt``-th input.
 
-    ``fn(*inputs)`` maps ``(n, 3)`` vectors (Å) to ``(n, K)`` values, row r of the output
-    depending only on row r of each input; three Jacobian-vector products (one per Cartesian
-    direction, vectorised) then give every row's derivative.
+    ``fn(*inputs)`` maps ``(n, 3)`` vectors (Å) to ``(n, K)`` values (or a tuple of such), row r
+    of the output depending only on row r of each input. One forward-mode pass per Cartesian
+    direction then gives every row's derivative. (A plain loop: ``torch.func.vmap`` over the
+    three directions measured 7x slower on ACSF triplets.)
     """
+    per_direction = []
+    for direction in range(3):
+        tangent = torch.zeros_like(inputs[wrt])
+        tangent[:, direction] = 1.0
+        with forward_ad.dual_level():
+            args = [forward_ad.make_dual(x, tangent) if i == wrt else x for i, x in enumerate(inputs)]
+            outputs = fn(*args)
+            single = not isinstance(outputs, tuple)
+            outputs = (outputs,) if single else outputs
+            per_direction.append([_tangent(out) for out in outputs])
+    stacked = tuple(torch.stack(parts, dim=-1) for parts in zip(*per_direction))
+    return stacked[0] if single else stacked
 
-    def along(direction: torch.Tensor) -> torch.Tensor:
-        tangents = tuple(direction.expand_as(x) if i == wrt else torch.zeros_like(x) for i, x in enumerate(inputs))
-        return torch.func.jvp(fn, inputs, tangents)[1]
 
-    directions = torch.eye(3, dtype=inputs[wrt].dtype, device=inputs[wrt].device)[:, None, :]
-    return torch.func.vmap(along)(directions).permute(1, 2, 0)
+def _tangent(output: torch.Tensor) -> torch.Tensor:
+    primal, tangent = forward_ad.unpack_dual(output)
+    return torch.zeros_like(primal) if tangent is None else tangent
 
 
 def add_to_jacobian(jacobian: torch.Tensor, edges: torch.Tensor, columns: torch.Tensor, derivatives: torch.Tensor) -> None:

@@ -25,6 +25,7 @@ import torch
 from pesmith import hookimpl
 from pesmith.descriptor import Descriptor, check_cutoff, normalize_species, species_lookup
 from pesmith.errors import ConfigError
+from pesmith.jacobian import row_derivatives
 from pesmith.structures import DTYPE
 
 from .harmonics import solid_harmonics
@@ -249,19 +250,16 @@ class SOAP(Descriptor):
         coefficients = self.coefficients(numbers, edge_index, edge_vectors)
         features = self.power_spectrum(coefficients)
         radial, harmonics = self.edge_terms(edge_vectors)
-        tangents = torch.eye(3, dtype=DTYPE, device=edge_vectors.device)[:, None, :].expand(3, n_edges, 3)
-        d_radial, d_harmonics = torch.func.vmap(lambda t: torch.func.jvp(self.edge_terms, (edge_vectors,), (t,))[1])(
-            tangents
-        )  # (3, n_edges, L n), (3, n_edges, n_lm)
+        d_radial, d_harmonics = row_derivatives(self.edge_terms, (edge_vectors,), 0)  # (n_edges, L n, 3), (n_edges, n_lm, 3)
         neighbor_species = self.species_index[numbers[neighbors]]
         edges = torch.arange(n_edges, device=centers.device)
         jacobian = features.new_zeros(n_edges, self.n_features, 3)
         for l, c in enumerate(coefficients):
             rows, cols = slice(l * n_max, (l + 1) * n_max), slice(l * l, (l + 1) ** 2)
             d_phi = (
-                d_radial[:, :, rows, None] * harmonics[None, :, None, cols]
-                + radial[None, :, rows, None] * d_harmonics[:, :, None, cols]
-            )  # (3, n_edges, n_max, 2l+1)
+                d_radial[:, rows, None, :] * harmonics[:, None, cols, None]
+                + radial[:, rows, None, None] * d_harmonics[:, None, cols, :]
+            ).permute(3, 0, 1, 2)  # (3, n_edges, n_max, 2l+1)
             m = torch.einsum("xenm,ekm->xenk", d_phi, c[centers])  # (3, n_edges, n_max, S n)
             d_power = m.new_zeros(3, n_edges, n_species, n_max, width)
             d_power[:, edges, neighbor_species] = m
