@@ -21,6 +21,7 @@ import torch
 from pesmith import hookimpl
 from pesmith.descriptor import Descriptor, check_cutoff, normalize_species, species_lookup
 from pesmith.errors import ConfigError
+from pesmith.jacobian import add_to_jacobian, row_derivatives
 from pesmith.structures import DTYPE, edge_pairs
 
 MAX_ORDER = 50  # beyond this the basis is far finer than any cutoff-smoothed distribution needs
@@ -171,41 +172,73 @@ class Chebyshev(Descriptor):
             names += [f"typed[{weights}] {name}" for name in radial + angular]
         return names
 
+    def radial_terms(self, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """``(n, radial_order + 1)`` terms ``f_c(R) T_n(2R/R_c - 1)`` of edges inside the radial cutoff."""
+        r = torch.linalg.norm(edge_vectors, dim=1)
+        terms = chebyshev_polynomials(2.0 * r / self.radial_cutoff - 1.0, self.radial_order)
+        return terms * cosine_cutoff(r, self.radial_cutoff)[:, None]
+
+    def angular_terms(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """``(n, angular_order + 1)`` terms ``f_c(R_ij) f_c(R_ik) T_n(cos theta_ijk)`` of edge pairs (Å)."""
+        r1, r2 = torch.linalg.norm(first, dim=1), torch.linalg.norm(second, dim=1)
+        cos = (first * second).sum(1) / (r1 * r2)
+        cut = cosine_cutoff(r1, self.angular_cutoff) * cosine_cutoff(r2, self.angular_cutoff)
+        return chebyshev_polynomials(cos, self.angular_order) * cut[:, None]
+
+    def edge_groups(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor):
+        """Edges inside the radial cutoff, edge pairs ``(e1, e2)`` (j < k) inside the angular one,
+        and the type weight of every edge ``(n_edges,)``."""
+        centers, neighbors = edge_index
+        distances = torch.linalg.norm(edge_vectors.detach(), dim=1)
+        weight = self.species_weights[self.species_index[numbers[neighbors]]]  # (n_edges,) w_j
+        # radial: only edges inside the radial cutoff (T_n grows fast outside [-1, 1])
+        radial_edges = torch.nonzero(distances < self.radial_cutoff).squeeze(1)
+        angular_edges = torch.nonzero(distances < self.angular_cutoff).squeeze(1)
+        first, second = edge_pairs(centers[angular_edges])
+        return radial_edges, angular_edges[first], angular_edges[second], weight
+
     def forward(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
         n_atoms = numbers.shape[0]
-        centers, neighbors = edge_index
-        distances = torch.linalg.norm(edge_vectors, dim=1)  # (n_edges,)
-        weight = self.species_weights[self.species_index[numbers[neighbors]]]  # (n_edges,) w_j
-        n_sets = 2 if self.typed else 1
-
-        # radial: only edges inside the radial cutoff (T_n grows fast outside [-1, 1])
-        radial_edges = torch.nonzero(distances < self.radial_cutoff).squeeze(1)  # (n_rad,)
-        r = distances[radial_edges]
-        terms = chebyshev_polynomials(2.0 * r / self.radial_cutoff - 1.0, self.radial_order)  # (n_rad, Nr + 1)
-        terms = terms * cosine_cutoff(r, self.radial_cutoff)[:, None]
+        centers = edge_index[0]
+        radial_edges, e1, e2, weight = self.edge_groups(numbers, edge_index, edge_vectors)
+        radial = self.radial_terms(edge_vectors[radial_edges])  # (n_rad, Nr + 1)
+        angular = self.angular_terms(edge_vectors[e1], edge_vectors[e2])  # (n_triplets, Na + 1)
+        blocks = [(radial, centers[radial_edges]), (angular, centers[e1])]
         if self.typed:
-            terms = torch.cat([terms, terms * weight[radial_edges, None]], dim=1)  # (n_rad, 2 (Nr + 1))
-        radial = torch.zeros(n_atoms, terms.shape[1], dtype=terms.dtype, device=terms.device)
-        radial = radial.index_add(0, centers[radial_edges], terms)
+            blocks += [(radial * weight[radial_edges, None], centers[radial_edges]),
+                       (angular * (weight[e1] * weight[e2])[:, None], centers[e1])]
+        # aenet's order: radial, angular of the structural set, then of the typed set
+        return torch.cat(
+            [torch.zeros(n_atoms, t.shape[1], dtype=t.dtype, device=t.device).index_add(0, c, t) for t, c in blocks], dim=1
+        )
 
-        # angular: unordered pairs j < k of edges of one center inside the angular cutoff
-        angular_edges = torch.nonzero(distances < self.angular_cutoff).squeeze(1)  # (n_ang,)
-        first, second = edge_pairs(centers[angular_edges])
-        e1, e2 = angular_edges[first], angular_edges[second]  # (n_triplets,)
-        cos = (edge_vectors[e1] * edge_vectors[e2]).sum(1) / (distances[e1] * distances[e2])  # (n_triplets,)
-        cut = cosine_cutoff(distances, self.angular_cutoff)  # (n_edges,)
-        terms = chebyshev_polynomials(cos, self.angular_order) * (cut[e1] * cut[e2])[:, None]  # (n_triplets, Na + 1)
-        if self.typed:
-            terms = torch.cat([terms, terms * (weight[e1] * weight[e2])[:, None]], dim=1)
-        angular = torch.zeros(n_atoms, terms.shape[1], dtype=terms.dtype, device=terms.device)
-        angular = angular.index_add(0, centers[e1], terms)
-
-        # interleave to aenet's order: radial, angular of the structural set, then of the typed set
+    @torch.no_grad()
+    def features_and_jacobian(
+        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor, chunk: int = 100_000
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and per-edge derivatives by forward mode on each radial term and each
+        triplet's angular terms (``chunk`` triplets at a time), summed onto their edges."""
+        features = self(numbers, edge_index, edge_vectors)
+        jacobian = features.new_zeros(edge_vectors.shape[0], self.n_features, 3)
         n_r, n_a = self.radial_order + 1, self.angular_order + 1
-        parts = []
-        for s in range(n_sets):
-            parts += [radial[:, s * n_r : (s + 1) * n_r], angular[:, s * n_a : (s + 1) * n_a]]
-        return torch.cat(parts, dim=1)  # (n_atoms, n_features)
+        radial_edges, e1, e2, weight = self.edge_groups(numbers, edge_index, edge_vectors)
+        radial_columns = torch.arange(n_r).expand(radial_edges.shape[0], n_r)
+        d_radial = row_derivatives(self.radial_terms, (edge_vectors[radial_edges],), 0)  # (n_rad, Nr + 1, 3)
+        add_to_jacobian(jacobian, radial_edges, radial_columns, d_radial)
+        if self.typed:
+            typed_radial = d_radial * weight[radial_edges, None, None]
+            add_to_jacobian(jacobian, radial_edges, radial_columns + n_r + n_a, typed_radial)
+        for start in range(0, e1.shape[0], chunk):
+            pair = (e1[start : start + chunk], e2[start : start + chunk])
+            inputs = (edge_vectors[pair[0]], edge_vectors[pair[1]])
+            columns = n_r + torch.arange(n_a).expand(pair[0].shape[0], n_a)
+            for k, edge in enumerate(pair):
+                d_angular = row_derivatives(self.angular_terms, inputs, k)  # (chunk, Na + 1, 3)
+                add_to_jacobian(jacobian, edge, columns, d_angular)
+                if self.typed:
+                    typed_angular = d_angular * (weight[pair[0]] * weight[pair[1]])[:, None, None]
+                    add_to_jacobian(jacobian, edge, columns + n_r + n_a, typed_angular)
+        return features, jacobian
 
 
 def _check_order(value: Any, key: str) -> int:
