@@ -62,6 +62,19 @@ def amorphous_lisi(n_atoms: int, volume_per_atom: float = 15.5, seed: int = 0, t
     return Atoms(symbols, positions=positions, cell=cell, pbc=True)
 
 
+def distorted_lisi(repeat: tuple[int, int, int] = (1, 1, 1), seed: int = 0) -> Atoms:
+    """A triclinic diamond-Si cell (``repeat`` conventional cells, cell vectors perturbed by
+    0.25 Å, atoms rattled by 0.1 Å) with a third of the Si replaced by Li."""
+    from ase.build import bulk
+
+    rng = np.random.default_rng(seed)
+    atoms = bulk("Si", "diamond", 5.43, cubic=True) * repeat
+    atoms.symbols[rng.choice(len(atoms), len(atoms) // 3, replace=False)] = "Li"
+    atoms.set_cell(atoms.cell.array + rng.normal(0, 0.25, (3, 3)), scale_atoms=True)
+    atoms.rattle(0.1, seed=seed)
+    return atoms
+
+
 def linear_energy(descriptor: Descriptor, seed: int = 0):
     """An energy function ``E(atoms_batch) = sum_i w . G_i`` with fixed random ``w``."""
     weights = torch.as_tensor(np.random.default_rng(seed).normal(size=descriptor.n_features), dtype=DTYPE)

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ase.build import bulk
 
 from pesmith.errors import ConfigError
 from pesmith.plugins.descriptors.acsf import ACSF
 from pesmith.structures import build_batch
-from pesmith.testing import check_descriptor, sample_structure
+from pesmith.testing import check_descriptor, distorted_lisi, sample_structure
 
 dscribe = pytest.importorskip("dscribe.descriptors")
-
-
-def lisi_cell(repeat: tuple[int, int, int], seed: int):
-    """A distorted triclinic diamond-Si cell with some Si replaced by Li."""
-    rng = np.random.default_rng(seed)
-    atoms = bulk("Si", "diamond", 5.43, cubic=True) * repeat
-    atoms.symbols[rng.choice(len(atoms), len(atoms) // 3, replace=False)] = "Li"
-    atoms.set_cell(atoms.cell.array + rng.normal(0, 0.25, (3, 3)), scale_atoms=True)
-    atoms.rattle(0.1, seed=seed)
-    return atoms
 
 
 def dscribe_columns(descriptor: ACSF, total: int) -> list[int]:
@@ -36,7 +25,7 @@ def dscribe_columns(descriptor: ACSF, total: int) -> list[int]:
 
 @pytest.mark.parametrize("repeat,cutoff", [((1, 1, 1), 5.0), ((2, 1, 1), 6.0), ((2, 2, 2), 4.5)])
 def test_acsf_equals_dscribe_on_periodic_lisi(repeat, cutoff):
-    atoms = lisi_cell(repeat, seed=sum(repeat))
+    atoms = distorted_lisi(repeat, seed=sum(repeat))
     ours = ACSF(["Li", "Si"], cutoff=cutoff, g5_params=[[0.01, 1.0, 1.0], [0.05, 2.0, -1.0]])
     features = ours.featurize(build_batch([atoms], cutoff)).detach().numpy()
     g45 = ours.g45.numpy()

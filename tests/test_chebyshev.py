@@ -21,7 +21,7 @@ from pesmith.plugins.models.nn import BehlerParrinello
 from pesmith.potential import Potential
 from pesmith.registry import Registry
 from pesmith.structures import build_batch
-from pesmith.testing import check_descriptor, check_gradients, check_invariance, potential_energy, sample_structure
+from pesmith.testing import check_descriptor, distorted_lisi, check_gradients, check_invariance, potential_energy, sample_structure
 
 # ---------------------------------------------------------------------------------------------
 # An independent reference: explicit loops, its own periodic image search, T_n(x) = cos(n acos x)
@@ -96,16 +96,6 @@ def reference_features(atoms: Atoms, rc_r: float, rc_a: float, n_r: int, n_a: in
     return np.array(rows)
 
 
-def lisi_cell(repeat: tuple[int, int, int], seed: int) -> Atoms:
-    """A distorted triclinic diamond-Si cell with a third of the Si replaced by Li."""
-    rng = np.random.default_rng(seed)
-    atoms = bulk("Si", "diamond", 5.43, cubic=True) * repeat
-    atoms.symbols[rng.choice(len(atoms), len(atoms) // 3, replace=False)] = "Li"
-    atoms.set_cell(atoms.cell.array + rng.normal(0, 0.25, (3, 3)), scale_atoms=True)
-    atoms.rattle(0.1, seed=seed)
-    return atoms
-
-
 def small_triclinic_lisi() -> Atoms:
     """5 atoms in a strongly sheared cell whose shortest lattice-plane spacing (~3.4 Å) is far
     below the cutoffs used with it: many images of each atom, including of itself, are neighbors."""
@@ -121,8 +111,8 @@ def features_of(descriptor: Chebyshev, atoms: Atoms) -> np.ndarray:
 @pytest.mark.parametrize(
     "atoms,rc_r,rc_a,n_r,n_a",
     [
-        (lisi_cell((1, 1, 1), seed=1), 5.0, 4.0, 11, 11),
-        (lisi_cell((2, 1, 1), seed=2), 6.5, 5.0, 8, 6),
+        (distorted_lisi((1, 1, 1), seed=1), 5.0, 4.0, 11, 11),
+        (distorted_lisi((2, 1, 1), seed=2), 6.5, 5.0, 8, 6),
         (small_triclinic_lisi(), 6.5, 4.5, 11, 7),
         (small_triclinic_lisi(), 4.0, 5.5, 5, 9),  # angular cutoff above the radial one
     ],
@@ -148,7 +138,7 @@ def test_small_triclinic_cell_is_smaller_than_twice_the_cutoff():
 
 
 def test_single_species_equals_numpy_loops_and_has_only_the_structural_set():
-    atoms = lisi_cell((1, 1, 1), seed=4)
+    atoms = distorted_lisi((1, 1, 1), seed=4)
     atoms.symbols[:] = "Si"
     descriptor = Chebyshev(["Si"], radial_cutoff=6.0, angular_cutoff=4.5, radial_order=9, angular_order=6)
     ours = features_of(descriptor, atoms)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pesmith import cli
-from pesmith.errors import ConfigError, PluginError
+from pesmith.errors import ConfigError
 from pesmith.model_file import load_potential
 from pesmith.registry import Registry, default_registry
 from pesmith.testing import check_descriptor

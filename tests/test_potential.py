@@ -7,13 +7,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from ase import Atoms, units
+from ase import units
 from ase.build import bulk, molecule
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 import pesmith
-from pesmith.calculator import ExtrapolationWarning, PesmithCalculator
+from pesmith.calculator import ExtrapolationWarning
 from pesmith.errors import DataError
 from pesmith.plugins.descriptors.acsf import ACSF
 from pesmith.plugins.models.nn import BehlerParrinello

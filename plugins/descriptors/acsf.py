@@ -11,7 +11,6 @@ for machine-learning potentials", J. Chem. Phys. 148, 241730 (2018), doi:10.1063
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
@@ -22,11 +21,7 @@ from pesmith.errors import ConfigError
 from pesmith.jacobian import add_to_jacobian, row_derivatives
 from pesmith.structures import DTYPE, edge_pairs
 
-
-def cosine_cutoff(distances: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """``0.5 (cos(pi r / r_c) + 1)`` for ``r < r_c``, else 0 (r and r_c in Å)."""
-    inside = distances < cutoff
-    return torch.where(inside, 0.5 * (torch.cos(distances * (math.pi / cutoff)) + 1.0), torch.zeros_like(distances))
+from .cutoff import cosine_cutoff
 
 
 def radial_grid(n_radial: int, cutoff: float, r_min: float) -> list[list[float]]:

@@ -24,13 +24,9 @@ from pesmith.errors import ConfigError
 from pesmith.jacobian import add_to_jacobian, row_derivatives
 from pesmith.structures import DTYPE, edge_pairs
 
+from .cutoff import cosine_cutoff
+
 MAX_ORDER = 50  # beyond this the basis is far finer than any cutoff-smoothed distribution needs
-
-
-def cosine_cutoff(distances: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """``0.5 (cos(pi r / r_c) + 1)`` for ``r < r_c``, else 0 (r and r_c in Å)."""
-    inside = distances < cutoff
-    return torch.where(inside, 0.5 * (torch.cos(distances * (math.pi / cutoff)) + 1.0), torch.zeros_like(distances))
 
 
 def chebyshev_polynomials(x: torch.Tensor, order: int) -> torch.Tensor:
