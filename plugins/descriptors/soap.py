@@ -135,21 +135,21 @@ class SOAP(Descriptor):
         self.radial_matrix = torch.block_diag(*torch.tensor(betas * prefactor[:, None, :], dtype=DTYPE).transpose(1, 2))
         self.l_prefactor = math.pi * torch.sqrt(8.0 / (2.0 * torch.arange(l_max + 1, dtype=DTYPE) + 1.0))
         width = len(self.species) * n_max
-        self.feature_index = torch.tensor(  # into the flattened (l, S n, S n) products, in DScribe's order
-            [
-                (l * width + a * n_max + n) * width + b * n_max + n2
-                for a in range(len(self.species))
-                for b in range(a, len(self.species))
-                for l in range(l_max + 1)
-                for n in range(n_max)
-                for n2 in range(n if a == b else 0, n_max)
-            ]
-        )
-        block = width * width  # (l, column within l's product) of each feature, for the Jacobian
-        self.features_of_l = [
-            (torch.nonzero(self.feature_index // block == l).squeeze(1), self.feature_index[self.feature_index // block == l] % block)
+        labels = [  # (a, b, l, n, n') of each feature, in DScribe's order
+            (a, b, l, n, n2)
+            for a in range(len(self.species))
+            for b in range(a, len(self.species))
             for l in range(l_max + 1)
+            for n in range(n_max)
+            for n2 in range(n if a == b else 0, n_max)
         ]
+        # into the flattened (l, S n, S n) products
+        self.feature_index = torch.tensor([(l * width + a * n_max + n) * width + b * n_max + n2 for a, b, l, n, n2 in labels])
+        self.features_of_l = []  # per l: positions, and (a, b, n, n') of those features, for the Jacobian
+        for l in range(l_max + 1):
+            positions = [k for k, label in enumerate(labels) if label[2] == l]
+            columns = torch.tensor([labels[k] for k in positions]).T
+            self.features_of_l.append((torch.tensor(positions), columns[0], columns[1], columns[3], columns[4]))
         self.register_buffer("species_index", species_lookup(self.species), persistent=False)
 
     @property
@@ -239,12 +239,12 @@ class SOAP(Descriptor):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and their per-edge derivatives by the product rule, without a backward pass.
 
-        With ``P_l = C_l C_l^T`` (C_l the ``(S n, 2l+1)`` coefficients of the center), an edge e of
-        neighbor species s changes only the rows of block s: ``dP_l = M + M^T`` with
-        ``M[(s, n), :] = dphi_e[n, :] C_l^T``, where ``dphi_e`` (per Cartesian direction) comes
-        from forward-mode differentiation of :meth:`edge_terms`.
+        An edge e of neighbor species s changes only the coefficients ``c^s`` of its center:
+        ``d p^{ab}_{l n n'} = [s = a] dphi_e[n] . c^b[n'] + [s = b] c^a[n] . dphi_e[n']`` (dot over
+        m), where ``dphi_e`` (per Cartesian direction) comes from forward-mode differentiation of
+        :meth:`edge_terms`.
         """
-        n_species, n_max, width = len(self.species), self.n_max, len(self.species) * self.n_max
+        n_max, width = self.n_max, len(self.species) * self.n_max
         centers, neighbors = edge_index
         n_edges = centers.shape[0]
         coefficients = self.coefficients(numbers, edge_index, edge_vectors)
@@ -252,21 +252,19 @@ class SOAP(Descriptor):
         radial, harmonics = self.edge_terms(edge_vectors)
         d_radial, d_harmonics = row_derivatives(self.edge_terms, (edge_vectors,), 0)  # (n_edges, L n, 3), (n_edges, n_lm, 3)
         neighbor_species = self.species_index[numbers[neighbors]]
-        edges = torch.arange(n_edges, device=centers.device)
         jacobian = features.new_zeros(n_edges, self.n_features, 3)
         for l, c in enumerate(coefficients):
             rows, cols = slice(l * n_max, (l + 1) * n_max), slice(l * l, (l + 1) ** 2)
             d_phi = (
                 d_radial[:, rows, None, :] * harmonics[:, None, cols, None]
                 + radial[:, rows, None, None] * d_harmonics[:, None, cols, :]
-            ).permute(3, 0, 1, 2)  # (3, n_edges, n_max, 2l+1)
-            m = torch.einsum("xenm,ekm->xenk", d_phi, c[centers])  # (3, n_edges, n_max, S n)
-            d_power = m.new_zeros(3, n_edges, n_species, n_max, width)
-            d_power[:, edges, neighbor_species] = m
-            d_power = d_power.reshape(3, n_edges, width, width)
-            d_power = (d_power + d_power.transpose(2, 3)) * self.l_prefactor[l]
-            positions, columns = self.features_of_l[l]
-            jacobian[:, positions, :] = d_power.flatten(2)[:, :, columns].permute(1, 2, 0)
+            )  # (n_edges, n_max, 2l+1, 3)
+            m = torch.einsum("enmx,ekm->enkx", d_phi, c[centers]).flatten(1, 2)  # (n_edges, n_max * S n, 3)
+            positions, a, b, n, n2 = self.features_of_l[l]
+            # d p_{ab n n'} = [s_e = a] dphi_n . c^b_n' + [s_e = b] c^a_n . dphi_n'
+            first = torch.where((neighbor_species[:, None] == a)[:, :, None], m[:, n * width + b * n_max + n2], 0.0)
+            second = torch.where((neighbor_species[:, None] == b)[:, :, None], m[:, n2 * width + a * n_max + n], 0.0)
+            jacobian[:, positions] = (first + second) * self.l_prefactor[l]
         if self.normalize:
             norms = torch.linalg.norm(features, dim=1, keepdim=True)
             features = features / norms
