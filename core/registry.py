@@ -26,6 +26,9 @@ ENTRY_POINT_GROUP = "pesmith"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "pesmith.plugins.descriptors.acsf",
     "pesmith.plugins.models.nn",
+    "pesmith.plugins.references.ase_calculator",
+    "pesmith.plugins.references.morse",
+    "pesmith.plugins.references.xtb",
 )
 _HOOK_OF_KIND = {
     "descriptor": "pesmith_register_descriptors",
