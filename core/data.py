@@ -70,6 +70,8 @@ class Dataset:
 def read_dataset(path: str | Path) -> Dataset:
     """Read labeled structures from an extxyz file (or anything ase.io reads) or an ase.db.
 
+    Rows of an ase.db that ``pesmith label`` marked ``status="failed"`` are skipped.
+
     Raises
     ------
     DataError
@@ -84,7 +86,8 @@ def read_dataset(path: str | Path) -> Dataset:
             import ase.db
 
             with ase.db.connect(str(path)) as db:
-                structures = [row.toatoms() for row in db.select()]
+                # rows that `pesmith label` marked failed have no labels
+                structures = [row.toatoms() for row in db.select() if row.get("status") != "failed"]
         else:
             import ase.io
 
