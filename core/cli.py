@@ -17,6 +17,7 @@ from . import __version__
 from .config import TrainConfig, load_train_config
 from .data import read_dataset
 from .errors import ConfigError, PesmithError
+from .generate import generate, load_generate_config
 from .labeling import LabelSummary, failed_rows, label_structures, load_label_config
 from .model_file import load_potential, save_potential
 from .potential import Potential
@@ -97,6 +98,13 @@ def label_command(config_path: Path, registry: Registry) -> LabelSummary:
     return label_structures(config, registry, parallel_map, where=str(config_path))
 
 
+def generate_command(config_path: Path, registry: Registry) -> LabelSummary:
+    from pesmith.search.parallel import parallel_map
+
+    config = load_generate_config(config_path, registry)
+    return generate(config, registry, parallel_map, where=str(config_path))
+
+
 def print_label_summary(summary: LabelSummary) -> None:
     print(
         f"{summary.n_structures} structures: {summary.n_labeled} labeled, {summary.n_failed} failed,"
@@ -119,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluate.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
     label = verbs.add_parser("label", help="label structures with a reference into an ase.db (resumable)")
     label.add_argument("config", type=Path)
+    generate = verbs.add_parser("generate", help="build and label an initial training set from crystals")
+    generate.add_argument("config", type=Path)
     verbs.add_parser("plugins", help="list installed descriptor, model and reference plugins")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -137,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 write_text_atomic(args.json, json.dumps(metrics, indent=2))
         elif args.verb == "label":
             print_label_summary(label_command(args.config, registry))
+        elif args.verb == "generate":
+            print_label_summary(generate_command(args.config, registry))
         elif args.verb == "plugins":
             print(f"{'kind':<12}{'name':<16}{'package':<20}description")
             for info in registry.plugins():
