@@ -114,6 +114,12 @@ def print_label_summary(summary: LabelSummary) -> None:
         print(f"  failed row {row_id} ({formula}): {reason.splitlines()[0] if reason else ''}")
 
 
+def print_hull(entries, element: str) -> None:
+    print(f"{'formula':<14}{'x_' + element:>8}{'E (eV/atom)':>14}{'E_f (eV/atom)':>15}{'above hull':>12}  on hull")
+    for e in sorted(entries, key=lambda e: (e.x, e.formation_energy)):
+        print(f"{e.formula:<14}{e.x:>8.3f}{e.energy_per_atom:>14.4f}{e.formation_energy:>15.4f}{e.e_above_hull:>12.4f}  {'yes' if e.on_hull else ''}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pesmith", description="Machine-learned interatomic potentials.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -129,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     label.add_argument("config", type=Path)
     generate = verbs.add_parser("generate", help="build and label an initial training set from crystals")
     generate.add_argument("config", type=Path)
+    hull = verbs.add_parser("hull", help="formation energies (eV/atom) vs bcc Li and diamond Si, and the convex hull")
+    hull.add_argument("data", type=Path, help="labeled structures (extxyz or ase.db from `pesmith label`)")
+    hull.add_argument("--elements", nargs=2, default=["Li", "Si"], metavar=("A", "B"))
+    hull.add_argument("--json", type=Path, help="also write the table to this JSON file")
     verbs.add_parser("plugins", help="list installed descriptor, model and reference plugins")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -149,6 +159,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_label_summary(label_command(args.config, registry))
         elif args.verb == "generate":
             print_label_summary(generate_command(args.config, registry))
+        elif args.verb == "hull":
+            from pesmith.search.hull import formation_energies
+
+            dataset = read_dataset(args.data)
+            entries = formation_energies(dataset.structures, dataset.energies, tuple(args.elements))
+            print_hull(entries, args.elements[0])
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(args.json, json.dumps([e.as_dict() for e in entries], indent=2))
         elif args.verb == "plugins":
             print(f"{'kind':<12}{'name':<16}{'package':<20}description")
             for info in registry.plugins():

@@ -27,6 +27,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pesmith.plugins.descriptors.acsf",
     "pesmith.plugins.models.nn",
     "pesmith.plugins.references.ase_calculator",
+    "pesmith.plugins.references.chgnet",
     "pesmith.plugins.references.morse",
     "pesmith.plugins.references.xtb",
 )

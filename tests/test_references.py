@@ -164,3 +164,25 @@ def test_xtb_scf_failure_is_a_labeling_failure():
 def test_xtb_rejects_unknown_method():
     with pytest.raises(ReferenceSetupError, match="GFN1-xTB, GFN2-xTB"):
         XTB(method="GFN3")
+
+
+# --- chgnet (optional extra) -------------------------------------------------------------------
+
+
+def test_chgnet_labels_li_si_with_ase_stress():
+    pytest.importorskip("chgnet", reason="chgnet not installed: pip install 'pesmith[chgnet]'")
+    from pesmith.plugins.references.chgnet import CHGNetReference
+
+    reference = CHGNetReference()
+    atoms = li_si_cell()
+    energy, forces, stress = reference.label(atoms)
+    assert -5.0 < energy / len(atoms) < -2.0 and forces.shape == (8, 3)
+    # ASE sign convention: compare the mean stress with dE/d(strain) / V
+    h, energies = 1e-3, []
+    for sign in (1, -1):
+        strained = atoms.copy()
+        strained.set_cell(atoms.cell * (1 + sign * h), scale_atoms=True)
+        energies.append(reference.label(strained)[0])
+    numeric = (energies[0] - energies[1]) / (2 * h) / atoms.get_volume() / 3
+    assert stress[:3].mean() == pytest.approx(numeric, abs=2e-4)
+    assert reference.code_version().startswith("chgnet ")
