@@ -28,6 +28,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pesmith.plugins.models.nn",
     "pesmith.plugins.references.ase_calculator",
     "pesmith.plugins.references.chgnet",
+    "pesmith.plugins.references.gpaw",
     "pesmith.plugins.references.morse",
     "pesmith.plugins.references.xtb",
 )

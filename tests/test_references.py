@@ -186,3 +186,54 @@ def test_chgnet_labels_li_si_with_ase_stress():
     numeric = (energies[0] - energies[1]) / (2 * h) / atoms.get_volume() / 3
     assert stress[:3].mean() == pytest.approx(numeric, abs=2e-4)
     assert reference.code_version().startswith("chgnet ")
+
+
+# --- gpaw (optional, compiled: scripts/install_gpaw.sh) ----------------------------------------
+
+
+@pytest.mark.slow  # 3 plane-wave SCF runs: about 10 s on an idle core, over a minute on a busy one
+def test_gpaw_plane_wave_pbe_labels_a_small_cell():
+    pytest.importorskip("gpaw", reason="gpaw not installed: run scripts/install_gpaw.sh")
+    from pesmith.plugins.references.gpaw import GPAWReference
+
+    reference = GPAWReference(cutoff=250.0, kpoint_density=1.5, smearing=0.1)
+    atoms = bulk("LiSi", "zincblende", a=5.9)
+    atoms.rattle(0.03, seed=0)
+    energy, forces, stress = reference.label(atoms)
+    assert forces.shape == (2, 3) and stress.shape == (6,)
+    assert np.abs(forces.sum(axis=0)).max() < 1e-3
+    h, shifted = 1e-3, []
+    for sign in (1, -1):
+        moved = atoms.copy()
+        moved.positions[0, 2] += sign * h
+        shifted.append(reference.label(moved)[0])
+    assert forces[0, 2] == pytest.approx(-(shifted[0] - shifted[1]) / (2 * h), abs=0.02)
+    assert reference.code_version().startswith("gpaw ")
+
+
+def test_gpaw_bad_setup_is_named():
+    pytest.importorskip("gpaw", reason="gpaw not installed: run scripts/install_gpaw.sh")
+    from pesmith.plugins.references.gpaw import GPAWReference
+
+    with pytest.raises(ReferenceSetupError, match="cutoff"):
+        GPAWReference(cutoff=-1)
+
+
+def test_missing_optional_program_is_a_setup_error_naming_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without(name, *args, **kwargs):
+        if name.split(".")[0] in ("gpaw", "chgnet"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without)
+    from pesmith.plugins.references.chgnet import CHGNetReference
+    from pesmith.plugins.references.gpaw import GPAWReference
+
+    with pytest.raises(ReferenceSetupError, match=r"pesmith\[chgnet\]"):
+        CHGNetReference()
+    with pytest.raises(ReferenceSetupError, match="install_gpaw.sh"):
+        GPAWReference()
