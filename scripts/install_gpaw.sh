@@ -6,7 +6,7 @@
 #
 # GPAW compiles a C extension against libxc, BLAS (OpenBLAS) and FFTW: the script installs the Debian
 # development packages, writes a siteconfig.py for them, then runs `pip install ".[gpaw]"` equivalents
-# (gpaw + gpaw-data, the PAW datasets from PyPI). Check with: PYTHON -c "import gpaw; print(gpaw.__version__)".
+# (gpaw + gpaw-data, the PAW datasets from PyPI). PATH puts Debian's mpicc first for the MPI build.. Check with: PYTHON -c "import gpaw; print(gpaw.__version__)".
 set -euo pipefail
 PYTHON=${1:-python3}
 SUDO=""
@@ -25,5 +25,8 @@ scalapack = False
 mpi = ${GPAW_MPI:-0} == 1
 compiler = 'mpic++' if mpi else 'g++'  # GPAW >= 25 compiles its C sources as C++17
 PY
-GPAW_CONFIG="$config_dir/siteconfig.py" "$PYTHON" -m pip install "gpaw>=24.1" "gpaw-data>=1.0"
+"$PYTHON" -m pip install "gpaw-data>=1.0" "ase>=3.29" numpy scipy
+# --force-reinstall: rebuild when switching between the serial and the MPI build
+GPAW_CONFIG="$config_dir/siteconfig.py" PATH="/usr/bin:$PATH" \
+    "$PYTHON" -m pip install --no-cache-dir --force-reinstall --no-deps "gpaw>=24.1"
 "$PYTHON" -c "import gpaw; print('GPAW', gpaw.__version__, 'installed')"

@@ -211,6 +211,28 @@ def test_gpaw_plane_wave_pbe_labels_a_small_cell():
     assert reference.code_version().startswith("gpaw ")
 
 
+@pytest.mark.slow
+def test_gpaw_with_ranks_runs_under_mpiexec(monkeypatch):
+    pytest.importorskip("gpaw", reason="gpaw not installed: run scripts/install_gpaw.sh")
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from pesmith.plugins.references.gpaw import GPAWReference
+
+    if shutil.which("mpiexec") is None:
+        monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}")
+    if shutil.which("mpiexec") is None:
+        pytest.skip("no mpiexec (pip install 'pesmith[mpi]')")
+    atoms = bulk("LiSi", "zincblende", a=5.9)
+    atoms.rattle(0.03, seed=0)
+    settings = {"cutoff": 250.0, "kpoint_density": 1.5, "smearing": 0.1}
+    serial = GPAWReference(**settings).label(atoms)
+    parallel = GPAWReference(ranks=2, **settings).label(atoms)
+    assert parallel[0] == pytest.approx(serial[0], abs=1e-4)
+    np.testing.assert_allclose(parallel[1], serial[1], atol=1e-3)
+
+
 def test_gpaw_bad_setup_is_named():
     pytest.importorskip("gpaw", reason="gpaw not installed: run scripts/install_gpaw.sh")
     from pesmith.plugins.references.gpaw import GPAWReference

@@ -14,6 +14,7 @@ M. Ernzerhof, Phys. Rev. Lett. 77, 3865 (1996), doi:10.1103/PhysRevLett.77.3865.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from pesmith import hookimpl
+from pesmith.atomic import write_text_atomic
 from pesmith.errors import LabelingFailed, ReferenceSetupError
 from pesmith.reference import package_version
 
@@ -101,7 +103,7 @@ class GPAWReference(CalculatorReference):
             given, result = Path(folder) / "in.json", Path(folder) / "out.json"
             given.write_text(json.dumps({"config": self.get_config() | {"ranks": 1}, "atoms": _atoms_to_dict(atoms)}))
             command = ["mpiexec", "-n", str(self.ranks), sys.executable, "-m", __name__, str(given), str(result)]
-            run = subprocess.run(command, capture_output=True, text=True)
+            run = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "GPAW_MPI_BACKEND": "cgpaw"})
             if not result.is_file():
                 tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
                 raise LabelingFailed(f"{self._what(atoms)}: mpiexec exited with {run.returncode}: {' | '.join(tail)}")
@@ -140,8 +142,8 @@ def main(given: str, result: str) -> None:
         answer = {"energy": energy, "forces": forces.tolist(), "stress": None if stress is None else stress.tolist()}
     except LabelingFailed as exc:
         answer = {"error": str(exc)}
-    if world.rank == 0:
-        Path(result).write_text(json.dumps(answer))
+    if world.rank == 0:  # every rank is rank 0 of its own world when GPAW was built without MPI
+        write_text_atomic(Path(result), json.dumps(answer))
 
 
 @hookimpl
