@@ -9,6 +9,8 @@ Trained on Materials Project GGA/GGA+U relaxations (MPtrj), so its energies sit 
 
 from __future__ import annotations
 
+import contextlib
+import io
 from functools import lru_cache
 from typing import Any
 
@@ -55,7 +57,8 @@ class CHGNetReference(CalculatorReference):
             model = load_model(self.model)
         except Exception as exc:
             raise ReferenceSetupError(f"chgnet: cannot load model {self.model!r}: {type(exc).__name__}: {exc}") from exc
-        return CHGNetCalculator(model=model, use_device=self.device, on_isolated_atoms="ignore")
+        with contextlib.redirect_stdout(io.StringIO()):  # "CHGNet will run on cpu", once per structure
+            return CHGNetCalculator(model=model, use_device=self.device, on_isolated_atoms="ignore")
 
     def get_config(self) -> dict[str, Any]:
         return {"model": self.model, "device": self.device}
