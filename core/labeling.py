@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from concurrent.futures.process import BrokenProcessPool
 import traceback
 from dataclasses import dataclass
 from functools import partial
@@ -205,10 +206,16 @@ def label_structures(config: LabelConfig, registry: Registry, map_fn: MapFunctio
         progress=config.progress,
         description=f"labeling with {config.reference.kind}",
     )
-    for position, label in results:
-        index = pending[position]
-        store.write(structures[index], label, source=str(config.structures), source_index=index)
-        n_failed += not label.ok
+    try:
+        for position, label in results:
+            index = pending[position]
+            store.write(structures[index], label, source=str(config.structures), source_index=index)
+            n_failed += not label.ok
+    except BrokenProcessPool as exc:
+        raise LabelingFailed(
+            f"a worker process died ({exc}); the labels so far are in {config.database}. Set time_limit so that"
+            " each structure runs in its own process (a crash then fails only that structure) and rerun"
+        ) from exc
     return LabelSummary(
         database=config.database,
         n_structures=len(structures),

@@ -6,6 +6,7 @@ there; subprocesses get it through PYTHONPATH).
 
 from __future__ import annotations
 
+import os
 import time
 
 from ase.calculators.calculator import CalculationFailed
@@ -26,4 +27,15 @@ class FlakyMorse(MorseCalculator):
             raise CalculationFailed(f"SCF did not converge for {formula} (deliberate)")
         if formula == self.parameters.slow_formula:
             time.sleep(self.parameters.sleep_s)
+        super().calculate(atoms, properties, system_changes)
+
+
+class DyingMorse(MorseCalculator):
+    """Morse energies, but the process exits abruptly (like a segfault) on ``die_formula``."""
+
+    default_parameters = {**MorseCalculator.default_parameters, "die_formula": None}
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=()):
+        if atoms.get_chemical_formula() == self.parameters.die_formula:
+            os._exit(11)
         super().calculate(atoms, properties, system_changes)

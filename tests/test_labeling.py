@@ -225,3 +225,18 @@ def test_database_of_another_reference_is_refused(tmp_path, capsys):
     config = write_label_config(tmp_path, li_si_cells(2), {"kind": "morse", "cutoff": 5.0})
     code, _, err = run(capsys, "label", config)
     assert_user_error(code, err, "holds labels from another reference", "new database")
+
+
+def test_a_worker_that_dies_stops_the_run_with_a_clear_error_and_keeps_the_labels(tmp_path, capsys):
+    structures = li_si_cells(3) + li_si_cells(1, 4)  # Li2Si2 kills its worker process
+    config = write_label_config(tmp_path, structures, {"kind": "ase", "calculator": "flaky_calculators.DyingMorse", "parameters": {"die_formula": "Li2Si2"}}, workers=2)
+    code, _, err = run(capsys, "label", config)
+    assert_user_error(code, err, "a worker process died", "Set time_limit")
+    raw = yaml.safe_load(config.read_text())
+    raw["time_limit"] = 30.0
+    config.write_text(yaml.safe_dump(raw))
+    code, out, _ = run(capsys, "label", config)
+    assert code == 0
+    by_formula = {row.formula: row for row in rows(tmp_path / "labels" / "ref.db")}
+    assert by_formula["Li2Si2"].status == "failed" and "died" in by_formula["Li2Si2"].reason
+    assert sum(row.status == "ok" for row in by_formula.values()) >= 1 and len(rows(tmp_path / "labels" / "ref.db")) == 4

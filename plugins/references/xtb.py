@@ -24,7 +24,10 @@ METHODS = ("GFN1-xTB", "GFN2-xTB", "IPEA1-xTB")
 
 
 class XTB(CalculatorReference):
-    """GFN1-xTB (tblite), periodic; electronic temperature in K (1000 K helps metallic Li–Si converge).
+    """GFN1-xTB (tblite), periodic, Γ point; electronic temperature in K. Li and Si cells only (docs/references.md).
+
+    The SCF of the Li–Si compounds (Li12Si7, Li13Si4, Li15Si4) did not converge with any setting
+    tried; such structures become failed labels.
 
     Parameters
     ----------
