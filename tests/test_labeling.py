@@ -240,3 +240,15 @@ def test_a_worker_that_dies_stops_the_run_with_a_clear_error_and_keeps_the_label
     by_formula = {row.formula: row for row in rows(tmp_path / "labels" / "ref.db")}
     assert by_formula["Li2Si2"].status == "failed" and "died" in by_formula["Li2Si2"].reason
     assert sum(row.status == "ok" for row in by_formula.values()) >= 1 and len(rows(tmp_path / "labels" / "ref.db")) == 4
+
+
+def test_labels_do_not_depend_on_the_number_of_workers(tmp_path, capsys):
+    structures = li_si_cells(6)
+    energies = {}
+    for workers in (1, 2):
+        folder = tmp_path / f"w{workers}"
+        folder.mkdir()
+        config = write_label_config(folder, structures, {"kind": "morse"}, workers=workers)
+        assert run(capsys, "label", config)[0] == 0
+        energies[workers] = {r.structure_hash: (r.energy, r.forces.tolist()) for r in rows(folder / "labels" / "ref.db")}
+    assert energies[1] == energies[2]
