@@ -122,6 +122,7 @@ def label_one(reference: Reference, time_limit: float | None, atoms: Atoms) -> L
     """Label one structure; any failure becomes a :class:`Label` with a ``reason``."""
     started = time.perf_counter()
     try:
+        reference.prepare()  # in this worker, so forked children inherit it
         if time_limit is None:
             energy, forces, stress = reference.label(atoms)
         else:

@@ -32,6 +32,10 @@ class Reference(ABC):
     def relax(self, atoms: Atoms, fmax: float = 0.05, steps: int = 200, cell: bool = False) -> Atoms:
         """Return a copy of ``atoms`` relaxed until every force is below ``fmax`` (eV/Å)."""
 
+    def prepare(self) -> None:
+        """Load what labeling needs once per process (e.g. model weights), before structures are
+        forked off into time-limited child processes; the default does nothing."""
+
     def get_config(self) -> dict[str, Any]:
         """The constructor arguments that reproduce this reference (recorded as provenance)."""
         return {}

@@ -50,13 +50,17 @@ class CHGNetReference(CalculatorReference):
         self.model = model
         self.device = device
 
+    def prepare(self) -> None:
+        try:
+            load_model(self.model)
+        except Exception as exc:
+            raise ReferenceSetupError(f"chgnet: cannot load model {self.model!r}: {type(exc).__name__}: {exc}") from exc
+
     def make_calculator(self) -> Calculator:
         from chgnet.model.dynamics import CHGNetCalculator
 
-        try:
-            model = load_model(self.model)
-        except Exception as exc:
-            raise ReferenceSetupError(f"chgnet: cannot load model {self.model!r}: {type(exc).__name__}: {exc}") from exc
+        self.prepare()
+        model = load_model(self.model)
         with contextlib.redirect_stdout(io.StringIO()):  # "CHGNet will run on cpu", once per structure
             return CHGNetCalculator(model=model, use_device=self.device, on_isolated_atoms="ignore")
 
