@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class Section(BaseModel):
+    """A config section: unknown keys are errors."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -186,8 +188,12 @@ def md_snapshots(cell: Atoms, settings: MDSettings, rng: np.random.Generator) ->
     atoms.calc = load_calculator(str(settings.model))
     MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature_K, rng=rng)
     dynamics = Langevin(
-        atoms, settings.timestep_fs * units.fs, temperature_K=settings.temperature_K,
-        friction=settings.friction / units.fs, fixcm=False, rng=rng,
+        atoms,
+        settings.timestep_fs * units.fs,
+        temperature_K=settings.temperature_K,
+        friction=settings.friction / units.fs,
+        fixcm=False,
+        rng=rng,
     )
     snapshots = []
     for _ in range(settings.steps // settings.interval):

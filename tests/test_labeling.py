@@ -13,7 +13,6 @@ from pathlib import Path
 
 import ase.db
 import ase.io
-import numpy as np
 import pytest
 import yaml
 from ase.build import bulk

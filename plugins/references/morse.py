@@ -7,7 +7,6 @@ consistent energies, forces and stress in microseconds per atom.
 
 from __future__ import annotations
 
-from itertools import combinations_with_replacement
 from typing import Any, Mapping, Sequence
 
 import numpy as np
