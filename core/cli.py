@@ -114,7 +114,8 @@ def print_label_summary(summary: LabelSummary) -> None:
         print(f"  failed row {row_id} ({formula}): {reason.splitlines()[0] if reason else ''}")
 
 
-def print_hull(entries, element: str) -> None:
+def print_hull(entries: Sequence, element: str) -> None:
+    """Table of :class:`pesmith.search.hull.HullEntry` rows, sorted by Li fraction (energies eV/atom)."""
     print(f"{'formula':<14}{'x_' + element:>8}{'E (eV/atom)':>14}{'E_f (eV/atom)':>15}{'above hull':>12}  on hull")
     for e in sorted(entries, key=lambda e: (e.x, e.formation_energy)):
         print(f"{e.formula:<14}{e.x:>8.3f}{e.energy_per_atom:>14.4f}{e.formation_energy:>15.4f}{e.e_above_hull:>12.4f}  {'yes' if e.on_hull else ''}")
