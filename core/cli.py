@@ -17,6 +17,8 @@ from . import __version__
 from .config import TrainConfig, load_train_config
 from .data import read_dataset
 from .errors import ConfigError, PesmithError
+from .generate import generate, load_generate_config
+from .labeling import LabelSummary, failed_rows, label_structures, load_label_config
 from .model_file import load_potential, save_potential
 from .potential import Potential
 from .registry import Registry, default_registry
@@ -25,6 +27,7 @@ from .report import METRIC_UNITS, write_report
 from .validation import predict_dataset
 
 EXIT_USER_ERROR = 2
+MAX_FAILURES_SHOWN = 10
 
 
 def build_potential(config: TrainConfig, species: Sequence[str], registry: Registry) -> Potential:
@@ -88,6 +91,36 @@ def print_metrics(metrics: dict[str, dict]) -> None:
         print(f"{key:<28}{unit:<10}" + "".join(f"{metrics[n][key]:>12.4g}" for n in names))
 
 
+def label_command(config_path: Path, registry: Registry) -> LabelSummary:
+    from pesmith.search.parallel import parallel_map  # the map shared with the search
+
+    config = load_label_config(config_path, registry)
+    return label_structures(config, registry, parallel_map, where=str(config_path))
+
+
+def generate_command(config_path: Path, registry: Registry) -> LabelSummary:
+    from pesmith.search.parallel import parallel_map
+
+    config = load_generate_config(config_path, registry)
+    return generate(config, registry, parallel_map, where=str(config_path))
+
+
+def print_label_summary(summary: LabelSummary) -> None:
+    print(
+        f"{summary.n_structures} structures: {summary.n_labeled} labeled, {summary.n_failed} failed,"
+        f" {summary.n_skipped} already in {summary.database} ({summary.wall_time:.1f} s)"
+    )
+    for row_id, formula, reason in failed_rows(summary.database)[:MAX_FAILURES_SHOWN]:
+        print(f"  failed row {row_id} ({formula}): {reason.splitlines()[0] if reason else ''}")
+
+
+def print_hull(entries: Sequence, element: str) -> None:
+    """Table of :class:`pesmith.search.hull.HullEntry` rows, sorted by Li fraction (energies eV/atom)."""
+    print(f"{'formula':<14}{'x_' + element:>8}{'E (eV/atom)':>14}{'E_f (eV/atom)':>15}{'above hull':>12}  on hull")
+    for e in sorted(entries, key=lambda e: (e.x, e.formation_energy)):
+        print(f"{e.formula:<14}{e.x:>8.3f}{e.energy_per_atom:>14.4f}{e.formation_energy:>15.4f}{e.e_above_hull:>12.4f}  {'yes' if e.on_hull else ''}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pesmith", description="Machine-learned interatomic potentials.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -99,6 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluate.add_argument("model", type=Path)
     evaluate.add_argument("data", type=Path)
     evaluate.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    label = verbs.add_parser("label", help="label structures with a reference into an ase.db (resumable)")
+    label.add_argument("config", type=Path)
+    generate = verbs.add_parser("generate", help="build and label an initial training set from crystals")
+    generate.add_argument("config", type=Path)
+    hull = verbs.add_parser("hull", help="formation energies (eV/atom) vs bcc Li and diamond Si, and the convex hull")
+    hull.add_argument("data", type=Path, help="labeled structures (extxyz or ase.db from `pesmith label`)")
+    hull.add_argument("--elements", nargs=2, default=["Li", "Si"], metavar=("A", "B"))
+    hull.add_argument("--json", type=Path, help="also write the table to this JSON file")
     verbs.add_parser("plugins", help="list installed descriptor, model and reference plugins")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -115,6 +156,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.json:
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 write_text_atomic(args.json, json.dumps(metrics, indent=2))
+        elif args.verb == "label":
+            print_label_summary(label_command(args.config, registry))
+        elif args.verb == "generate":
+            print_label_summary(generate_command(args.config, registry))
+        elif args.verb == "hull":
+            from pesmith.search.hull import formation_energies
+
+            dataset = read_dataset(args.data)
+            entries = formation_energies(dataset.structures, dataset.energies, tuple(args.elements))
+            print_hull(entries, args.elements[0])
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(args.json, json.dumps([e.as_dict() for e in entries], indent=2))
         elif args.verb == "plugins":
             print(f"{'kind':<12}{'name':<16}{'package':<20}description")
             for info in registry.plugins():

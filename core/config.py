@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from .registry import Kind, Registry
 from .training import TrainingSettings
+
+ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
 
 
 class DataSettings(BaseModel):
@@ -85,20 +87,25 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return content
 
 
+def parse_config(path: str | Path, schema: type[ConfigModel]) -> ConfigModel:
+    """Read a YAML file and validate it against ``schema``; errors name the file and key."""
+    path = Path(path)
+    try:
+        return schema.model_validate(read_yaml(path))
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc, schema)) from None
+
+
 def load_train_config(path: str | Path, registry: Registry) -> TrainConfig:
     """Read and validate a training config; plugin keys are checked against the plugin."""
     path = Path(path)
-    raw = read_yaml(path)
-    try:
-        config = TrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_describe(path, exc)) from None
+    config = parse_config(path, TrainConfig)
     base = path.resolve().parent
     if isinstance(config.data.train, list):
-        config.data.train = [_resolve(base, p) for p in config.data.train]
+        config.data.train = [resolve_path(base, p) for p in config.data.train]
     else:
-        config.data.train = _resolve(base, config.data.train)
-    config.output = _resolve(base, config.output)
+        config.data.train = resolve_path(base, config.data.train)
+    config.output = resolve_path(base, config.output)
     check_plugin_options(path, "descriptor", config.descriptor, registry, implicit=("species",))
     check_plugin_options(path, "model", config.model, registry, implicit=("species", "n_features"))
     return config
@@ -122,16 +129,17 @@ def check_plugin_options(
     return cls
 
 
-def _resolve(base: Path, path: Path) -> Path:
+def resolve_path(base: Path, path: Path) -> Path:
+    """``path`` itself if absolute, else ``base / path`` (the config's folder)."""
     return path if path.is_absolute() else (base / path).resolve()
 
 
-def _describe(path: Path, exc: ValidationError) -> str:
+def _describe(path: Path, exc: ValidationError, schema: type[BaseModel]) -> str:
     error = exc.errors()[0]
     location = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         section = error["loc"][:-1]
-        model: type[BaseModel] = TrainConfig
+        model: type[BaseModel] = schema
         for part in section:
             model = model.model_fields[part].annotation  # type: ignore[assignment]
         valid = ", ".join(model.model_fields)

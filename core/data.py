@@ -71,7 +71,8 @@ def read_dataset(path: str | Path | Sequence[str | Path]) -> Dataset:
     """Read labeled structures from an extxyz file (or anything ase.io reads) or an ase.db.
 
     ``path`` may also be a list of files, read in order and concatenated
-    (:func:`concatenate_datasets`).
+    (:func:`concatenate_datasets`). Rows of an ase.db that ``pesmith label`` marked
+    ``status="failed"`` are skipped.
 
     Raises
     ------
@@ -92,7 +93,8 @@ def read_dataset(path: str | Path | Sequence[str | Path]) -> Dataset:
             import ase.db
 
             with ase.db.connect(str(path)) as db:
-                structures = [row.toatoms() for row in db.select()]
+                # rows that `pesmith label` marked failed have no labels
+                structures = [row.toatoms() for row in db.select() if row.get("status") != "failed"]
         else:
             import ase.io
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
 from ase import Atoms
@@ -15,7 +17,12 @@ class Reference(ABC):
     :class:`pesmith.errors.ReferenceSetupError` at construction; a calculation that fails for one
     structure (no SCF convergence, crash, time-out) raises
     :class:`pesmith.errors.LabelingFailed`, which callers record as a failed label.
+
+    ``periodic = True`` declares that the method needs a full 3D cell and ``pbc=True``
+    (plane waves, periodic tight binding); labeling checks the input structures before starting.
     """
+
+    periodic: bool = False
 
     @abstractmethod
     def label(self, atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray | None]:
@@ -24,3 +31,24 @@ class Reference(ABC):
     @abstractmethod
     def relax(self, atoms: Atoms, fmax: float = 0.05, steps: int = 200, cell: bool = False) -> Atoms:
         """Return a copy of ``atoms`` relaxed until every force is below ``fmax`` (eV/Å)."""
+
+    def prepare(self) -> None:
+        """Load what labeling needs once per process (e.g. model weights), before structures are
+        forked off into time-limited child processes; the default does nothing."""
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments that reproduce this reference (recorded as provenance)."""
+        return {}
+
+    def code_version(self) -> str:
+        """Name and version of the program behind the labels, e.g. ``"tblite 0.8.0"``."""
+        return package_version(type(self).__module__)
+
+
+def package_version(module: str) -> str:
+    """``"<top-level package> <installed version>"`` of a module name, e.g. ``"tblite 0.8.0"``."""
+    package = module.split(".")[0]
+    try:
+        return f"{package} {importlib.metadata.version(package)}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"{package} (version unknown)"

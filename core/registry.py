@@ -28,6 +28,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pesmith.plugins.descriptors.chebyshev",
     "pesmith.plugins.descriptors.soap",
     "pesmith.plugins.models.nn",
+    "pesmith.plugins.references.ase_calculator",
+    "pesmith.plugins.references.chgnet",
+    "pesmith.plugins.references.gpaw",
+    "pesmith.plugins.references.morse",
+    "pesmith.plugins.references.xtb",
 )
 _HOOK_OF_KIND = {
     "descriptor": "pesmith_register_descriptors",

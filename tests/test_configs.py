@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from pesmith.cli import build_potential
-from pesmith.config import load_train_config
+from pesmith.config import load_train_config, read_yaml
 from pesmith.data import read_dataset
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+ALL_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = [p for p in ALL_CONFIGS if "descriptor" in read_yaml(p)]  # training configs
+GENERATE_CONFIGS = [p for p in ALL_CONFIGS if "crystals" in read_yaml(p)]
 
 
 def test_there_are_configs():
@@ -36,3 +38,12 @@ def test_lisi_chebyshev_config_is_the_lixsi_network_setup(registry):
     assert (descriptor.radial_order, descriptor.angular_order) == (11, 11)
     assert descriptor.weights == {"Li": -1.0, "Si": 1.0} and descriptor.n_features == 48
     assert potential.model.hidden == (15, 15) and potential.model.activation == "tanh"
+
+
+@pytest.mark.parametrize("path", GENERATE_CONFIGS, ids=lambda p: p.name)
+def test_generate_config_validates_and_builds_structures(path, registry):
+    from pesmith.generate import generate_structures, load_generate_config
+
+    config = load_generate_config(path, registry)
+    structures = generate_structures(config)
+    assert structures and all(len(a) <= config.max_atoms for a in structures)

@@ -184,9 +184,9 @@ def test_unknown_kind_lists_the_available_ones(registry, kind, name, available):
     assert f"unknown {kind} kind {name!r}; available: {available}" in str(error.value)
 
 
-def test_unknown_reference_kind_says_none_available(registry):
-    with pytest.raises(PluginError, match="unknown reference kind 'xtb'; available: none"):
-        registry.get("reference", "xtb")
+def test_unknown_reference_kind_lists_the_builtins(registry):
+    with pytest.raises(PluginError, match="unknown reference kind 'vasp'; available: ase, .*morse.*xtb"):
+        registry.get("reference", "vasp")
 
 
 @pytest.mark.parametrize("value,loaded", [("1", False), ("0", True), ("", True), (None, True)])

@@ -1,0 +1,244 @@
+"""``pesmith label``: label structures with a reference, in parallel, into a resumable ase.db.
+
+Each structure runs in a worker (a local process or an MPI rank, through the ``map`` the caller
+passes: :func:`pesmith.search.parallel.parallel_map`). With a ``time_limit`` the calculation
+runs in a child process of the worker that is killed when the limit passes, because a
+calculation inside a C or Fortran library cannot be interrupted in-thread. Failures (an
+exception, no SCF convergence, the time limit) come back as failed labels; the parent records
+them and goes on. Structures whose hash is already in the database are skipped, so rerunning
+a killed run resumes it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures.process import BrokenProcessPool
+import traceback
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterator
+
+import yaml
+from ase import Atoms
+from pydantic import BaseModel, ConfigDict, Field
+
+from .atomic import write_text_atomic
+from .config import PluginSettings, check_plugin_options, parse_config, resolve_path
+from .errors import ConfigError, DataError, LabelingFailed, PesmithError
+from .reference import Reference
+from .reference_db import FAILED, Label, ReferenceDB, structure_hash
+from .registry import Registry
+
+MapFunction = Callable[..., Iterator[tuple[int, Label]]]
+
+
+class LabelConfig(BaseModel):
+    """A ``pesmith label`` configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    structures: Path = Field(description="structures to label: extxyz (or anything ase.io reads) or ase.db")
+    database: Path = Field(description="ase.db file the labels go to (created, or resumed)")
+    reference: PluginSettings
+    workers: int = Field(1, ge=1, description="local worker processes (ignored under MPI: the ranks are the workers)")
+    time_limit: float | None = Field(None, gt=0, description="seconds per structure; beyond it the structure fails")
+    retry_failed: bool = Field(False, description="relabel structures that failed in an earlier run")
+    progress: bool = Field(True, description="show a progress bar")
+
+
+@dataclass
+class LabelSummary:
+    """Counts of one ``pesmith label`` run."""
+
+    database: Path
+    n_structures: int
+    n_skipped: int
+    n_labeled: int
+    n_failed: int
+    wall_time: float  # s
+
+
+def load_label_config(path: str | Path, registry: Registry) -> LabelConfig:
+    """Read and validate a label config; relative paths resolve against its folder."""
+    path = Path(path)
+    config = parse_config(path, LabelConfig)
+    base = path.resolve().parent
+    config.structures = resolve_path(base, config.structures)
+    config.database = resolve_path(base, config.database)
+    check_plugin_options(path, "reference", config.reference, registry, implicit=())
+    return config
+
+
+def build_reference(settings: PluginSettings, registry: Registry, where: str) -> Reference:
+    """Instantiate the reference plugin named in ``settings``; ``where`` names the config."""
+    cls = registry.get("reference", settings.kind)
+    try:
+        return cls(**settings.options)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: invalid options for reference kind '{settings.kind}': {exc}") from exc
+    except PesmithError as exc:
+        raise type(exc)(f"{where}: {exc}") from exc
+
+
+def read_structures(path: Path) -> list[Atoms]:
+    """Structures (labels ignored) from an extxyz file, anything ase.io reads, or an ase.db."""
+    if not path.is_file():
+        raise DataError(f"structure file {path} not found; check the path (relative paths resolve against the config)")
+    try:
+        if path.suffix == ".db":
+            import ase.db
+
+            with ase.db.connect(str(path)) as db:
+                structures = [row.toatoms() for row in db.select()]
+        else:
+            import ase.io
+
+            structures = ase.io.read(str(path), index=":")
+    except Exception as exc:
+        raise DataError(f"cannot read structures from {path}: {type(exc).__name__}: {exc}") from exc
+    if not structures:
+        raise DataError(f"{path} contains no structures")
+    for atoms in structures:
+        atoms.calc = None
+    return structures
+
+
+def check_cells(structures: list[Atoms], reference: Reference, kind: str, source: Path) -> None:
+    """A periodic reference needs every structure to have a 3D cell and ``pbc=True``."""
+    if not reference.periodic:
+        return
+    for index, atoms in enumerate(structures):
+        if not (atoms.pbc.all() and atoms.cell.rank == 3):
+            raise DataError(
+                f"{source}, structure {index} ({atoms.get_chemical_formula()}): no 3D periodic cell"
+                f" (pbc={atoms.pbc.tolist()}, cell lengths {atoms.cell.lengths().round(3).tolist()} Å);"
+                f" the {kind} reference is periodic: give it a cell and pbc=True (a cluster goes in a vacuum box)"
+            )
+
+
+def label_one(reference: Reference, time_limit: float | None, atoms: Atoms) -> Label:
+    """Label one structure; any failure becomes a :class:`Label` with a ``reason``."""
+    started = time.perf_counter()
+    try:
+        reference.prepare()  # in this worker, so forked children inherit it
+        if time_limit is None:
+            energy, forces, stress = reference.label(atoms)
+        else:
+            energy, forces, stress = call_with_time_limit(reference.label, atoms, time_limit)
+    except LabelingFailed as exc:
+        return Label(reason=str(exc), wall_time=time.perf_counter() - started)
+    except Exception as exc:  # a crash of the plugin must not end the run
+        return Label(reason=f"{type(exc).__name__}: {exc}", wall_time=time.perf_counter() - started)
+    return Label(energy=float(energy), forces=forces, stress=stress, wall_time=time.perf_counter() - started)
+
+
+def call_with_time_limit(fn: Callable, argument, seconds: float):
+    """``fn(argument)`` in a forked child process, killed after ``seconds``.
+
+    Raises
+    ------
+    LabelingFailed
+        On time-out, or when the child dies without an answer (e.g. a segfault).
+    Exception
+        Whatever ``fn`` raised, re-raised in the caller (its traceback as text in the message).
+    """
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_run_and_send, args=(fn, argument, sender), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(seconds):
+            child.kill()
+            raise LabelingFailed(f"time limit of {seconds:g} s exceeded")
+        try:
+            ok, value = receiver.recv()
+        except EOFError:
+            child.join()
+            raise LabelingFailed(f"the labeling process died (exit code {child.exitcode})") from None
+    finally:
+        receiver.close()
+        child.join()
+    if not ok:
+        raise value
+    return value
+
+
+def _run_and_send(fn: Callable, argument, sender) -> None:
+    try:
+        sender.send((True, fn(argument)))
+    except Exception as exc:
+        try:
+            sender.send((False, exc))
+        except Exception:  # an exception that does not pickle: send its text
+            sender.send((False, LabelingFailed(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")))
+    finally:
+        sender.close()
+
+
+def label_structures(config: LabelConfig, registry: Registry, map_fn: MapFunction, where: str = "label config") -> LabelSummary:
+    """Label every structure of ``config.structures`` not yet in ``config.database``.
+
+    ``map_fn(fn, items, workers=, progress=, description=)`` yields ``(index, fn(item))``
+    (see :func:`pesmith.search.parallel.parallel_map`); only this process writes the database.
+    """
+    started = time.perf_counter()
+    reference = build_reference(config.reference, registry, where)
+    structures = read_structures(config.structures)
+    check_cells(structures, reference, config.reference.kind, config.structures)
+    store = ReferenceDB(config.database, config.reference.kind, reference.get_config(), reference.code_version())
+    if config.retry_failed:
+        store.delete_failed()
+    done = store.statuses()
+    pending, seen = [], set(done)
+    for index, atoms in enumerate(structures):
+        key = structure_hash(atoms)
+        if key not in seen:  # duplicates in the input are labeled once
+            seen.add(key)
+            pending.append(index)
+    write_resolved_config(config, reference, store)
+    n_failed = 0
+    results = map_fn(
+        partial(label_one, reference, config.time_limit),
+        (structures[i] for i in pending),
+        workers=config.workers,
+        progress=config.progress,
+        description=f"labeling with {config.reference.kind}",
+    )
+    try:
+        for position, label in results:
+            index = pending[position]
+            store.write(structures[index], label, source=str(config.structures), source_index=index)
+            n_failed += not label.ok
+    except BrokenProcessPool as exc:
+        raise LabelingFailed(
+            f"a worker process died ({exc}); the labels so far are in {config.database}. Set time_limit so that"
+            " each structure runs in its own process (a crash then fails only that structure) and rerun"
+        ) from exc
+    return LabelSummary(
+        database=config.database,
+        n_structures=len(structures),
+        n_skipped=len(structures) - len(pending),
+        n_labeled=len(pending) - n_failed,
+        n_failed=n_failed,
+        wall_time=time.perf_counter() - started,
+    )
+
+
+def write_resolved_config(config: LabelConfig, reference: Reference, store: ReferenceDB) -> None:
+    """Write ``<database stem>_label_config.yaml``: the config with the reference's full parameters."""
+    resolved = config.model_dump(mode="json")
+    resolved["reference"] = {"kind": config.reference.kind, **reference.get_config()}
+    resolved["code_version"] = reference.code_version()
+    path = store.path.with_name(store.path.stem + "_label_config.yaml")
+    write_text_atomic(path, yaml.safe_dump(resolved, sort_keys=False))
+
+
+def failed_rows(database: Path) -> list[tuple[int, str, str]]:
+    """``(row id, formula, reason)`` of every failed row of a label database."""
+    import ase.db
+
+    with ase.db.connect(str(database)) as db:
+        return [(row.id, row.formula, row.reason) for row in db.select(status=FAILED)]

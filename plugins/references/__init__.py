@@ -1,0 +1,1 @@
+"""Built-in reference (labeling) plugins: ASE calculators behind the :class:`pesmith.reference.Reference` contract."""

@@ -1,0 +1,116 @@
+"""Formation energies and the lower convex hull of a binary system (Li–Si by default).
+
+For a structure with ``n_A`` atoms of A and ``n_B`` of B and total energy ``E`` (eV),
+
+    E_f = (E - n_A e_A - n_B e_B) / (n_A + n_B)        (eV/atom)
+
+where ``e_A``, ``e_B`` are the energies per atom of the elemental references (bcc Li and
+diamond Si: by default the lowest energy per atom among the pure structures given). The hull
+is the lower convex envelope of ``(x_A, E_f)``; ``e_above_hull`` is the vertical distance to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from pesmith.errors import DataError
+
+
+@dataclass(frozen=True)
+class HullEntry:
+    """One structure on the formation-energy diagram (energies in eV/atom)."""
+
+    formula: str
+    x: float  # fraction of the first element, n_A / (n_A + n_B)
+    energy_per_atom: float
+    formation_energy: float
+    e_above_hull: float
+
+    @property
+    def on_hull(self) -> bool:
+        return self.e_above_hull < 1e-6
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"on_hull": self.on_hull}
+
+
+def elemental_references(
+    structures: Sequence[Atoms], energies: Sequence[float], elements: tuple[str, str]
+) -> dict[str, float]:
+    """Lowest energy per atom (eV) among the pure structures of each element.
+
+    Raises
+    ------
+    DataError
+        If an element has no pure structure; the message says what to add.
+    """
+    references = {}
+    for element in elements:
+        pure = [e / len(a) for a, e in zip(structures, energies) if set(a.get_chemical_symbols()) == {element}]
+        if not pure:
+            raise DataError(
+                f"no pure {element} structure among the {len(structures)} given; add one (e.g. bcc Li, diamond Si)"
+                " or pass the elemental energies per atom"
+            )
+        references[element] = min(pure)
+    return references
+
+
+def formation_energies(
+    structures: Sequence[Atoms],
+    energies: Sequence[float],
+    elements: tuple[str, str] = ("Li", "Si"),
+    references: Mapping[str, float] | None = None,
+) -> list[HullEntry]:
+    """Formation energy per atom and distance to the hull of each structure (same order).
+
+    Parameters
+    ----------
+    structures, energies
+        Structures made of ``elements`` only, and their total energies (eV).
+    references
+        Energies per atom (eV) of the pure elements; default :func:`elemental_references`.
+    """
+    if len(structures) != len(energies):
+        raise DataError(f"{len(structures)} structures but {len(energies)} energies")
+    for index, atoms in enumerate(structures):
+        other = set(atoms.get_chemical_symbols()) - set(elements)
+        if other:
+            raise DataError(f"structure {index} ({atoms.get_chemical_formula()}) contains {sorted(other)}; the hull is of {'-'.join(elements)}")
+    refs = dict(references) if references is not None else elemental_references(structures, energies, elements)
+    a, b = elements
+    x, e_f, e_atom = [], [], []
+    for atoms, energy in zip(structures, energies):
+        symbols = atoms.get_chemical_symbols()
+        n_a, n = symbols.count(a), len(symbols)
+        x.append(n_a / n)
+        e_atom.append(energy / n)
+        e_f.append((energy - n_a * refs[a] - (n - n_a) * refs[b]) / n)
+    hull = hull_energy(np.array(x), np.array(e_f))
+    return [
+        HullEntry(atoms.get_chemical_formula(), xi, ei, fi, float(fi - hull(xi)))
+        for atoms, xi, ei, fi in zip(structures, x, e_atom, e_f)
+    ]
+
+
+def hull_energy(x: np.ndarray, e_f: np.ndarray):
+    """The lower convex hull of ``(x, e_f)`` and the end points ``(0, 0)``, ``(1, 0)``, as a function of x."""
+    lowest: dict[float, float] = {}
+    for xi, ei in zip(np.r_[x, 0.0, 1.0].tolist(), np.r_[e_f, 0.0, 0.0].tolist()):
+        lowest[xi] = min(ei, lowest.get(xi, np.inf))
+    points = sorted(lowest.items())
+    lower: list[tuple[float, float]] = []  # Andrew's monotone chain, lower part
+    for point in points:
+        while len(lower) >= 2 and _cross(lower[-2], lower[-1], point) <= 0:
+            lower.pop()
+        lower.append(point)
+    hx, he = np.array(lower).T
+    return lambda value: float(np.interp(value, hx, he))
+
+
+def _cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])

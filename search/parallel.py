@@ -1,0 +1,84 @@
+"""Map a function over items on local worker processes or MPI ranks.
+
+One code path for labeling and the search. Results always come back to the calling process
+(rank 0 under MPI), which alone writes files and databases. Under
+``mpiexec -n N python -m mpi4py.futures -m pesmith ...`` the N - 1 other ranks are the workers
+(:class:`mpi4py.futures.MPIPoolExecutor`); otherwise ``workers`` local processes
+(:class:`concurrent.futures.ProcessPoolExecutor`, fork start method, so functions and objects
+defined at run time reach the workers); ``workers=1`` runs in-process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from typing import Callable, Iterable, Iterator, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def mpi_workers() -> int:
+    """Number of MPI worker ranks when running under ``python -m mpi4py.futures``, else 0.
+
+    mpi4py is imported only when ``mpi4py.futures`` is already loaded, so a plain run never
+    initialises MPI.
+    """
+    if "mpi4py.futures" not in sys.modules:
+        return 0
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_size() - 1
+
+
+def parallel_map(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    workers: int = 1,
+    progress: bool = False,
+    description: str = "",
+) -> Iterator[tuple[int, R]]:
+    """Yield ``(index, fn(items[index]))`` as each call finishes (completion order).
+
+    Parameters
+    ----------
+    fn
+        A picklable function of one item; its exceptions propagate to the caller, so a caller
+        that must survive failures catches them inside ``fn``.
+    workers
+        Local processes when not under MPI (``1``: run in this process, in order).
+    progress
+        Show a tqdm progress bar on stderr.
+    """
+    items = list(items)
+    bar = tqdm(total=len(items), desc=description, disable=not progress, unit="item")
+    with bar:
+        executor = _executor(workers, len(items))
+        if executor is None:
+            for index, item in enumerate(items):
+                yield index, fn(item)
+                bar.update()
+            return
+        with executor:
+            futures = {executor.submit(fn, item): index for index, item in enumerate(items)}
+            try:
+                for future in as_completed(futures):
+                    bar.update()
+                    yield futures[future], future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
+
+
+def _executor(workers: int, n_items: int) -> Executor | None:
+    n_mpi = mpi_workers()
+    if n_mpi > 0:
+        from mpi4py.futures import MPIPoolExecutor
+
+        return MPIPoolExecutor()
+    if workers <= 1 or n_items <= 1:
+        return None
+    return ProcessPoolExecutor(max_workers=min(workers, n_items), mp_context=multiprocessing.get_context("fork"))
