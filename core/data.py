@@ -67,6 +67,29 @@ class Dataset:
         return self.subset(np.sort(order[n_validation:])), self.subset(np.sort(order[:n_validation]))
 
 
+def read_structures(path: Path, skip_failed: bool = False, what: str = "data file") -> list[Atoms]:
+    """Structures from an extxyz file (or anything ase.io reads) or an ase.db, with any labels the
+    file stores. ``skip_failed`` leaves out ase.db rows that ``pesmith label`` marked
+    ``status="failed"`` (they have no labels); ``what`` names the file in errors."""
+    if not path.is_file():
+        raise DataError(f"{what} {path} not found; check the path (relative paths resolve against the config)")
+    try:
+        if path.suffix == ".db":
+            import ase.db
+
+            with ase.db.connect(str(path)) as db:
+                structures = [row.toatoms() for row in db.select() if not (skip_failed and row.get("status") == "failed")]
+        else:
+            import ase.io
+
+            structures = ase.io.read(str(path), index=":")
+    except Exception as exc:
+        raise DataError(f"cannot read structures from {path}: {type(exc).__name__}: {exc}") from exc
+    if not structures:
+        raise DataError(f"{path} contains no structures")
+    return structures
+
+
 def read_dataset(path: str | Path | Sequence[str | Path]) -> Dataset:
     """Read labeled structures from an extxyz file (or anything ase.io reads) or an ase.db.
 
@@ -86,23 +109,7 @@ def read_dataset(path: str | Path | Sequence[str | Path]) -> Dataset:
             raise DataError("data.train is an empty list; give one or more files of labeled structures")
         return concatenate_datasets([read_dataset(p) for p in paths])
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} not found; check the path (relative paths resolve against the config)")
-    try:
-        if path.suffix == ".db":
-            import ase.db
-
-            with ase.db.connect(str(path)) as db:
-                # rows that `pesmith label` marked failed have no labels
-                structures = [row.toatoms() for row in db.select() if row.get("status") != "failed"]
-        else:
-            import ase.io
-
-            structures = ase.io.read(str(path), index=":")
-    except Exception as exc:
-        raise DataError(f"cannot read structures from {path}: {type(exc).__name__}: {exc}") from exc
-    if not structures:
-        raise DataError(f"{path} contains no structures")
+    structures = read_structures(path, skip_failed=True)
     energies, forces, stresses = [], [], []
     for index, atoms in enumerate(structures):
         energy, force, stress = _labels(atoms, f"{path}, structure {index}")

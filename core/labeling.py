@@ -24,6 +24,7 @@ import yaml
 from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import data
 from .atomic import write_text_atomic
 from .config import PluginSettings, check_plugin_options, parse_config, resolve_path
 from .errors import ConfigError, DataError, LabelingFailed, PesmithError
@@ -83,23 +84,8 @@ def build_reference(settings: PluginSettings, registry: Registry, where: str) ->
 
 
 def read_structures(path: Path) -> list[Atoms]:
-    """Structures (labels ignored) from an extxyz file, anything ase.io reads, or an ase.db."""
-    if not path.is_file():
-        raise DataError(f"structure file {path} not found; check the path (relative paths resolve against the config)")
-    try:
-        if path.suffix == ".db":
-            import ase.db
-
-            with ase.db.connect(str(path)) as db:
-                structures = [row.toatoms() for row in db.select()]
-        else:
-            import ase.io
-
-            structures = ase.io.read(str(path), index=":")
-    except Exception as exc:
-        raise DataError(f"cannot read structures from {path}: {type(exc).__name__}: {exc}") from exc
-    if not structures:
-        raise DataError(f"{path} contains no structures")
+    """Structures to label (any labels in the file dropped) from an extxyz file or an ase.db."""
+    structures = data.read_structures(path, what="structure file")
     for atoms in structures:
         atoms.calc = None
     return structures
