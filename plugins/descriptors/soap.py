@@ -135,7 +135,7 @@ class SOAP(Descriptor):
         self.radial_matrix = torch.block_diag(*torch.tensor(betas * prefactor[:, None, :], dtype=DTYPE).transpose(1, 2))
         self.l_prefactor = math.pi * torch.sqrt(8.0 / (2.0 * torch.arange(l_max + 1, dtype=DTYPE) + 1.0))
         width = len(self.species) * n_max
-        labels = [  # (a, b, l, n, n') of each feature, in DScribe's order
+        self.feature_labels = labels = [  # (a, b, l, n, n') of each feature, in DScribe's order
             (a, b, l, n, n2)
             for a in range(len(self.species))
             for b in range(a, len(self.species))
@@ -150,6 +150,10 @@ class SOAP(Descriptor):
             positions = [k for k, label in enumerate(labels) if label[2] == l]
             columns = torch.tensor([labels[k] for k in positions]).T
             self.features_of_l.append((torch.tensor(positions), columns[0], columns[1], columns[3], columns[4]))
+        # the center's own Gaussian: R = 0, so only l = 0 (Y_00 = 1 / sqrt(4 pi)) contributes
+        self.center_coefficients = self.radial(torch.zeros(1, dtype=DTYPE))[0, :n_max] * (
+            self.center_weight / math.sqrt(4.0 * math.pi)
+        )  # (n_max,)
         self.register_buffer("species_index", species_lookup(self.species), persistent=False)
 
     @property
@@ -172,14 +176,9 @@ class SOAP(Descriptor):
         }
 
     def describe(self) -> list[str]:
-        names = []
-        for a, first in enumerate(self.species):
-            for second in self.species[a:]:
-                for l in range(self.l_max + 1):
-                    for n in range(self.n_max):
-                        for n2 in range(n if first == second else 0, self.n_max):
-                            names.append(f"SOAP[{first}-{second}](l={l},n={n},n'={n2})")
-        return names
+        return [
+            f"SOAP[{self.species[a]}-{self.species[b]}](l={l},n={n},n'={n2})" for a, b, l, n, n2 in self.feature_labels
+        ]
 
     def radial(self, squared_distances: torch.Tensor) -> torch.Tensor:
         """``(n, (l_max+1) n_max)`` radial integrals without the ``r^l`` of the solid harmonic."""
@@ -195,16 +194,16 @@ class SOAP(Descriptor):
         return self.radial(squared) * weight[:, None], solid_harmonics(edge_vectors, self.l_max)
 
     def coefficients(
-        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
+        self, numbers: torch.Tensor, edge_index: torch.Tensor, radial: torch.Tensor, harmonics: torch.Tensor
     ) -> list[torch.Tensor]:
-        """Density expansion coefficients, one ``(n_atoms, n_species * n_max, 2l+1)`` tensor per l.
+        """Density expansion coefficients, one ``(n_atoms, n_species * n_max, 2l+1)`` tensor per l,
+        from the :meth:`edge_terms` ``radial`` and ``harmonics``.
 
         The edges of each (center, neighbor species) are laid out in a zero-padded block, so the
         sum over neighbors is one batched matrix product per l.
         """
         n_atoms, n_species, n_max = numbers.shape[0], len(self.species), self.n_max
         centers, neighbors = edge_index
-        radial, harmonics = self.edge_terms(edge_vectors)
         group = centers * n_species + self.species_index[numbers[neighbors]]  # (n_edges,)
         slot = slots_in_groups(group, n_atoms * n_species)
         width = int(slot.max()) + 1 if slot.numel() else 0
@@ -217,9 +216,8 @@ class SOAP(Descriptor):
             block = torch.bmm(padded_radial[:, l * n_max : (l + 1) * n_max], padded_harmonics[:, :, l * l : (l + 1) ** 2])
             result.append(block.reshape(n_atoms, n_species * n_max, 2 * l + 1))
         if self.center_weight:
-            own = self.radial(torch.zeros(1, dtype=DTYPE))[0, :n_max] * (self.center_weight / math.sqrt(4.0 * math.pi))
             own_species = torch.nn.functional.one_hot(self.species_index[numbers], n_species).to(DTYPE)
-            result[0] = result[0] + (own_species[:, :, None] * own).reshape(n_atoms, -1, 1)
+            result[0] = result[0] + (own_species[:, :, None] * self.center_coefficients).reshape(n_atoms, -1, 1)
         return result
 
     def power_spectrum(self, coefficients: list[torch.Tensor]) -> torch.Tensor:
@@ -228,7 +226,7 @@ class SOAP(Descriptor):
         return torch.cat(blocks, dim=1)[:, self.feature_index]
 
     def forward(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
-        features = self.power_spectrum(self.coefficients(numbers, edge_index, edge_vectors))
+        features = self.power_spectrum(self.coefficients(numbers, edge_index, *self.edge_terms(edge_vectors)))
         if self.normalize:
             features = features / torch.linalg.norm(features, dim=1, keepdim=True)
         return features
@@ -247,9 +245,9 @@ class SOAP(Descriptor):
         n_max, width = self.n_max, len(self.species) * self.n_max
         centers, neighbors = edge_index
         n_edges = centers.shape[0]
-        coefficients = self.coefficients(numbers, edge_index, edge_vectors)
-        features = self.power_spectrum(coefficients)
         radial, harmonics = self.edge_terms(edge_vectors)
+        coefficients = self.coefficients(numbers, edge_index, radial, harmonics)
+        features = self.power_spectrum(coefficients)
         d_radial, d_harmonics = row_derivatives(self.edge_terms, (edge_vectors,), 0)  # (n_edges, L n, 3), (n_edges, n_lm, 3)
         neighbor_species = self.species_index[numbers[neighbors]]
         jacobian = features.new_zeros(n_edges, self.n_features, 3)
