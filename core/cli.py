@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from . import __version__
+from .atomic import write_text_atomic
 from .config import TrainConfig, load_train_config
 from .data import read_dataset
 from .errors import ConfigError, PesmithError
@@ -22,7 +23,6 @@ from .labeling import LabelSummary, failed_rows, label_structures, load_label_co
 from .model_file import load_potential, save_potential
 from .potential import Potential
 from .registry import Registry, default_registry
-from .atomic import write_text_atomic
 from .report import METRIC_UNITS, write_report
 from .validation import predict_dataset
 

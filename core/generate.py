@@ -23,6 +23,7 @@ from .config import PluginSettings, check_plugin_options, parse_config, resolve_
 from .errors import ConfigError
 from .labeling import LabelConfig, LabelSummary, MapFunction, label_structures
 from .registry import Registry
+from .structures import has_full_cell
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def read_crystal(path: Path) -> Atoms:
         atoms = ase.io.read(str(path))
     except Exception as exc:
         raise ConfigError(f"cannot read crystal {path}: {type(exc).__name__}: {exc}") from exc
-    if not (atoms.pbc.all() and atoms.cell.rank == 3):
+    if not has_full_cell(atoms):
         raise ConfigError(f"crystal {path} has no 3D periodic cell; give it a cell and pbc=True")
     atoms.calc = None
     return atoms

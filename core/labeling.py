@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from concurrent.futures.process import BrokenProcessPool
 import traceback
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -31,6 +31,7 @@ from .errors import ConfigError, DataError, LabelingFailed, PesmithError
 from .reference import Reference
 from .reference_db import FAILED, Label, ReferenceDB, structure_hash
 from .registry import Registry
+from .structures import has_full_cell
 
 MapFunction = Callable[..., Iterator[tuple[int, Label]]]
 
@@ -96,7 +97,7 @@ def check_cells(structures: list[Atoms], reference: Reference, kind: str, source
     if not reference.periodic:
         return
     for index, atoms in enumerate(structures):
-        if not (atoms.pbc.all() and atoms.cell.rank == 3):
+        if not has_full_cell(atoms):
             raise DataError(
                 f"{source}, structure {index} ({atoms.get_chemical_formula()}): no 3D periodic cell"
                 f" (pbc={atoms.pbc.tolist()}, cell lengths {atoms.cell.lengths().round(3).tolist()} Å);"

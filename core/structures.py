@@ -64,6 +64,11 @@ class Batch:
         return torch.linalg.det(self.cells).abs()
 
 
+def has_full_cell(atoms: Atoms) -> bool:
+    """True when ``atoms`` is periodic in all three directions with a non-degenerate cell."""
+    return bool(atoms.pbc.all()) and atoms.cell.rank == 3
+
+
 def neighbor_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Full neighbor list of one structure within ``cutoff`` (Å).
 

@@ -13,11 +13,7 @@ from ase.optimize import FIRE
 
 from pesmith.errors import LabelingFailed
 from pesmith.reference import Reference
-
-
-def has_full_cell(atoms: Atoms) -> bool:
-    """True when ``atoms`` is periodic in all three directions with a non-degenerate cell."""
-    return bool(atoms.pbc.all()) and atoms.cell.rank == 3
+from pesmith.structures import has_full_cell
 
 
 class CalculatorReference(Reference):
