@@ -1,4 +1,9 @@
-"""Command line: ``pesmith <verb> ...``. Errors print one line and exit with code 2."""
+"""Command line: ``pesmith <verb> ...``. Errors print one line and exit with code 2.
+
+This is the composition root: the one core module that reaches into ``pesmith.search`` (the
+parallel map for ``label``/``generate``, the hull), lazily inside the verbs that need it; the
+library modules take such pieces as arguments (``tests/test_packaging.py`` checks the layers).
+"""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from ase import Atoms
+from scipy.spatial import ConvexHull
 
 from pesmith.errors import DataError
 
@@ -98,19 +99,16 @@ def formation_energies(
 
 
 def hull_energy(x: np.ndarray, e_f: np.ndarray):
-    """The lower convex hull of ``(x, e_f)`` and the end points ``(0, 0)``, ``(1, 0)``, as a function of x."""
-    lowest: dict[float, float] = {}
-    for xi, ei in zip(np.r_[x, 0.0, 1.0].tolist(), np.r_[e_f, 0.0, 0.0].tolist()):
-        lowest[xi] = min(ei, lowest.get(xi, np.inf))
-    points = sorted(lowest.items())
-    lower: list[tuple[float, float]] = []  # Andrew's monotone chain, lower part
-    for point in points:
-        while len(lower) >= 2 and _cross(lower[-2], lower[-1], point) <= 0:
-            lower.pop()
-        lower.append(point)
-    hx, he = np.array(lower).T
+    """The lower convex hull of ``(x, e_f)`` and the end points ``(0, 0)``, ``(1, 0)``, as a function of x.
+
+    The hull is :class:`scipy.spatial.ConvexHull` of the points plus one point far above them
+    (so that collinear inputs still span a plane); its lower facets are those whose outward
+    normal points down.
+    """
+    points = np.column_stack([np.r_[np.asarray(x, float), 0.0, 1.0], np.r_[np.asarray(e_f, float), 0.0, 0.0]])
+    above = [0.5, points[:, 1].max() + 1.0 + np.ptp(points[:, 1])]
+    hull = ConvexHull(np.vstack([points, above]))
+    lower = hull.simplices[hull.equations[:, 1] < 0]
+    vertices = np.unique(lower.ravel())
+    hx, he = points[vertices[np.argsort(points[vertices, 0])]].T
     return lambda value: float(np.interp(value, hx, he))
-
-
-def _cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
-    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import ase.io
+import numpy as np
 import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
@@ -37,6 +38,32 @@ def test_formation_energies_and_distance_to_the_hull():
 def test_hull_of_points_above_zero_is_the_tie_line():
     hull = hull_energy([0.5], [0.2])
     assert hull(0.5) == 0.0
+
+
+def brute_force_lower_hull(x: np.ndarray, e_f: np.ndarray, at: float) -> float:
+    """Lowest value at ``at`` of any point there or any segment between two points around it."""
+    px, pe = np.r_[x, 0.0, 1.0], np.r_[e_f, 0.0, 0.0]
+    best = min([e for xi, e in zip(px, pe) if xi == at], default=np.inf)
+    for i in range(len(px)):
+        for j in range(len(px)):
+            if px[i] < at < px[j]:
+                best = min(best, pe[i] + (pe[j] - pe[i]) * (at - px[i]) / (px[j] - px[i]))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_hull_equals_brute_force_lower_envelope(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 13, size=25) / 12  # repeated compositions and the end points included
+    e_f = rng.uniform(-0.4, 0.1, size=25)
+    hull = hull_energy(x, e_f)
+    for at in np.r_[x, np.linspace(0, 1, 37)]:
+        assert hull(at) == pytest.approx(brute_force_lower_hull(x, e_f, at), abs=1e-12)
+
+
+def test_hull_of_collinear_points_is_their_line():
+    hull = hull_energy([0.25, 0.5, 0.75], [0.0, 0.0, 0.0])
+    assert [hull(v) for v in (0.0, 0.5, 1.0)] == [0.0, 0.0, 0.0]
 
 
 def test_missing_element_and_foreign_element_are_named():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from pathlib import Path
@@ -33,6 +34,34 @@ def test_listed_packages_exist():
         prefix, folder = next((p, f) for p, f in roots if package == p or package.startswith(p + "."))
         path = ROOT / folder / Path(*package[len(prefix) :].strip(".").split(".")) if package != prefix else ROOT / folder
         assert (path / "__init__.py").is_file(), f"{package} is listed but {path} has no __init__.py"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of what a file imports, relative imports resolved through package-dir."""
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    relative = path.relative_to(ROOT)
+    prefix = next(name for name, folder in package_dir.items() if relative.parts[0] == folder)
+    package = [*prefix.split("."), *relative.parent.parts[1:]]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1] if node.level else [])
+            module = ".".join(filter(None, [base, node.module or ""]))
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_layers_depend_one_way_search_plugins_core():
+    """ARCHITECTURE: search -> plugins -> core. Only core/cli.py, the composition root that
+    dispatches every verb, may reach up (lazily) into pesmith.search."""
+    offenders = []
+    for layer, forbidden in (("core", ("pesmith.plugins", "pesmith.search")), ("plugins", ("pesmith.search",))):
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            if path != ROOT / "core" / "cli.py":
+                offenders += [f"{path.relative_to(ROOT)} imports {m}" for m in sorted(imported_modules(path)) if m.startswith(forbidden)]
+    assert not offenders, "; ".join(offenders)
 
 
 def readme_bash_blocks() -> list[str]:
