@@ -44,6 +44,12 @@ def test_acsf_contract_lisi_with_small_angular_cutoff():
     check_descriptor(ACSF(["Li", "Si"], cutoff=5.0, angular_cutoff=4.0, g5_params=[[0.02, 2.0, 1.0]]))
 
 
+def test_acsf_contract_g5_without_g4():
+    descriptor = ACSF(["Li", "Si"], cutoff=5.0, n_angular=0, g5_params=[[0.02, 2.0, 1.0], [0.05, 1.0, -1.0]])
+    assert descriptor.n_g4 == 0 and descriptor.n_features == 2 * 12 + 3 * 2
+    check_descriptor(descriptor)
+
+
 def test_acsf_contract_cutoff_larger_than_half_cell():
     descriptor = ACSF(["Li", "Si"], cutoff=6.5)
     atoms = sample_structure(descriptor.species, descriptor.cutoff, seed=3)

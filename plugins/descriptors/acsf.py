@@ -188,6 +188,8 @@ class ACSF(Descriptor):
         radial4, radial5, angle = factors[:, :n_eta], factors[:, n_eta : 2 * n_eta], factors[:, 2 * n_eta :]
         parts = []
         for k, (radial_part, columns) in enumerate(((radial4, self.g4_columns), (radial5, self.g5_columns))):
+            if columns.numel() == 0:  # no G4 or no G5 requested: skip its (eta, zeta, lambda) grid
+                continue
             if derivatives is None:
                 grid = radial_part[:, :, None] * angle[:, None, :]  # (n_triplets, n_eta, n_zl)
             else:
