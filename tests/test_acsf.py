@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from pesmith.errors import ConfigError
+from pesmith.plugins.descriptors import acsf as acsf_module
 from pesmith.plugins.descriptors.acsf import ACSF
 from pesmith.structures import build_batch
 from pesmith.testing import check_descriptor, distorted_lisi, sample_structure
@@ -48,6 +50,38 @@ def test_acsf_contract_g5_without_g4():
     descriptor = ACSF(["Li", "Si"], cutoff=5.0, n_angular=0, g5_params=[[0.02, 2.0, 1.0], [0.05, 1.0, -1.0]])
     assert descriptor.n_g4 == 0 and descriptor.n_features == 2 * 12 + 3 * 2
     check_descriptor(descriptor)
+
+
+def features_gradients_jacobian(descriptor: ACSF, atoms) -> list[torch.Tensor]:
+    batch = build_batch([atoms], descriptor.cutoff)
+    vectors = batch.edge_vectors().detach().requires_grad_(True)
+    features = descriptor(batch.numbers, batch.edge_index, vectors)
+    weights = torch.linspace(-1, 1, descriptor.n_features, dtype=features.dtype)
+    (gradients,) = torch.autograd.grad((features @ weights).sum(), vectors)
+    _, jacobian = descriptor.features_and_jacobian(batch.numbers, batch.edge_index, vectors.detach())
+    return [features.detach(), gradients, jacobian]
+
+
+def test_triplet_chunks_do_not_change_features_gradients_or_jacobian(monkeypatch):
+    descriptor = ACSF(["Li", "Si"], cutoff=5.0, g5_params=[[0.02, 2.0, 1.0]])
+    atoms = distorted_lisi()
+    batch = build_batch([atoms], descriptor.cutoff)
+    n_triplets = descriptor.triplets(batch.numbers, batch.edge_index, batch.edge_vectors())[0].shape[0]
+    assert 10 * 7 < n_triplets <= acsf_module.TRIPLET_CHUNK
+    whole = features_gradients_jacobian(descriptor, atoms)
+    monkeypatch.setattr(acsf_module, "TRIPLET_CHUNK", 7)
+    chunked = features_gradients_jacobian(descriptor, atoms)
+    for one, other in zip(whole, chunked):
+        assert torch.allclose(one, other, atol=1e-12, rtol=0)
+
+
+def test_second_derivatives_through_acsf_are_refused():
+    descriptor = ACSF(["Li", "Si"], cutoff=5.0)
+    batch = build_batch([distorted_lisi()], descriptor.cutoff)
+    vectors = batch.edge_vectors().detach().requires_grad_(True)
+    features = descriptor(batch.numbers, batch.edge_index, vectors)
+    with pytest.raises(NotImplementedError, match="differentiable once"):
+        torch.autograd.grad(features.sum(), vectors, create_graph=True)
 
 
 def test_acsf_contract_cutoff_larger_than_half_cell():

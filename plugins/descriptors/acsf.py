@@ -11,7 +11,7 @@ for machine-learning potentials", J. Chem. Phys. 148, 241730 (2018), doi:10.1063
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 
@@ -21,7 +21,12 @@ from pesmith.errors import ConfigError
 from pesmith.jacobian import add_to_jacobian, row_derivatives
 from pesmith.structures import DTYPE, edge_pairs
 
-from .cutoff import cosine_cutoff
+from .cutoff import cosine_cutoff, cosine_cutoff_derivative
+
+
+TRIPLET_CHUNK = 4096
+"""Triplets per vectorised step: small enough that a step's arrays stay in cache (2,000-4,000
+triplets ran 2.4x faster per triplet than 50,000 on this project's 2-core machine)."""
 
 
 def radial_grid(n_radial: int, cutoff: float, r_min: float) -> list[list[float]]:
@@ -46,6 +51,49 @@ def angular_grid(n_angular: int, cutoff: float, zetas: Sequence[float]) -> list[
             for lam in (-1.0, 1.0):
                 params.append([eta, float(zeta), lam])
     return params
+
+
+class TripletPartials(NamedTuple):
+    """Partial derivatives of the angular factors ``[radial4 | radial5 | angle]`` (K columns) of
+    n triplets j-i-k with respect to R_ij (``d_r1``: radial columns), R_ik (``d_r2``), R_jk
+    (``d_r3``: G4 radial columns) and cos theta_ijk (``d_cos``: angle columns), with the unit
+    vectors ``u1 = r_ij/R_ij``, ``u2 = r_ik/R_ik``, ``u3 = (r_ik - r_ij)/R_jk`` and the gradients
+    of cos theta with respect to the first (i->j) and second (i->k) edge vectors (1/Å)."""
+
+    d_r1: torch.Tensor  # (n, 2 n_eta)
+    d_r2: torch.Tensor  # (n, 2 n_eta)
+    d_r3: torch.Tensor  # (n, n_eta)
+    d_cos: torch.Tensor  # (n, n_zl)
+    u1: torch.Tensor  # (n, 3)
+    u2: torch.Tensor
+    u3: torch.Tensor
+    dcos_first: torch.Tensor
+    dcos_second: torch.Tensor
+
+    def _wrt(self, d_r: torch.Tensor, u: torch.Tensor, r3_sign: float, dcos: torch.Tensor) -> torch.Tensor:
+        radial = d_r[:, :, None] * u[:, None]  # (n, 2 n_eta, 3)
+        n_eta = self.d_r3.shape[1]
+        radial[:, :n_eta] += r3_sign * self.d_r3[:, :, None] * self.u3[:, None]
+        return torch.cat([radial, self.d_cos[:, :, None] * dcos[:, None]], dim=1)
+
+    def wrt_first(self) -> torch.Tensor:
+        """``(n, K, 3)`` derivatives of the factors with respect to the first edge vector."""
+        return self._wrt(self.d_r1, self.u1, -1.0, self.dcos_first)
+
+    def wrt_second(self) -> torch.Tensor:
+        """``(n, K, 3)`` derivatives of the factors with respect to the second edge vector."""
+        return self._wrt(self.d_r2, self.u2, 1.0, self.dcos_second)
+
+    def contract(self, factor_gradients: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients ``(n, 3)`` with respect to the first and second edge vectors of a scalar
+        whose gradients with respect to the factors are ``factor_gradients`` ``(n, K)``."""
+        n_radial, n_eta = self.d_r1.shape[1], self.d_r3.shape[1]
+        radial, angle = factor_gradients[:, :n_radial], factor_gradients[:, n_radial:]
+        s1 = (radial * self.d_r1).sum(1, keepdim=True)
+        s2 = (radial * self.d_r2).sum(1, keepdim=True)
+        s3 = (radial[:, :n_eta] * self.d_r3).sum(1, keepdim=True) * self.u3
+        s_cos = (angle * self.d_cos).sum(1, keepdim=True)
+        return s1 * self.u1 - s3 + s_cos * self.dcos_first, s2 * self.u2 + s3 + s_cos * self.dcos_second
 
 
 class ACSF(Descriptor):
@@ -180,6 +228,42 @@ class ACSF(Descriptor):
         angle = 2.0 * torch.stack([base[:, k] ** z for k, z in enumerate(self.zeta_values)], dim=1)
         return torch.cat([radial4, radial5, angle], dim=1)
 
+    def angular_factors_with_partials(
+        self, first: torch.Tensor, second: torch.Tensor
+    ) -> tuple[torch.Tensor, "TripletPartials"]:
+        """Closed-form :meth:`angular_factors` ``(n, K)`` and their partial derivatives with
+        respect to the triplet's distances and angle (:class:`TripletPartials`)."""
+        r1, r2 = torch.linalg.norm(first, dim=1), torch.linalg.norm(second, dim=1)
+        third = second - first
+        r3 = torch.linalg.norm(third, dim=1)
+        u1, u2, u3 = first / r1[:, None], second / r2[:, None], third / r3[:, None]  # unit vectors
+        cos = (u1 * u2).sum(1)
+        rc, eta = self.angular_cutoff, self.etas
+        fc1, fc2, fc3 = (cosine_cutoff(r, rc)[:, None] for r in (r1, r2, r3))
+        dfc1, dfc2, dfc3 = (cosine_cutoff_derivative(r, rc)[:, None] for r in (r1, r2, r3))
+        gauss12 = torch.exp(-eta * (r1**2 + r2**2)[:, None])  # (n, n_eta)
+        gauss3 = torch.exp(-eta * (r3**2)[:, None])
+        radial5 = gauss12 * (fc1 * fc2)
+        third_factor = gauss3 * fc3
+        radial4 = radial5 * third_factor
+        d5_r1 = gauss12 * fc2 * (dfc1 - 2.0 * eta * r1[:, None] * fc1)
+        d5_r2 = gauss12 * fc1 * (dfc2 - 2.0 * eta * r2[:, None] * fc2)
+        base = 0.5 * (1.0 + cos[:, None] * self.lambdas)  # (n, n_zl)
+        zeta = torch.tensor(self.zeta_values, dtype=base.dtype)
+        power = base ** (zeta - 1.0)
+        partials = TripletPartials(
+            d_r1=torch.cat([d5_r1 * third_factor, d5_r1], dim=1),
+            d_r2=torch.cat([d5_r2 * third_factor, d5_r2], dim=1),
+            d_r3=radial5 * gauss3 * (dfc3 - 2.0 * eta * r3[:, None] * fc3),
+            d_cos=zeta * power * self.lambdas,
+            u1=u1,
+            u2=u2,
+            u3=u3,
+            dcos_first=(u2 - cos[:, None] * u1) / r1[:, None],
+            dcos_second=(u1 - cos[:, None] * u2) / r2[:, None],
+        )
+        return torch.cat([radial4, radial5, 2.0 * power * base], dim=1), partials
+
     def angular_terms(self, factors: torch.Tensor, derivatives: torch.Tensor | None = None) -> torch.Tensor:
         """``(n_triplets, n_g4 + n_g5)`` G4 then G5 terms from :meth:`angular_factors`, or, given the
         factors' derivatives ``(n_triplets, 2 n_eta + n_zl, 3)``, the terms' derivatives
@@ -198,6 +282,26 @@ class ACSF(Descriptor):
                 grid = d_radial[:, :, None] * angle[:, None, :, None] + radial_part[:, :, None, None] * d_angle[:, None]
             parts.append(grid.flatten(1, 2)[:, columns])  # the requested (eta, zeta, lambda)
         return torch.cat(parts, dim=1)
+
+    def angular_factor_gradients(self, factors: torch.Tensor, term_gradients: torch.Tensor) -> torch.Tensor:
+        """``(n_triplets, 2 n_eta + n_zl)`` gradients of a scalar with respect to the factors of
+        :meth:`angular_factors`, given its gradients ``(n_triplets, n_g4 + n_g5)`` with respect to
+        the terms of :meth:`angular_terms` (the transpose of the product rule there)."""
+        n_eta, n_zl = self.etas.shape[0], self.lambdas.shape[0]
+        radial4, radial5, angle = factors[:, :n_eta], factors[:, n_eta : 2 * n_eta], factors[:, 2 * n_eta :]
+        gradients = torch.zeros_like(factors)
+        term_start = 0
+        for k, (radial_part, columns) in enumerate(((radial4, self.g4_columns), (radial5, self.g5_columns))):
+            n_terms = columns.shape[0]
+            if n_terms == 0:
+                continue
+            grid = factors.new_zeros(factors.shape[0], n_eta * n_zl)
+            grid.index_add_(1, columns, term_gradients[:, term_start : term_start + n_terms])
+            grid = grid.reshape(-1, n_eta, n_zl)  # d(scalar) / d(radial x angle) per (eta, zeta, lambda)
+            gradients[:, k * n_eta : (k + 1) * n_eta] = torch.einsum("tez,tz->te", grid, angle)
+            gradients[:, 2 * n_eta :] += torch.einsum("tez,te->tz", grid, radial_part)
+            term_start += n_terms
+        return gradients
 
     def triplets(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor):
         """Edge pairs ``(e1, e2)`` of each triplet inside the angular cutoff and their species-pair slot."""
@@ -223,18 +327,16 @@ class ACSF(Descriptor):
         if self.g45.shape[0] == 0:
             return radial
         e1, e2, pair = self.triplets(numbers, edge_index, edge_vectors)
-        terms = self.angular_terms(self.angular_factors(edge_vectors[e1], edge_vectors[e2]))  # (n_triplets, n_g45)
-        angular = torch.zeros(n_atoms * self.n_pairs, terms.shape[1], dtype=terms.dtype, device=terms.device)
-        angular = angular.index_add(0, centers[e1] * self.n_pairs + pair, terms)
+        angular = AngularSum.apply(edge_vectors, e1, e2, centers[e1] * self.n_pairs + pair, n_atoms * self.n_pairs, self)
         return torch.cat([radial, angular.reshape(n_atoms, -1)], dim=1)
 
     @torch.no_grad()
     def features_and_jacobian(
-        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor, chunk: int = 50_000
+        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features and per-edge derivatives: forward mode on each G2 term and on each triplet's
-        radial and angular factors (``chunk`` triplets at a time), the product rule for the G4/G5
-        terms, summed onto the edges they contain."""
+        """Features and per-edge derivatives: forward mode on each G2 term, closed-form derivatives
+        of each triplet's radial and angular factors (:data:`TRIPLET_CHUNK` at a time), the product
+        rule for the G4/G5 terms, summed onto the edges they contain."""
         features = self(numbers, edge_index, edge_vectors)
         n_edges, n_g2 = edge_vectors.shape[0], self.g2.shape[0]
         jacobian = features.new_zeros(n_edges, self.n_features, 3)
@@ -246,15 +348,52 @@ class ACSF(Descriptor):
             return features, jacobian
         e1, e2, pair = self.triplets(numbers, edge_index, edge_vectors)
         n_g45 = self.g45.shape[0]
-        for start in range(0, e1.shape[0], chunk):
-            part = slice(start, start + chunk)
-            inputs = (edge_vectors[e1[part]], edge_vectors[e2[part]])
-            factors = self.angular_factors(*inputs)
+        for start in range(0, e1.shape[0], TRIPLET_CHUNK):
+            part = slice(start, start + TRIPLET_CHUNK)
+            factors, partials = self.angular_factors_with_partials(edge_vectors[e1[part]], edge_vectors[e2[part]])
             columns = len(self.species) * n_g2 + pair[part, None] * n_g45 + torch.arange(n_g45)
-            for k, edge in enumerate((e1[part], e2[part])):
-                derivatives = self.angular_terms(factors, row_derivatives(self.angular_factors, inputs, k))
-                add_to_jacobian(jacobian, edge, columns, derivatives)
+            for edge, d_factors in ((e1[part], partials.wrt_first()), (e2[part], partials.wrt_second())):
+                add_to_jacobian(jacobian, edge, columns, self.angular_terms(factors, d_factors))
         return features, jacobian
+
+
+class AngularSum(torch.autograd.Function):
+    """G4/G5 terms of all triplets summed into ``(n_rows, n_g4 + n_g5)`` rows (center x species
+    pair), :data:`TRIPLET_CHUNK` triplets at a time with no autograd graph. The backward recomputes
+    each chunk's factors with their closed-form derivatives and contracts the incoming gradient
+    through them, so neither pass keeps per-term intermediates (which autograd would hold for
+    every triplet). Differentiable once: ``create_graph=True`` raises.
+    """
+
+    @staticmethod
+    def forward(ctx, edge_vectors, e1, e2, rows, n_rows: int, descriptor: "ACSF"):
+        ctx.descriptor = descriptor
+        ctx.save_for_backward(edge_vectors, e1, e2, rows)
+        sums = edge_vectors.new_zeros(n_rows, descriptor.g45.shape[0])
+        for start in range(0, e1.shape[0], TRIPLET_CHUNK):
+            part = slice(start, start + TRIPLET_CHUNK)
+            factors = descriptor.angular_factors(edge_vectors[e1[part]], edge_vectors[e2[part]])
+            sums.index_add_(0, rows[part], descriptor.angular_terms(factors))
+        return sums
+
+    @staticmethod
+    def backward(ctx, grad_sums):
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative was asked for
+            raise NotImplementedError(
+                "ACSF angular terms are differentiable once (forces, stress); for derivatives of forces"
+                " use Descriptor.features_and_jacobian, as training does"
+            )
+        edge_vectors, e1, e2, rows = ctx.saved_tensors
+        descriptor = ctx.descriptor
+        grad_vectors = torch.zeros_like(edge_vectors)
+        for start in range(0, e1.shape[0], TRIPLET_CHUNK):
+            part = slice(start, start + TRIPLET_CHUNK)
+            factors, partials = descriptor.angular_factors_with_partials(edge_vectors[e1[part]], edge_vectors[e2[part]])
+            factor_gradients = descriptor.angular_factor_gradients(factors, grad_sums[rows[part]])  # (n, K)
+            grad_first, grad_second = partials.contract(factor_gradients)
+            grad_vectors.index_add_(0, e1[part], grad_first)
+            grad_vectors.index_add_(0, e2[part], grad_second)
+        return grad_vectors, None, None, None, None, None
 
 
 def _check_params(key: str, params: Sequence[Sequence[float]], width: int) -> list[list[float]]:
