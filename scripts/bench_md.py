@@ -1,4 +1,4 @@
-"""MD throughput of the NN + ACSF calculator on a 1,000-atom amorphous Li-Si cell.
+"""MD throughput of the NN calculator on a 1,000-atom amorphous Li-Si cell (descriptor from ``--config``).
 
 Runs ASE VelocityVerlet (1 fs) with 1 and with 2 torch threads, each in a fresh subprocess,
 and prints atom-steps per second, the ratio to the aim (6,000 atom-steps/s per core, what
@@ -30,17 +30,18 @@ def build_potential(model_path: str | None, config_path: str):
     import yaml
 
     from pesmith.model_file import load_potential
-    from pesmith.plugins.descriptors.acsf import ACSF
-    from pesmith.plugins.models.nn import BehlerParrinello
     from pesmith.potential import Potential
+    from pesmith.registry import Registry
 
     if model_path:
         return load_potential(model_path)[0]
     config = yaml.safe_load(Path(config_path).read_text())
+    registry = Registry(entry_points=False)
     options = {k: v for k, v in config["descriptor"].items() if k not in ("kind", "species")}
-    descriptor = ACSF(["Li", "Si"], **options)
-    model = BehlerParrinello(descriptor.species, descriptor.n_features, **{
-        k: v for k, v in config["model"].items() if k != "kind"})
+    descriptor = registry.get("descriptor", config["descriptor"]["kind"])(["Li", "Si"], **options)
+    model = registry.get("model", config["model"]["kind"])(
+        descriptor.species, descriptor.n_features, **{k: v for k, v in config["model"].items() if k != "kind"}
+    )
     return Potential(descriptor, model, {"Li": -1.9, "Si": -5.4})
 
 
