@@ -59,13 +59,14 @@ def evaluate(model: torch.nn.Module, data: FeatureSet, force_weight: float) -> d
 
 def take_step(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: FeatureSet, force_weight: float
-) -> float:
+) -> tuple[float, float]:
+    """One optimizer step on ``batch``; returns its (energy-per-atom MSE, force MSE) before the step."""
     optimizer.zero_grad()
     energy_mse, force_mse = loss_terms(model, batch, create_graph=force_weight > 0)
     loss = energy_mse + force_weight * force_mse
     loss.backward()
     optimizer.step()
-    return loss.item()
+    return energy_mse.item(), force_mse.item()
 
 
 def train_one_epoch(
@@ -74,12 +75,21 @@ def train_one_epoch(
     data: FeatureSet,
     settings: TrainingSettings,
     generator: torch.Generator,
-) -> float:
-    losses = [
-        take_step(model, optimizer, batch, settings.force_weight)
-        for batch in data.minibatches(settings.batch_size, generator)
-    ]
-    return sum(losses) / len(losses)
+) -> dict[str, float]:
+    """One pass over shuffled minibatches. Returns the epoch's running metrics (as ``evaluate``):
+    MSEs of each minibatch before its step, averaged over structures (energy) and atoms (forces),
+    so the weights change within the average, as in the running loss other trainers print."""
+    energy_sum = force_sum = 0.0
+    for batch in data.minibatches(settings.batch_size, generator):
+        energy_mse, force_mse = take_step(model, optimizer, batch, settings.force_weight)
+        energy_sum += energy_mse * batch.n_structures
+        force_sum += force_mse * batch.features.shape[0]
+    energy_mse, force_mse = energy_sum / data.n_structures, force_sum / data.features.shape[0]
+    return {
+        "loss": energy_mse + settings.force_weight * force_mse,
+        "energy_rmse_meV_per_atom": 1000 * math.sqrt(energy_mse),
+        "force_rmse_eV_per_A": math.sqrt(force_mse),
+    }
 
 
 def train(
@@ -88,7 +98,8 @@ def train(
     """Fit ``model``'s parameters; keep the weights with the best validation loss.
 
     Returns a summary: epochs run, best epoch, and the per-epoch history of train/validation
-    RMSE.
+    RMSE. The train entries are the epoch's running metrics (:func:`train_one_epoch`) when there
+    is a validation set, else the whole training set evaluated after the epoch.
     """
     generator = torch.Generator().manual_seed(settings.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -100,9 +111,9 @@ def train(
     history = []
     bar = tqdm(range(1, settings.epochs + 1), desc="training", unit="epoch", disable=not settings.progress)
     for epoch in bar:
-        train_one_epoch(model, optimizer, train_set, settings, generator)
-        train_metrics = evaluate(model, train_set, settings.force_weight)
-        monitor_metrics = evaluate(model, monitor, settings.force_weight) if monitor is not train_set else train_metrics
+        running = train_one_epoch(model, optimizer, train_set, settings, generator)
+        monitor_metrics = evaluate(model, monitor, settings.force_weight)
+        train_metrics = monitor_metrics if monitor is train_set else running
         history.append({"epoch": epoch, "train": train_metrics, "validation": monitor_metrics})
         if monitor_metrics["loss"] < best_loss:
             best_loss, best_epoch, best_state = monitor_metrics["loss"], epoch, copy.deepcopy(model.state_dict())

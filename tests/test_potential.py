@@ -124,3 +124,23 @@ def test_nve_md_conserves_energy(si_model_path):
     spread = totals.max() - totals.min()
     assert drift < 1e-3, f"energy drift {1000 * drift:.3f} meV/atom"
     assert spread < 2e-3, f"energy fluctuation {1000 * spread:.3f} meV/atom"
+
+
+def test_running_epoch_metrics_equal_a_full_evaluation_when_the_weights_do_not_move(small_si_xyz):
+    """With a vanishing learning rate the per-minibatch MSEs, weighted by structures and atoms,
+    must add up to the metrics of the whole set: this checks the bookkeeping of the running
+    metrics that the training history reports."""
+    from pesmith.data import read_dataset
+    from pesmith.features import featurize_dataset
+    from pesmith.training import TrainingSettings, evaluate, train_one_epoch
+
+    dataset = read_dataset(small_si_xyz)
+    potential = random_potential(species=("Si",), cutoff=5.0)
+    data = featurize_dataset(potential.descriptor, dataset, {"Si": -5.4})
+    settings = TrainingSettings(batch_size=3, learning_rate=1e-300, force_weight=0.3, progress=False)
+    optimizer = torch.optim.AdamW(potential.model.parameters(), lr=settings.learning_rate)
+    running = train_one_epoch(potential.model, optimizer, data, settings, torch.Generator().manual_seed(0))
+    assert data.n_structures == 4  # batches of 3 and 1 structures, of different atom counts
+    whole = evaluate(potential.model, data, settings.force_weight)
+    for key in whole:
+        assert running[key] == pytest.approx(whole[key], rel=1e-12)
