@@ -51,3 +51,14 @@ def add_to_jacobian(jacobian: torch.Tensor, edges: torch.Tensor, columns: torch.
     n_features = jacobian.shape[1]
     index = (edges[:, None] * n_features + columns).reshape(-1)
     jacobian.view(-1, 3).index_add_(0, index, derivatives.reshape(-1, 3))
+
+
+def refuse_second_derivatives(what: str) -> None:
+    """Call first in a custom ``backward`` that is not itself differentiable: with
+    ``create_graph=True`` (grad mode on inside ``backward``) raise instead of returning
+    gradients whose own derivatives would silently be missing."""
+    if torch.is_grad_enabled():
+        raise NotImplementedError(
+            f"{what} are differentiable once (forces, stress); for derivatives of forces use"
+            " Descriptor.features_and_jacobian, as training does"
+        )

@@ -178,6 +178,19 @@ def check_batching(descriptor: Descriptor, structures: list[Atoms], atol: float 
     assert torch.allclose(direct, chained, atol=atol), "feature Jacobian disagrees with autograd"
 
 
+def features_gradients_jacobian(descriptor: Descriptor, atoms: Atoms) -> list[torch.Tensor]:
+    """Features, the gradient of a fixed linear readout of them with respect to the edge vectors
+    (autograd), and :meth:`Descriptor.features_and_jacobian`'s Jacobian, for one structure: what
+    must not change when an implementation detail (such as a chunk size) does."""
+    batch = build_batch([atoms], descriptor.cutoff)
+    vectors = batch.edge_vectors().detach().requires_grad_(True)
+    features = descriptor(batch.numbers, batch.edge_index, vectors)
+    weights = torch.linspace(-1, 1, descriptor.n_features, dtype=features.dtype)
+    (gradients,) = torch.autograd.grad((features @ weights).sum(), vectors)
+    _, jacobian = descriptor.features_and_jacobian(batch.numbers, batch.edge_index, vectors.detach())
+    return [features.detach(), gradients, jacobian]
+
+
 def check_descriptor(descriptor: Descriptor, seed: int = 0) -> None:
     """Run every descriptor contract check on random triclinic periodic cells."""
     structures = [sample_structure(descriptor.species, descriptor.cutoff, seed + k, n_atoms=6 + k) for k in range(3)]

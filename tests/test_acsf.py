@@ -10,7 +10,7 @@ from pesmith.errors import ConfigError
 from pesmith.plugins.descriptors import acsf as acsf_module
 from pesmith.plugins.descriptors.acsf import ACSF
 from pesmith.structures import build_batch
-from pesmith.testing import check_descriptor, distorted_lisi, sample_structure
+from pesmith.testing import check_descriptor, distorted_lisi, features_gradients_jacobian, sample_structure
 
 dscribe = pytest.importorskip("dscribe.descriptors")
 
@@ -50,16 +50,6 @@ def test_acsf_contract_g5_without_g4():
     descriptor = ACSF(["Li", "Si"], cutoff=5.0, n_angular=0, g5_params=[[0.02, 2.0, 1.0], [0.05, 1.0, -1.0]])
     assert descriptor.n_g4 == 0 and descriptor.n_features == 2 * 12 + 3 * 2
     check_descriptor(descriptor)
-
-
-def features_gradients_jacobian(descriptor: ACSF, atoms) -> list[torch.Tensor]:
-    batch = build_batch([atoms], descriptor.cutoff)
-    vectors = batch.edge_vectors().detach().requires_grad_(True)
-    features = descriptor(batch.numbers, batch.edge_index, vectors)
-    weights = torch.linspace(-1, 1, descriptor.n_features, dtype=features.dtype)
-    (gradients,) = torch.autograd.grad((features @ weights).sum(), vectors)
-    _, jacobian = descriptor.features_and_jacobian(batch.numbers, batch.edge_index, vectors.detach())
-    return [features.detach(), gradients, jacobian]
 
 
 def test_triplet_chunks_do_not_change_features_gradients_or_jacobian(monkeypatch):

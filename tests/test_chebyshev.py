@@ -16,12 +16,21 @@ from ase.build import bulk
 
 from pesmith import cli
 from pesmith.errors import ConfigError
+from pesmith.plugins.descriptors import chebyshev as chebyshev_module
 from pesmith.plugins.descriptors.chebyshev import Chebyshev, default_weights
 from pesmith.plugins.models.nn import BehlerParrinello
 from pesmith.potential import Potential
 from pesmith.registry import Registry
 from pesmith.structures import build_batch
-from pesmith.testing import check_descriptor, distorted_lisi, check_gradients, check_invariance, potential_energy, sample_structure
+from pesmith.testing import (
+    check_descriptor,
+    check_gradients,
+    check_invariance,
+    distorted_lisi,
+    features_gradients_jacobian,
+    potential_energy,
+    sample_structure,
+)
 
 # ---------------------------------------------------------------------------------------------
 # An independent reference: explicit loops, its own periodic image search, T_n(x) = cos(n acos x)
@@ -326,3 +335,23 @@ def test_cli_trains_a_chebyshev_model_on_two_files(tmp_path, small_si_xyz, small
     atoms = ase.io.read(small_li_xyz)
     atoms.calc = calculator
     assert np.isfinite(atoms.get_potential_energy()) and np.isfinite(atoms.get_stress()).all()
+
+
+@pytest.mark.parametrize("species", [["Li", "Si"], ["Si"]])
+def test_triplet_chunks_do_not_change_features_gradients_or_jacobian(monkeypatch, species):
+    descriptor = Chebyshev(species, radial_cutoff=5.0, angular_cutoff=4.0, radial_order=6, angular_order=5)
+    atoms = distorted_lisi() if len(species) == 2 else bulk("Si", "diamond", a=5.43, cubic=True)
+    whole = features_gradients_jacobian(descriptor, atoms)
+    monkeypatch.setattr(chebyshev_module, "TRIPLET_CHUNK", 7)
+    chunked = features_gradients_jacobian(descriptor, atoms)
+    for one, other in zip(whole, chunked):
+        assert torch.allclose(one, other, atol=1e-12, rtol=0)
+
+
+def test_second_derivatives_through_chebyshev_are_refused():
+    descriptor = Chebyshev(["Li", "Si"], radial_cutoff=5.0, angular_cutoff=4.0)
+    batch = build_batch([distorted_lisi()], descriptor.cutoff)
+    vectors = batch.edge_vectors().detach().requires_grad_(True)
+    features = descriptor(batch.numbers, batch.edge_index, vectors)
+    with pytest.raises(NotImplementedError, match="differentiable once"):
+        torch.autograd.grad(features.sum(), vectors, create_graph=True)

@@ -18,7 +18,7 @@ import torch
 from pesmith import hookimpl
 from pesmith.descriptor import Descriptor, check_cutoff, normalize_species, species_lookup
 from pesmith.errors import ConfigError
-from pesmith.jacobian import add_to_jacobian, row_derivatives
+from pesmith.jacobian import add_to_jacobian, refuse_second_derivatives, row_derivatives
 from pesmith.structures import DTYPE, edge_pairs
 
 from .cutoff import cosine_cutoff, cosine_cutoff_derivative
@@ -380,11 +380,7 @@ class AngularSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_sums):
-        if torch.is_grad_enabled():  # create_graph=True: a second derivative was asked for
-            raise NotImplementedError(
-                "ACSF angular terms are differentiable once (forces, stress); for derivatives of forces"
-                " use Descriptor.features_and_jacobian, as training does"
-            )
+        refuse_second_derivatives("ACSF angular terms")
         edge_vectors, e1, e2, rows = ctx.saved_tensors
         descriptor = ctx.descriptor
         grad_vectors = torch.zeros_like(edge_vectors)

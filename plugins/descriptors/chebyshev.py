@@ -21,11 +21,12 @@ import torch
 from pesmith import hookimpl
 from pesmith.descriptor import Descriptor, check_cutoff, normalize_species, species_lookup
 from pesmith.errors import ConfigError
-from pesmith.jacobian import add_to_jacobian, row_derivatives
+from pesmith.jacobian import add_to_jacobian, refuse_second_derivatives, row_derivatives
 from pesmith.structures import DTYPE, edge_pairs
 
-from .cutoff import cosine_cutoff
+from .cutoff import cosine_cutoff, cosine_cutoff_derivative
 
+TRIPLET_CHUNK = 16_384  # triplets per vectorised step (see the ACSF module for the measurements)
 MAX_ORDER = 50  # beyond this the basis is far finer than any cutoff-smoothed distribution needs
 
 
@@ -41,6 +42,16 @@ def chebyshev_polynomials(x: torch.Tensor, order: int) -> torch.Tensor:
     for _ in range(2, order + 1):
         values.append(2.0 * x * values[-1] - values[-2])
     return torch.stack(values, dim=1)
+
+
+def chebyshev_polynomials_and_derivatives(x: torch.Tensor, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``T_0(x) ... T_order(x)`` and their derivatives ``T_n'(x) = n U_{n-1}(x)``, both
+    ``(n, order + 1)``, with ``U`` (second kind) by ``U_{n+1} = 2 x U_n - U_{n-1}``."""
+    second_kind = [torch.ones_like(x), 2.0 * x]  # U_0, U_1
+    for _ in range(2, order):
+        second_kind.append(2.0 * x * second_kind[-1] - second_kind[-2])
+    derivatives = [torch.zeros_like(x)] + [n * second_kind[n - 1] for n in range(1, order + 1)]
+    return chebyshev_polynomials(x, order), torch.stack(derivatives, dim=1)
 
 
 def default_weights(species: Sequence[str]) -> dict[str, float]:
@@ -181,6 +192,20 @@ class Chebyshev(Descriptor):
         cut = cosine_cutoff(r1, self.angular_cutoff) * cosine_cutoff(r2, self.angular_cutoff)
         return chebyshev_polynomials(cos, self.angular_order) * cut[:, None]
 
+    def angular_terms_with_partials(self, first: torch.Tensor, second: torch.Tensor):
+        """:meth:`angular_terms` ``(n, Na + 1)`` and the closed-form parts of their derivatives:
+        ``d_r1``, ``d_r2``, ``d_cos`` ``(n, Na + 1)`` (partials with respect to R_ij, R_ik and
+        cos theta_ijk) and ``directions``: ``(u1, u2, dcos/d first, dcos/d second)``, each ``(n, 3)``."""
+        r1, r2 = torch.linalg.norm(first, dim=1), torch.linalg.norm(second, dim=1)
+        u1, u2 = first / r1[:, None], second / r2[:, None]
+        cos = (u1 * u2).sum(1)
+        fc1, fc2 = cosine_cutoff(r1, self.angular_cutoff)[:, None], cosine_cutoff(r2, self.angular_cutoff)[:, None]
+        dfc1 = cosine_cutoff_derivative(r1, self.angular_cutoff)[:, None]
+        dfc2 = cosine_cutoff_derivative(r2, self.angular_cutoff)[:, None]
+        polynomials, slopes = chebyshev_polynomials_and_derivatives(cos, self.angular_order)
+        directions = (u1, u2, (u2 - cos[:, None] * u1) / r1[:, None], (u1 - cos[:, None] * u2) / r2[:, None])
+        return polynomials * (fc1 * fc2), polynomials * (dfc1 * fc2), polynomials * (fc1 * dfc2), slopes * (fc1 * fc2), directions
+
     def edge_groups(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor):
         """Edges inside the radial cutoff, edge pairs ``(e1, e2)`` (j < k) inside the angular one,
         and the type weight of every edge ``(n_edges,)``."""
@@ -198,22 +223,24 @@ class Chebyshev(Descriptor):
         centers = edge_index[0]
         radial_edges, e1, e2, weight = self.edge_groups(numbers, edge_index, edge_vectors)
         radial = self.radial_terms(edge_vectors[radial_edges])  # (n_rad, Nr + 1)
-        angular = self.angular_terms(edge_vectors[e1], edge_vectors[e2])  # (n_triplets, Na + 1)
-        blocks = [(radial, centers[radial_edges]), (angular, centers[e1])]
+        pair_weight = weight[e1] * weight[e2] if self.typed else None
+        angular = AngularSums.apply(edge_vectors, e1, e2, centers[e1], pair_weight, n_atoms, self)
+        n_a = self.angular_order + 1
+        blocks = [torch.zeros(n_atoms, radial.shape[1], dtype=radial.dtype).index_add(0, centers[radial_edges], radial)]
+        blocks.append(angular[:, :n_a])
         if self.typed:
-            blocks += [(radial * weight[radial_edges, None], centers[radial_edges]),
-                       (angular * (weight[e1] * weight[e2])[:, None], centers[e1])]
+            typed = radial * weight[radial_edges, None]
+            blocks += [torch.zeros_like(blocks[0]).index_add(0, centers[radial_edges], typed), angular[:, n_a:]]
         # aenet's order: radial, angular of the structural set, then of the typed set
-        return torch.cat(
-            [torch.zeros(n_atoms, t.shape[1], dtype=t.dtype, device=t.device).index_add(0, c, t) for t, c in blocks], dim=1
-        )
+        return torch.cat(blocks, dim=1)
 
     @torch.no_grad()
     def features_and_jacobian(
-        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor, chunk: int = 100_000
+        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features and per-edge derivatives by forward mode on each radial term and each
-        triplet's angular terms (``chunk`` triplets at a time), summed onto their edges."""
+        """Features and per-edge derivatives: forward mode on each radial term, closed-form
+        derivatives of each triplet's angular terms (:data:`TRIPLET_CHUNK` at a time), summed
+        onto their edges."""
         features = self(numbers, edge_index, edge_vectors)
         jacobian = features.new_zeros(edge_vectors.shape[0], self.n_features, 3)
         n_r, n_a = self.radial_order + 1, self.angular_order + 1
@@ -224,17 +251,60 @@ class Chebyshev(Descriptor):
         if self.typed:
             typed_radial = d_radial * weight[radial_edges, None, None]
             add_to_jacobian(jacobian, radial_edges, radial_columns + n_r + n_a, typed_radial)
-        for start in range(0, e1.shape[0], chunk):
-            pair = (e1[start : start + chunk], e2[start : start + chunk])
-            inputs = (edge_vectors[pair[0]], edge_vectors[pair[1]])
+        for start in range(0, e1.shape[0], TRIPLET_CHUNK):
+            pair = (e1[start : start + TRIPLET_CHUNK], e2[start : start + TRIPLET_CHUNK])
+            _, d_r1, d_r2, d_cos, (u1, u2, dcos_1, dcos_2) = self.angular_terms_with_partials(
+                edge_vectors[pair[0]], edge_vectors[pair[1]]
+            )
             columns = n_r + torch.arange(n_a).expand(pair[0].shape[0], n_a)
-            for k, edge in enumerate(pair):
-                d_angular = row_derivatives(self.angular_terms, inputs, k)  # (chunk, Na + 1, 3)
+            for edge, d_r, u, dcos in ((pair[0], d_r1, u1, dcos_1), (pair[1], d_r2, u2, dcos_2)):
+                d_angular = d_r[:, :, None] * u[:, None] + d_cos[:, :, None] * dcos[:, None]  # (chunk, Na + 1, 3)
                 add_to_jacobian(jacobian, edge, columns, d_angular)
                 if self.typed:
                     typed_angular = d_angular * (weight[pair[0]] * weight[pair[1]])[:, None, None]
                     add_to_jacobian(jacobian, edge, columns + n_r + n_a, typed_angular)
         return features, jacobian
+
+
+class AngularSums(torch.autograd.Function):
+    """The angular terms of all triplets summed per center: ``(n_atoms, Na + 1)`` structural, then,
+    given ``pair_weight`` ``w_j w_k``, ``(n_atoms, Na + 1)`` typed. Computed
+    :data:`TRIPLET_CHUNK` triplets at a time with no autograd graph; the backward recomputes each
+    chunk with closed-form derivatives and contracts the incoming gradient through them.
+    Differentiable once: ``create_graph=True`` raises."""
+
+    @staticmethod
+    def forward(ctx, edge_vectors, e1, e2, centers, pair_weight, n_atoms: int, descriptor: "Chebyshev"):
+        ctx.descriptor = descriptor
+        ctx.save_for_backward(edge_vectors, e1, e2, centers, pair_weight)
+        n_a = descriptor.angular_order + 1
+        sums = edge_vectors.new_zeros(n_atoms, 2 * n_a if pair_weight is not None else n_a)
+        for start in range(0, e1.shape[0], TRIPLET_CHUNK):
+            part = slice(start, start + TRIPLET_CHUNK)
+            terms = descriptor.angular_terms(edge_vectors[e1[part]], edge_vectors[e2[part]])
+            if pair_weight is not None:
+                terms = torch.cat([terms, terms * pair_weight[part, None]], dim=1)
+            sums.index_add_(0, centers[part], terms)
+        return sums
+
+    @staticmethod
+    def backward(ctx, grad_sums):
+        refuse_second_derivatives("Chebyshev angular terms")
+        edge_vectors, e1, e2, centers, pair_weight = ctx.saved_tensors
+        n_a = ctx.descriptor.angular_order + 1
+        grad_vectors = torch.zeros_like(edge_vectors)
+        for start in range(0, e1.shape[0], TRIPLET_CHUNK):
+            part = slice(start, start + TRIPLET_CHUNK)
+            _, d_r1, d_r2, d_cos, (u1, u2, dcos_1, dcos_2) = ctx.descriptor.angular_terms_with_partials(
+                edge_vectors[e1[part]], edge_vectors[e2[part]]
+            )
+            weights = grad_sums[centers[part]]  # (n, Na + 1) or (n, 2 (Na + 1))
+            if pair_weight is not None:
+                weights = weights[:, :n_a] + weights[:, n_a:] * pair_weight[part, None]
+            s_cos = (weights * d_cos).sum(1, keepdim=True)
+            grad_vectors.index_add_(0, e1[part], (weights * d_r1).sum(1, keepdim=True) * u1 + s_cos * dcos_1)
+            grad_vectors.index_add_(0, e2[part], (weights * d_r2).sum(1, keepdim=True) * u2 + s_cos * dcos_2)
+        return grad_vectors, None, None, None, None, None, None
 
 
 def _check_order(value: Any, key: str) -> int:
