@@ -170,24 +170,26 @@ def check_batching(descriptor: Descriptor, structures: list[Atoms], atol: float 
     assert len(descriptor.describe()) == descriptor.n_features, "describe() must name every feature"
     rebuilt = type(descriptor)(**descriptor.get_config())
     assert torch.allclose(rebuilt.featurize(batch).detach(), together), "get_config() does not round-trip"
-    features, jacobian, jbatch = feature_jacobian(descriptor, structures)
-    weights = torch.linspace(-1, 1, descriptor.n_features, dtype=DTYPE)
-    vectors = jbatch.edge_vectors().detach().requires_grad_(True)
-    (direct,) = torch.autograd.grad((descriptor(jbatch.numbers, jbatch.edge_index, vectors) @ weights).sum(), vectors)
-    chained = torch.einsum("f,efc->ec", weights, jacobian)
+    _, direct, jacobian = features_gradients_jacobian(descriptor, structures)
+    chained = torch.einsum("f,efc->ec", readout_weights(descriptor), jacobian)
     assert torch.allclose(direct, chained, atol=atol), "feature Jacobian disagrees with autograd"
 
 
-def features_gradients_jacobian(descriptor: Descriptor, atoms: Atoms) -> list[torch.Tensor]:
-    """Features, the gradient of a fixed linear readout of them with respect to the edge vectors
-    (autograd), and :meth:`Descriptor.features_and_jacobian`'s Jacobian, for one structure: what
-    must not change when an implementation detail (such as a chunk size) does."""
-    batch = build_batch([atoms], descriptor.cutoff)
+def readout_weights(descriptor: Descriptor) -> torch.Tensor:
+    """Fixed weights ``(n_features,)`` of the linear readout the gradient checks use."""
+    return torch.linspace(-1, 1, descriptor.n_features, dtype=DTYPE)
+
+
+def features_gradients_jacobian(descriptor: Descriptor, structures: Atoms | list[Atoms]) -> list[torch.Tensor]:
+    """Features, the gradient of :func:`readout_weights` times them with respect to the edge
+    vectors (autograd), and the Jacobian of :func:`pesmith.features.feature_jacobian`, for one
+    structure or a batch: the autograd and stored-Jacobian routes that must agree, and what must
+    not change when an implementation detail (such as a chunk size) does."""
+    structures = [structures] if isinstance(structures, Atoms) else structures
+    _, jacobian, batch = feature_jacobian(descriptor, structures)
     vectors = batch.edge_vectors().detach().requires_grad_(True)
     features = descriptor(batch.numbers, batch.edge_index, vectors)
-    weights = torch.linspace(-1, 1, descriptor.n_features, dtype=features.dtype)
-    (gradients,) = torch.autograd.grad((features @ weights).sum(), vectors)
-    _, jacobian = descriptor.features_and_jacobian(batch.numbers, batch.edge_index, vectors.detach())
+    (gradients,) = torch.autograd.grad((features @ readout_weights(descriptor)).sum(), vectors)
     return [features.detach(), gradients, jacobian]
 
 
