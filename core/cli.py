@@ -96,6 +96,12 @@ def print_metrics(metrics: dict[str, dict]) -> None:
         print(f"{key:<28}{unit:<10}" + "".join(f"{metrics[n][key]:>12.4g}" for n in names))
 
 
+def write_json(path: Path, content) -> None:
+    """``--json`` output: ``content`` as indented JSON, written atomically (folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(content, indent=2))
+
+
 def label_command(config_path: Path, registry: Registry) -> LabelSummary:
     from pesmith.search.parallel import parallel_map  # the map shared with the search
 
@@ -159,8 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics = predict_dataset(potential, read_dataset(args.data)).metrics()
             print_metrics({"value": metrics})
             if args.json:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                write_text_atomic(args.json, json.dumps(metrics, indent=2))
+                write_json(args.json, metrics)
         elif args.verb == "label":
             print_label_summary(label_command(args.config, registry))
         elif args.verb == "generate":
@@ -172,8 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             entries = formation_energies(dataset.structures, dataset.energies, tuple(args.elements))
             print_hull(entries, args.elements[0])
             if args.json:
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                write_text_atomic(args.json, json.dumps([e.as_dict() for e in entries], indent=2))
+                write_json(args.json, [e.as_dict() for e in entries])
         elif args.verb == "plugins":
             print(f"{'kind':<12}{'name':<16}{'package':<20}description")
             for info in registry.plugins():

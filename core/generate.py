@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .atomic import atomic_path
 from .config import PluginSettings, check_plugin_options, parse_config, resolve_path
+from .data import read_structures
 from .errors import ConfigError
 from .labeling import LabelConfig, LabelSummary, MapFunction, label_structures
 from .registry import Registry
@@ -112,12 +113,8 @@ def load_generate_config(path: str | Path, registry: Registry) -> GenerateConfig
 
 
 def read_crystal(path: Path) -> Atoms:
-    if not path.is_file():
-        raise ConfigError(f"crystal file {path} not found; check `crystals:` in the generate config")
-    try:
-        atoms = ase.io.read(str(path))
-    except Exception as exc:
-        raise ConfigError(f"cannot read crystal {path}: {type(exc).__name__}: {exc}") from exc
+    """The (last) structure of a crystal file, which must have a full 3D periodic cell."""
+    atoms = read_structures(path, what="crystal file (`crystals:` in the generate config)")[-1]
     if not has_full_cell(atoms):
         raise ConfigError(f"crystal {path} has no 3D periodic cell; give it a cell and pbc=True")
     atoms.calc = None

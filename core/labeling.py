@@ -185,7 +185,7 @@ def label_structures(config: LabelConfig, registry: Registry, map_fn: MapFunctio
         if key not in seen:  # duplicates in the input are labeled once
             seen.add(key)
             pending.append(index)
-    write_resolved_config(config, reference, store)
+    write_resolved_config(config, store)
     n_failed = 0
     results = map_fn(
         partial(label_one, reference, config.time_limit),
@@ -214,11 +214,12 @@ def label_structures(config: LabelConfig, registry: Registry, map_fn: MapFunctio
     )
 
 
-def write_resolved_config(config: LabelConfig, reference: Reference, store: ReferenceDB) -> None:
-    """Write ``<database stem>_label_config.yaml``: the config with the reference's full parameters."""
+def write_resolved_config(config: LabelConfig, store: ReferenceDB) -> None:
+    """Write ``<database stem>_label_config.yaml``: the config with the reference's full parameters
+    and code version, as the database records them."""
     resolved = config.model_dump(mode="json")
-    resolved["reference"] = {"kind": config.reference.kind, **reference.get_config()}
-    resolved["code_version"] = reference.code_version()
+    resolved["reference"] = {"kind": store.method, **store.parameters}
+    resolved["code_version"] = store.code_version
     path = store.path.with_name(store.path.stem + "_label_config.yaml")
     write_text_atomic(path, yaml.safe_dump(resolved, sort_keys=False))
 
