@@ -9,7 +9,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from .model_file import load_potential
-from .potential import ATOM_ENERGIES, ENERGY, FEATURES, FORCES, STRESS, Potential
+from .potential import ATOM_ENERGIES, ENERGY, ENERGY_STD, FEATURES, FORCES, STRESS, Potential
 from .registry import Registry
 from .structures import build_batch
 
@@ -21,7 +21,8 @@ class ExtrapolationWarning(UserWarning):
 class PesmithCalculator(Calculator):
     """Energy (eV), per-atom energies, forces (eV/Å) and stress (eV/Å^3) from a pesmith potential.
 
-    Stress is computed for fully periodic cells only. The first structure whose features
+    Stress is computed for fully periodic cells only. A model with an uncertainty estimate
+    adds ``results["energy_std"]`` (eV), the standard deviation of the energy. The first structure whose features
     fall outside the per-feature range of the training data triggers one
     :class:`ExtrapolationWarning` per calculator, naming how many atoms and features.
     """
@@ -54,6 +55,8 @@ class PesmithCalculator(Calculator):
         }
         if periodic:
             self.results["stress"] = results[STRESS][0].numpy().copy()
+        if ENERGY_STD in results:
+            self.results["energy_std"] = float(results[ENERGY_STD][0])
 
     def _check_range(self, features) -> None:
         if self._warned:

@@ -11,89 +11,39 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
-import yaml
-
 from . import __version__
 from .atomic import write_text_atomic
-from .config import TrainConfig, load_train_config
+from .config import load_train_config
 from .data import read_dataset
-from .errors import ConfigError, PesmithError
+from .errors import PesmithError
 from .generate import generate, load_generate_config
 from .labeling import LabelSummary, failed_rows, label_structures, load_label_config
-from .model_file import load_potential, save_potential
-from .potential import Potential
+from .model_file import load_potential
 from .registry import Registry, default_registry
-from .report import METRIC_UNITS, write_report
+from .report import METRIC_UNITS
 from .validation import predict_dataset
 
 EXIT_USER_ERROR = 2
 MAX_FAILURES_SHOWN = 10
 
 
-def build_potential(config: TrainConfig, species: Sequence[str], registry: Registry) -> Potential:
-    """Instantiate the descriptor and model plugins named in ``config``."""
-    descriptor_options = {"species": list(species), **config.descriptor.options}
-    try:
-        descriptor = registry.get("descriptor", config.descriptor.kind)(**descriptor_options)
-        model = registry.get("model", config.model.kind)(
-            species=descriptor.species, n_features=descriptor.n_features, **config.model.options
-        )
-    except TypeError as exc:
-        raise ConfigError(f"invalid plugin options: {exc}") from exc
-    return Potential(descriptor, model)
-
-
 def train_command(config_path: Path, registry: Registry) -> dict:
-    config = load_train_config(config_path, registry)
-    if config.training.threads:
-        torch.set_num_threads(config.training.threads)
-    dataset = read_dataset(config.data.train)
-    train_set, validation = dataset.split(config.data.validation_fraction, config.data.seed)
-    potential = build_potential(config, config.descriptor.options.get("species", dataset.species), registry)
-    started = time.perf_counter()
-    summary = potential.fit(train_set, validation, config.training, config.data.isolated_atom_energies)
-    wall_time = time.perf_counter() - started
-    predictions = {"train": predict_dataset(potential, train_set)}
-    if len(validation):
-        predictions["validation"] = predict_dataset(potential, validation)
-    resolved = config.model_dump(mode="json")
-    resolved["descriptor"] = {"kind": config.descriptor.kind, **potential.descriptor.get_config()}
-    resolved["model"] = {"kind": config.model.kind, **potential.model.get_config()}
-    report = {
-        "pesmith_version": __version__,
-        "torch_version": torch.__version__,
-        "model_file": str(config.output),
-        "config": resolved,
-        "data": {"train": resolved["data"]["train"], "seed": config.data.seed},
-        "split": {
-            "n_train": len(train_set),
-            "n_validation": len(validation),
-            "train_indices": train_set.indices.tolist(),
-            "validation_indices": validation.indices.tolist(),
-        },
-        "reference_energies_eV": potential.reference,
-        "training": {k: v for k, v in summary.items() if k != "history"} | {"wall_time_s": wall_time},
-        "metrics": {name: p.metrics() for name, p in predictions.items()},
-        "history": summary.get("history", []),
-    }
-    save_potential(potential, config.output, metadata={k: v for k, v in report.items() if k != "history"}, registry=registry)
-    stem = config.output.with_suffix("")
-    write_report(stem, report, predictions)
-    write_text_atomic(stem.with_name(stem.name + "_config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
-    return report
+    from .workflows import train
+
+    return train(load_train_config(config_path, registry), registry).report
 
 
 def print_metrics(metrics: dict[str, dict]) -> None:
     names = list(metrics)
     print(f"{'metric':<28}{'unit':<10}" + "".join(f"{n:>12}" for n in names))
     for key in ("n_structures", *METRIC_UNITS):
+        if not any(key in metrics[n] for n in names):
+            continue
         unit = METRIC_UNITS.get(key, "")
-        print(f"{key:<28}{unit:<10}" + "".join(f"{metrics[n][key]:>12.4g}" for n in names))
+        print(f"{key:<28}{unit:<10}" + "".join(f"{metrics[n].get(key, float('nan')):>12.4g}" for n in names))
 
 
 def write_json(path: Path, content) -> None:

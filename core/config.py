@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 from .errors import ConfigError
 from .registry import Kind, Registry
-from .training import TrainingSettings
+from .fit_settings import FitSettings
 
 ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
 
@@ -66,7 +66,9 @@ class TrainConfig(BaseModel):
     data: DataSettings
     descriptor: PluginSettings
     model: PluginSettings
-    training: TrainingSettings = TrainingSettings()
+    training: SerializeAsAny[FitSettings] = Field(
+        default_factory=FitSettings, description="fit settings; the keys depend on the model (its settings_schema)"
+    )
     output: Path = Field(description="model file to write (.pt)")
 
 
@@ -97,9 +99,15 @@ def parse_config(path: str | Path, schema: type[ConfigModel]) -> ConfigModel:
 
 
 def load_train_config(path: str | Path, registry: Registry) -> TrainConfig:
-    """Read and validate a training config; plugin keys are checked against the plugin."""
+    """Read and validate a training config; plugin keys are checked against the plugin and the
+    ``training:`` section against the model's ``settings_schema``."""
     path = Path(path)
-    config = parse_config(path, TrainConfig)
+    raw = read_yaml(path)
+    training = raw.pop("training", None) or {}
+    try:
+        config = TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc, TrainConfig)) from None
     base = path.resolve().parent
     if isinstance(config.data.train, list):
         config.data.train = [resolve_path(base, p) for p in config.data.train]
@@ -107,8 +115,19 @@ def load_train_config(path: str | Path, registry: Registry) -> TrainConfig:
         config.data.train = resolve_path(base, config.data.train)
     config.output = resolve_path(base, config.output)
     check_plugin_options(path, "descriptor", config.descriptor, registry, implicit=("species",))
-    check_plugin_options(path, "model", config.model, registry, implicit=("species", "n_features"))
+    model_cls = check_plugin_options(path, "model", config.model, registry, implicit=("species", "n_features"))
+    config.training = validate_section(path, "training", training, model_cls.settings_schema)
     return config
+
+
+def validate_section(path: Path, section: str, content: Any, schema: type[ConfigModel]) -> ConfigModel:
+    """Validate one section of a config file against ``schema``; errors name the file and key."""
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: section '{section}' must be a mapping of keys, got {type(content).__name__}")
+    try:
+        return schema.model_validate(content)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc, schema, prefix=(section,))) from None
 
 
 def check_plugin_options(
@@ -134,16 +153,17 @@ def resolve_path(base: Path, path: Path) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
 
 
-def _describe(path: Path, exc: ValidationError, schema: type[BaseModel]) -> str:
+def _describe(path: Path, exc: ValidationError, schema: type[BaseModel], prefix: tuple[str, ...] = ()) -> str:
     error = exc.errors()[0]
-    location = ".".join(str(part) for part in error["loc"])
+    location = ".".join(str(part) for part in (*prefix, *error["loc"]))
     if error["type"] == "extra_forbidden":
         section = error["loc"][:-1]
         model: type[BaseModel] = schema
         for part in section:
             model = model.model_fields[part].annotation  # type: ignore[assignment]
         valid = ", ".join(model.model_fields)
-        return f"{path}: unknown key '{location}'; valid keys{' in ' + '.'.join(map(str, section)) if section else ''}: {valid}"
+        where = ".".join(map(str, (*prefix, *section)))
+        return f"{path}: unknown key '{location}'; valid keys{' in ' + where if where else ''}: {valid}"
     if error["type"] == "missing":
         return f"{path}: missing required key '{location}'"
     return f"{path}: key '{location}': {error['msg']} (got {error.get('input')!r})"

@@ -1,77 +1,153 @@
-"""Precomputed features and their derivatives, the input of model fitting.
+"""Precomputed features and their derivatives, the input of model fitting, within a memory budget.
 
-Training on forces needs ``dG_i/dr`` for every atom i, stored sparsely as
+Training on forces and stress needs ``dG_i/dr`` for every atom i, stored sparsely as
 ``(n_edges, n_features, 3)`` (as aenet and n2p2 store symmetry-function derivatives); see
-:meth:`pesmith.descriptor.Descriptor.features_and_jacobian`. Forces then follow from the chain rule without rebuilding the
-descriptor graph in every epoch.
+:meth:`pesmith.descriptor.Descriptor.features_and_jacobian`. Forces and stress then follow from
+the chain rule without rebuilding the descriptor graph in every epoch. Featurization runs in
+chunks of at most :attr:`FeaturePlan.chunk_edges` edges; the derivatives go to a
+:class:`~pesmith.jacobian_store.JacobianStore` (memory, a float32 disk cache, or recomputed per
+minibatch) chosen by :func:`pesmith.memory.plan_features`, and are read back per minibatch.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from ase import Atoms
+from tqdm.auto import tqdm
 
 from .data import Dataset
 from .descriptor import Descriptor
-from .grad import forces_from_edge_gradients
-from .structures import DTYPE, Batch, build_batch
+from .errors import DataError
+from .fit_settings import FitSettings
+from .grad import forces_from_edge_gradients, virial_stress
+from .jacobian_store import ConcatenatedJacobian, DiskJacobian, JacobianStore, MemoryJacobian, RecomputeJacobian
+from .memory import FeaturePlan, plan_features
+from .structures import DTYPE, Batch, build_batch, has_full_cell, neighbor_pairs
+
+EV_PER_A3_IN_GPA = 160.21766208  # 1 eV/Å^3 in GPa
 
 
 @dataclass
 class FeatureSet:
-    """Features, feature derivatives and labels of several structures, flat over atoms/edges."""
+    """Features, labels and (a store of) feature derivatives of several structures, flat over
+    atoms and edges. Structures without a stress label have a NaN row in ``stresses``."""
 
     features: torch.Tensor  # (n_atoms, n_features)
-    jacobian: torch.Tensor  # (n_edges, n_features, 3) dG_center/dr_edge, 1/Å units of G
     numbers: torch.Tensor  # (n_atoms,)
     structure_index: torch.Tensor  # (n_atoms,)
-    edge_index: torch.Tensor  # (2, n_edges)
+    edge_index: torch.Tensor  # (2, n_edges) center, neighbor
+    edge_vectors: torch.Tensor  # (n_edges, 3) Å
     energies: torch.Tensor  # (n_structures,) eV, reference energies already subtracted
     forces: torch.Tensor  # (n_atoms, 3) eV/Å
+    stresses: torch.Tensor  # (n_structures, 6) eV/Å^3, ASE Voigt order; NaN: no label
+    volumes: torch.Tensor  # (n_structures,) Å^3; 0 without a full 3D cell
     atom_offsets: torch.Tensor  # (n_structures + 1,)
     edge_offsets: torch.Tensor  # (n_structures + 1,)
+    jacobian: JacobianStore | None = None  # dG_center/dr_edge; None when the fit needs none
+    jacobian_rows: torch.Tensor | None = None  # (n_structures,) each structure's number in the store
+    chunk_edges: int = 1 << 62  # most edges per chunk and minibatch part (the memory budget)
 
     @property
     def n_structures(self) -> int:
         return int(self.energies.shape[0])
 
     @property
+    def n_atoms(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
     def atoms_per_structure(self) -> torch.Tensor:
         return self.atom_offsets[1:] - self.atom_offsets[:-1]
 
-    def select(self, rows: Sequence[int] | torch.Tensor) -> "FeatureSet":
-        """The structures at positions ``rows``, renumbered from zero."""
+    @property
+    def edges_per_structure(self) -> torch.Tensor:
+        return self.edge_offsets[1:] - self.edge_offsets[:-1]
+
+    @property
+    def has_stress(self) -> torch.Tensor:
+        """(n_structures,) bool: a stress label and a full 3D cell."""
+        return torch.isfinite(self.stresses).all(1) & (self.volumes > 0)
+
+    def load_jacobian(self) -> torch.Tensor:
+        """``(n_edges, F, 3)`` float64 derivatives of these structures, read from the store."""
+        if self.jacobian is None:
+            raise ValueError("this feature set has no feature derivatives (the fit has no force or stress term)")
+        return self.jacobian.read(self.jacobian_rows.tolist())
+
+    def select(self, rows: Sequence[int] | torch.Tensor, load: bool = False) -> "FeatureSet":
+        """The structures at positions ``rows``, renumbered from zero. ``load`` reads their
+        derivatives into memory (for a minibatch); otherwise the store is shared."""
         rows = torch.as_tensor(rows, dtype=torch.int64)
-        atom_slices = [torch.arange(self.atom_offsets[r], self.atom_offsets[r + 1]) for r in rows.tolist()]
-        edge_slices = [torch.arange(self.edge_offsets[r], self.edge_offsets[r + 1]) for r in rows.tolist()]
-        atoms = torch.cat(atom_slices)
-        edges = torch.cat(edge_slices)
-        n_atoms = torch.tensor([len(s) for s in atom_slices])
-        n_edges = torch.tensor([len(s) for s in edge_slices])
-        atom_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(n_atoms, 0)])
-        edge_offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(n_edges, 0)])
+        atoms = _ranges(self.atom_offsets, rows)
+        edges = _ranges(self.edge_offsets, rows)
+        n_atoms, n_edges = self.atoms_per_structure[rows], self.edges_per_structure[rows]
+        atom_offsets = _offsets(n_atoms)
         shift = torch.repeat_interleave(atom_offsets[:-1] - self.atom_offsets[rows], n_edges)
-        return FeatureSet(
+        subset = FeatureSet(
             features=self.features[atoms],
-            jacobian=self.jacobian[edges],
             numbers=self.numbers[atoms],
             structure_index=torch.repeat_interleave(torch.arange(len(rows)), n_atoms),
             edge_index=self.edge_index[:, edges] + shift,
+            edge_vectors=self.edge_vectors[edges],
             energies=self.energies[rows],
             forces=self.forces[atoms],
+            stresses=self.stresses[rows],
+            volumes=self.volumes[rows],
             atom_offsets=atom_offsets,
-            edge_offsets=edge_offsets,
+            edge_offsets=_offsets(n_edges),
+            chunk_edges=self.chunk_edges,
         )
+        if self.jacobian is not None:
+            subset.jacobian, subset.jacobian_rows = self.jacobian, self.jacobian_rows[rows]
+            if load:
+                subset.jacobian = MemoryJacobian(subset.load_jacobian(), subset.edge_offsets)
+                subset.jacobian_rows = torch.arange(len(rows))
+        return subset
 
-    def minibatches(self, batch_size: int, generator: torch.Generator) -> Iterator["FeatureSet"]:
-        """Shuffled minibatches of ``batch_size`` structures."""
+    def parts(self, rows: Sequence[int] | torch.Tensor) -> list["FeatureSet"]:
+        """``rows`` split into consecutive groups of at most ``chunk_edges`` edges, each loaded."""
+        rows = torch.as_tensor(rows, dtype=torch.int64)
+        groups, current, size = [], [], 0
+        for row, n in zip(rows.tolist(), self.edges_per_structure[rows].tolist()):
+            if current and size + n > self.chunk_edges:
+                groups.append(current)
+                current, size = [], 0
+            current.append(row)
+            size += n
+        if current:
+            groups.append(current)
+        return [self.select(group, load=True) for group in groups]
+
+    def chunks(self) -> list["FeatureSet"]:
+        """The whole set in order, as loaded parts within the memory budget."""
+        return self.parts(torch.arange(self.n_structures))
+
+    def minibatches(self, batch_size: int, generator: torch.Generator) -> Iterator[list["FeatureSet"]]:
+        """Shuffled minibatches of ``batch_size`` structures, each as loaded parts (one part
+        unless the minibatch's derivatives exceed the budget)."""
         order = torch.randperm(self.n_structures, generator=generator)
         for start in range(0, self.n_structures, batch_size):
-            yield self.select(order[start : start + batch_size])
+            yield self.parts(order[start : start + batch_size])
+
+
+def _offsets(sizes: torch.Tensor) -> torch.Tensor:
+    return torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(sizes, 0)])
+
+
+def _ranges(offsets: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Concatenated ``arange(offsets[r], offsets[r + 1])`` for each row."""
+    starts, stops = offsets[rows], offsets[rows + 1]
+    sizes = stops - starts
+    if int(sizes.sum()) == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    within = torch.arange(int(sizes.sum())) - torch.repeat_interleave(_offsets(sizes)[:-1], sizes)
+    return torch.repeat_interleave(starts, sizes) + within
 
 
 def feature_jacobian(descriptor: Descriptor, structures: Sequence[Atoms]) -> tuple[torch.Tensor, torch.Tensor, Batch]:
@@ -84,69 +160,239 @@ def feature_jacobian(descriptor: Descriptor, structures: Sequence[Atoms]) -> tup
     return features.detach(), jacobian.detach(), batch
 
 
+def count_edges(structures: Sequence[Atoms], cutoff: float) -> list[int]:
+    """Number of directed neighbor pairs within ``cutoff`` (Å) of each structure."""
+    return [len(neighbor_pairs(atoms, cutoff)[0]) for atoms in structures]
+
+
+def plan_for(
+    descriptor: Descriptor, datasets: Sequence[Dataset], settings: FitSettings, cache_dir: Path | None
+) -> tuple[FeaturePlan, list[list[int]]]:
+    """The :class:`FeaturePlan` of fitting on ``datasets`` together, and their edge counts."""
+    edges = [count_edges(d.structures, descriptor.cutoff) for d in datasets]
+    sizes = [len(a) for d in datasets for a in d.structures]
+    where = " + ".join(d.source for d in datasets if len(d)) or "the training data"
+    plan = plan_features([n for e in edges for n in e], sizes, descriptor.n_features, settings, cache_dir, where)
+    return plan, edges
+
+
 def featurize_dataset(
-    descriptor: Descriptor, dataset: Dataset, reference: dict[str, float], chunk_atoms: int = 2000
+    descriptor: Descriptor,
+    dataset: Dataset,
+    reference: dict[str, float],
+    plan: FeaturePlan | None = None,
+    cache_path: Path | None = None,
+    edges: Sequence[int] | None = None,
+    progress: bool = False,
 ) -> FeatureSet:
-    """Compute features and derivatives of every structure of ``dataset``.
+    """Features, labels and (stored) derivatives of every structure of ``dataset``.
 
-    ``reference`` (eV per element) is subtracted from the energies. Structures are processed
-    in chunks of about ``chunk_atoms`` atoms to bound memory.
+    ``reference`` (eV per element) is subtracted from the energies. Without a ``plan`` the
+    derivatives are kept in memory and chunks hold about 100,000 edges. ``cache_path`` is the
+    float32 file of a ``disk`` plan; ``edges`` the structures' edge counts if already known.
     """
-    features, jacobians, edges, n_atoms, n_edges = [], [], [], [], []
-    chunk: list[Atoms] = []
+    edges = list(edges) if edges is not None else count_edges(dataset.structures, descriptor.cutoff)
+    storage = plan.storage if plan is not None else "memory"
+    chunk_edges = plan.chunk_edges if plan is not None else max(100_000, max(edges, default=1))
+    if storage == "disk":
+        if cache_path is None:
+            raise ValueError("a disk plan needs cache_path")
+        store: JacobianStore | None = DiskJacobian(cache_path, descriptor.n_features)
+    elif storage == "recompute":
+        store = RecomputeJacobian(descriptor, dataset.structures)
+    else:
+        store = None
+    features, jacobians, edge_index, vectors = [], [], [], []
     offset = 0
-
-    def flush() -> None:
-        nonlocal offset
-        if not chunk:
-            return
-        f, j, batch = feature_jacobian(descriptor, chunk)
+    bar = tqdm(total=dataset.n_atoms, desc="features", unit="atom", disable=not progress, leave=False)
+    for group in _groups(edges, chunk_edges):
+        chunk = [dataset.structures[i] for i in group]
+        if storage in ("memory", "disk"):
+            f, j, batch = feature_jacobian(descriptor, chunk)
+            if storage == "memory":
+                jacobians.append(j)
+            else:
+                store.append(j, [edges[i] for i in group])
+        else:
+            batch = build_batch(chunk, descriptor.cutoff)
+            with torch.no_grad():
+                f = descriptor.featurize(batch)
+        with torch.no_grad():
+            vectors.append(batch.edge_vectors())
         features.append(f)
-        jacobians.append(j)
-        edges.append(batch.edge_index + offset)
-        n_atoms.extend(batch.atoms_per_structure.tolist())
-        edge_owner = batch.structure_index[batch.edge_index[0]]
-        n_edges.extend(torch.bincount(edge_owner, minlength=batch.n_structures).tolist())
+        edge_index.append(batch.edge_index + offset)
         offset += batch.n_atoms
-        chunk.clear()
-
-    for atoms in dataset.structures:
-        chunk.append(atoms)
-        if sum(len(a) for a in chunk) >= chunk_atoms:
-            flush()
-    flush()
-    numbers = torch.as_tensor(np.concatenate([a.numbers for a in dataset.structures]), dtype=torch.int64)
-    ref = np.array(
-        [sum(reference[s] for s in a.get_chemical_symbols()) for a in dataset.structures], dtype=np.float64
-    )
-    sizes = torch.tensor(n_atoms)
+        bar.update(batch.n_atoms)
+    bar.close()
+    if storage == "memory":
+        store = MemoryJacobian(_cat(jacobians, (0, descriptor.n_features, 3)), _offsets(torch.tensor(edges, dtype=torch.int64)))
+    sizes = torch.tensor([len(a) for a in dataset.structures], dtype=torch.int64)
+    ref = np.array([sum(reference[s] for s in a.get_chemical_symbols()) for a in dataset.structures], dtype=np.float64)
     return FeatureSet(
-        features=torch.cat(features),
-        jacobian=torch.cat(jacobians),
-        numbers=numbers,
+        features=_cat(features, (0, descriptor.n_features)),
+        numbers=torch.as_tensor(np.concatenate([a.numbers for a in dataset.structures]), dtype=torch.int64),
         structure_index=torch.repeat_interleave(torch.arange(len(dataset)), sizes),
-        edge_index=torch.cat(edges, dim=1),
+        edge_index=torch.cat(edge_index, dim=1) if edge_index else torch.zeros(2, 0, dtype=torch.int64),
+        edge_vectors=_cat(vectors, (0, 3)),
         energies=torch.as_tensor(dataset.energies - ref, dtype=DTYPE),
         forces=torch.as_tensor(np.concatenate(dataset.forces), dtype=DTYPE),
-        atom_offsets=torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(sizes, 0)]),
-        edge_offsets=torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(torch.tensor(n_edges), 0)]),
+        stresses=torch.as_tensor(np.stack([_stress_or_nan(s) for s in dataset.stresses]), dtype=DTYPE),
+        volumes=torch.tensor([abs(a.cell.volume) if has_full_cell(a) else 0.0 for a in dataset.structures], dtype=DTYPE),
+        atom_offsets=_offsets(sizes),
+        edge_offsets=_offsets(torch.tensor(edges, dtype=torch.int64)),
+        jacobian=store,
+        jacobian_rows=torch.arange(len(dataset)) if store is not None else None,
+        chunk_edges=chunk_edges,
     )
 
 
-def predict_energies_forces(
-    atomic_energy: torch.nn.Module, data: FeatureSet, create_graph: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Structure energies (n_structures,) eV and forces (n_atoms, 3) eV/Å of a model on ``data``.
+def _groups(edges: Sequence[int], chunk_edges: int) -> Iterator[list[int]]:
+    group, size = [], 0
+    for index, n in enumerate(edges):
+        if group and size + n > chunk_edges:
+            yield group
+            group, size = [], 0
+        group.append(index)
+        size += n
+    if group:
+        yield group
 
-    ``atomic_energy(features, numbers)`` returns per-atom energies; forces use the chain rule
-    through the stored feature derivatives.
+
+def _cat(tensors: list[torch.Tensor], empty_shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.cat(tensors) if tensors else torch.zeros(empty_shape, dtype=DTYPE)
+
+
+def _stress_or_nan(stress: np.ndarray | None) -> np.ndarray:
+    return np.full(6, np.nan) if stress is None else np.asarray(stress, dtype=np.float64)
+
+
+def concatenate_feature_sets(sets: Sequence[FeatureSet]) -> FeatureSet:
+    """One feature set with the structures of ``sets`` in order, sharing their derivative stores,
+    so a retraining loop featurizes only its new structures."""
+    sets = [s for s in sets if s.n_structures]
+    if not sets:
+        raise ValueError("nothing to concatenate")
+    if len({s.jacobian is None for s in sets}) > 1:
+        raise ValueError("cannot concatenate feature sets with and without derivatives")
+    atom_shift = torch.cumsum(torch.tensor([0] + [s.n_atoms for s in sets[:-1]]), 0)
+    structure_shift = torch.cumsum(torch.tensor([0] + [s.n_structures for s in sets[:-1]]), 0)
+    combined = FeatureSet(
+        features=torch.cat([s.features for s in sets]),
+        numbers=torch.cat([s.numbers for s in sets]),
+        structure_index=torch.cat([s.structure_index + k for s, k in zip(sets, structure_shift)]),
+        edge_index=torch.cat([s.edge_index + k for s, k in zip(sets, atom_shift)], dim=1),
+        edge_vectors=torch.cat([s.edge_vectors for s in sets]),
+        energies=torch.cat([s.energies for s in sets]),
+        forces=torch.cat([s.forces for s in sets]),
+        stresses=torch.cat([s.stresses for s in sets]),
+        volumes=torch.cat([s.volumes for s in sets]),
+        atom_offsets=_offsets(torch.cat([s.atoms_per_structure for s in sets])),
+        edge_offsets=_offsets(torch.cat([s.edges_per_structure for s in sets])),
+        chunk_edges=min(s.chunk_edges for s in sets),
+    )
+    if sets[0].jacobian is not None:
+        views = [s.select(torch.arange(s.n_structures)) for s in sets]  # each with its own rows
+        combined.jacobian = ConcatenatedJacobian([_RowView(v.jacobian, v.jacobian_rows) for v in views])
+        combined.jacobian_rows = torch.arange(combined.n_structures)
+    return combined
+
+
+class _RowView(JacobianStore):
+    """The rows ``rows`` of another store, renumbered from zero."""
+
+    def __init__(self, store: JacobianStore, rows: torch.Tensor):
+        self.store, self.rows, self.storage = store, rows.tolist(), store.storage
+
+    @property
+    def n_structures(self) -> int:
+        return len(self.rows)
+
+    @property
+    def nbytes(self) -> int:
+        return self.store.nbytes
+
+    def read(self, structures: Sequence[int]) -> torch.Tensor:
+        return self.store.read([self.rows[s] for s in structures])
+
+
+def check_stress_labels(data: FeatureSet, settings: FitSettings, source: str) -> None:
+    """``stress_weight > 0`` needs periodic structures with stress labels."""
+    if settings.stress_weight > 0 and not bool(data.has_stress.any()):
+        raise DataError(
+            f"training.stress_weight is {settings.stress_weight:g} but {source} has no periodic structure with a"
+            " stress label (eV/Å^3, extxyz key 'stress'); label stress or set stress_weight: 0"
+        )
+
+
+def predict_labels(
+    atomic_energy: torch.nn.Module, data: FeatureSet, forces: bool, stress: bool, create_graph: bool
+) -> dict[str, torch.Tensor]:
+    """Energies (n_structures,) eV and, if asked, forces (n_atoms, 3) eV/Å and stress
+    (n_structures, 6) eV/Å^3 of a model on loaded ``data``.
+
+    ``atomic_energy(features, numbers)`` returns per-atom energies; forces and stress use the
+    chain rule through the stored feature derivatives (``g_e = sum_f dE/dG_{i f} dG_{i f}/dr_e``).
     """
-    features = data.features.detach().requires_grad_(True)
+    features = data.features.detach().requires_grad_(forces or stress)
     atom_energies = atomic_energy(features, data.numbers)  # (n_atoms,)
-    energies = torch.zeros(data.n_structures, dtype=atom_energies.dtype).index_add(
-        0, data.structure_index, atom_energies
-    )
+    energies = torch.zeros(data.n_structures, dtype=atom_energies.dtype).index_add(0, data.structure_index, atom_energies)
+    results = {"energy": energies}
+    if not (forces or stress):
+        return results
     (d_energy,) = torch.autograd.grad(atom_energies.sum(), features, create_graph=create_graph)  # (n_atoms, F)
-    edge_gradients = torch.einsum("ef,efc->ec", d_energy[data.edge_index[0]], data.jacobian)  # (n_edges, 3)
-    forces = forces_from_edge_gradients(edge_gradients, data.edge_index, features.shape[0])
-    return energies, forces
+    jacobian = data.load_jacobian()
+    edge_gradients = torch.einsum("ef,efc->ec", d_energy[data.edge_index[0]], jacobian)  # (n_edges, 3)
+    if forces:
+        results["forces"] = forces_from_edge_gradients(edge_gradients, data.edge_index, data.n_atoms)
+    if stress:
+        owner = data.structure_index[data.edge_index[0]]
+        volumes = torch.where(data.volumes > 0, data.volumes, torch.ones_like(data.volumes))
+        results["stress"] = virial_stress(edge_gradients, data.edge_vectors, owner, volumes)
+    return results
+
+
+def error_sums(
+    atomic_energy: torch.nn.Module, data: FeatureSet, settings: FitSettings, create_graph: bool
+) -> dict[str, torch.Tensor | int]:
+    """Sums of squared errors of a loaded part and the counts they average over:
+    ``energy`` (eV/atom)^2 over structures, ``force`` (eV/Å)^2 over components, ``stress``
+    (eV/Å^3)^2 over the components of structures with stress labels."""
+    use_stress = settings.stress_weight > 0 and bool(data.has_stress.any())
+    predicted = predict_labels(atomic_energy, data, settings.force_weight > 0, use_stress, create_graph)
+    sums: dict[str, torch.Tensor | int] = {
+        "energy": (((predicted["energy"] - data.energies) / data.atoms_per_structure) ** 2).sum(),
+        "n_energy": data.n_structures,
+    }
+    if "forces" in predicted:
+        sums["force"], sums["n_force"] = ((predicted["forces"] - data.forces) ** 2).sum(), 3 * data.n_atoms
+    if use_stress:
+        labeled = data.has_stress
+        sums["stress"] = ((predicted["stress"][labeled] - data.stresses[labeled]) ** 2).sum()
+        sums["n_stress"] = 6 * int(labeled.sum())
+    return sums
+
+
+def metrics_from_sums(sums: dict[str, float], settings: FitSettings) -> dict[str, float]:
+    """Loss and RMSEs (energy meV/atom, force eV/Å, stress GPa) from accumulated error sums."""
+    energy_mse = sums["energy"] / max(sums["n_energy"], 1)
+    force_mse = sums.get("force", 0.0) / max(sums.get("n_force", 0), 1)
+    stress_mse = sums.get("stress", 0.0) / max(sums.get("n_stress", 0), 1)
+    metrics = {
+        "loss": energy_mse + settings.force_weight * force_mse + settings.stress_weight * stress_mse,
+        "energy_rmse_meV_per_atom": 1000 * math.sqrt(energy_mse),
+    }
+    if sums.get("n_force"):
+        metrics["force_rmse_eV_per_A"] = math.sqrt(force_mse)
+    if sums.get("n_stress"):
+        metrics["stress_rmse_GPa"] = EV_PER_A3_IN_GPA * math.sqrt(stress_mse)
+    return metrics
+
+
+def evaluate(atomic_energy: torch.nn.Module, data: FeatureSet, settings: FitSettings) -> dict[str, float]:
+    """Loss and RMSEs of ``atomic_energy`` on a whole set, chunk by chunk."""
+    totals: dict[str, float] = {}
+    for part in data.chunks():
+        for key, value in error_sums(atomic_energy, part, settings, create_graph=False).items():
+            totals[key] = totals.get(key, 0.0) + (value.detach().item() if isinstance(value, torch.Tensor) else value)
+    return metrics_from_sums(totals, settings)
+

@@ -27,17 +27,27 @@ def forces_from_edge_gradients(edge_gradients: torch.Tensor, edge_index: torch.T
     return forces.index_add(0, neighbors, -edge_gradients)
 
 
+def virial_stress(
+    edge_gradients: torch.Tensor, edge_vectors: torch.Tensor, edge_owner: torch.Tensor, volumes: torch.Tensor
+) -> torch.Tensor:
+    """(n_structures, 6) stress in ASE Voigt order (xx, yy, zz, yz, xz, xy), eV/Å^3.
+
+    ``edge_owner`` (n_edges,) is the structure of each edge, ``volumes`` (n_structures,) Å^3.
+    """
+    per_edge = edge_vectors.unsqueeze(2) * edge_gradients.unsqueeze(1)  # (n_edges, 3, 3)
+    virial = torch.zeros(volumes.shape[0], 3, 3, dtype=per_edge.dtype, device=per_edge.device)
+    virial = virial.index_add(0, edge_owner, per_edge)
+    virial = 0.5 * (virial + virial.transpose(1, 2))
+    stress = virial / volumes[:, None, None]
+    return torch.stack([stress[:, a, b] for a, b in VOIGT], dim=1)
+
+
 def stress_from_edge_gradients(
     edge_gradients: torch.Tensor, edge_vectors: torch.Tensor, batch: Batch
 ) -> torch.Tensor:
-    """(n_structures, 6) stress in ASE Voigt order (xx, yy, zz, yz, xz, xy), eV/Å^3."""
-    per_edge = edge_vectors.unsqueeze(2) * edge_gradients.unsqueeze(1)  # (n_edges, 3, 3)
+    """(n_structures, 6) stress of a :class:`Batch` in ASE Voigt order, eV/Å^3."""
     owner = batch.structure_index[batch.edge_index[0]]
-    virial = torch.zeros(batch.n_structures, 3, 3, dtype=per_edge.dtype, device=per_edge.device)
-    virial = virial.index_add(0, owner, per_edge)
-    virial = 0.5 * (virial + virial.transpose(1, 2))
-    stress = virial / batch.volumes()[:, None, None]
-    return torch.stack([stress[:, a, b] for a, b in VOIGT], dim=1)
+    return virial_stress(edge_gradients, edge_vectors, owner, batch.volumes())
 
 
 def forces_and_stress(

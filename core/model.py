@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import torch
 
-from .features import FeatureSet
-from .training import TrainingSettings
+from .fit_settings import FitSettings
+
+if TYPE_CHECKING:
+    from .features import FeatureSet
+
+
+@dataclass
+class FitSummary:
+    """What a fit reports: numbers for the report (JSON types, e.g. ``epochs_run``,
+    ``best_epoch`` of an iterative fit, or the regularisation of a closed-form one) and, for
+    an iterative fit, one entry per epoch with train and validation metrics."""
+
+    info: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] | None = None
 
 
 class Model(torch.nn.Module, ABC):
@@ -18,8 +31,14 @@ class Model(torch.nn.Module, ABC):
     be differentiable in the features (forces follow by the chain rule). Learned state lives in
     parameters and buffers, so ``state_dict()`` holds all of it; :meth:`get_config` holds the
     hyper-parameters, and ``cls(species=..., n_features=..., **get_config())`` followed by
-    ``load_state_dict`` rebuilds a fitted model.
+    :meth:`load_fitted_state` rebuilds a fitted model, also when the fit changed the shapes of
+    its buffers (e.g. sparse points chosen from the data).
+
+    ``settings_schema`` is the pydantic model of the fit settings (a config's ``training:``
+    section); it extends :class:`~pesmith.fit_settings.FitSettings`.
     """
+
+    settings_schema: ClassVar[type[FitSettings]] = FitSettings
 
     def __init__(self, species: Sequence[str], n_features: int):
         super().__init__()
@@ -31,9 +50,48 @@ class Model(torch.nn.Module, ABC):
         """(n_atoms,) energies, eV, of atoms with ``features`` (n_atoms, F) and ``numbers``."""
 
     @abstractmethod
-    def fit(self, train: FeatureSet, validation: FeatureSet | None, settings: TrainingSettings) -> dict[str, Any]:
-        """Fit to ``train`` (energies and forces); return a history/summary for the report."""
+    def fit(self, train: "FeatureSet", validation: "FeatureSet | None", settings: FitSettings) -> FitSummary:
+        """Fit to ``train`` (energies and, per the settings, forces and stress)."""
 
     @abstractmethod
     def get_config(self) -> dict[str, Any]:
         """Hyper-parameters (plain YAML/JSON types), without ``species`` and ``n_features``."""
+
+    def energy_std(
+        self, features: torch.Tensor, numbers: torch.Tensor, structure_index: torch.Tensor, n_structures: int
+    ) -> torch.Tensor | None:
+        """(n_structures,) standard deviation of each structure's predicted energy, eV, or
+        ``None`` when the model has no uncertainty estimate (the default)."""
+        return None
+
+    def load_fitted_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load a saved ``state_dict``, first giving every buffer and parameter the saved shape."""
+        for name, value in state.items():
+            owner_name, _, attribute = name.rpartition(".")
+            owner = self.get_submodule(owner_name) if owner_name else self
+            current = getattr(owner, attribute, None)
+            if isinstance(current, torch.Tensor) and current.shape != value.shape:
+                resized = torch.empty(value.shape, dtype=value.dtype)
+                if isinstance(current, torch.nn.Parameter):
+                    setattr(owner, attribute, torch.nn.Parameter(resized, requires_grad=current.requires_grad))
+                else:
+                    owner.register_buffer(attribute, resized, persistent=attribute not in owner._non_persistent_buffers_set)
+        self.load_state_dict(state)
+
+
+def standardization(features: torch.Tensor, numbers: torch.Tensor, species: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-element feature means and scales ``(n_species, F)`` (population standard deviation;
+    1 for constant features and for elements absent from ``features``)."""
+    from ase.data import atomic_numbers
+
+    mean = torch.zeros(len(species), features.shape[1], dtype=features.dtype)
+    scale = torch.ones_like(mean)
+    for index, symbol in enumerate(species):
+        rows = features[numbers == atomic_numbers[symbol]]
+        if rows.shape[0] == 0:
+            continue
+        mean[index] = rows.mean(0)
+        std = rows.std(0, unbiased=False)
+        scale[index] = torch.where(std > 1e-8, std, torch.ones_like(std))
+    return mean, scale
+

@@ -87,7 +87,7 @@ def load_potential(path: str | Path, registry: Registry | None = None) -> tuple[
         model = registry.get("model", model_config.pop("kind"))(
             species=header["species"], n_features=header["n_features"], **model_config
         )
-        model.load_state_dict(payload["model_state"])
+        model.load_fitted_state(payload["model_state"])
         potential = Potential(descriptor, model, header["reference_energies_eV"])
         potential.feature_min.copy_(payload["feature_min"])
         potential.feature_max.copy_(payload["feature_max"])

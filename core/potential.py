@@ -3,7 +3,9 @@ and stress from autograd."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import time
+from pathlib import Path
+from typing import Sequence
 
 import torch
 from ase import Atoms
@@ -11,13 +13,14 @@ from ase.data import atomic_numbers
 
 from .data import Dataset, reference_energies
 from .descriptor import Descriptor
-from .features import featurize_dataset
+from .features import check_stress_labels, featurize_dataset, plan_for
+from .fit_settings import FitSettings
 from .grad import forces_and_stress
-from .model import Model
+from .model import FitSummary, Model
 from .structures import DTYPE, Batch, build_batch
-from .training import TrainingSettings
 
 ENERGY, ATOM_ENERGIES, FORCES, STRESS, FEATURES = "energy", "energies", "forces", "stress", "features"
+ENERGY_STD = "energy_std"
 
 
 class Potential(torch.nn.Module):
@@ -68,24 +71,50 @@ class Potential(torch.nn.Module):
         features = self.descriptor(batch.numbers, batch.edge_index, edge_vectors)  # (n_atoms, F)
         atom_energies = self.model(features, batch.numbers) + self.reference_table[batch.numbers]  # (n_atoms,)
         energy = torch.zeros(batch.n_structures, dtype=DTYPE).index_add(0, batch.structure_index, atom_energies)
-        return {ENERGY: energy, ATOM_ENERGIES: atom_energies, FEATURES: features}
+        results = {ENERGY: energy, ATOM_ENERGIES: atom_energies, FEATURES: features}
+        std = self.model.energy_std(features, batch.numbers, batch.structure_index, batch.n_structures)
+        if std is not None:
+            results[ENERGY_STD] = std
+        return results
 
     def fit(
         self,
         train_set: Dataset,
         validation: Dataset | None,
-        settings: TrainingSettings,
+        settings: FitSettings,
         isolated_atom_energies: dict[str, float] | None = None,
-    ) -> dict[str, Any]:
-        """Fit reference energies, feature range and the model on labeled structures."""
+        cache_dir: Path | None = None,
+    ) -> FitSummary:
+        """Fit reference energies, feature range and the model on labeled structures.
+
+        Features and derivatives are computed within ``settings.memory_gb``
+        (:func:`pesmith.memory.plan_features`); a ``disk`` plan writes its float32 cache into
+        ``cache_dir``, which the caller owns and removes. The summary's ``info["features"]``
+        records the plan and the featurization time (s).
+        """
         self.set_reference(reference_energies(train_set, self.species, isolated_atom_energies))
-        train_features = featurize_dataset(self.descriptor, train_set, self.reference)
-        validation_features = (
-            featurize_dataset(self.descriptor, validation, self.reference) if validation is not None and len(validation) else None
-        )
-        self.feature_min.copy_(train_features.features.min(0).values)
-        self.feature_max.copy_(train_features.features.max(0).values)
-        return self.model.fit(train_features, validation_features, settings)
+        datasets = [train_set] + ([validation] if validation is not None and len(validation) else [])
+        plan, edges = plan_for(self.descriptor, datasets, settings, cache_dir)
+        started = time.perf_counter()
+        feature_sets = [
+            featurize_dataset(
+                self.descriptor,
+                dataset,
+                self.reference,
+                plan,
+                cache_path=Path(cache_dir) / f"jacobian_{k}.f32" if cache_dir is not None else None,
+                edges=dataset_edges,
+                progress=settings.progress,
+            )
+            for k, (dataset, dataset_edges) in enumerate(zip(datasets, edges))
+        ]
+        featurization_time = time.perf_counter() - started
+        check_stress_labels(feature_sets[0], settings, train_set.source)
+        self.feature_min.copy_(feature_sets[0].features.min(0).values)
+        self.feature_max.copy_(feature_sets[0].features.max(0).values)
+        summary = self.model.fit(feature_sets[0], feature_sets[1] if len(feature_sets) > 1 else None, settings)
+        summary.info["features"] = plan.as_dict() | {"featurization_s": featurization_time}
+        return summary
 
     def predict(self, structures: Sequence[Atoms], stress: bool | None = None) -> dict[str, torch.Tensor]:
         """Energies (eV), forces (eV/Å) and, for periodic cells, stress (eV/Å^3) of ``structures``."""

@@ -14,6 +14,8 @@ METRIC_UNITS = {
     "energy_mae_meV_per_atom": "meV/atom",
     "force_rmse_eV_per_A": "eV/Å",
     "force_mae_eV_per_A": "eV/Å",
+    "stress_rmse_GPa": "GPa",
+    "stress_mae_GPa": "GPa",
 }
 
 
@@ -32,12 +34,23 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"# pesmith training report: {report['model_file']}", ""]
     lines += [f"- data: `{report['data']['train']}` (split seed {report['data']['seed']})"]
     lines += [f"- train structures: {report['split']['n_train']}, validation: {report['split']['n_validation']}"]
-    lines += [f"- epochs run: {report['training']['epochs_run']}, best epoch: {report['training']['best_epoch']}"]
-    lines += [f"- training time: {report['training']['wall_time_s']:.1f} s", ""]
+    training = report["training"]
+    if "epochs_run" in training:
+        lines += [f"- epochs run: {training['epochs_run']}, best epoch: {training['best_epoch']}"]
+    if "features" in training:
+        plan = training["features"]
+        lines += [
+            f"- features: {plan['n_atoms']} atoms, {plan['n_edges']} edges, {plan['n_features']} per atom;"
+            f" derivatives {plan['jacobian_gb']:.3g} GB in float64, stored: {plan['storage']}"
+            f" (memory budget {plan['memory_gb']:.3g} GB); featurization {plan['featurization_s']:.1f} s"
+        ]
+    lines += [f"- training time: {training['wall_time_s']:.1f} s", ""]
     sets = [name for name in ("train", "validation") if name in report["metrics"]]
     lines += ["| metric | unit | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
     for key, unit in METRIC_UNITS.items():
-        values = " | ".join(f"{report['metrics'][s][key]:.4g}" for s in sets)
+        if not any(key in report["metrics"][s] for s in sets):
+            continue
+        values = " | ".join(f"{report['metrics'][s].get(key, float('nan')):.4g}" for s in sets)
         lines.append(f"| {key} | {unit} | {values} |")
     lines += ["", "Reference energies (eV/atom): "
               + ", ".join(f"{k} {v:.6f}" for k, v in report["reference_energies_eV"].items()), ""]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pesmith.cli import build_potential
 from pesmith.config import load_train_config
 from pesmith.data import Dataset, read_dataset
 from pesmith.registry import default_registry
 from pesmith.validation import predict_dataset
+from pesmith.workflows import build_potential
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "holdout"
 
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_set, validation = dataset.subset(kept).split(config.data.validation_fraction, config.data.seed)
     potential = build_potential(config, config.descriptor.options.get("species", dataset.species), registry)
     started = time.perf_counter()
-    summary = potential.fit(train_set, validation, config.training, config.data.isolated_atom_energies)
+    with tempfile.TemporaryDirectory(prefix=".holdout_features_", dir=RESULTS.parent.parent) as cache:
+        summary = potential.fit(train_set, validation, config.training, config.data.isolated_atom_energies, Path(cache))
     wall_time = time.perf_counter() - started
 
     sets = {"train": train_set, "validation": validation, "holdout": holdout}
@@ -86,22 +88,22 @@ def main(argv: list[str] | None = None) -> dict:
         "config": config.model_dump(mode="json"),
         "n_features": potential.descriptor.n_features,
         "holdout": {"fraction": args.fraction, "seed": args.seed, "source_indices": holdout.indices.tolist()},
-        "training": {k: v for k, v in summary.items() if k != "history"} | {"wall_time_s": wall_time},
+        "training": summary.info | {"wall_time_s": wall_time},
         "metrics": metrics,
         "holdout_by_config_type": holdout_by_type,
-        "history": summary.get("history", []),
+        "history": summary.history or [],
     }
     out = args.out or RESULTS / f"{args.config.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
 
     print(f"{args.config}: {potential.descriptor.n_features} features, trained in {wall_time:.0f} s "
-          f"({summary['epochs_run']} epochs, best {summary['best_epoch']})")
-    print(f"{'set':<22}{'n':>5}{'E RMSE':>10}{'E MAE':>10}{'F RMSE':>10}{'F MAE':>10}   (meV/atom, eV/Å)")
+          f"({summary.info.get('epochs_run')} epochs, best {summary.info.get('best_epoch')})")
+    print(f"{'set':<22}{'n':>5}{'E RMSE':>10}{'E MAE':>10}{'F RMSE':>10}{'F MAE':>10}{'S RMSE':>10}   (meV/atom, eV/Å, GPa)")
     rows = list(metrics.items()) + [(f"  holdout:{k}", v) for k, v in holdout_by_type.items()]
     for name, m in rows:
         print(f"{name:<22}{m['n_structures']:>5}{m['energy_rmse_meV_per_atom']:>10.2f}{m['energy_mae_meV_per_atom']:>10.2f}"
-              f"{m['force_rmse_eV_per_A']:>10.4f}{m['force_mae_eV_per_A']:>10.4f}")
+              f"{m['force_rmse_eV_per_A']:>10.4f}{m['force_mae_eV_per_A']:>10.4f}{m.get('stress_rmse_GPa', float('nan')):>10.3f}")
     print(f"wrote {out}")
     return result
 

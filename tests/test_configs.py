@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pesmith.cli import build_potential
+from pesmith.workflows import build_potential
 from pesmith.config import load_train_config, read_yaml
 from pesmith.data import read_dataset
 

@@ -131,16 +131,17 @@ def test_running_epoch_metrics_equal_a_full_evaluation_when_the_weights_do_not_m
     must add up to the metrics of the whole set: this checks the bookkeeping of the running
     metrics that the training history reports."""
     from pesmith.data import read_dataset
-    from pesmith.features import featurize_dataset
-    from pesmith.training import TrainingSettings, evaluate, train_one_epoch
+    from pesmith.features import evaluate, featurize_dataset
+    from pesmith.training import AdamSettings, train_one_epoch
 
     dataset = read_dataset(small_si_xyz)
     potential = random_potential(species=("Si",), cutoff=5.0)
     data = featurize_dataset(potential.descriptor, dataset, {"Si": -5.4})
-    settings = TrainingSettings(batch_size=3, learning_rate=1e-300, force_weight=0.3, progress=False)
+    settings = AdamSettings(batch_size=3, learning_rate=1e-300, force_weight=0.3, stress_weight=2.0, progress=False)
     optimizer = torch.optim.AdamW(potential.model.parameters(), lr=settings.learning_rate)
     running = train_one_epoch(potential.model, optimizer, data, settings, torch.Generator().manual_seed(0))
     assert data.n_structures == 4  # batches of 3 and 1 structures, of different atom counts
-    whole = evaluate(potential.model, data, settings.force_weight)
+    whole = evaluate(potential.model, data, settings)
+    assert "stress_rmse_GPa" in whole
     for key in whole:
         assert running[key] == pytest.approx(whole[key], rel=1e-12)

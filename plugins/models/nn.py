@@ -9,7 +9,7 @@ N. Artrith, A. Urban and G. Ceder, J. Chem. Phys. 148, 241711 (2018), doi:10.106
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from ase.data import atomic_numbers
@@ -17,9 +17,9 @@ from ase.data import atomic_numbers
 from pesmith import hookimpl
 from pesmith.errors import ConfigError
 from pesmith.features import FeatureSet
-from pesmith.model import Model
+from pesmith.model import FitSummary, Model, standardization
 from pesmith.structures import DTYPE
-from pesmith.training import TrainingSettings, train
+from pesmith.training import AdamSettings, train
 
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "silu": torch.nn.SiLU, "softplus": torch.nn.Softplus, "gelu": torch.nn.GELU}
 
@@ -38,6 +38,8 @@ class BehlerParrinello(Model):
     activation
         One of ``tanh``, ``silu``, ``softplus``, ``gelu``.
     """
+
+    settings_schema: ClassVar[type[AdamSettings]] = AdamSettings
 
     def __init__(
         self, species: Sequence[str], n_features: int, hidden: Sequence[int] = (15, 15), activation: str = "tanh"
@@ -77,7 +79,7 @@ class BehlerParrinello(Model):
             energies = energies.index_put((atoms,), self.networks[symbol](x).squeeze(1))
         return energies
 
-    def fit(self, train_set: FeatureSet, validation: FeatureSet | None, settings: TrainingSettings) -> dict[str, Any]:
+    def fit(self, train_set: FeatureSet, validation: FeatureSet | None, settings: AdamSettings) -> FitSummary:
         """Standardise features per element on ``train_set``, then run the shared fit loop."""
         with torch.random.fork_rng():  # seeded initialisation without touching the global RNG
             torch.manual_seed(settings.seed)
@@ -85,14 +87,9 @@ class BehlerParrinello(Model):
                 for layer in network:
                     if isinstance(layer, torch.nn.Linear):
                         layer.reset_parameters()
-        with torch.no_grad():
-            for index in range(len(self.species)):
-                rows = train_set.features[train_set.numbers == self.numbers_of_species[index]]
-                if rows.shape[0] == 0:
-                    continue
-                self.feature_mean[index] = rows.mean(0)
-                std = rows.std(0, unbiased=False)
-                self.feature_scale[index] = torch.where(std > 1e-8, std, torch.ones_like(std))
+        mean, scale = standardization(train_set.features, train_set.numbers, self.species)
+        self.feature_mean.copy_(mean)
+        self.feature_scale.copy_(scale)
         return train(self, train_set, validation, settings)
 
 

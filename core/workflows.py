@@ -1,0 +1,94 @@
+"""What the command line and the search call: train a potential from a config.
+
+The CLI only parses arguments and prints; everything a run computes and writes is here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+
+from . import __version__
+from .atomic import write_text_atomic
+from .config import TrainConfig
+from .data import read_dataset
+from .errors import ConfigError
+from .model_file import save_potential
+from .potential import Potential
+from .registry import Registry
+from .report import write_report
+from .validation import predict_dataset
+
+
+@dataclass
+class TrainResult:
+    """A trained potential and its report (the JSON the report file holds)."""
+
+    potential: Potential
+    report: dict[str, Any]
+
+
+def build_potential(config: TrainConfig, species: Sequence[str], registry: Registry) -> Potential:
+    """Instantiate the descriptor and model plugins named in ``config``."""
+    descriptor_options = {"species": list(species), **config.descriptor.options}
+    try:
+        descriptor = registry.get("descriptor", config.descriptor.kind)(**descriptor_options)
+        model = registry.get("model", config.model.kind)(
+            species=descriptor.species, n_features=descriptor.n_features, **config.model.options
+        )
+    except TypeError as exc:
+        raise ConfigError(f"invalid plugin options: {exc}") from exc
+    return Potential(descriptor, model)
+
+
+def train(config: TrainConfig, registry: Registry) -> TrainResult:
+    """Train the potential ``config`` describes; write the model file, its report (JSON,
+    markdown, parity plot) and the resolved config beside ``config.output``.
+
+    A float32 cache of feature derivatives, when the memory budget calls for one, lives in a
+    temporary folder beside the output and is removed at the end.
+    """
+    if config.training.threads:
+        torch.set_num_threads(config.training.threads)
+    dataset = read_dataset(config.data.train)
+    train_set, validation = dataset.split(config.data.validation_fraction, config.data.seed)
+    potential = build_potential(config, config.descriptor.options.get("species", dataset.species), registry)
+    config.output.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f".{config.output.stem}_features_", dir=config.output.parent) as cache:
+        summary = potential.fit(train_set, validation, config.training, config.data.isolated_atom_energies, Path(cache))
+    wall_time = time.perf_counter() - started
+    predictions = {"train": predict_dataset(potential, train_set)}
+    if len(validation):
+        predictions["validation"] = predict_dataset(potential, validation)
+    resolved = config.model_dump(mode="json")
+    resolved["descriptor"] = {"kind": config.descriptor.kind, **potential.descriptor.get_config()}
+    resolved["model"] = {"kind": config.model.kind, **potential.model.get_config()}
+    report = {
+        "pesmith_version": __version__,
+        "torch_version": torch.__version__,
+        "model_file": str(config.output),
+        "config": resolved,
+        "data": {"train": resolved["data"]["train"], "seed": config.data.seed},
+        "split": {
+            "n_train": len(train_set),
+            "n_validation": len(validation),
+            "train_indices": train_set.indices.tolist(),
+            "validation_indices": validation.indices.tolist(),
+        },
+        "reference_energies_eV": potential.reference,
+        "training": summary.info | {"wall_time_s": wall_time},
+        "metrics": {name: p.metrics() for name, p in predictions.items()},
+        "history": summary.history or [],
+    }
+    save_potential(potential, config.output, metadata={k: v for k, v in report.items() if k != "history"}, registry=registry)
+    stem = config.output.with_suffix("")
+    write_report(stem, report, predictions)
+    write_text_atomic(stem.with_name(stem.name + "_config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
+    return TrainResult(potential, report)
