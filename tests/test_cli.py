@@ -243,7 +243,7 @@ def test_corrupt_model_file(tmp_path, small_si_xyz, capsys):
     path = tmp_path / "random.pt"
     path.write_bytes(np.random.default_rng(0).bytes(4096))
     code, _, err = run(capsys, "evaluate", path, small_si_xyz)
-    assert_user_error(code, err, str(path), "is not a readable pesmith model file", "retrain")
+    assert_user_error(code, err, str(path), "is not a pesmith model file", "never loads", "`pesmith train`")
 
 
 def test_foreign_pt_file(tmp_path, small_si_xyz, capsys):
@@ -251,6 +251,35 @@ def test_foreign_pt_file(tmp_path, small_si_xyz, capsys):
     torch.save({"weights": torch.zeros(3), "epoch": 4}, path)
     code, _, err = run(capsys, "evaluate", path, small_si_xyz)
     assert_user_error(code, err, str(path), "is not a pesmith model file")
+
+
+def test_truncated_model_file_is_one_whole_sentence(tiny_si_model, tmp_path, small_si_xyz):
+    data = tiny_si_model.read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: len(data) // 2])
+    result = console("evaluate", path, small_si_xyz, cwd=tmp_path)
+    line = assert_user_error(
+        result.returncode, result.stderr, f"{path} is not a readable pesmith model file", "cut short or damaged",
+        "written whole by `pesmith train`", "copy it again",
+    )
+    assert line.endswith("retrain with `pesmith train`")
+
+
+class Arbitrary:
+    """Any Python object: torch.save pickles it, and loading it could run code."""
+
+
+def test_arbitrary_pickle_is_refused_with_our_own_sentence(tmp_path, small_si_xyz):
+    path = tmp_path / "pickle.pt"
+    torch.save({"format": "pesmith-model", "object": Arbitrary()}, path)
+    result = console("evaluate", path, small_si_xyz, cwd=tmp_path)
+    line = assert_user_error(result.returncode, result.stderr, f"{path} is not a pesmith model file", "never loads")
+    assert "\x1b" not in line and "can still be loaded" not in line and "weights_only" not in line
+
+
+def test_model_argument_that_is_a_folder(tmp_path, small_si_xyz, capsys):
+    code, _, err = run(capsys, "evaluate", tmp_path, small_si_xyz)
+    assert_user_error(code, err, f"model file {tmp_path} is a directory")
 
 
 def rewritten(model: Path, target: Path, change) -> Path:
