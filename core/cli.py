@@ -174,8 +174,37 @@ def evaluate_command(model_path: Path, data_path: Path, json_path: Path | None, 
         write_json(json_path, metrics)
 
 
-def hull_command(data_path: Path, elements: tuple[str, str], json_path: Path | None) -> None:
-    """``pesmith hull``: print (and with ``json_path`` write) formation energies and the hull."""
+def parse_references(text: str | None, elements: tuple[str, str]) -> dict[str, float]:
+    """``--references Li=-1.90,Si=-5.42`` as ``{"Li": -1.9, "Si": -5.42}`` (eV/atom); ``None`` gives ``{}``.
+
+    Raises
+    ------
+    ConfigError
+        If a pair is not ``ELEMENT=NUMBER`` or names an element outside ``elements``.
+    """
+    if not text:
+        return {}
+    references: dict[str, float] = {}
+    for pair in text.split(","):
+        element, _, value = pair.partition("=")
+        try:
+            references[element.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"--references {text!r}: expected ELEMENT=ENERGY pairs (eV/atom) separated by commas,"
+                f" e.g. {elements[0]}=-1.90,{elements[1]}=-5.42"
+            ) from None
+    unknown = sorted(set(references) - set(elements))
+    if unknown:
+        raise ConfigError(f"--references names {unknown}, not among --elements {' '.join(elements)}")
+    return references
+
+
+def hull_command(
+    data_path: Path, elements: tuple[str, str], json_path: Path | None, references: dict[str, float] | None = None
+) -> None:
+    """``pesmith hull``: print (and with ``json_path`` write) formation energies and the hull;
+    ``references`` (eV/atom) replace the lowest-energy pure structures as elemental references."""
     from pesmith.search.hull import formation_energies
 
     from .data import check_structure_file, read_dataset
@@ -184,7 +213,7 @@ def hull_command(data_path: Path, elements: tuple[str, str], json_path: Path | N
     if json_path:
         check_writable(json_path, "--json")
     dataset = read_dataset(data_path)
-    entries = formation_energies(dataset.structures, dataset.energies, elements)
+    entries = formation_energies(dataset.structures, dataset.energies, elements, references)
     print_hull(entries, elements[0])
     if json_path:
         write_json(json_path, [e.as_dict() for e in entries])
@@ -246,6 +275,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     hull.add_argument("data", type=Path, help="labeled structures (extxyz or ase.db from `pesmith label`)")
     hull.add_argument("--elements", nargs=2, default=["Li", "Si"], metavar=("A", "B"))
     hull.add_argument("--json", type=Path, help="also write the table to this JSON file")
+    hull.add_argument(
+        "--references",
+        metavar="A=E,B=E",
+        help="energies per atom (eV/atom) of the pure elements, e.g. Li=-1.90,Si=-5.42 (default: the lowest"
+        " energy per atom among the pure structures in DATA)",
+    )
     verbs.add_parser("plugins", help="list installed descriptor, model and reference plugins")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -262,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.verb == "generate":
             print_label_summary(generate_command(args.config, registry))
         elif args.verb == "hull":
-            hull_command(args.data, tuple(args.elements), args.json)
+            elements = tuple(args.elements)
+            hull_command(args.data, elements, args.json, parse_references(args.references, elements))
         elif args.verb == "plugins":
             print(f"{'kind':<12}{'name':<16}{'package':<20}description")
             for info in registry.plugins():
