@@ -87,6 +87,19 @@ def check_train_outputs(output: Path, config_path: Path, overwrite: bool) -> Non
         )
 
 
+def warn_without_validation(n_structures: int, n_validation: int, validation_fraction: float) -> None:
+    """Warn on stderr when the split leaves no validation set, and what the best epoch then means."""
+    if n_validation:
+        return
+    reason = "data.validation_fraction is 0" if validation_fraction == 0 else f"{n_structures} structure(s) leave none to hold out"
+    print(
+        f"warning: no validation set ({reason}): the best epoch kept is the one with the lowest loss on the training"
+        " set itself, which says nothing about errors on new structures; give at least 2 structures and"
+        " data.validation_fraction > 0",
+        file=sys.stderr,
+    )
+
+
 def train_command(config_path: Path, registry: Registry, overwrite: bool = False) -> dict:
     """``pesmith train``: fit the potential of ``config_path`` and write it with its report;
     with ``overwrite`` an earlier run's outputs are replaced, otherwise they stop the run."""
@@ -106,6 +119,7 @@ def train_command(config_path: Path, registry: Registry, overwrite: bool = False
         torch.set_num_threads(config.training.threads)
     dataset = read_dataset(config.data.train)
     train_set, validation = dataset.split(config.data.validation_fraction, config.data.seed)
+    warn_without_validation(len(dataset), len(validation), config.data.validation_fraction)
     potential = build_potential(config, config.descriptor.options.get("species", dataset.species), registry)
     started = time.perf_counter()
     summary = potential.fit(train_set, validation, config.training, config.data.isolated_atom_energies)

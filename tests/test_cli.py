@@ -202,19 +202,20 @@ def test_crash_while_saving_leaves_no_temp_file(tmp_path, write_config, tiny_si_
     assert files_in(out) == ["model.pt"] and (out / "model.pt").read_bytes() == previous
 
 
-def test_single_structure_with_large_validation_fraction(tmp_path, write_config, small_si_xyz, capsys):
-    """BUG: one structure + validation_fraction 0.6 -> empty training set -> numpy LinAlgError traceback.
-
-    Expected: either train on it (exit 0) or a clear one-line error (exit 2).
-    """
+@pytest.mark.parametrize("fraction", [0.1, 0.6])
+def test_single_structure_trains_with_a_warning_about_validation(tmp_path, write_config, small_si_xyz, capsys, fraction):
+    """One structure: no validation set can be held out; training goes on, and says what that means."""
     import ase.io
 
     one = tmp_path / "one.xyz"
     ase.io.write(one, ase.io.read(small_si_xyz, index=0), format="extxyz")
-    config = write_config(data_path=one, data={"train": str(one), "validation_fraction": 0.6, "seed": 0})
-    code = cli.main(["train", str(config)])  # must not raise
-    err = capsys.readouterr().err
-    assert code == 0 or len(err.splitlines()) == 1
+    config = write_config(data_path=one, data={"train": str(one), "validation_fraction": fraction, "seed": 0})
+    code, _, err = run(capsys, "train", config)
+    assert code == 0 and (tmp_path / "out" / "model.pt").is_file()
+    assert err.splitlines() == [err.strip()] and err.startswith("warning: no validation set (1 structure(s) leave none")
+    assert "lowest loss on the training set itself" in err
+    report = json.loads((tmp_path / "out" / "model_report.json").read_text())
+    assert report["split"] == {"n_train": 1, "n_validation": 0, "train_indices": [0], "validation_indices": []}
 
 
 # --- model files ------------------------------------------------------------------------------
