@@ -11,7 +11,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from .model_file import load_potential
 from .potential import ATOM_ENERGIES, ENERGY, ENERGY_STD, FEATURES, FORCES, STRESS, Potential
 from .registry import Registry
-from .structures import build_batch
+from .structures import Batch, build_batch, check_close_pairs, check_finite_geometry
 
 
 class ExtrapolationWarning(UserWarning):
@@ -21,8 +21,11 @@ class ExtrapolationWarning(UserWarning):
 class PesmithCalculator(Calculator):
     """Energy (eV), per-atom energies, forces (eV/Å) and stress (eV/Å^3) from a pesmith potential.
 
-    Stress is computed for fully periodic cells only. A model with an uncertainty estimate
-    adds ``results["energy_std"]`` (eV), the standard deviation of the energy. The first structure whose features
+    A structure with a NaN or infinite position, or two atoms closer than
+    :data:`pesmith.structures.MIN_DISTANCE`, raises :class:`~pesmith.errors.DataError` instead of
+    returning NaN. Stress is computed for fully periodic cells only. A model with an uncertainty
+    estimate adds ``results["energy_std"]`` (eV), the standard deviation of the energy. The first
+    structure whose features
     fall outside the per-feature range of the training data triggers one
     :class:`ExtrapolationWarning` per calculator, naming how many atoms and features.
     """
@@ -42,7 +45,7 @@ class PesmithCalculator(Calculator):
 
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
-        batch = build_batch([self.atoms], self.potential.descriptor.cutoff)
+        batch = self._checked_batch()
         periodic = bool(self.atoms.pbc.all()) and self.atoms.cell.volume > 0
         results = self.potential(batch, forces=True, stress=periodic)
         self._check_range(results[FEATURES])
@@ -57,6 +60,23 @@ class PesmithCalculator(Calculator):
             self.results["stress"] = results[STRESS][0].numpy().copy()
         if ENERGY_STD in results:
             self.results["energy_std"] = float(results[ENERGY_STD][0])
+
+    def _checked_batch(self) -> Batch:
+        """The :class:`~pesmith.structures.Batch` of ``self.atoms``, after checking that its positions
+        are finite and no two atoms overlap (which would give NaN or meaningless energies).
+
+        Raises
+        ------
+        DataError
+            Naming the structure and the offending atom(s).
+        """
+        where = f"PesmithCalculator, structure {self.atoms.get_chemical_formula()}"
+        check_finite_geometry(self.atoms, where)
+        batch = build_batch([self.atoms], self.potential.descriptor.cutoff)
+        centers, neighbors = batch.edge_index.numpy()
+        distances = batch.edge_vectors().norm(dim=1).numpy()  # (n_edges,) Å
+        check_close_pairs(self.atoms, where, centers, neighbors, distances)
+        return batch
 
     def _check_range(self, features) -> None:
         if self._warned:

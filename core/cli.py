@@ -11,32 +11,78 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
-from .atomic import write_text_atomic
-from .config import load_train_config
-from .data import read_dataset
-from .errors import PesmithError
-from .generate import generate, load_generate_config
-from .labeling import LabelSummary, failed_rows, label_structures, load_label_config
-from .model_file import load_potential
+from .errors import ConfigError, PesmithError
 from .registry import Registry, default_registry
-from .report import METRIC_UNITS
-from .validation import predict_dataset
+
+if TYPE_CHECKING:  # the verbs import these (and torch with them) when they run, not `--help`
+    from .labeling import LabelSummary
 
 EXIT_USER_ERROR = 2
 MAX_FAILURES_SHOWN = 10
+ARGUMENT_PATHS = "relative paths resolve against the current folder"
 
 
-def train_command(config_path: Path, registry: Registry) -> dict:
+def train_outputs(output: Path) -> list[Path]:
+    """Every file ``pesmith train`` writes for the model file ``output``: the model, its report
+    (JSON, markdown), parity plot and resolved config."""
+    from .report import report_paths
+
+    stem = output.with_suffix("")
+    return [output, *report_paths(stem), stem.with_name(stem.name + "_config.yaml")]
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Raise :class:`ConfigError` unless a file can be created at ``path``: it is not a folder, and
+    its nearest existing folder accepts a new file (tried with a temporary file, which also
+    catches read-only file systems). ``what`` names the path in the message."""
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory; give a file name")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{what} {path} cannot be written: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{what} {path} cannot be written ({folder}: {exc.strerror}); choose a writable folder"
+        ) from None
+
+
+def check_train_outputs(output: Path, config_path: Path, overwrite: bool) -> None:
+    """Before training: the outputs of ``output`` can be written and, unless ``overwrite``, none
+    of them exists yet (a second run would silently replace the first one's model)."""
+    check_writable(output, f"{config_path}: output")
+    existing = [path for path in train_outputs(output) if path.exists()]
+    if existing and not overwrite:
+        others = f" (and {len(existing) - 1} more output(s) of that run)" if len(existing) > 1 else ""
+        raise ConfigError(
+            f"{existing[0]} already exists{others}; pass --overwrite to replace the model, its reports,"
+            f" plot and config, or set another `output` in {config_path}"
+        )
+
+
+def train_command(config_path: Path, registry: Registry, overwrite: bool = False) -> dict:
+    """``pesmith train``: fit the potential of ``config_path`` and write it with its report;
+    with ``overwrite`` an earlier run's outputs are replaced, otherwise they stop the run."""
+    from .config import load_train_config
     from .workflows import train
 
-    return train(load_train_config(config_path, registry), registry).report
+    config = load_train_config(config_path, registry)
+    check_train_outputs(config.output, config_path, overwrite)
+    return train(config, registry, warn=lambda message: print(f"warning: {message}", file=sys.stderr)).report
 
 
 def print_metrics(metrics: dict[str, dict]) -> None:
+    from .report import METRIC_UNITS
+
     names = list(metrics)
     print(f"{'metric':<28}{'unit':<10}" + "".join(f"{n:>12}" for n in names))
     for key in ("n_structures", *METRIC_UNITS):
@@ -48,12 +94,77 @@ def print_metrics(metrics: dict[str, dict]) -> None:
 
 def write_json(path: Path, content) -> None:
     """``--json`` output: ``content`` as indented JSON, written atomically (folders created)."""
+    from .atomic import write_text_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(content, indent=2))
 
 
+def evaluate_command(model_path: Path, data_path: Path, json_path: Path | None, registry: Registry) -> None:
+    """``pesmith evaluate``: print (and with ``json_path`` write) the model's errors on the data."""
+    from .data import check_structure_file, read_dataset
+    from .model_file import load_potential
+    from .validation import predict_dataset
+
+    check_structure_file(data_path, "DATA argument", paths=ARGUMENT_PATHS)
+    if json_path:
+        check_writable(json_path, "--json")
+    potential, _ = load_potential(model_path, registry)
+    metrics = predict_dataset(potential, read_dataset(data_path)).metrics()
+    print_metrics({"value": metrics})
+    if json_path:
+        write_json(json_path, metrics)
+
+
+def parse_references(text: str | None, elements: tuple[str, str]) -> dict[str, float]:
+    """``--references Li=-1.90,Si=-5.42`` as ``{"Li": -1.9, "Si": -5.42}`` (eV/atom); ``None`` gives ``{}``.
+
+    Raises
+    ------
+    ConfigError
+        If a pair is not ``ELEMENT=NUMBER`` or names an element outside ``elements``.
+    """
+    if not text:
+        return {}
+    references: dict[str, float] = {}
+    for pair in text.split(","):
+        element, _, value = pair.partition("=")
+        try:
+            references[element.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"--references {text!r}: expected ELEMENT=ENERGY pairs (eV/atom) separated by commas,"
+                f" e.g. {elements[0]}=-1.90,{elements[1]}=-5.42"
+            ) from None
+    unknown = sorted(set(references) - set(elements))
+    if unknown:
+        raise ConfigError(f"--references names {unknown}, not among --elements {' '.join(elements)}")
+    return references
+
+
+def hull_command(
+    data_path: Path, elements: tuple[str, str], json_path: Path | None, references: dict[str, float] | None = None
+) -> None:
+    """``pesmith hull``: print (and with ``json_path`` write) formation energies and the hull;
+    ``references`` (eV/atom) replace the lowest-energy pure structures as elemental references."""
+    from pesmith.search.hull import formation_energies
+
+    from .data import check_structure_file, read_dataset
+
+    check_structure_file(data_path, "DATA argument", paths=ARGUMENT_PATHS)
+    if json_path:
+        check_writable(json_path, "--json")
+    dataset = read_dataset(data_path)
+    entries = formation_energies(dataset.structures, dataset.energies, elements, references)
+    print_hull(entries, elements[0])
+    if json_path:
+        write_json(json_path, [e.as_dict() for e in entries])
+
+
 def label_command(config_path: Path, registry: Registry) -> LabelSummary:
     from pesmith.search.parallel import parallel_map  # the map shared with the search
+
+    from .labeling import label_structures, load_label_config
 
     config = load_label_config(config_path, registry)
     return label_structures(config, registry, parallel_map, where=str(config_path))
@@ -62,11 +173,15 @@ def label_command(config_path: Path, registry: Registry) -> LabelSummary:
 def generate_command(config_path: Path, registry: Registry) -> LabelSummary:
     from pesmith.search.parallel import parallel_map
 
+    from .generate import generate, load_generate_config
+
     config = load_generate_config(config_path, registry)
     return generate(config, registry, parallel_map, where=str(config_path))
 
 
 def print_label_summary(summary: LabelSummary) -> None:
+    from .labeling import failed_rows
+
     print(
         f"{summary.n_structures} structures: {summary.n_labeled} labeled, {summary.n_failed} failed,"
         f" {summary.n_skipped} already in {summary.database} ({summary.wall_time:.1f} s)"
@@ -89,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbs = parser.add_subparsers(dest="verb", required=True)
     train = verbs.add_parser("train", help="train a model from a YAML config")
     train.add_argument("config", type=Path)
+    train.add_argument("--overwrite", action="store_true", help="replace the model and report of an earlier run")
     evaluate = verbs.add_parser("evaluate", help="energy and force errors of a model on labeled data")
     evaluate.add_argument("model", type=Path)
     evaluate.add_argument("data", type=Path)
@@ -101,33 +217,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     hull.add_argument("data", type=Path, help="labeled structures (extxyz or ase.db from `pesmith label`)")
     hull.add_argument("--elements", nargs=2, default=["Li", "Si"], metavar=("A", "B"))
     hull.add_argument("--json", type=Path, help="also write the table to this JSON file")
+    hull.add_argument(
+        "--references",
+        metavar="A=E,B=E",
+        help="energies per atom (eV/atom) of the pure elements, e.g. Li=-1.90,Si=-5.42 (default: the lowest"
+        " energy per atom among the pure structures in DATA)",
+    )
     verbs.add_parser("plugins", help="list installed descriptor, model and reference plugins")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     registry = default_registry()
     try:
         if args.verb == "train":
-            report = train_command(args.config, registry)
+            report = train_command(args.config, registry, args.overwrite)
             print_metrics(report["metrics"])
             print(f"wrote {report['model_file']} and its report")
         elif args.verb == "evaluate":
-            potential, _ = load_potential(args.model, registry)
-            metrics = predict_dataset(potential, read_dataset(args.data)).metrics()
-            print_metrics({"value": metrics})
-            if args.json:
-                write_json(args.json, metrics)
+            evaluate_command(args.model, args.data, args.json, registry)
         elif args.verb == "label":
             print_label_summary(label_command(args.config, registry))
         elif args.verb == "generate":
             print_label_summary(generate_command(args.config, registry))
         elif args.verb == "hull":
-            from pesmith.search.hull import formation_energies
-
-            dataset = read_dataset(args.data)
-            entries = formation_energies(dataset.structures, dataset.energies, tuple(args.elements))
-            print_hull(entries, args.elements[0])
-            if args.json:
-                write_json(args.json, [e.as_dict() for e in entries])
+            elements = tuple(args.elements)
+            hull_command(args.data, elements, args.json, parse_references(args.references, elements))
         elif args.verb == "plugins":
             print(f"{'kind':<12}{'name':<16}{'package':<20}description")
             for info in registry.plugins():

@@ -72,13 +72,42 @@ class TrainConfig(BaseModel):
     output: Path = Field(description="model file to write (.pt)")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping key written twice (plain PyYAML keeps the last
+    one and silently drops the others, e.g. a whole first ``training:`` block)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        check_unique_keys(self, node)
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_unique_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
+    """Raise a ``yaml.MarkedYAMLError`` at the second occurrence of a key of ``node``, naming the
+    key and the lines (1-based) of both; merge keys (``<<``) are left to PyYAML."""
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            line = first_line.setdefault(key, key_node.start_mark.line + 1)
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            continue
+        if line != key_node.start_mark.line + 1:
+            raise yaml.constructor.ConstructorError(
+                problem=f"key '{key}' is written twice, at lines {line} and {key_node.start_mark.line + 1};"
+                " keep one (YAML would silently drop the first)",
+                problem_mark=key_node.start_mark,
+            )
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Parse a YAML mapping; errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     try:
-        content = yaml.safe_load(path.read_text())
+        content = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

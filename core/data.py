@@ -11,6 +11,7 @@ from ase import Atoms
 from ase.data import atomic_numbers
 
 from .errors import DataError
+from .structures import check_structure
 
 
 @dataclass
@@ -71,8 +72,7 @@ def read_structures(path: Path, skip_failed: bool = False, what: str = "data fil
     """Structures from an extxyz file (or anything ase.io reads) or an ase.db, with any labels the
     file stores. ``skip_failed`` leaves out ase.db rows that ``pesmith label`` marked
     ``status="failed"`` (they have no labels); ``what`` names the file in errors."""
-    if not path.is_file():
-        raise DataError(f"{what} {path} not found; check the path (relative paths resolve against the config)")
+    check_structure_file(path, what)
     try:
         if path.suffix == ".db":
             import ase.db
@@ -87,7 +87,20 @@ def read_structures(path: Path, skip_failed: bool = False, what: str = "data fil
         raise DataError(f"cannot read structures from {path}: {type(exc).__name__}: {exc}") from exc
     if not structures:
         raise DataError(f"{path} contains no structures")
+    for index, atoms in enumerate(structures):
+        check_structure(atoms, f"{path}, structure {index} ({atoms.get_chemical_formula()})")
     return structures
+
+
+def check_structure_file(
+    path: Path, what: str = "data file", paths: str = "relative paths resolve against the config"
+) -> None:
+    """Raise :class:`DataError` if ``path`` is a directory or does not exist; ``what`` names the
+    file in the message and ``paths`` says what relative paths are relative to."""
+    if path.is_dir():
+        raise DataError(f"{what} {path} is a directory; give a file of structures (extxyz or ase.db)")
+    if not path.is_file():
+        raise DataError(f"{what} {path} not found; check the path ({paths})")
 
 
 def read_dataset(path: str | Path | Sequence[str | Path]) -> Dataset:

@@ -178,13 +178,13 @@ def md_snapshots(cell: Atoms, settings: MDSettings, rng: np.random.Generator) ->
     """Langevin snapshots of ``cell`` every ``interval`` steps with the model of ``settings``."""
     from ase import units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
 
     from . import load_calculator
 
     atoms = cell.copy()
     atoms.calc = load_calculator(str(settings.model))
-    MaxwellBoltzmannDistribution(atoms, temperature_K=settings.temperature_K, rng=rng)
+    thermalize_momenta(atoms, temperature_K=settings.temperature_K, rng=rng)
     dynamics = Langevin(
         atoms,
         settings.timestep_fs * units.fs,

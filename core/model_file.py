@@ -7,6 +7,8 @@ Written atomically (temporary file + rename); read with ``torch.load(weights_onl
 from __future__ import annotations
 
 import json
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +54,24 @@ def save_potential(
 def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(header, payload) of a model file, after checking its format and version."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"model file {path} is a directory; give the .pt file `pesmith train` wrote")
     if not path.is_file():
         raise ModelFileError(f"model file {path} not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's own message advises loading it anyway: not relayed
+        raise ModelFileError(
+            f"{path} is not a pesmith model file: it holds Python objects other than tensors and plain data"
+            " (an arbitrary pickle, or not a torch file at all), and pesmith never loads such files because"
+            " unpickling can run code; use a model file written by `pesmith train`"
+        ) from exc
     except Exception as exc:
         raise ModelFileError(
-            f"{path} is not a readable pesmith model file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]});"
+            f"{path} is not a readable pesmith model file: it is cut short or damaged ({type(exc).__name__});"
+            " model files are written whole by `pesmith train`, so copy it again from where it was made or"
             " retrain with `pesmith train`"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -21,13 +21,16 @@ METRIC_UNITS = {
 
 def write_report(stem: Path, report: dict[str, Any], predictions: dict[str, Predictions]) -> list[Path]:
     """Write ``<stem>_report.json``, ``<stem>_report.md`` and ``<stem>_parity.png``."""
-    json_path = stem.with_name(stem.name + "_report.json")
-    md_path = stem.with_name(stem.name + "_report.md")
-    png_path = stem.with_name(stem.name + "_parity.png")
+    json_path, md_path, png_path = report_paths(stem)
     write_text_atomic(json_path, json.dumps(report, indent=2, default=str))
     write_text_atomic(md_path, markdown(report))
     parity_plot(png_path, predictions)
     return [json_path, md_path, png_path]
+
+
+def report_paths(stem: Path) -> list[Path]:
+    """The files :func:`write_report` writes: ``<stem>_report.json``, ``_report.md``, ``_parity.png``."""
+    return [stem.with_name(stem.name + suffix) for suffix in ("_report.json", "_report.md", "_parity.png")]
 
 
 def markdown(report: dict[str, Any]) -> str:

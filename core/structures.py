@@ -19,6 +19,10 @@ from ase import Atoms
 from .errors import DataError
 
 DTYPE = torch.float64
+MIN_DISTANCE = 0.5  # Å: no two atoms closer than this (shorter than any bond, H2's is 0.74 Å)
+# vesin's cell grid is slow for tiny cutoffs (1,000 atoms: 37 ms at 0.5 Å, 1.8 ms at 2 Å), so
+# close pairs are searched within this cutoff (Å) and then filtered.
+CLOSE_PAIR_SEARCH = 2.0
 
 
 @dataclass
@@ -67,6 +71,51 @@ class Batch:
 def has_full_cell(atoms: Atoms) -> bool:
     """True when ``atoms`` is periodic in all three directions with a non-degenerate cell."""
     return bool(atoms.pbc.all()) and atoms.cell.rank == 3
+
+
+def check_structure(atoms: Atoms, where: str, min_distance: float = MIN_DISTANCE) -> None:
+    """Raise :class:`DataError` if ``atoms`` has a non-finite position or cell, or two atoms (or
+    an atom and a periodic image) closer than ``min_distance`` (Å); ``where`` names the structure."""
+    check_finite_geometry(atoms, where)
+    centers, neighbors, shifts = neighbor_pairs(atoms, max(min_distance, CLOSE_PAIR_SEARCH))
+    vectors = atoms.positions[neighbors] - atoms.positions[centers] + shifts @ atoms.cell.array  # (n_edges, 3)
+    check_close_pairs(atoms, where, centers, neighbors, np.linalg.norm(vectors, axis=1), min_distance)
+
+
+def check_finite_geometry(atoms: Atoms, where: str) -> None:
+    """Raise :class:`DataError` if a position or the cell of ``atoms`` is NaN or infinite."""
+    finite = np.isfinite(atoms.positions).all(axis=1)  # (n_atoms,)
+    if not finite.all():
+        index = int(np.flatnonzero(~finite)[0])
+        raise DataError(
+            f"{where}: atom {index} ({atoms.symbols[index]}) has position {atoms.positions[index].tolist()} (Å),"
+            f" and {int((~finite).sum())} atom(s) in all are not finite; fix or remove this structure"
+        )
+    if not np.isfinite(atoms.cell.array).all():
+        raise DataError(f"{where}: the cell {atoms.cell.array.tolist()} (Å) is not finite; fix or remove this structure")
+
+
+def check_close_pairs(
+    atoms: Atoms,
+    where: str,
+    centers: np.ndarray,
+    neighbors: np.ndarray,
+    distances: np.ndarray,
+    min_distance: float = MIN_DISTANCE,
+) -> None:
+    """Raise :class:`DataError` naming the closest pair if any of the neighbor pairs
+    ``(centers, neighbors)`` of ``atoms``, at ``distances`` (Å), is closer than ``min_distance`` (Å)."""
+    if distances.size == 0 or distances.min() >= min_distance:
+        return
+    k = int(np.argmin(distances))
+    i, j = int(centers[k]), int(neighbors[k])
+    pair = f"atom {i} ({atoms.symbols[i]}) and " + (
+        "its own periodic image" if i == j else f"atom {j} ({atoms.symbols[j]})"
+    )
+    raise DataError(
+        f"{where}: {pair} are {distances[k]:.3g} Å apart, closer than the minimum distance {min_distance} Å;"
+        " fix or remove this structure"
+    )
 
 
 def neighbor_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ checks exercise the descriptor's autograd path exactly as a model does.
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 from pathlib import Path
 
@@ -162,17 +163,54 @@ def check_invariance(descriptor: Descriptor, atoms: Atoms, atol: float = 1e-10, 
 def check_batching(descriptor: Descriptor, structures: list[Atoms], atol: float = 1e-10) -> None:
     """Features of a batch equal those of each structure alone; the stored Jacobian equals autograd."""
     batch = build_batch(structures, descriptor.cutoff)
+    check_config_round_trip(descriptor, batch)
     together = descriptor.featurize(batch).detach()
     alone = torch.cat([descriptor.featurize(build_batch([a], descriptor.cutoff)).detach() for a in structures])
     assert together.shape == (len(alone), descriptor.n_features), f"features have shape {tuple(together.shape)}"
     assert torch.allclose(together, alone, atol=atol, rtol=0), "batched features differ from single ones"
     assert torch.isfinite(together).all() and together.dtype == DTYPE, "features must be finite float64"
     assert len(descriptor.describe()) == descriptor.n_features, "describe() must name every feature"
-    rebuilt = type(descriptor)(**descriptor.get_config())
-    assert torch.allclose(rebuilt.featurize(batch).detach(), together), "get_config() does not round-trip"
     _, direct, jacobian = features_gradients_jacobian(descriptor, structures)
     chained = torch.einsum("f,efc->ec", readout_weights(descriptor), jacobian)
     assert torch.allclose(direct, chained, atol=atol), "feature Jacobian disagrees with autograd"
+
+
+def check_config_round_trip(descriptor: Descriptor, batch) -> None:
+    """``type(descriptor)(**descriptor.get_config())`` builds and gives the same number of features
+    and the same features on ``batch``; on failure the message names the keys ``get_config`` drops."""
+    config = descriptor.get_config()
+    try:
+        rebuilt = type(descriptor)(**config)
+    except TypeError as exc:
+        raise AssertionError(f"get_config does not round-trip: {dropped_keys(descriptor, config)} ({exc})") from None
+    if rebuilt.n_features == descriptor.n_features and torch.allclose(
+        rebuilt.featurize(batch).detach(), descriptor.featurize(batch).detach()
+    ):
+        return
+    raise AssertionError(f"get_config does not round-trip: {dropped_keys(descriptor, config)} (get_config() = {config})")
+
+
+def dropped_keys(descriptor: Descriptor, config: dict) -> str:
+    """"key a, b missing" for the constructor arguments absent from ``config``: those without a
+    default, or whose attribute of the same name on ``descriptor`` differs from the default (all
+    absent ones when no attribute tells)."""
+    parameters = inspect.signature(type(descriptor).__init__).parameters
+    absent = [
+        name for name, p in parameters.items()
+        if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and name not in config
+    ]
+
+    def set_by_user(name: str) -> bool:
+        default = parameters[name].default
+        if default is inspect.Parameter.empty:
+            return True
+        try:
+            return hasattr(descriptor, name) and bool(getattr(descriptor, name) != default)
+        except (TypeError, ValueError, RuntimeError):  # arrays, tensors: no single truth value
+            return True
+
+    names = [name for name in absent if set_by_user(name)] or absent
+    return f"key {', '.join(names)} missing" if names else "no key missing, but the rebuilt descriptor differs"
 
 
 def readout_weights(descriptor: Descriptor) -> torch.Tensor:

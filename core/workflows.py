@@ -5,11 +5,12 @@ The CLI only parses arguments and prints; everything a run computes and writes i
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import yaml
@@ -24,6 +25,8 @@ from .potential import Potential
 from .registry import Registry
 from .report import write_report
 from .validation import predict_dataset
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,9 +50,20 @@ def build_potential(config: TrainConfig, species: Sequence[str], registry: Regis
     return Potential(descriptor, model)
 
 
-def train(config: TrainConfig, registry: Registry) -> TrainResult:
+def no_validation_message(n_structures: int, validation_fraction: float) -> str:
+    """Why a split has no validation set, and what the best epoch then means."""
+    reason = "data.validation_fraction is 0" if validation_fraction == 0 else f"{n_structures} structure(s) leave none to hold out"
+    return (
+        f"no validation set ({reason}): the best epoch kept is the one with the lowest loss on the training"
+        " set itself, which says nothing about errors on new structures; give at least 2 structures and"
+        " data.validation_fraction > 0"
+    )
+
+
+def train(config: TrainConfig, registry: Registry, warn: Callable[[str], None] | None = None) -> TrainResult:
     """Train the potential ``config`` describes; write the model file, its report (JSON,
-    markdown, parity plot) and the resolved config beside ``config.output``.
+    markdown, parity plot) and the resolved config beside ``config.output``. ``warn`` receives
+    warnings for the user (default: the ``pesmith.workflows`` logger).
 
     A float32 cache of feature derivatives, when the memory budget calls for one, lives in a
     temporary folder beside the output and is removed at the end.
@@ -58,6 +72,8 @@ def train(config: TrainConfig, registry: Registry) -> TrainResult:
         torch.set_num_threads(config.training.threads)
     dataset = read_dataset(config.data.train)
     train_set, validation = dataset.split(config.data.validation_fraction, config.data.seed)
+    if not len(validation):
+        (warn or logger.warning)(no_validation_message(len(dataset), config.data.validation_fraction))
     potential = build_potential(config, config.descriptor.options.get("species", dataset.species), registry)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -40,7 +40,7 @@ class HullEntry:
 
 
 def elemental_references(
-    structures: Sequence[Atoms], energies: Sequence[float], elements: tuple[str, str]
+    structures: Sequence[Atoms], energies: Sequence[float], elements: Sequence[str]
 ) -> dict[str, float]:
     """Lowest energy per atom (eV) among the pure structures of each element.
 
@@ -55,7 +55,7 @@ def elemental_references(
         if not pure:
             raise DataError(
                 f"no pure {element} structure among the {len(structures)} given; add one (e.g. bcc Li, diamond Si)"
-                " or pass the elemental energies per atom"
+                f" or give its energy per atom (eV/atom) as a reference (`pesmith hull --references {element}=...`)"
             )
         references[element] = min(pure)
     return references
@@ -74,7 +74,8 @@ def formation_energies(
     structures, energies
         Structures made of ``elements`` only, and their total energies (eV).
     references
-        Energies per atom (eV) of the pure elements; default :func:`elemental_references`.
+        Energies per atom (eV) of some or all of the pure elements; the others come from
+        :func:`elemental_references`.
     """
     if len(structures) != len(energies):
         raise DataError(f"{len(structures)} structures but {len(energies)} energies")
@@ -82,7 +83,8 @@ def formation_energies(
         other = set(atoms.get_chemical_symbols()) - set(elements)
         if other:
             raise DataError(f"structure {index} ({atoms.get_chemical_formula()}) contains {sorted(other)}; the hull is of {'-'.join(elements)}")
-    refs = dict(references) if references is not None else elemental_references(structures, energies, elements)
+    given = dict(references or {})
+    refs = given | elemental_references(structures, energies, [e for e in elements if e not in given])
     a, b = elements
     x, e_f, e_atom = [], [], []
     for atoms, energy in zip(structures, energies):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -180,8 +181,8 @@ def test_failed_train_keeps_the_previous_model(tmp_path, write_config, small_si_
     previous = tiny_si_model.read_bytes()
     (out / "model.pt").write_bytes(previous)
     config = write_config(data_path=nan_data(tmp_path, small_si_xyz))
-    code, _, _ = run(capsys, "train", config)
-    assert code == 2
+    code, _, err = run(capsys, "train", "--overwrite", config)
+    assert_user_error(code, err, "energy is nan")
     assert files_in(out) == ["model.pt"] and (out / "model.pt").read_bytes() == previous
 
 
@@ -197,23 +198,24 @@ def test_crash_while_saving_leaves_no_temp_file(tmp_path, write_config, tiny_si_
 
     monkeypatch.setattr("pesmith.model_file.torch.save", half_written)
     with pytest.raises(OSError, match="No space left"):
-        cli.main(["train", str(write_config())])
+        cli.main(["train", "--overwrite", str(write_config())])
     assert files_in(out) == ["model.pt"] and (out / "model.pt").read_bytes() == previous
 
 
-def test_single_structure_with_large_validation_fraction(tmp_path, write_config, small_si_xyz, capsys):
-    """BUG: one structure + validation_fraction 0.6 -> empty training set -> numpy LinAlgError traceback.
-
-    Expected: either train on it (exit 0) or a clear one-line error (exit 2).
-    """
+@pytest.mark.parametrize("fraction", [0.1, 0.6])
+def test_single_structure_trains_with_a_warning_about_validation(tmp_path, write_config, small_si_xyz, capsys, fraction):
+    """One structure: no validation set can be held out; training goes on, and says what that means."""
     import ase.io
 
     one = tmp_path / "one.xyz"
     ase.io.write(one, ase.io.read(small_si_xyz, index=0), format="extxyz")
-    config = write_config(data_path=one, data={"train": str(one), "validation_fraction": 0.6, "seed": 0})
-    code = cli.main(["train", str(config)])  # must not raise
-    err = capsys.readouterr().err
-    assert code == 0 or len(err.splitlines()) == 1
+    config = write_config(data_path=one, data={"train": str(one), "validation_fraction": fraction, "seed": 0})
+    code, _, err = run(capsys, "train", config)
+    assert code == 0 and (tmp_path / "out" / "model.pt").is_file()
+    assert err.splitlines() == [err.strip()] and err.startswith("warning: no validation set (1 structure(s) leave none")
+    assert "lowest loss on the training set itself" in err
+    report = json.loads((tmp_path / "out" / "model_report.json").read_text())
+    assert report["split"] == {"n_train": 1, "n_validation": 0, "train_indices": [0], "validation_indices": []}
 
 
 # --- model files ------------------------------------------------------------------------------
@@ -242,7 +244,7 @@ def test_corrupt_model_file(tmp_path, small_si_xyz, capsys):
     path = tmp_path / "random.pt"
     path.write_bytes(np.random.default_rng(0).bytes(4096))
     code, _, err = run(capsys, "evaluate", path, small_si_xyz)
-    assert_user_error(code, err, str(path), "is not a readable pesmith model file", "retrain")
+    assert_user_error(code, err, str(path), "is not a pesmith model file", "never loads", "`pesmith train`")
 
 
 def test_foreign_pt_file(tmp_path, small_si_xyz, capsys):
@@ -250,6 +252,35 @@ def test_foreign_pt_file(tmp_path, small_si_xyz, capsys):
     torch.save({"weights": torch.zeros(3), "epoch": 4}, path)
     code, _, err = run(capsys, "evaluate", path, small_si_xyz)
     assert_user_error(code, err, str(path), "is not a pesmith model file")
+
+
+def test_truncated_model_file_is_one_whole_sentence(tiny_si_model, tmp_path, small_si_xyz):
+    data = tiny_si_model.read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: len(data) // 2])
+    result = console("evaluate", path, small_si_xyz, cwd=tmp_path)
+    line = assert_user_error(
+        result.returncode, result.stderr, f"{path} is not a readable pesmith model file", "cut short or damaged",
+        "written whole by `pesmith train`", "copy it again",
+    )
+    assert line.endswith("retrain with `pesmith train`")
+
+
+class Arbitrary:
+    """Any Python object: torch.save pickles it, and loading it could run code."""
+
+
+def test_arbitrary_pickle_is_refused_with_our_own_sentence(tmp_path, small_si_xyz):
+    path = tmp_path / "pickle.pt"
+    torch.save({"format": "pesmith-model", "object": Arbitrary()}, path)
+    result = console("evaluate", path, small_si_xyz, cwd=tmp_path)
+    line = assert_user_error(result.returncode, result.stderr, f"{path} is not a pesmith model file", "never loads")
+    assert "\x1b" not in line and "can still be loaded" not in line and "weights_only" not in line
+
+
+def test_model_argument_that_is_a_folder(tmp_path, small_si_xyz, capsys):
+    code, _, err = run(capsys, "evaluate", tmp_path, small_si_xyz)
+    assert_user_error(code, err, f"model file {tmp_path} is a directory")
 
 
 def rewritten(model: Path, target: Path, change) -> Path:
@@ -332,3 +363,167 @@ def test_model_file_permissions_follow_the_umask(tiny_si_model):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(tiny_si_model.stat().st_mode) == 0o666 & ~umask
+
+
+# --- start-up ---------------------------------------------------------------------------------
+
+HEAVY_MODULES = ("torch", "matplotlib", "pesmith.training", "pesmith.features")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["evaluate", "--help"]])
+def test_help_imports_no_torch(argv):
+    """`pesmith --help` and a verb's help must not import torch (seconds before anything prints)."""
+    code = (
+        "import sys\nfrom pesmith import cli\ntry:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        f"print([m for m in {HEAVY_MODULES!r} if m in sys.modules], file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert "usage: pesmith" in result.stdout
+    assert result.stderr.strip() == "[]"
+
+
+# --- structures the models cannot describe ------------------------------------------------------
+
+
+def changed_data(folder: Path, small_si_xyz: Path, name: str, change) -> Path:
+    """``small_si_xyz`` with ``change(atoms)`` applied to structure 2, written to ``folder/name``."""
+    import ase.io
+
+    structures = ase.io.read(small_si_xyz, index=":")
+    change(structures[2])
+    path = folder / name
+    ase.io.write(path, structures, format="extxyz")
+    return path
+
+
+def test_evaluate_nan_position_names_file_structure_and_atom(tiny_si_model, small_si_xyz, tmp_path):
+    def nan_position(atoms):
+        atoms.positions[3, 0] = np.nan
+
+    data = changed_data(tmp_path, small_si_xyz, "nan_position.xyz", nan_position)
+    result = console("evaluate", tiny_si_model, data, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert_user_error(result.returncode, result.stderr, f"{data}, structure 2", "atom 3 (Si)", "not finite")
+
+
+def test_evaluate_two_atoms_on_one_site(tiny_si_model, small_si_xyz, tmp_path, capsys):
+    def overlap(atoms):
+        atoms.positions[5] = atoms.positions[1]
+
+    data = changed_data(tmp_path, small_si_xyz, "overlap.xyz", overlap)
+    target = tmp_path / "metrics.json"
+    code, out, err = run(capsys, "evaluate", tiny_si_model, data, "--json", target)
+    assert_user_error(
+        code, err, f"{data}, structure 2", "atom 1 (Si) and atom 5 (Si) are 0 Å apart", "minimum distance 0.5 Å"
+    )
+    assert out == "" and not target.exists()
+
+
+@pytest.mark.filterwarnings("ignore::pesmith.calculator.ExtrapolationWarning")
+def test_calculator_raises_on_overlapping_atoms_instead_of_nan(tiny_si_model):
+    import pesmith
+    from ase.build import bulk
+
+    from pesmith.errors import DataError
+
+    atoms = bulk("Si", "diamond", 5.43, cubic=True)
+    atoms.calc = pesmith.load_calculator(str(tiny_si_model))
+    assert np.isfinite(atoms.get_potential_energy())
+    atoms.positions[7] = atoms.positions[2] + [0.1, 0.0, 0.0]
+    with pytest.raises(DataError, match=r"structure Si8: atom 2 \(Si\) and atom 7 \(Si\) are 0.1 Å apart"):
+        atoms.get_potential_energy()
+    atoms.positions[7, 1] = np.inf
+    with pytest.raises(DataError, match=r"structure Si8: atom 7 \(Si\) has position .* not finite"):
+        atoms.get_forces()
+
+
+def test_data_file_that_is_a_directory(write_config, tmp_path, capsys):
+    folder = tmp_path / "structures"
+    folder.mkdir()
+    code, _, err = run(capsys, "train", write_config(data_path=folder))
+    assert_user_error(code, err, f"data file {folder} is a directory", "extxyz or ase.db")
+
+
+def test_yaml_key_written_twice_names_key_and_both_lines(tmp_path, small_si_xyz, capsys):
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        f"data: {{train: {small_si_xyz}}}\n"
+        "training: {epochs: 2, progress: false}\n"
+        "descriptor: {kind: acsf, cutoff: 4.0}\n"
+        "model: {kind: nn}\n"
+        "training: {epochs: 5}\n"
+        "output: out/model.pt\n"
+    )
+    code, _, err = run(capsys, "train", path)
+    assert_user_error(code, err, str(path), "key 'training' is written twice, at lines 2 and 5")
+    assert not (tmp_path / "out").exists()
+
+
+def test_yaml_nested_key_written_twice(tmp_path, small_si_xyz, capsys):
+    path = tmp_path / "nested.yaml"
+    path.write_text(f"data:\n  train: {small_si_xyz}\n  seed: 1\n  seed: 2\n")
+    code, _, err = run(capsys, "train", path)
+    assert_user_error(code, err, "key 'seed' is written twice, at lines 3 and 4")
+
+
+def test_yaml_merge_key_may_be_overridden(tmp_path):
+    from pesmith.config import read_yaml
+
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &base {epochs: 2, seed: 0}\ntraining:\n  <<: *base\n  epochs: 5\n")
+    assert read_yaml(path)["training"] == {"epochs": 5, "seed": 0}
+
+
+# --- outputs: checked before the work starts ----------------------------------------------------
+
+READ_ONLY = Path("/sys")  # a read-only file system on Linux, also for root (chmod does not stop root)
+
+
+def read_only_folder() -> Path:
+    try:
+        with tempfile.TemporaryFile(dir=READ_ONLY):
+            pass
+    except OSError:
+        return READ_ONLY / "pesmith_out"
+    pytest.skip(f"{READ_ONLY} is writable here")
+
+
+def test_train_to_a_read_only_folder_fails_before_training(write_config, tmp_path, capsys, monkeypatch):
+    output = read_only_folder() / "model.pt"
+    config = write_config(output=str(output))
+    monkeypatch.setattr("pesmith.data.read_dataset", lambda *a, **k: pytest.fail("read data before checking output"))
+    code, out, err = run(capsys, "train", config)
+    assert_user_error(code, err, f"{config}: output {output} cannot be written", str(READ_ONLY), "writable folder")
+    assert out == ""
+
+
+def test_evaluate_json_to_a_read_only_folder_fails_before_evaluating(tiny_si_model, small_si_xyz, capsys):
+    target = read_only_folder() / "metrics.json"
+    code, out, err = run(capsys, "evaluate", tiny_si_model, small_si_xyz, "--json", target)
+    assert_user_error(code, err, f"--json {target} cannot be written", "writable folder")
+    assert out == ""
+
+
+def test_evaluate_json_path_that_is_a_folder(tiny_si_model, small_si_xyz, tmp_path, capsys):
+    code, out, err = run(capsys, "evaluate", tiny_si_model, small_si_xyz, "--json", tmp_path)
+    assert_user_error(code, err, f"--json {tmp_path} is a directory")
+    assert out == ""
+
+
+def test_second_train_refuses_to_replace_the_first(write_config, tmp_path, capsys):
+    config = write_config()
+    assert run(capsys, "train", config)[0] == 0
+    out = tmp_path / "out"
+    written = {name: (out / name).read_bytes() for name in files_in(out)}
+    assert set(written) == {"model.pt", "model_report.json", "model_report.md", "model_parity.png", "model_config.yaml"}
+    code, _, err = run(capsys, "train", config)
+    assert_user_error(code, err, f"{out / 'model.pt'} already exists (and 4 more output(s)", "--overwrite", str(config))
+    assert {name: (out / name).read_bytes() for name in files_in(out)} == written
+    code, _, err = run(capsys, "train", "--overwrite", config)
+    assert code == 0 and err == ""
+
+
+def test_missing_data_argument_of_evaluate_names_the_argument(tiny_si_model, tmp_path, capsys):
+    code, _, err = run(capsys, "evaluate", tiny_si_model, tmp_path / "gone.xyz")
+    line = assert_user_error(code, err, f"DATA argument {tmp_path / 'gone.xyz'} not found", "current folder")
+    assert "config" not in line

@@ -86,3 +86,45 @@ def test_hull_command_prints_and_writes_json(tmp_path, capsys, monkeypatch):
     assert code == 0 and "LiSi" in out and "-0.3000" in out
     table = json.loads((tmp_path / "hull.json").read_text())
     assert {row["formula"]: row["on_hull"] for row in table} == {"Li2": True, "Si2": True, "LiSi": True}
+
+
+def write_labeled(path, pairs) -> None:
+    structures = []
+    for symbols, energy in pairs:
+        atoms = cell(symbols)
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=[[0, 0, 0]] * len(atoms))
+        structures.append(atoms)
+    ase.io.write(path, structures, format="extxyz")
+
+
+def test_hull_without_pure_si_tells_the_option_that_exists(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    data = tmp_path / "no_si.xyz"
+    write_labeled(data, [("Li2", -4.0), ("LiSi", -7.6)])
+    code = cli.main(["hull", str(data)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "no pure Si structure" in err and "--references Si=" in err
+    code = cli.main(["hull", str(data), "--references", "Si=-5.0", "--json", str(tmp_path / "hull.json")])
+    assert code == 0
+    table = {row["formula"]: row for row in json.loads((tmp_path / "hull.json").read_text())}
+    assert table["LiSi"]["formation_energy"] == pytest.approx(-0.3)  # (-7.6 + 2 + 5) / 2, e_Li from Li2
+
+
+def test_hull_references_replace_the_pure_structures(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    data = tmp_path / "labeled.xyz"
+    write_labeled(data, [("Li2", -4.0), ("Si2", -10.0), ("LiSi", -7.6)])
+    assert cli.main(["hull", str(data), "--references", "Li=-1.90,Si=-5.42", "--json", str(tmp_path / "h.json")]) == 0
+    table = {row["formula"]: row for row in json.loads((tmp_path / "h.json").read_text())}
+    assert table["LiSi"]["formation_energy"] == pytest.approx((-7.6 + 1.90 + 5.42) / 2)
+
+
+@pytest.mark.parametrize("text,message", [("Li:-1.9", "expected ELEMENT=ENERGY pairs"), ("Cu=-3.7", "names ['Cu']")])
+def test_hull_bad_references_are_one_line(tmp_path, capsys, monkeypatch, text, message):
+    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    data = tmp_path / "labeled.xyz"
+    write_labeled(data, [("Li2", -4.0), ("Si2", -10.0)])
+    code = cli.main(["hull", str(data), "--references", text])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and message in err

@@ -45,6 +45,17 @@ def test_example_descriptor_passes_the_contract_checks(example_plugin):
     check_descriptor(cls(species=["Li", "Si"], cutoff=4.0, n_radial=4))
 
 
+def test_contract_check_names_the_key_get_config_drops(example_plugin):
+    cls = Registry(entry_points=True).get("descriptor", "example-radial")
+
+    class DropsNRadial(cls):
+        def get_config(self):
+            return {k: v for k, v in super().get_config().items() if k != "n_radial"}
+
+    with pytest.raises(AssertionError, match="^get_config does not round-trip: key n_radial missing"):
+        check_descriptor(DropsNRadial(species=["Li", "Si"], cutoff=4.0, n_radial=4))
+
+
 def test_train_and_reload_with_example_descriptor(example_plugin, write_config):
     registry = Registry(entry_points=True)
     config = write_config(descriptor=EXAMPLE_DESCRIPTOR)

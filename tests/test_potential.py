@@ -9,7 +9,7 @@ import pytest
 import torch
 from ase import units
 from ase.build import bulk, molecule
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 import pesmith
@@ -113,7 +113,7 @@ def test_nve_md_conserves_energy(si_model_path):
     """VelocityVerlet, 1 fs, 2,000 steps, 64 Si atoms from 600 K: drift below 1 meV/atom."""
     atoms = bulk("Si", "diamond", 5.47, cubic=True) * (2, 2, 2)
     atoms.calc = pesmith.load_calculator(si_model_path)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, temperature_K=600, rng=np.random.default_rng(0))
     Stationary(atoms)
     dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
     totals = []
