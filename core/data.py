@@ -10,6 +10,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
 
+from . import ase_files
 from .errors import DataError
 
 
@@ -75,14 +76,10 @@ def read_structures(path: Path, skip_failed: bool = False, what: str = "data fil
         raise DataError(f"{what} {path} not found; check the path (relative paths resolve against the config)")
     try:
         if path.suffix == ".db":
-            import ase.db
-
-            with ase.db.connect(str(path)) as db:
+            with ase_files.connect(path) as db:
                 structures = [row.toatoms() for row in db.select() if not (skip_failed and row.get("status") == "failed")]
         else:
-            import ase.io
-
-            structures = ase.io.read(str(path), index=":")
+            structures = ase_files.read(path, index=":")
     except Exception as exc:
         raise DataError(f"cannot read structures from {path}: {type(exc).__name__}: {exc}") from exc
     if not structures:

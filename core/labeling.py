@@ -24,7 +24,7 @@ import yaml
 from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import data
+from . import ase_files, data
 from .atomic import write_text_atomic
 from .config import PluginSettings, check_plugin_options, parse_config, resolve_path
 from .errors import ConfigError, DataError, LabelingFailed, PesmithError
@@ -226,7 +226,5 @@ def write_resolved_config(config: LabelConfig, store: ReferenceDB) -> None:
 
 def failed_rows(database: Path) -> list[tuple[int, str, str]]:
     """``(row id, formula, reason)`` of every failed row of a label database."""
-    import ase.db
-
-    with ase.db.connect(str(database)) as db:
+    with ase_files.connect(database) as db:
         return [(row.id, row.formula, row.reason) for row in db.select(status=FAILED)]

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ase.db
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from . import ase_files
 from .errors import ConfigError, DataError
 
 OK, FAILED = "ok", "failed"
@@ -86,7 +86,7 @@ class ReferenceDB:
         self.code_version = code_version
         self.reference_hash = reference_hash(method, parameters)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = ase.db.connect(str(self.path), type="db", append=True)
+        self._db = ase_files.connect(self.path, type="db", append=True)
 
     def statuses(self) -> dict[str, str]:
         """``{structure_hash: status}`` of the rows already stored.
