@@ -1,7 +1,7 @@
 """Command line: ``pesmith <verb> ...``. Errors print one line and exit with code 2.
 
 This is the composition root: the one core module that reaches into ``pesmith.search`` (the
-parallel map for ``label``/``generate``, the hull), lazily inside the verbs that need it; the
+hull), lazily inside the verbs that need it, and that hands the parallel map to labeling; the
 library modules take such pieces as arguments (``tests/test_packaging.py`` checks the layers).
 """
 
@@ -26,6 +26,7 @@ from .errors import ConfigError, PesmithError
 from .generate import generate, load_generate_config
 from .labeling import LabelSummary, failed_rows, label_structures, load_label_config
 from .model_file import load_potential, save_potential
+from .parallel import parallel_map
 from .potential import Potential
 from .registry import Registry, default_registry
 from .report import METRIC_UNITS, write_report
@@ -103,15 +104,11 @@ def write_json(path: Path, content) -> None:
 
 
 def label_command(config_path: Path, registry: Registry) -> LabelSummary:
-    from pesmith.search.parallel import parallel_map  # the map shared with the search
-
     config = load_label_config(config_path, registry)
     return label_structures(config, registry, parallel_map, where=str(config_path))
 
 
 def generate_command(config_path: Path, registry: Registry) -> LabelSummary:
-    from pesmith.search.parallel import parallel_map
-
     config = load_generate_config(config_path, registry)
     return generate(config, registry, parallel_map, where=str(config_path))
 

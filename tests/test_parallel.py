@@ -1,4 +1,4 @@
-"""search/parallel.py: one map for labeling and the search, on local processes or MPI ranks."""
+"""pesmith.parallel: one map for labeling and the search, on local processes or MPI ranks."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import ase.db
@@ -16,8 +17,9 @@ import yaml
 from ase.build import bulk
 
 from pesmith.plugins.references.morse import Morse
+from pesmith.labeling import label_one
+from pesmith.parallel import mpi_workers, parallel_map
 from pesmith.reference_db import structure_hash
-from pesmith.search.parallel import mpi_workers, parallel_map
 from pesmith.testing import distorted_lisi
 
 
@@ -27,6 +29,14 @@ def square(x: int) -> int:
 
 def pid_of(_: int) -> int:
     return os.getpid()
+
+
+def parent_pid(_: int) -> int:
+    return os.getppid()
+
+
+def search_path(_: int) -> list[str]:
+    return sys.path
 
 
 def fail_on_three(x: int) -> int:
@@ -44,6 +54,20 @@ def test_every_item_comes_back_once_with_its_index(workers):
 def test_two_workers_are_two_processes():
     assert os.getpid() not in {pid for _, pid in parallel_map(pid_of, range(8), workers=2)}
     assert {pid for _, pid in parallel_map(pid_of, range(3), workers=1)} == {os.getpid()}
+
+
+def test_workers_are_not_forked_from_the_caller_and_see_its_sys_path():
+    """Forkserver children: their parent is the server, not this (torch-threaded) process."""
+    assert os.getpid() not in {ppid for _, ppid in parallel_map(parent_pid, range(4), workers=2)}
+    for _, path in parallel_map(search_path, range(2), workers=2):
+        assert str(Path(__file__).parent) in path  # so tests/flaky_calculators.py reaches workers
+
+
+def test_a_partial_with_a_reference_object_reaches_the_workers():
+    atoms = [distorted_lisi(seed=seed) for seed in range(3)]
+    labels = dict(parallel_map(partial(label_one, Morse(), None), atoms, workers=2))
+    for index, structure in enumerate(atoms):
+        assert labels[index].ok and labels[index].energy == pytest.approx(Morse().label(structure)[0], rel=1e-12)
 
 
 def test_exceptions_reach_the_caller():
