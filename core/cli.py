@@ -24,7 +24,7 @@ from .config import TrainConfig, load_train_config
 from .data import read_dataset
 from .errors import ConfigError, PesmithError
 from .generate import generate, load_generate_config
-from .labeling import LabelSummary, failed_rows, label_structures, load_label_config
+from .labeling import LabelSummary, label_structures, load_label_config
 from .model_file import load_potential, save_potential
 from .parallel import parallel_map
 from .potential import Potential
@@ -32,8 +32,8 @@ from .registry import Registry, default_registry
 from .report import METRIC_UNITS, write_report
 from .validation import predict_dataset
 
+EXIT_ALL_FAILED = 1  # `label`/`generate`: every structure of the run failed
 EXIT_USER_ERROR = 2
-MAX_FAILURES_SHOWN = 10
 
 
 def build_potential(config: TrainConfig, species: Sequence[str], registry: Registry) -> Potential:
@@ -113,13 +113,22 @@ def generate_command(config_path: Path, registry: Registry) -> LabelSummary:
     return generate(config, registry, parallel_map, where=str(config_path))
 
 
-def print_label_summary(summary: LabelSummary) -> None:
+def print_label_summary(summary: LabelSummary) -> int:
+    """Print the counts and one line per distinct failure reason; return the exit code."""
     print(
         f"{summary.n_structures} structures: {summary.n_labeled} labeled, {summary.n_failed} failed,"
         f" {summary.n_skipped} already in {summary.database} ({summary.wall_time:.1f} s)"
     )
-    for row_id, formula, reason in failed_rows(summary.database)[:MAX_FAILURES_SHOWN]:
-        print(f"  failed row {row_id} ({formula}): {reason.splitlines()[0] if reason else ''}")
+    for reason, count in summary.failures.items():
+        print(f"  {count} failed: {reason}")
+    if summary.all_failed:
+        print(
+            f"error: all {summary.n_failed} structures failed (reasons above, rows in {summary.database});"
+            " fix the reference settings and rerun with retry_failed: true",
+            file=sys.stderr,
+        )
+        return EXIT_ALL_FAILED
+    return 0
 
 
 def print_hull(entries: Sequence, element: str) -> None:
@@ -164,9 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.json:
                 write_json(args.json, metrics)
         elif args.verb == "label":
-            print_label_summary(label_command(args.config, registry))
+            return print_label_summary(label_command(args.config, registry))
         elif args.verb == "generate":
-            print_label_summary(generate_command(args.config, registry))
+            return print_label_summary(generate_command(args.config, registry))
         elif args.verb == "hull":
             from pesmith.search.hull import formation_energies
 

@@ -15,7 +15,8 @@ import multiprocessing
 import time
 import traceback
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
@@ -60,6 +61,12 @@ class LabelSummary:
     n_labeled: int
     n_failed: int
     wall_time: float  # s
+    failures: dict[str, int] = field(default_factory=dict)  # first line of each reason -> how many of this run
+
+    @property
+    def all_failed(self) -> bool:
+        """Every structure this run computed failed (and there was at least one)."""
+        return self.n_failed > 0 and self.n_labeled == 0
 
 
 def load_label_config(path: str | Path, registry: Registry) -> LabelConfig:
@@ -194,7 +201,7 @@ def label_structures(config: LabelConfig, registry: Registry, map_fn: MapFunctio
             seen.add(key)
             pending.append(index)
     write_resolved_config(config, store)
-    n_failed = 0
+    failures: Counter[str] = Counter()
     results = map_fn(
         partial(label_one, reference, config.time_limit),
         (structures[i] for i in pending),
@@ -206,12 +213,14 @@ def label_structures(config: LabelConfig, registry: Registry, map_fn: MapFunctio
         for position, label in results:
             index = pending[position]
             store.write(structures[index], label, source=str(config.structures), source_index=index)
-            n_failed += not label.ok
+            if not label.ok:
+                failures[label.reason.splitlines()[0] if label.reason else "no reason given"] += 1
     except BrokenProcessPool as exc:
         raise LabelingFailed(
             f"a worker process died ({exc}); the labels so far are in {config.database}. Set time_limit so that"
             " each structure runs in its own process (a crash then fails only that structure) and rerun"
         ) from exc
+    n_failed = sum(failures.values())
     return LabelSummary(
         database=config.database,
         n_structures=len(structures),
@@ -219,6 +228,7 @@ def label_structures(config: LabelConfig, registry: Registry, map_fn: MapFunctio
         n_labeled=len(pending) - n_failed,
         n_failed=n_failed,
         wall_time=time.perf_counter() - started,
+        failures=dict(failures.most_common()),
     )
 
 
@@ -230,9 +240,3 @@ def write_resolved_config(config: LabelConfig, store: ReferenceDB) -> None:
     resolved["code_version"] = store.code_version
     path = store.path.with_name(store.path.stem + "_label_config.yaml")
     write_text_atomic(path, yaml.safe_dump(resolved, sort_keys=False))
-
-
-def failed_rows(database: Path) -> list[tuple[int, str, str]]:
-    """``(row id, formula, reason)`` of every failed row of a label database."""
-    with ase_files.connect(database) as db:
-        return [(row.id, row.formula, row.reason) for row in db.select(status=FAILED)]

@@ -101,7 +101,9 @@ def test_exception_and_time_limit_leave_failed_rows_and_training_still_reads(tmp
     config = write_label_config(tmp_path, structures, reference, workers=2, time_limit=2.0)
     started = time.perf_counter()
     code, out, _ = run(capsys, "label", config)
-    assert code == 0 and "3 labeled, 2 failed" in out
+    assert code == 0 and "3 labeled, 2 failed" in out  # partial failure: exit 0, one line per reason
+    reasons = [line for line in out.splitlines() if line.startswith("  ")]
+    assert len(reasons) == 2 and all(line.startswith("  1 failed: ") for line in reasons)
     assert time.perf_counter() - started < 50  # the 60 s sleep was cut off
     by_formula = {row.formula: row for row in rows(tmp_path / "labels" / "ref.db")}
     assert by_formula["Li2Si2"].status == "failed" and "SCF did not converge" in by_formula["Li2Si2"].reason
@@ -113,16 +115,28 @@ def test_exception_and_time_limit_leave_failed_rows_and_training_still_reads(tmp
     assert "0 labeled, 0 failed, 5 already in" in out
 
 
+def test_all_failed_exits_1_with_the_reasons_grouped(tmp_path, capsys):
+    structures = li_si_cells(3) + li_si_cells(1, 4)  # three LiSi fail alike, Li2Si2 differently
+    config = write_label_config(tmp_path, structures, flaky_reference(fail_formula="LiSi", slow_formula="Li2Si2", sleep_s=60.0), time_limit=3.0)
+    code, out, err = run(capsys, "label", config)
+    assert code == 1 and "0 labeled, 4 failed" in out
+    reasons = [line for line in out.splitlines() if line.startswith("  ")]
+    assert len(reasons) == 2
+    assert reasons[0].startswith("  3 failed: ") and "SCF did not converge for LiSi" in reasons[0]
+    assert reasons[1] == "  1 failed: time limit of 3 s exceeded"
+    assert err.startswith("error: all 4 structures failed") and len(err.splitlines()) == 1
+
+
 def test_retry_failed_relabels_them(tmp_path, capsys):
     config = write_label_config(tmp_path, li_si_cells(2), flaky_reference(fail_formula="LiSi"))
-    run(capsys, "label", config)
+    assert run(capsys, "label", config)[0] == 1
     assert [r.status for r in rows(tmp_path / "labels" / "ref.db")] == ["failed", "failed"]
     raw = yaml.safe_load(config.read_text())
     raw["retry_failed"] = True
     raw["reference"]["parameters"] = {"fail_formula": "LiSi"}  # same reference: still fails, rows replaced
     config.write_text(yaml.safe_dump(raw))
     code, out, _ = run(capsys, "label", config)
-    assert code == 0 and "0 labeled, 2 failed, 0 already in" in out
+    assert code == 1 and "0 labeled, 2 failed, 0 already in" in out
     assert len(rows(tmp_path / "labels" / "ref.db")) == 2
 
 
