@@ -118,6 +118,7 @@ def print_label_summary(summary: LabelSummary) -> int:
     print(
         f"{summary.n_structures} structures: {summary.n_labeled} labeled, {summary.n_failed} failed,"
         f" {summary.n_skipped} already in {summary.database} ({summary.wall_time:.1f} s)"
+        + (f"; {summary.n_busy} being labeled by another run" if summary.n_busy else "")
     )
     for reason, count in summary.failures.items():
         print(f"  {count} failed: {reason}")

@@ -71,13 +71,13 @@ class Dataset:
 def read_structures(path: Path, skip_failed: bool = False, what: str = "data file") -> list[Atoms]:
     """Structures from an extxyz file (or anything ase.io reads) or an ase.db, with any labels the
     file stores. ``skip_failed`` leaves out ase.db rows that ``pesmith label`` marked
-    ``status="failed"`` (they have no labels); ``what`` names the file in errors."""
+    ``status="failed"`` or ``"running"`` (they have no labels); ``what`` names the file in errors."""
     if not path.is_file():
         raise DataError(f"{what} {path} not found; check the path (relative paths resolve against the config)")
     try:
         if path.suffix == ".db":
             with ase_files.connect(path) as db:
-                structures = [row.toatoms() for row in db.select() if not (skip_failed and row.get("status") == "failed")]
+                structures = [row.toatoms() for row in db.select() if not (skip_failed and row.get("status", "ok") != "ok")]
         else:
             structures = ase_files.read(path, index=":")
     except Exception as exc:

@@ -6,7 +6,8 @@ runs in a child process of the worker that is killed when the limit passes, beca
 calculation inside a C or Fortran library cannot be interrupted in-thread. Failures (an
 exception, no SCF convergence, the time limit) come back as failed labels; the parent records
 them and goes on. Structures whose hash is already in the database are skipped, so rerunning
-a killed run resumes it.
+a killed run resumes it; each structure is claimed in the database before it is computed, so
+two runs on one database never compute a structure twice (:meth:`ReferenceDB.claim`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .atomic import write_text_atomic
 from .config import PluginSettings, check_plugin_options, parse_config, resolve_path
 from .errors import ConfigError, DataError, LabelingFailed, PesmithError
 from .reference import Reference
-from .reference_db import FAILED, Label, ReferenceDB, structure_hash
+from .reference_db import RUNNING, Label, ReferenceDB, structure_hash
 from .registry import Registry
 from .structures import has_full_cell
 
@@ -57,7 +58,8 @@ class LabelSummary:
 
     database: Path
     n_structures: int
-    n_skipped: int
+    n_skipped: int  # already in the database
+    n_busy: int  # claimed by another run that is still going
     n_labeled: int
     n_failed: int
     wall_time: float  # s
@@ -193,14 +195,21 @@ def label_structures(config: LabelConfig, registry: Registry, map_fn: MapFunctio
     store = ReferenceDB(config.database, config.reference.kind, reference.get_config(), reference.code_version())
     if config.retry_failed:
         store.delete_failed()
-    done = store.statuses()
-    pending, seen = [], set(done)
+    seen = {key for key, status in store.statuses().items() if status != RUNNING}
+    pending = []
     for index, atoms in enumerate(structures):
         key = structure_hash(atoms)
         if key not in seen:  # duplicates in the input are labeled once
             seen.add(key)
             pending.append(index)
     write_resolved_config(config, store)
+    claims = {}  # index -> row id: claimed before computing, so concurrent runs never compute one twice
+    for index in pending:
+        row_id = store.claim(structures[index], source=str(config.structures), source_index=index)
+        if row_id is not None:
+            claims[index] = row_id
+    n_busy = len(pending) - len(claims)
+    pending = list(claims)  # claims shrinks as results are written
     failures: Counter[str] = Counter()
     results = map_fn(
         partial(label_one, reference, config.time_limit),
@@ -212,7 +221,7 @@ def label_structures(config: LabelConfig, registry: Registry, map_fn: MapFunctio
     try:
         for position, label in results:
             index = pending[position]
-            store.write(structures[index], label, source=str(config.structures), source_index=index)
+            store.write(structures[index], label, source=str(config.structures), source_index=index, row_id=claims.pop(index))
             if not label.ok:
                 failures[label.reason.splitlines()[0] if label.reason else "no reason given"] += 1
     except BrokenProcessPool as exc:
@@ -220,11 +229,14 @@ def label_structures(config: LabelConfig, registry: Registry, map_fn: MapFunctio
             f"a worker process died ({exc}); the labels so far are in {config.database}. Set time_limit so that"
             " each structure runs in its own process (a crash then fails only that structure) and rerun"
         ) from exc
+    finally:
+        store.release(claims.values())  # what was claimed but not written: free for the next run
     n_failed = sum(failures.values())
     return LabelSummary(
         database=config.database,
         n_structures=len(structures),
-        n_skipped=len(structures) - len(pending),
+        n_skipped=len(structures) - len(pending) - n_busy,
+        n_busy=n_busy,
         n_labeled=len(pending) - n_failed,
         n_failed=n_failed,
         wall_time=time.perf_counter() - started,
