@@ -1,7 +1,7 @@
 """Command line: ``pesmith <verb> ...``. Errors print one line and exit with code 2.
 
 This is the composition root: the one core module that reaches into ``pesmith.search`` (the
-parallel map for ``label``/``generate``, the hull), lazily inside the verbs that need it; the
+hull), lazily inside the verbs that need it, and that hands the parallel map to labeling; the
 library modules take such pieces as arguments (``tests/test_packaging.py`` checks the layers).
 """
 
@@ -22,8 +22,8 @@ from .registry import Registry, default_registry
 if TYPE_CHECKING:  # the verbs import these (and torch with them) when they run, not `--help`
     from .labeling import LabelSummary
 
+EXIT_ALL_FAILED = 1  # `label`/`generate`: every structure of the run failed
 EXIT_USER_ERROR = 2
-MAX_FAILURES_SHOWN = 10
 ARGUMENT_PATHS = "relative paths resolve against the current folder"
 
 
@@ -162,32 +162,38 @@ def hull_command(
 
 
 def label_command(config_path: Path, registry: Registry) -> LabelSummary:
-    from pesmith.search.parallel import parallel_map  # the map shared with the search
-
     from .labeling import label_structures, load_label_config
+    from .parallel import parallel_map
 
     config = load_label_config(config_path, registry)
     return label_structures(config, registry, parallel_map, where=str(config_path))
 
 
 def generate_command(config_path: Path, registry: Registry) -> LabelSummary:
-    from pesmith.search.parallel import parallel_map
-
     from .generate import generate, load_generate_config
+    from .parallel import parallel_map
 
     config = load_generate_config(config_path, registry)
     return generate(config, registry, parallel_map, where=str(config_path))
 
 
-def print_label_summary(summary: LabelSummary) -> None:
-    from .labeling import failed_rows
-
+def print_label_summary(summary: LabelSummary) -> int:
+    """Print the counts and one line per distinct failure reason; return the exit code."""
     print(
         f"{summary.n_structures} structures: {summary.n_labeled} labeled, {summary.n_failed} failed,"
         f" {summary.n_skipped} already in {summary.database} ({summary.wall_time:.1f} s)"
+        + (f"; {summary.n_busy} being labeled by another run" if summary.n_busy else "")
     )
-    for row_id, formula, reason in failed_rows(summary.database)[:MAX_FAILURES_SHOWN]:
-        print(f"  failed row {row_id} ({formula}): {reason.splitlines()[0] if reason else ''}")
+    for reason, count in summary.failures.items():
+        print(f"  {count} failed: {reason}")
+    if summary.all_failed:
+        print(
+            f"error: all {summary.n_failed} structures failed (reasons above, rows in {summary.database});"
+            " fix the reference settings and rerun with retry_failed: true",
+            file=sys.stderr,
+        )
+        return EXIT_ALL_FAILED
+    return 0
 
 
 def print_hull(entries: Sequence, element: str) -> None:
@@ -235,9 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.verb == "evaluate":
             evaluate_command(args.model, args.data, args.json, registry)
         elif args.verb == "label":
-            print_label_summary(label_command(args.config, registry))
+            return print_label_summary(label_command(args.config, registry))
         elif args.verb == "generate":
-            print_label_summary(generate_command(args.config, registry))
+            return print_label_summary(generate_command(args.config, registry))
         elif args.verb == "hull":
             elements = tuple(args.elements)
             hull_command(args.data, elements, args.json, parse_references(args.references, elements))

@@ -10,6 +10,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
 
+from . import ase_files
 from .errors import DataError
 from .structures import check_structure
 
@@ -71,18 +72,14 @@ class Dataset:
 def read_structures(path: Path, skip_failed: bool = False, what: str = "data file") -> list[Atoms]:
     """Structures from an extxyz file (or anything ase.io reads) or an ase.db, with any labels the
     file stores. ``skip_failed`` leaves out ase.db rows that ``pesmith label`` marked
-    ``status="failed"`` (they have no labels); ``what`` names the file in errors."""
+    ``status="failed"`` or ``"running"`` (they have no labels); ``what`` names the file in errors."""
     check_structure_file(path, what)
     try:
         if path.suffix == ".db":
-            import ase.db
-
-            with ase.db.connect(str(path)) as db:
-                structures = [row.toatoms() for row in db.select() if not (skip_failed and row.get("status") == "failed")]
+            with ase_files.connect(path) as db:
+                structures = [row.toatoms() for row in db.select() if not (skip_failed and row.get("status", "ok") != "ok")]
         else:
-            import ase.io
-
-            structures = ase.io.read(str(path), index=":")
+            structures = ase_files.read(path, index=":")
     except Exception as exc:
         raise DataError(f"cannot read structures from {path}: {type(exc).__name__}: {exc}") from exc
     if not structures:

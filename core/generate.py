@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import ase.io
 import numpy as np
 from ase import Atoms
 from ase.build import surface
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import ase_files
 from .atomic import atomic_path
 from .config import PluginSettings, check_plugin_options, parse_config, resolve_path
 from .data import read_structures
@@ -236,7 +236,7 @@ def generate(config: GenerateConfig, registry: Registry, map_fn: MapFunction, wh
     config.output.parent.mkdir(parents=True, exist_ok=True)
     structures_path = config.output.with_name(config.output.stem + "_structures.xyz")
     with atomic_path(structures_path) as temporary:
-        ase.io.write(str(temporary), structures, format="extxyz")
+        ase_files.write(temporary, structures, format="extxyz")
     label_config = LabelConfig(
         structures=structures_path,
         database=config.output,

@@ -21,7 +21,8 @@ from pesmith import cli
 from pesmith.data import read_dataset
 from pesmith.errors import LabelingFailed
 from pesmith.labeling import call_with_time_limit
-from pesmith.reference_db import structure_hash
+from pesmith.plugins.references.morse import Morse
+from pesmith.reference_db import ReferenceDB, structure_hash
 from pesmith.registry import Registry
 
 TESTS = Path(__file__).resolve().parent
@@ -101,7 +102,9 @@ def test_exception_and_time_limit_leave_failed_rows_and_training_still_reads(tmp
     config = write_label_config(tmp_path, structures, reference, workers=2, time_limit=2.0)
     started = time.perf_counter()
     code, out, _ = run(capsys, "label", config)
-    assert code == 0 and "3 labeled, 2 failed" in out
+    assert code == 0 and "3 labeled, 2 failed" in out  # partial failure: exit 0, one line per reason
+    reasons = [line for line in out.splitlines() if line.startswith("  ")]
+    assert len(reasons) == 2 and all(line.startswith("  1 failed: ") for line in reasons)
     assert time.perf_counter() - started < 50  # the 60 s sleep was cut off
     by_formula = {row.formula: row for row in rows(tmp_path / "labels" / "ref.db")}
     assert by_formula["Li2Si2"].status == "failed" and "SCF did not converge" in by_formula["Li2Si2"].reason
@@ -113,17 +116,70 @@ def test_exception_and_time_limit_leave_failed_rows_and_training_still_reads(tmp
     assert "0 labeled, 0 failed, 5 already in" in out
 
 
+def test_all_failed_exits_1_with_the_reasons_grouped(tmp_path, capsys):
+    structures = li_si_cells(3) + li_si_cells(1, 4)  # three LiSi fail alike, Li2Si2 differently
+    config = write_label_config(tmp_path, structures, flaky_reference(fail_formula="LiSi", slow_formula="Li2Si2", sleep_s=60.0), time_limit=3.0)
+    code, out, err = run(capsys, "label", config)
+    assert code == 1 and "0 labeled, 4 failed" in out
+    reasons = [line for line in out.splitlines() if line.startswith("  ")]
+    assert len(reasons) == 2
+    assert reasons[0].startswith("  3 failed: ") and "SCF did not converge for LiSi" in reasons[0]
+    assert reasons[1] == "  1 failed: time limit of 3 s exceeded"
+    assert err.startswith("error: all 4 structures failed") and len(err.splitlines()) == 1
+
+
 def test_retry_failed_relabels_them(tmp_path, capsys):
     config = write_label_config(tmp_path, li_si_cells(2), flaky_reference(fail_formula="LiSi"))
-    run(capsys, "label", config)
+    assert run(capsys, "label", config)[0] == 1
     assert [r.status for r in rows(tmp_path / "labels" / "ref.db")] == ["failed", "failed"]
     raw = yaml.safe_load(config.read_text())
     raw["retry_failed"] = True
     raw["reference"]["parameters"] = {"fail_formula": "LiSi"}  # same reference: still fails, rows replaced
     config.write_text(yaml.safe_dump(raw))
     code, out, _ = run(capsys, "label", config)
-    assert code == 0 and "0 labeled, 2 failed, 0 already in" in out
+    assert code == 1 and "0 labeled, 2 failed, 0 already in" in out
     assert len(rows(tmp_path / "labels" / "ref.db")) == 2
+
+
+LABELED_ROWS = "select count(*) from text_key_values where key = 'status' and value = 'ok'"
+
+
+def subprocess_env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), "PESMITH_DISABLE_ENTRY_POINTS": "1"}
+
+
+def test_two_concurrent_runs_on_one_database_label_each_structure_once(tmp_path):
+    structures = li_si_cells(8)
+    record = tmp_path / "computed.txt"
+    # 0.5 s per structure: one run alone takes >= 4 s, so the second starts while the first computes
+    config = write_label_config(tmp_path, structures, flaky_reference(delay_s=0.5, record=str(record)))
+    processes = [
+        subprocess.Popen([PESMITH, "label", config], env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    assert all(process.returncode == 0 for process in processes), [err for _, err in outputs]
+    computed = record.read_text().split()
+    assert sorted(computed) == sorted(structure_hash(a) for a in structures)  # each computed exactly once
+    stored = rows(tmp_path / "labels" / "ref.db")
+    assert sorted(r.structure_hash for r in stored) == sorted(computed) and all(r.status == "ok" for r in stored)
+    labeled = [int(out.split(" labeled")[0].split()[-1]) for out, _ in outputs]
+    assert sum(labeled) == 8, [out for out, _ in outputs]
+
+
+def test_a_claim_of_a_dead_process_is_taken_over(tmp_path, capsys):
+    structures = li_si_cells(3)
+    config = write_label_config(tmp_path, structures, {"kind": "morse"})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store = ReferenceDB(tmp_path / "labels" / "ref.db", "morse", Morse().get_config(), Morse().code_version())
+    assert store.claim(structures[0], "x", 0) is not None
+    assert store.claim(structures[0], "x", 0) is None  # this process is alive: its claim holds
+    with ase.db.connect(str(tmp_path / "labels" / "ref.db")) as db:
+        db.update(1, pid=dead.pid)
+    code, out, _ = run(capsys, "label", config)
+    assert code == 0 and "3 labeled, 0 failed, 0 already in" in out
+    assert [r.status for r in rows(tmp_path / "labels" / "ref.db")] == ["ok"] * 3
 
 
 def test_sigkill_mid_run_then_rerun_labels_each_structure_once(tmp_path):
@@ -140,15 +196,15 @@ def test_sigkill_mid_run_then_rerun_labels_each_structure_once(tmp_path):
         if database.is_file():
             try:
                 with closing(sqlite3.connect(database, timeout=0.1)) as connection:
-                    n_rows = connection.execute("select count(*) from systems").fetchone()[0]
+                    n_rows = connection.execute(LABELED_ROWS).fetchone()[0]
             except sqlite3.OperationalError:  # tables not created yet, or a write in progress
                 pass
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert 2 <= n_rows < 12, f"kill at {n_rows} rows; stderr: {process.stderr.read().decode()}"
     assert process.returncode == -signal.SIGKILL
-    killed_rows = len(rows(database))  # the database is readable after the kill
-    assert killed_rows < 12
+    killed_rows = sum(r.status == "ok" for r in rows(database))  # readable after the kill
+    assert killed_rows < 12 and len(rows(database)) == 12  # the others are stale claims of the dead run
     result = subprocess.run([PESMITH, "label", config], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"{12 - killed_rows} labeled, 0 failed, {killed_rows} already in" in result.stdout

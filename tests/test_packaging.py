@@ -77,3 +77,34 @@ def test_ci_runs_exactly_the_readme_test_command():
     commands = [line for line in ci if line.strip() and not line.lstrip().startswith("#")]
     assert command in commands, f".ci/run does not contain the README test command:\n{command}"
     assert commands[-1] == command, "the README test command should be the last thing .ci/run does"
+
+
+BROADCASTING_ASE_CALLS = {"ase.db.connect", "ase.io.read", "ase.io.iread", "ase.io.write"}
+
+
+def ase_calls(path: Path) -> list[str]:
+    """``ase.db.connect``/``ase.io.read``/``iread``/``write`` that a file calls or imports by name."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and isinstance(node.value.value, ast.Name):
+            name = f"{node.value.value.id}.{node.value.attr}.{node.attr}"
+            if name in BROADCASTING_ASE_CALLS:
+                found.append(f"{name} (line {node.lineno})")
+        elif isinstance(node, ast.ImportFrom) and node.module in ("ase.db", "ase.io"):
+            found += [f"from {node.module} import {a.name} (line {node.lineno})" for a in node.names if f"{node.module}.{a.name}" in BROADCASTING_ASE_CALLS]
+    return found
+
+
+def test_ase_files_are_opened_only_through_the_mpi_safe_wrappers():
+    """Under MPI, ase.db and ase.io broadcast from rank 0 unless told not to (pesmith.ase_files)."""
+    offenders = []
+    for layer in ("core", "plugins", "search"):
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            if path != ROOT / "core" / "ase_files.py":
+                offenders += [f"{path.relative_to(ROOT)}: {call}" for call in ase_calls(path)]
+    assert not offenders, "use pesmith.ase_files.connect/read/write instead: " + "; ".join(offenders)
+
+
+def test_ci_installs_mpi_and_requires_the_mpi_tests():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ".venv/bin/pip install mpi4py mpich" in ci and "PESMITH_REQUIRE_MPI=1" in ci

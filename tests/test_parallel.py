@@ -1,19 +1,26 @@
-"""search/parallel.py: one map for labeling and the search, on local processes or MPI ranks."""
+"""pesmith.parallel: one map for labeling and the search, on local processes or MPI ranks."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import ase.db
 import ase.io
+import numpy as np
 import pytest
 import yaml
 from ase.build import bulk
 
-from pesmith.search.parallel import mpi_workers, parallel_map
+from pesmith.plugins.references.morse import Morse
+from pesmith.labeling import label_one
+from pesmith.parallel import mpi_workers, parallel_map
+from pesmith.reference_db import structure_hash
+from pesmith.testing import distorted_lisi
 
 
 def square(x: int) -> int:
@@ -22,6 +29,14 @@ def square(x: int) -> int:
 
 def pid_of(_: int) -> int:
     return os.getpid()
+
+
+def parent_pid(_: int) -> int:
+    return os.getppid()
+
+
+def search_path(_: int) -> list[str]:
+    return sys.path
 
 
 def fail_on_three(x: int) -> int:
@@ -41,6 +56,20 @@ def test_two_workers_are_two_processes():
     assert {pid for _, pid in parallel_map(pid_of, range(3), workers=1)} == {os.getpid()}
 
 
+def test_workers_are_not_forked_from_the_caller_and_see_its_sys_path():
+    """Forkserver children: their parent is the server, not this (torch-threaded) process."""
+    assert os.getpid() not in {ppid for _, ppid in parallel_map(parent_pid, range(4), workers=2)}
+    for _, path in parallel_map(search_path, range(2), workers=2):
+        assert str(Path(__file__).parent) in path  # so tests/flaky_calculators.py reaches workers
+
+
+def test_a_partial_with_a_reference_object_reaches_the_workers():
+    atoms = [distorted_lisi(seed=seed) for seed in range(3)]
+    labels = dict(parallel_map(partial(label_one, Morse(), None), atoms, workers=2))
+    for index, structure in enumerate(atoms):
+        assert labels[index].ok and labels[index].energy == pytest.approx(Morse().label(structure)[0], rel=1e-12)
+
+
 def test_exceptions_reach_the_caller():
     with pytest.raises(ValueError, match="three"):
         list(parallel_map(fail_on_three, range(6), workers=2))
@@ -51,22 +80,64 @@ def test_no_mpi_without_mpi4py_futures():
 
 
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
+MPI_TIMEOUT_S = 300  # a hang fails the test instead of blocking CI; a healthy run takes about 10 s
 
 
-@pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec beside the Python interpreter (pip install 'pesmith[mpi]')")
+def mpi_label_command(config: Path, ranks: int = 3) -> list[str]:
+    """``mpiexec -n ranks python -m mpi4py.futures -m pesmith label config``.
+
+    Skips when mpi4py or mpiexec is missing, except under ``PESMITH_REQUIRE_MPI=1`` (set by
+    ``.ci/run``, which installs them), where that is a failure.
+    """
+    missing = [] if MPIEXEC.exists() else [f"no mpiexec beside {sys.executable}"]
+    if importlib.util.find_spec("mpi4py") is None:
+        missing.append("mpi4py is not installed")
+    if missing:
+        message = "; ".join(missing) + " (pip install mpi4py mpich)"
+        if os.environ.get("PESMITH_REQUIRE_MPI") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mpi4py.futures", "-m", "pesmith", "label", str(config)]
+
+
+def run_mpi_label(folder: Path, structures: list) -> subprocess.CompletedProcess:
+    """Write ``structures`` and a morse label config to ``folder`` and label them on 3 MPI ranks."""
+    ase.io.write(folder / "s.xyz", structures)
+    config = folder / "label.yaml"
+    config.write_text(yaml.safe_dump({"structures": "s.xyz", "database": "m.db", "reference": {"kind": "morse"}, "progress": False}))
+    env = {**os.environ, "PESMITH_DISABLE_ENTRY_POINTS": "1"}
+    return subprocess.run(mpi_label_command(config), capture_output=True, text=True, timeout=MPI_TIMEOUT_S, env=env)
+
+
 def test_label_under_mpi4py_futures(tmp_path):
-    pytest.importorskip("mpi4py", reason="mpi4py not installed (pip install 'pesmith[mpi]')")
     structures = []
     for seed in range(5):
         atoms = bulk("LiSi", "zincblende", a=5.9)
         atoms.rattle(0.05, seed=seed)
         structures.append(atoms)
-    ase.io.write(tmp_path / "s.xyz", structures)
-    (tmp_path / "label.yaml").write_text(yaml.safe_dump({"structures": "s.xyz", "database": "m.db", "reference": {"kind": "morse"}, "progress": False}))
-    command = [str(MPIEXEC), "-n", "3", sys.executable, "-m", "mpi4py.futures", "-m", "pesmith", "label", str(tmp_path / "label.yaml")]
-    env = {**os.environ, "PESMITH_DISABLE_ENTRY_POINTS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    result = run_mpi_label(tmp_path, structures)
     assert result.returncode == 0, result.stderr
     assert "5 structures: 5 labeled, 0 failed" in result.stdout
     with ase.db.connect(str(tmp_path / "m.db")) as db:
         assert db.count(status="ok") == 5
+
+
+def test_large_cells_under_mpi_match_a_serial_label(tmp_path):
+    """Four 512-atom cells: each pickled structure and each row with forces is far above MPI's
+    eager limit, so an ASE call that broadcasts from rank 0 (ase.io.read, db.write/select without
+    ``serial=True``) would block rank 0 forever; it used to hang here."""
+    structures = [distorted_lisi((4, 4, 4), seed=seed) for seed in range(4)]
+    result = run_mpi_label(tmp_path, structures)
+    assert result.returncode == 0, result.stderr
+    assert "4 structures: 4 labeled, 0 failed" in result.stdout
+    with ase.db.connect(str(tmp_path / "m.db")) as db:
+        stored = {row.structure_hash: row for row in db.select()}
+    morse = Morse()
+    written = ase.io.read(tmp_path / "s.xyz", index=":")  # what the run read (extxyz rounds positions)
+    assert sorted(stored) == sorted(structure_hash(atoms) for atoms in written)
+    for atoms in written:
+        row = stored[structure_hash(atoms)]
+        energy, forces, _ = morse.label(atoms)
+        assert row.status == "ok" and row.natoms == 512
+        assert row.energy == pytest.approx(energy, rel=1e-12)
+        np.testing.assert_allclose(row.forces, forces, rtol=0, atol=1e-10)
