@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 from . import __version__
 from .errors import ConfigError, PesmithError
 from .registry import Registry, default_registry
+from .threads import prefer_passive_waiting
 
 if TYPE_CHECKING:  # the verbs import these (and torch with them) when they run, not `--help`
     from .labeling import LabelSummary
@@ -204,6 +205,7 @@ def print_hull(entries: Sequence, element: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prefer_passive_waiting()  # before any verb imports torch
     parser = argparse.ArgumentParser(prog="pesmith", description="Machine-learned interatomic potentials.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     parser.add_argument("--version", action="version", version=f"pesmith {__version__}")

@@ -34,7 +34,9 @@ class FitSettings(BaseModel):
         " else disk when the disk has room, else recompute",
     )
     seed: int = Field(0, description="seed of initialisation and minibatch order")
-    threads: int | None = Field(None, ge=1, description="torch threads (default: torch's choice)")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads for the whole run (default: torch's choice for featurization, 1 for the fit loop)"
+    )
     progress: bool = Field(True, description="show progress bars")
 
     @property

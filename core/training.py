@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .features import FeatureSet, error_sums, evaluate, metrics_from_sums
 from .fit_settings import FitSettings
 from .model import FitSummary
+from .threads import FIT_LOOP_THREADS, torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,15 @@ def train_one_epoch(
 
 
 def train(
+    model: torch.nn.Module, train_set: FeatureSet, validation: FeatureSet | None, settings: AdamSettings
+) -> FitSummary:
+    """Fit ``model``'s parameters (see :func:`fit_loop`) on ``settings.threads`` torch threads,
+    by default :data:`pesmith.threads.FIT_LOOP_THREADS`."""
+    with torch_threads(settings.threads or FIT_LOOP_THREADS):
+        return fit_loop(model, train_set, validation, settings)
+
+
+def fit_loop(
     model: torch.nn.Module, train_set: FeatureSet, validation: FeatureSet | None, settings: AdamSettings
 ) -> FitSummary:
     """Fit ``model``'s parameters; keep the weights with the best validation loss.

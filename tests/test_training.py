@@ -396,3 +396,28 @@ def test_stress_rmse_is_in_gpa():
     from pesmith.features import EV_PER_A3_IN_GPA
 
     assert EV_PER_A3_IN_GPA == pytest.approx(1 / GPa, rel=1e-8)
+
+
+def test_the_fit_loop_runs_on_one_thread_and_restores_the_count(registry, morse_train, monkeypatch):
+    seen = []
+    from pesmith import training
+
+    original = training.train_one_epoch
+    monkeypatch.setattr(training, "train_one_epoch", lambda *a, **k: seen.append(torch.get_num_threads()) or original(*a, **k))
+    torch.set_num_threads(2)
+    try:
+        fit_network(registry, morse_train.subset(range(6)), AdamSettings(force_weight=0.0, **(QUICK | {"epochs": 2})))
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_the_command_line_asks_openmp_to_wait_passively(monkeypatch, builtin_cli, capsys):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert cli.main(["plugins"]) == 0
+    import os
+
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    cli.main(["plugins"])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # a user's choice stays
