@@ -31,7 +31,7 @@ class FitSettings(BaseModel):
         "auto",
         description="where feature derivatives live during the fit: memory (float64), disk (float32 cache beside"
         " the output, read per minibatch), recompute (every minibatch); auto picks memory when it fits the budget,"
-        " else disk when the disk has room, else recompute",
+        " else disk when the cache takes at most half the free disk space, else recompute",
     )
     seed: int = Field(0, description="seed of initialisation and minibatch order")
     threads: int | None = Field(

@@ -21,7 +21,7 @@ GB = 1e9
 WORK_FACTOR = 4.0
 FLOAT64, FLOAT32 = 8, 4
 MAX_CHUNK_BYTES = 1.5 * GB  # larger chunks are not faster, only bigger
-DISK_MARGIN_BYTES = 2 * GB  # left free on the cache's disk
+DISK_SHARE = 0.5  # a disk cache may take at most this share of the free space (other jobs write too)
 LIGHT_BYTES_PER_ATOM = 200  # numbers, offsets, forces, structure index (int64 / float64)
 LIGHT_BYTES_PER_EDGE = 48  # edge index (2 x int64) and edge vector (3 x float64)
 
@@ -97,7 +97,7 @@ def plan_features(
     elif storage == "auto":
         if resident + jacobian64 + WORK_FACTOR * largest * row_bytes <= budget:
             storage = "memory"
-        elif cache_dir is not None and _disk_free(cache_dir) > n_edges * n_features * 3 * FLOAT32 + DISK_MARGIN_BYTES:
+        elif cache_dir is not None and n_edges * n_features * 3 * FLOAT32 <= DISK_SHARE * _disk_free(cache_dir):
             storage = "disk"
         else:
             storage = "recompute"
