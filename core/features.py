@@ -80,9 +80,8 @@ class FeatureSet:
             raise ValueError("this feature set has no feature derivatives (the fit has no force or stress term)")
         return self.jacobian.read(self.jacobian_rows.tolist())
 
-    def select(self, rows: Sequence[int] | torch.Tensor, load: bool = False) -> "FeatureSet":
-        """The structures at positions ``rows``, renumbered from zero. ``load`` reads their
-        derivatives into memory (for a minibatch); otherwise the store is shared."""
+    def select(self, rows: Sequence[int] | torch.Tensor) -> "FeatureSet":
+        """The structures at positions ``rows``, renumbered from zero, sharing the derivative store."""
         rows = torch.as_tensor(rows, dtype=torch.int64)
         atoms = _ranges(self.atom_offsets, rows)
         edges = _ranges(self.edge_offsets, rows)
@@ -105,13 +104,11 @@ class FeatureSet:
         )
         if self.jacobian is not None:
             subset.jacobian, subset.jacobian_rows = self.jacobian, self.jacobian_rows[rows]
-            if load:
-                subset.jacobian = MemoryJacobian(subset.load_jacobian(), subset.edge_offsets)
-                subset.jacobian_rows = torch.arange(len(rows))
         return subset
 
     def parts(self, rows: Sequence[int] | torch.Tensor) -> list["FeatureSet"]:
-        """``rows`` split into consecutive groups of at most ``chunk_edges`` edges, each loaded."""
+        """``rows`` split into consecutive groups of at most ``chunk_edges`` edges. Each part shares
+        the store and reads its derivatives only when used, so one part at a time is in memory."""
         rows = torch.as_tensor(rows, dtype=torch.int64)
         groups, current, size = [], [], 0
         for row, n in zip(rows.tolist(), self.edges_per_structure[rows].tolist()):
@@ -122,15 +119,15 @@ class FeatureSet:
             size += n
         if current:
             groups.append(current)
-        return [self.select(group, load=True) for group in groups]
+        return [self.select(group) for group in groups]
 
     def chunks(self) -> list["FeatureSet"]:
-        """The whole set in order, as loaded parts within the memory budget."""
+        """The whole set in order, as parts within the memory budget."""
         return self.parts(torch.arange(self.n_structures))
 
     def minibatches(self, batch_size: int, generator: torch.Generator) -> Iterator[list["FeatureSet"]]:
-        """Shuffled minibatches of ``batch_size`` structures, each as loaded parts (one part
-        unless the minibatch's derivatives exceed the budget)."""
+        """Shuffled minibatches of ``batch_size`` structures, each as parts (one part unless the
+        minibatch's derivatives exceed the budget)."""
         order = torch.randperm(self.n_structures, generator=generator)
         for start in range(0, self.n_structures, batch_size):
             yield self.parts(order[start : start + batch_size])
@@ -328,7 +325,7 @@ def predict_labels(
     atomic_energy: torch.nn.Module, data: FeatureSet, forces: bool, stress: bool, create_graph: bool
 ) -> dict[str, torch.Tensor]:
     """Energies (n_structures,) eV and, if asked, forces (n_atoms, 3) eV/Å and stress
-    (n_structures, 6) eV/Å^3 of a model on loaded ``data``.
+    (n_structures, 6) eV/Å^3 of a model on ``data`` (its derivatives read from the store).
 
     ``atomic_energy(features, numbers)`` returns per-atom energies; forces and stress use the
     chain rule through the stored feature derivatives (``g_e = sum_f dE/dG_{i f} dG_{i f}/dr_e``).
@@ -354,7 +351,7 @@ def predict_labels(
 def error_sums(
     atomic_energy: torch.nn.Module, data: FeatureSet, settings: FitSettings, create_graph: bool
 ) -> dict[str, torch.Tensor | int]:
-    """Sums of squared errors of a loaded part and the counts they average over:
+    """Sums of squared errors of a part and the counts they average over:
     ``energy`` (eV/atom)^2 over structures, ``force`` (eV/Å)^2 over components, ``stress``
     (eV/Å^3)^2 over the components of structures with stress labels."""
     use_stress = settings.stress_weight > 0 and bool(data.has_stress.any())

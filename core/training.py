@@ -44,19 +44,23 @@ LOSS_KEYS = ("energy", "force", "stress")
 def take_step(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, parts: list[FeatureSet], settings: FitSettings
 ) -> dict[str, float]:
-    """One optimizer step on a minibatch given as loaded ``parts``; returns its error sums
-    (see :func:`pesmith.features.error_sums`) before the step."""
+    """One optimizer step on a minibatch given as ``parts``; returns its error sums (see
+    :func:`pesmith.features.error_sums`) before the step. Each part's graph is freed by its
+    backward pass before the next part's derivatives are read."""
     optimizer.zero_grad()
-    sums = [error_sums(model, part, settings, create_graph=settings.needs_jacobian) for part in parts]
-    counts = {f"n_{k}": sum(s.get(f"n_{k}", 0) for s in sums) for k in LOSS_KEYS}
+    counts = {
+        "n_energy": sum(part.n_structures for part in parts),
+        "n_force": 3 * sum(part.n_atoms for part in parts),
+        "n_stress": 6 * sum(int(part.has_stress.sum()) for part in parts),
+    }
     weights = {"energy": 1.0, "force": settings.force_weight, "stress": settings.stress_weight}
-    totals = {key: float(value) for key, value in counts.items()}
-    for part_sums in sums:
+    totals: dict[str, float] = {}
+    for part in parts:
+        part_sums = error_sums(model, part, settings, create_graph=settings.needs_jacobian)
         loss = sum(weights[k] * part_sums[k] / counts[f"n_{k}"] for k in LOSS_KEYS if k in part_sums)
         loss.backward()
-        for k in LOSS_KEYS:
-            if k in part_sums:
-                totals[k] = totals.get(k, 0.0) + part_sums[k].detach().item()
+        for key, value in part_sums.items():
+            totals[key] = totals.get(key, 0.0) + (value.detach().item() if isinstance(value, torch.Tensor) else value)
     optimizer.step()
     return totals
 
