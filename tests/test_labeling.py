@@ -289,11 +289,13 @@ def test_a_worker_that_dies_stops_the_run_with_a_clear_error_and_keeps_the_label
     config = write_label_config(tmp_path, structures, {"kind": "ase", "calculator": "flaky_calculators.DyingMorse", "parameters": {"die_formula": "Li2Si2"}}, workers=2)
     code, _, err = run(capsys, "label", config)
     assert_user_error(code, err, "a worker process died", "Set time_limit")
+    kept = sum(row.status == "ok" for row in rows(tmp_path / "labels" / "ref.db"))
     raw = yaml.safe_load(config.read_text())
     raw["time_limit"] = 30.0
     config.write_text(yaml.safe_dump(raw))
     code, out, _ = run(capsys, "label", config)
-    assert code == 0
+    assert f"{3 - kept} labeled, 1 failed, {kept} already in" in out
+    assert code == (cli.EXIT_ALL_FAILED if kept == 3 else 0)  # exit 1 when the rerun had only Li2Si2 left, and it failed
     by_formula = {row.formula: row for row in rows(tmp_path / "labels" / "ref.db")}
     assert by_formula["Li2Si2"].status == "failed" and "died" in by_formula["Li2Si2"].reason
     assert sum(row.status == "ok" for row in by_formula.values()) >= 1 and len(rows(tmp_path / "labels" / "ref.db")) == 4
