@@ -70,7 +70,7 @@ def train(config: TrainConfig, registry: Registry, warn: Callable[[str], None] |
     """
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
-    dataset = read_dataset(config.data.train)
+    dataset = read_dataset(config.data.train, allow_mixed_references=config.data.allow_mixed_references)
     train_set, validation = dataset.split(config.data.validation_fraction, config.data.seed)
     if not len(validation):
         (warn or logger.warning)(no_validation_message(len(dataset), config.data.validation_fraction))
