@@ -1,7 +1,7 @@
 """Command line: ``pesmith <verb> ...``. Errors print one line and exit with code 2.
 
 This is the composition root: the one core module that reaches into ``pesmith.search`` (the
-hull), lazily inside the verbs that need it, and that hands the parallel map to labeling; the
+hull, the generated initial set), lazily inside the verbs that need it, and that hands the parallel map to labeling; the
 library modules take such pieces as arguments (``tests/test_packaging.py`` checks the layers).
 """
 
@@ -171,7 +171,7 @@ def label_command(config_path: Path, registry: Registry) -> LabelSummary:
 
 
 def generate_command(config_path: Path, registry: Registry) -> LabelSummary:
-    from .generate import generate, load_generate_config
+    from pesmith.search.initial_set import generate, load_generate_config
     from .parallel import parallel_map
 
     config = load_generate_config(config_path, registry)

@@ -32,6 +32,9 @@ class DataSettings(BaseModel):
     isolated_atom_energies: dict[str, float] | None = Field(
         None, description="eV per element; default: least-squares fit of energy vs composition"
     )
+    allow_mixed_references: bool = Field(
+        False, description="train on labels of different reference methods or parameters in one set"
+    )
 
     @field_validator("train")
     @classmethod

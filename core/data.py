@@ -14,6 +14,8 @@ from . import ase_files
 from .errors import DataError
 from .structures import check_structure
 
+Provenance = tuple[str | None, str | None]  # (method, reference_hash) of a label; (None, None): not recorded
+
 
 @dataclass
 class Dataset:
@@ -73,20 +75,31 @@ def read_structures(path: Path, skip_failed: bool = False, what: str = "data fil
     """Structures from an extxyz file (or anything ase.io reads) or an ase.db, with any labels the
     file stores. ``skip_failed`` leaves out ase.db rows that ``pesmith label`` marked
     ``status="failed"`` or ``"running"`` (they have no labels); ``what`` names the file in errors."""
+    return [atoms for atoms, _ in _read_with_provenance(path, skip_failed, what)]
+
+
+def _read_with_provenance(path: Path, skip_failed: bool, what: str) -> list[tuple[Atoms, Provenance]]:
+    """The structures of :func:`read_structures`, each with its ``(method, reference_hash)``: the
+    key-value pairs of an ase.db row, the ``info`` keys of an extxyz frame, ``(None, None)`` when
+    the file does not say."""
     check_structure_file(path, what)
     try:
         if path.suffix == ".db":
             with ase_files.connect(path) as db:
-                structures = [row.toatoms() for row in db.select() if not (skip_failed and row.get("status", "ok") != "ok")]
+                read = [
+                    (row.toatoms(), (row.get("method"), row.get("reference_hash")))
+                    for row in db.select()
+                    if not (skip_failed and row.get("status", "ok") != "ok")
+                ]
         else:
-            structures = ase_files.read(path, index=":")
+            read = [(a, (a.info.get("method"), a.info.get("reference_hash"))) for a in ase_files.read(path, index=":")]
     except Exception as exc:
         raise DataError(f"cannot read structures from {path}: {type(exc).__name__}: {exc}") from exc
-    if not structures:
+    if not read:
         raise DataError(f"{path} contains no structures")
-    for index, atoms in enumerate(structures):
+    for index, (atoms, _) in enumerate(read):
         check_structure(atoms, f"{path}, structure {index} ({atoms.get_chemical_formula()})")
-    return structures
+    return read
 
 
 def check_structure_file(
@@ -100,33 +113,65 @@ def check_structure_file(
         raise DataError(f"{what} {path} not found; check the path ({paths})")
 
 
-def read_dataset(path: str | Path | Sequence[str | Path]) -> Dataset:
+def read_dataset(path: str | Path | Sequence[str | Path], allow_mixed_references: bool = False) -> Dataset:
     """Read labeled structures from an extxyz file (or anything ase.io reads) or an ase.db.
 
     ``path`` may also be a list of files, read in order and concatenated
     (:func:`concatenate_datasets`). Rows of an ase.db that ``pesmith label`` marked
     ``status="failed"`` are skipped.
 
+    Labels of different reference methods or parameters do not belong in one training set:
+    every structure's provenance (``method`` and ``reference_hash`` of an ase.db row written by
+    ``pesmith label``, or the same keys in an extxyz frame's info) must be the same, where "none
+    recorded" counts as one provenance of its own, unless ``allow_mixed_references``.
+
     Raises
     ------
     DataError
-        If a file is missing or unreadable, or a structure lacks a valid energy or forces;
-        the message names the file and the structure index.
+        If a file is missing or unreadable, a structure lacks a valid energy or forces (the
+        message names the file and the structure index), or the labels come from two references.
     """
-    if not isinstance(path, (str, Path)):
-        paths = list(path)
+    if isinstance(path, (str, Path)):
+        paths = [Path(path)]
+    else:
+        paths = [Path(p) for p in path]
         if not paths:
             raise DataError("data.train is an empty list; give one or more files of labeled structures")
-        return concatenate_datasets([read_dataset(p) for p in paths])
-    path = Path(path)
-    structures = read_structures(path, skip_failed=True)
+    datasets: list[Dataset] = []
+    first_of: dict[Provenance, Path] = {}  # each provenance seen -> the first file it came from
+    for file in paths:
+        dataset, provenances = _read_labeled(file)
+        datasets.append(dataset)
+        for provenance in provenances:
+            first_of.setdefault(provenance, file)
+        if len(first_of) > 1 and not allow_mixed_references:
+            (a, file_a), (b, file_b) = list(first_of.items())[:2]
+            raise DataError(
+                f"the training data mixes labels of two references: {_describe_reference(a)} in {file_a}"
+                f" and {_describe_reference(b)} in {file_b}; label everything with one reference, or set"
+                " data.allow_mixed_references: true in the training config to train on both"
+            )
+    return concatenate_datasets(datasets)
+
+
+def _read_labeled(path: Path) -> tuple[Dataset, list[Provenance]]:
+    """One file's labeled structures and the provenance of each."""
+    read = _read_with_provenance(path, skip_failed=True, what="data file")
     energies, forces, stresses = [], [], []
-    for index, atoms in enumerate(structures):
+    for index, (atoms, _) in enumerate(read):
         energy, force, stress = _labels(atoms, f"{path}, structure {index}")
         energies.append(energy)
         forces.append(force)
         stresses.append(stress)
-    return Dataset(structures, np.array(energies), forces, stresses, source=str(path))
+    dataset = Dataset([a for a, _ in read], np.array(energies), forces, stresses, source=str(path))
+    return dataset, [provenance for _, provenance in read]
+
+
+def _describe_reference(provenance: Provenance) -> str:
+    method, key = provenance
+    if method is None and key is None:
+        return "no recorded reference"
+    return f"method {method!r} (reference_hash {str(key)[:12]})"
 
 
 def concatenate_datasets(datasets: Sequence[Dataset]) -> Dataset:

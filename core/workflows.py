@@ -1,4 +1,5 @@
-"""What the command line and the search call: train a potential from a config.
+"""What the command line and the search call: train a potential from a config, label structures
+in memory.
 
 The CLI only parses arguments and prints; everything a run computes and writes is here.
 """
@@ -9,19 +10,25 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 import yaml
+from ase import Atoms
 
 from . import __version__
 from .atomic import write_text_atomic
 from .config import TrainConfig
 from .data import read_dataset
 from .errors import ConfigError
+from .labeling import MapFunction, label_one
 from .model_file import save_potential
+from .parallel import parallel_map
 from .potential import Potential
+from .reference import Reference
+from .reference_db import Label
 from .registry import Registry
 from .report import write_report
 from .validation import predict_dataset
@@ -70,7 +77,7 @@ def train(config: TrainConfig, registry: Registry, warn: Callable[[str], None] |
     """
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
-    dataset = read_dataset(config.data.train)
+    dataset = read_dataset(config.data.train, allow_mixed_references=config.data.allow_mixed_references)
     train_set, validation = dataset.split(config.data.validation_fraction, config.data.seed)
     if not len(validation):
         (warn or logger.warning)(no_validation_message(len(dataset), config.data.validation_fraction))
@@ -108,3 +115,51 @@ def train(config: TrainConfig, registry: Registry, warn: Callable[[str], None] |
     write_report(stem, report, predictions)
     write_text_atomic(stem.with_name(stem.name + "_config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
     return TrainResult(potential, report)
+
+
+def label(
+    structures: Sequence[Atoms],
+    reference: Reference,
+    map_fn: MapFunction | None = None,
+    workers: int = 1,
+    time_limit: float | None = None,
+    progress: bool = False,
+) -> list[Label]:
+    """Label ``structures`` with ``reference`` in memory: no database, no file is written.
+
+    Each structure goes through :func:`pesmith.labeling.label_one`, so a calculation that fails
+    (an exception, no SCF convergence, the time limit) comes back as a :class:`Label` with a
+    ``reason`` instead of raising.
+
+    Parameters
+    ----------
+    structures
+        The structures; they are not modified.
+    reference
+        A reference plugin instance (picklable when ``workers > 1`` or under MPI).
+    map_fn
+        ``map_fn(fn, items, workers=, progress=, description=)`` yielding ``(index, fn(item))``
+        in any order; default :func:`pesmith.parallel.parallel_map` (local processes or MPI ranks).
+    workers
+        Local worker processes (``1``: in this process).
+    time_limit
+        Seconds per structure; beyond it the structure fails. ``None``: no limit.
+    progress
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    list[Label]
+        One label per structure, in the order of ``structures``: energy (eV), forces (eV/Å),
+        stress (eV/Å^3, or ``None`` without a 3D cell), or the ``reason`` it failed.
+    """
+    structures = list(structures)
+    results = (map_fn or parallel_map)(
+        partial(label_one, reference, time_limit),
+        structures,
+        workers=workers,
+        progress=progress,
+        description=f"labeling with {type(reference).__name__}",
+    )
+    labels: dict[int, Label] = dict(results)
+    return [labels[index] for index in range(len(structures))]

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
 
-    dataset = read_dataset(config.data.train)
+    dataset = read_dataset(config.data.train, allow_mixed_references=config.data.allow_mixed_references)
     kept, held = stratified_holdout(dataset, args.fraction, args.seed)
     holdout = dataset.subset(held)
     train_set, validation = dataset.subset(kept).split(config.data.validation_fraction, config.data.seed)

@@ -188,3 +188,25 @@ def example_plugin(fake_distribution, monkeypatch) -> Path:
     _forget_example_modules()
     yield info.parent
     _forget_example_modules()
+
+
+@pytest.fixture
+def morse_label_db():
+    """``morse_label_db(path, n, seed=0, **morse_parameters) -> Path``: an ase.db of ``n`` rattled
+    2-atom LiSi cells labeled by the ``morse`` reference as ``pesmith label`` writes it."""
+    from ase.build import bulk
+
+    from pesmith.labeling import label_one
+    from pesmith.plugins.references.morse import Morse
+    from pesmith.reference_db import ReferenceDB
+
+    def make(path: Path, n: int, seed: int = 0, **parameters) -> Path:
+        reference = Morse(**parameters)
+        store = ReferenceDB(path, "morse", reference.get_config(), reference.code_version())
+        for index in range(n):
+            atoms = bulk("LiSi", "zincblende", a=5.9)
+            atoms.rattle(0.05, seed=seed + index)
+            store.write(atoms, label_one(reference, None, atoms), source="test", source_index=index)
+        return path
+
+    return make

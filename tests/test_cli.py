@@ -161,6 +161,20 @@ def test_nan_label_in_data(tmp_path, write_config, small_si_xyz, capsys, what, m
     assert_user_error(code, err, f"{data}, structure 2", message)
 
 
+def test_labels_of_two_references_are_one_line_unless_allowed(tmp_path, write_config, morse_label_db, capsys):
+    first = morse_label_db(tmp_path / "cutoff6.db", 3)
+    second = morse_label_db(tmp_path / "cutoff5.db", 3, seed=3, cutoff=5.0)
+    data = {"train": [str(first), str(second)], "validation_fraction": 0.25, "seed": 0}
+    code, _, err = run(capsys, "train", write_config(data=data))
+    assert_user_error(code, err, f"method 'morse' (reference_hash", f"in {first}", f"in {second}", "data.allow_mixed_references: true")
+    assert files_in(tmp_path / "out") == []
+    code, _, err = run(capsys, "train", write_config(data={**data, "allow_mixed_references": True}))
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "model_report.json").read_text())
+    assert report["split"]["n_train"] + report["split"]["n_validation"] == 6
+    assert report["config"]["data"]["allow_mixed_references"] is True
+
+
 def test_missing_data_file(write_config, tmp_path, capsys):
     config = write_config(data_path=tmp_path / "gone.xyz")
     code, _, err = run(capsys, "train", config)

@@ -42,7 +42,7 @@ def test_lisi_chebyshev_config_is_the_lixsi_network_setup(registry):
 
 @pytest.mark.parametrize("path", GENERATE_CONFIGS, ids=lambda p: p.name)
 def test_generate_config_validates_and_builds_structures(path, registry):
-    from pesmith.generate import generate_structures, load_generate_config
+    from pesmith.search.initial_set import generate_structures, load_generate_config
 
     config = load_generate_config(path, registry)
     structures = generate_structures(config)

@@ -304,3 +304,39 @@ def test_config_accepts_a_list_of_train_files_relative_to_the_config(tmp_path, r
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ConfigError, match="key 'data.train': .*at least one file"):
         load_train_config(path, registry)
+
+
+def test_labels_of_two_references_are_refused_unless_allowed(tmp_path, morse_label_db):
+    default = morse_label_db(tmp_path / "default.db", 2)
+    same = morse_label_db(tmp_path / "same.db", 2, seed=10)
+    shorter = morse_label_db(tmp_path / "short.db", 3, cutoff=5.0)
+    assert len(read_dataset([default, same])) == 4  # one reference, two files
+    with pytest.raises(DataError) as error:
+        read_dataset([default, same, shorter])
+    message = str(error.value)
+    assert "\n" not in message and str(default) in message and str(shorter) in message
+    assert message.count("method 'morse'") == 2 and "data.allow_mixed_references: true" in message
+    mixed = read_dataset([default, shorter], allow_mixed_references=True)
+    assert len(mixed) == 5
+    np.testing.assert_allclose(mixed.energies[:2], read_dataset(default).energies)
+
+
+def test_files_without_provenance_mix_only_with_each_other(tmp_path, morse_label_db):
+    first, second = tmp_path / "a.xyz", tmp_path / "b.xyz"
+    write(first, lisi_structures()[:2])
+    write(second, lisi_structures()[2:])
+    assert len(read_dataset([first, second])) == 3  # neither says anything: one group
+    labels = morse_label_db(tmp_path / "labels.db", 2)
+    with pytest.raises(DataError, match=f"no recorded reference in {first} and method 'morse' .* in {labels}"):
+        read_dataset([first, labels])
+    assert len(read_dataset([first, labels], allow_mixed_references=True)) == 4
+
+
+def test_one_database_with_rows_of_two_references_is_refused(tmp_path, morse_label_db):
+    import ase.db
+
+    path = morse_label_db(tmp_path / "labels.db", 2)
+    with ase.db.connect(str(path)) as db:
+        db.write(lisi_structures()[0], status="ok", method="xtb", reference_hash="f" * 64)
+    with pytest.raises(DataError, match="method 'morse'.*and method 'xtb'"):
+        read_dataset(path)

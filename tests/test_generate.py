@@ -12,7 +12,7 @@ import yaml
 from pesmith import cli
 from pesmith.config import read_yaml
 from pesmith.data import read_dataset
-from pesmith.generate import GenerateConfig, clusters, generate_structures, slabs, with_vacancies, ClusterSettings, SurfaceSettings
+from pesmith.search.initial_set import GenerateConfig, clusters, generate_structures, slabs, with_vacancies, ClusterSettings, SurfaceSettings
 from pesmith.registry import Registry
 
 from conftest import DATA, TINY_DESCRIPTOR, TINY_MODEL, TINY_TRAINING

@@ -13,16 +13,18 @@ from pathlib import Path
 
 import ase.db
 import ase.io
+import numpy as np
 import pytest
 import yaml
 from ase.build import bulk
 
-from pesmith import cli
+from pesmith import cli, workflows
 from pesmith.data import read_dataset
 from pesmith.errors import LabelingFailed
 from pesmith.labeling import call_with_time_limit
 from pesmith.plugins.references.morse import Morse
 from pesmith.reference_db import ReferenceDB, structure_hash
+from pesmith.plugins.references.ase_calculator import AseReference
 from pesmith.registry import Registry
 
 TESTS = Path(__file__).resolve().parent
@@ -289,11 +291,13 @@ def test_a_worker_that_dies_stops_the_run_with_a_clear_error_and_keeps_the_label
     config = write_label_config(tmp_path, structures, {"kind": "ase", "calculator": "flaky_calculators.DyingMorse", "parameters": {"die_formula": "Li2Si2"}}, workers=2)
     code, _, err = run(capsys, "label", config)
     assert_user_error(code, err, "a worker process died", "Set time_limit")
+    kept = sum(row.status == "ok" for row in rows(tmp_path / "labels" / "ref.db"))
     raw = yaml.safe_load(config.read_text())
     raw["time_limit"] = 30.0
     config.write_text(yaml.safe_dump(raw))
     code, out, _ = run(capsys, "label", config)
-    assert code == 0
+    assert f"{3 - kept} labeled, 1 failed, {kept} already in" in out
+    assert code == (cli.EXIT_ALL_FAILED if kept == 3 else 0)  # exit 1 when the rerun had only Li2Si2 left, and it failed
     by_formula = {row.formula: row for row in rows(tmp_path / "labels" / "ref.db")}
     assert by_formula["Li2Si2"].status == "failed" and "died" in by_formula["Li2Si2"].reason
     assert sum(row.status == "ok" for row in by_formula.values()) >= 1 and len(rows(tmp_path / "labels" / "ref.db")) == 4
@@ -309,3 +313,43 @@ def test_labels_do_not_depend_on_the_number_of_workers(tmp_path, capsys):
         assert run(capsys, "label", config)[0] == 0
         energies[workers] = {r.structure_hash: (r.energy, r.forces.tolist()) for r in rows(folder / "labels" / "ref.db")}
     assert energies[1] == energies[2]
+
+
+# --- in memory: pesmith.workflows.label --------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_in_memory_labels_equal_the_reference_in_input_order(workers):
+    structures = li_si_cells(3) + li_si_cells(1, 4) + li_si_cells(1, 6)
+    reference = Morse(cutoff=5.0)
+    labels = workflows.label(structures, reference, workers=workers)
+    assert len(labels) == len(structures)
+    for atoms, label in zip(structures, labels):
+        energy, forces, stress = reference.label(atoms)
+        assert label.ok and label.energy == energy
+        np.testing.assert_array_equal(label.forces, forces)
+        np.testing.assert_array_equal(label.stress, stress)
+    assert all(atoms.calc is None for atoms in structures)  # the input is left as it was
+
+
+def test_in_memory_failures_come_back_as_labels_with_a_reason():
+    structures = li_si_cells(2) + li_si_cells(1, 4)  # Li2Si2 fails
+    reference = AseReference("flaky_calculators.FlakyMorse", {"fail_formula": "Li2Si2"}, periodic=True)
+    labels = workflows.label(structures, reference, workers=2)
+    assert [label.ok for label in labels] == [True, True, False]
+    assert "SCF did not converge for Li2Si2" in labels[2].reason and labels[2].energy is None
+
+
+def test_in_memory_labeling_uses_the_given_map_and_time_limit():
+    calls = []
+
+    def serial_map(fn, items, workers, progress, description):
+        calls.append((workers, progress, description))
+        return reversed(list(enumerate(map(fn, items))))  # completion order is not input order
+
+    structures = li_si_cells(2) + li_si_cells(1, 6)
+    reference = AseReference("flaky_calculators.FlakyMorse", {"slow_formula": "Li3Si3", "sleep_s": 60.0}, periodic=True)
+    labels = workflows.label(structures, reference, map_fn=serial_map, workers=3, time_limit=1.0, progress=True)
+    assert calls == [(3, True, "labeling with AseReference")]
+    assert labels[0].energy == reference.label(structures[0])[0] and labels[1].ok
+    assert not labels[2].ok and "time limit of 1 s exceeded" in labels[2].reason

@@ -17,14 +17,14 @@ from ase import Atoms
 from ase.build import surface
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import ase_files
-from .atomic import atomic_path
-from .config import PluginSettings, check_plugin_options, parse_config, resolve_path
-from .data import read_structures
-from .errors import ConfigError
-from .labeling import LabelConfig, LabelSummary, MapFunction, label_structures
-from .registry import Registry
-from .structures import has_full_cell
+from pesmith import ase_files
+from pesmith.atomic import atomic_path
+from pesmith.config import PluginSettings, check_plugin_options, parse_config, resolve_path
+from pesmith.data import read_structures
+from pesmith.errors import ConfigError
+from pesmith.labeling import LabelConfig, LabelSummary, MapFunction, label_structures
+from pesmith.registry import Registry
+from pesmith.structures import has_full_cell
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def md_snapshots(cell: Atoms, settings: MDSettings, rng: np.random.Generator) ->
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import thermalize_momenta
 
-    from . import load_calculator
+    from pesmith import load_calculator
 
     atoms = cell.copy()
     atoms.calc = load_calculator(str(settings.model))
