@@ -110,16 +110,9 @@ class FeatureSet:
         """``rows`` split into consecutive groups of at most ``chunk_edges`` edges. Each part shares
         the store and reads its derivatives only when used, so one part at a time is in memory."""
         rows = torch.as_tensor(rows, dtype=torch.int64)
-        groups, current, size = [], [], 0
-        for row, n in zip(rows.tolist(), self.edges_per_structure[rows].tolist()):
-            if current and size + n > self.chunk_edges:
-                groups.append(current)
-                current, size = [], 0
-            current.append(row)
-            size += n
-        if current:
-            groups.append(current)
-        return [self.select(group) for group in groups]
+        order = rows.tolist()
+        groups = _groups(self.edges_per_structure[rows].tolist(), self.chunk_edges)
+        return [self.select([order[i] for i in group]) for group in groups]
 
     def chunks(self) -> list["FeatureSet"]:
         """The whole set in order, as parts within the memory budget."""
@@ -244,6 +237,8 @@ def featurize_dataset(
 
 
 def _groups(edges: Sequence[int], chunk_edges: int) -> Iterator[list[int]]:
+    """Consecutive positions of ``edges`` in groups of at most ``chunk_edges`` edges (a larger
+    single item is a group of its own)."""
     group, size = [], 0
     for index, n in enumerate(edges):
         if group and size + n > chunk_edges:
@@ -288,8 +283,7 @@ def concatenate_feature_sets(sets: Sequence[FeatureSet]) -> FeatureSet:
         chunk_edges=min(s.chunk_edges for s in sets),
     )
     if sets[0].jacobian is not None:
-        views = [s.select(torch.arange(s.n_structures)) for s in sets]  # each with its own rows
-        combined.jacobian = ConcatenatedJacobian([_RowView(v.jacobian, v.jacobian_rows) for v in views])
+        combined.jacobian = ConcatenatedJacobian([_RowView(s.jacobian, s.jacobian_rows) for s in sets])
         combined.jacobian_rows = torch.arange(combined.n_structures)
     return combined
 
@@ -389,7 +383,12 @@ def evaluate(atomic_energy: torch.nn.Module, data: FeatureSet, settings: FitSett
     """Loss and RMSEs of ``atomic_energy`` on a whole set, chunk by chunk."""
     totals: dict[str, float] = {}
     for part in data.chunks():
-        for key, value in error_sums(atomic_energy, part, settings, create_graph=False).items():
-            totals[key] = totals.get(key, 0.0) + (value.detach().item() if isinstance(value, torch.Tensor) else value)
+        add_sums(totals, error_sums(atomic_energy, part, settings, create_graph=False))
     return metrics_from_sums(totals, settings)
+
+
+def add_sums(totals: dict[str, float], sums: dict[str, torch.Tensor | int]) -> None:
+    """Add error sums (tensors or counts, see :func:`error_sums`) into ``totals`` as floats."""
+    for key, value in sums.items():
+        totals[key] = totals.get(key, 0.0) + (value.detach().item() if isinstance(value, torch.Tensor) else value)
 

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from .features import FeatureSet, error_sums, evaluate, metrics_from_sums
+from .features import FeatureSet, add_sums, error_sums, evaluate, metrics_from_sums
 from .fit_settings import FitSettings
 from .model import FitSummary
 from .threads import FIT_LOOP_THREADS, torch_threads
@@ -59,8 +59,7 @@ def take_step(
         part_sums = error_sums(model, part, settings, create_graph=settings.needs_jacobian)
         loss = sum(weights[k] * part_sums[k] / counts[f"n_{k}"] for k in LOSS_KEYS if k in part_sums)
         loss.backward()
-        for key, value in part_sums.items():
-            totals[key] = totals.get(key, 0.0) + (value.detach().item() if isinstance(value, torch.Tensor) else value)
+        add_sums(totals, part_sums)
     optimizer.step()
     return totals
 
@@ -77,8 +76,7 @@ def train_one_epoch(
     within the average, as in the running loss other trainers print."""
     totals: dict[str, float] = {}
     for parts in data.minibatches(settings.batch_size, generator):
-        for key, value in take_step(model, optimizer, parts, settings).items():
-            totals[key] = totals.get(key, 0.0) + value
+        add_sums(totals, take_step(model, optimizer, parts, settings))
     return metrics_from_sums(totals, settings)
 
 
