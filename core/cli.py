@@ -197,6 +197,47 @@ def print_label_summary(summary: LabelSummary) -> int:
     return 0
 
 
+def search_command(config_path: Path, registry: Registry, resume: bool, workers: int | None) -> int:
+    from pesmith.parallel import parallel_map
+    from pesmith.search.config import load_search_config
+    from pesmith.search.loop import Search
+
+    config = load_search_config(config_path, registry)
+    if workers is not None:
+        config.workers = workers
+    check_writable(config.output / "checkpoint.json", "search output")
+    result = Search(config, registry, config_path, parallel_map, echo=lambda line: print(line, flush=True)).run(resume=resume)
+    print_search_summary(result)
+    return 0
+
+
+def print_search_summary(result) -> None:
+    """Per-step table (GA, confirmations, the model's error on the new labels before retraining),
+    hull compositions and voltages of a finished search."""
+    print(f"\n{'step':>4} {'x':>13} {'evaluated':>9} {'dup %':>6} {'confirmed':>9} {'failed':>6} {'E err (meV/at)':>14} {'F err (eV/Å)':>12} {'E_ref (eV/at)':>13}")
+    for s in result.steps:
+        dup = 100 * s.duplicates / max(1, s.duplicates + s.evaluated)
+        e_err = f"{s.model_energy_rmse_meV_per_atom:.1f}" if s.model_energy_rmse_meV_per_atom is not None else "-"
+        f_err = f"{s.model_force_rmse_eV_per_A:.3f}" if s.model_force_rmse_eV_per_A is not None else "-"
+        e_ref = f"{s.lowest_reference_energy_per_atom:.4f}" if s.lowest_reference_energy_per_atom is not None else "-"
+        print(f"{s.step + 1:>4} {s.x_from:>5.2f} -> {s.x_to:<5.2f} {s.evaluated:>9} {dup:>6.0f} {s.confirmed:>9} {s.failed_confirmations:>6} {e_err:>14} {f_err:>12} {e_ref:>13}")
+    on_hull = sorted((r for r in result.hull if r["on_hull"]), key=lambda r: r["li_fraction"])
+    print("on the hull: " + ", ".join(f"{r['formula']} ({r['kind']}, E_f {r['formation_energy_eV_per_atom']:.3f} eV/atom)" for r in on_hull))
+    for v in result.voltages:
+        print(f"voltage x {v['x_low']:.2f} -> {v['x_high']:.2f}: {v['voltage']:.3f} V")
+    for name, path in result.files.items():
+        print(f"wrote {path}")
+
+
+def search_status(config_path: Path, registry: Registry) -> None:
+    """Print where the search of ``config_path`` stands, from its checkpoint."""
+    from pesmith.search.config import load_search_config
+    from pesmith.search.status import describe
+
+    config = load_search_config(config_path, registry)
+    print(describe(config.output / "checkpoint.json"))
+
+
 def print_hull(entries: Sequence, element: str) -> None:
     """Table of :class:`pesmith.search.hull.HullEntry` rows, sorted by Li fraction (energies eV/atom)."""
     print(f"{'formula':<14}{'x_' + element:>8}{'E (eV/atom)':>14}{'E_f (eV/atom)':>15}{'above hull':>12}  on hull")
@@ -231,6 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="energies per atom (eV/atom) of the pure elements, e.g. Li=-1.90,Si=-5.42 (default: the lowest"
         " energy per atom among the pure structures in DATA)",
     )
+    search = verbs.add_parser("search", help="GA delithiation search: model, reference confirmation, retraining, hull and voltage")
+    search.add_argument("config", type=Path)
+    search.add_argument("--resume", action="store_true", help="continue the run in the config's output folder from its checkpoint")
+    search.add_argument("--status", action="store_true", help="print where the run stands and exit")
+    search.add_argument("--workers", type=int, help="local worker processes (overrides the config; ignored under MPI)")
     verbs.add_parser("plugins", help="list installed descriptor, model and reference plugins")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -249,6 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.verb == "hull":
             elements = tuple(args.elements)
             hull_command(args.data, elements, args.json, parse_references(args.references, elements))
+        elif args.verb == "search":
+            if args.status:
+                search_status(args.config, registry)
+            else:
+                return search_command(args.config, registry, args.resume, args.workers)
         elif args.verb == "plugins":
             print(f"{'kind':<12}{'name':<16}{'package':<20}description")
             for info in registry.plugins():

@@ -93,8 +93,9 @@ class DelithiationProblem:
 
 
 def genome_hash(genome: Sequence[int]) -> str:
-    """A 16-hex-digit hash of a genome (the same mask always gives the same hash)."""
-    return hashlib.sha1(bytes(int(g) for g in genome)).hexdigest()[:16]
+    """``"g"`` and 15 hex digits of the genome's sha1 (the same mask always gives the same hash;
+    the letter keeps ase.db from reading it as a number)."""
+    return "g" + hashlib.sha1(bytes(int(g) for g in genome)).hexdigest()[:15]
 
 
 def swap_mutation(genome: Sequence[int], rng: np.random.Generator) -> Genome:

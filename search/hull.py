@@ -114,3 +114,35 @@ def hull_energy(x: np.ndarray, e_f: np.ndarray):
     vertices = np.unique(lower.ravel())
     hx, he = points[vertices[np.argsort(points[vertices, 0])]].T
     return lambda value: float(np.interp(value, hx, he))
+
+
+@dataclass(frozen=True)
+class VoltageStep:
+    """The average voltage (V vs Li/Li+) between two neighbouring hull compositions, x = Li per Si."""
+
+    x_low: float
+    x_high: float
+    voltage: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def voltage_profile(entries: Sequence[HullEntry]) -> list[VoltageStep]:
+    """Average voltages between neighbouring hull vertices of a Li–Si diagram (``x`` of the
+    entries is the Li fraction; pure Si is always the first vertex).
+
+    With ``ΔE(x) = E(Li_x Si) - x e_Li - e_Si`` per Si (eV), from the formation energy per atom
+    ``E_f`` as ``ΔE = (1 + x) E_f``, the voltage between ``x1 < x2`` is
+    ``V = -[E(Li_x2 Si) - E(Li_x1 Si) - (x2 - x1) e_Li] / ((x2 - x1) e) = -(ΔE(x2) - ΔE(x1)) / (x2 - x1)``.
+    """
+    lowest: dict[float, float] = {0.0: 0.0}
+    for entry in entries:
+        if entry.on_hull and entry.x < 1.0 - 1e-12:
+            x = round(entry.x / (1.0 - entry.x), 10)  # Li per Si
+            lowest[x] = min(lowest.get(x, np.inf), (1.0 + x) * entry.formation_energy)
+    xs = sorted(lowest)
+    return [
+        VoltageStep(x1, x2, -(lowest[x2] - lowest[x1]) / (x2 - x1))
+        for x1, x2 in zip(xs, xs[1:])
+    ]

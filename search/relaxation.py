@@ -1,0 +1,165 @@
+"""Relaxations of the search: GA fitness with the model, confirmation with the reference.
+
+Both are functions of one structure that the search maps over workers
+(:func:`pesmith.parallel.parallel_map`), so they are module-level and take picklable
+arguments. They never raise for a bad candidate: a crash, a non-converged relaxation or a time
+limit comes back as a result with a ``reason``; only the caller (rank 0) writes files.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+from ase.filters import FrechetCellFilter
+from ase.optimize import FIRE
+from pydantic import BaseModel, ConfigDict, Field
+
+from pesmith.errors import LabelingFailed
+from pesmith.labeling import call_with_time_limit
+from pesmith.reference import Reference
+from pesmith.structures import has_full_cell
+
+RelaxKind = Literal["none", "positions", "cell"]
+
+
+class RelaxSettings(BaseModel):
+    """How a structure is relaxed: ``none`` (single point), ``positions``, or ``cell``
+    (positions and cell, FIRE on a Fréchet cell filter)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    relax: RelaxKind = "positions"
+    fmax: float = Field(0.05, gt=0, description="eV/Å: converged when every force is below it")
+    steps: int = Field(200, ge=1, description="FIRE steps at most; not converged by then = failed")
+    time_limit: float | None = Field(None, gt=0, description="s per structure; beyond it the candidate fails")
+
+
+@dataclass
+class Relaxed:
+    """A relaxed structure with its energy (eV), forces (eV/Å), stress (eV/Å^3 or ``None``), or
+    the ``reason`` it failed. ``frames`` are labeled intermediate structures (confirmation only)."""
+
+    atoms: Atoms | None = None
+    energy: float | None = None
+    forces: np.ndarray | None = None
+    stress: np.ndarray | None = None
+    energy_std: float | None = None
+    steps: int = 0
+    reason: str | None = None
+    wall_time: float = 0.0
+    frames: list[tuple[Atoms, float, np.ndarray, np.ndarray | None]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def relax(atoms: Atoms, calculator: Calculator, settings: RelaxSettings, frame_interval: int = 0) -> Relaxed:
+    """Relax a copy of ``atoms`` with ``calculator``; ``frame_interval > 0`` keeps a labeled frame
+    every that many steps (not the last one, which is the result).
+
+    Raises
+    ------
+    LabelingFailed
+        When ``fmax`` is not reached in ``settings.steps`` steps.
+    """
+    work = atoms.copy()
+    work.calc = calculator
+    frames = []
+    steps = 0
+    if settings.relax != "none":
+        target = FrechetCellFilter(work) if settings.relax == "cell" else work
+        optimizer = FIRE(target, logfile=None)
+        if frame_interval > 0:
+            optimizer.attach(lambda: frames.append(_labeled_copy(work)), interval=frame_interval)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the model's extrapolation warning, once per process
+            converged = optimizer.run(fmax=settings.fmax, steps=settings.steps)
+        steps = optimizer.nsteps
+        if not converged:
+            raise LabelingFailed(f"fmax {settings.fmax} eV/Å not reached in {settings.steps} steps ({settings.relax})")
+        frames = frames[1:]  # the first is the unrelaxed start
+    final = _labeled_copy(work)
+    return Relaxed(
+        atoms=final[0],
+        energy=final[1],
+        forces=final[2],
+        stress=final[3],
+        energy_std=calculator.results.get("energy_std"),
+        steps=steps,
+        frames=frames,
+    )
+
+
+def _labeled_copy(atoms: Atoms) -> tuple[Atoms, float, np.ndarray, np.ndarray | None]:
+    energy = float(atoms.get_potential_energy())
+    forces = np.array(atoms.get_forces(), dtype=np.float64)
+    stress = np.array(atoms.get_stress(voigt=True), dtype=np.float64) if has_full_cell(atoms) else None
+    copy = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    return copy, energy, forces, stress
+
+
+@lru_cache(maxsize=2)
+def model_calculator(model_path: str, threads: int) -> Calculator:
+    """The pesmith calculator of a model file, loaded once per process (one file per model)."""
+    import torch
+
+    from pesmith import load_calculator
+
+    torch.set_num_threads(threads)
+    return load_calculator(model_path)
+
+
+def relax_with_model(model_path: str, settings: RelaxSettings, threads: int, atoms: Atoms) -> Relaxed:
+    """GA fitness: relax ``atoms`` with the model of ``model_path``; failures as a reason."""
+    started = time.perf_counter()
+    try:
+        calculator = model_calculator(model_path, threads)  # in the worker, before any fork
+        if settings.time_limit is None:
+            result = relax(atoms, calculator, settings)
+        else:
+            result = call_with_time_limit(lambda a: relax(a, calculator, settings), atoms, settings.time_limit)
+    except LabelingFailed as exc:
+        return Relaxed(reason=str(exc), wall_time=time.perf_counter() - started)
+    except Exception as exc:  # a crash of the model must not end the run
+        return Relaxed(reason=f"{type(exc).__name__}: {exc}", wall_time=time.perf_counter() - started)
+    result.wall_time = time.perf_counter() - started
+    return result
+
+
+def relax_with_reference(reference: Reference, settings: RelaxSettings, frame_interval: int, atoms: Atoms) -> Relaxed:
+    """Confirmation: relax ``atoms`` with the reference, keeping labeled frames every
+    ``frame_interval`` steps when the reference is an ASE calculator (else the final structure only)."""
+    started = time.perf_counter()
+    try:
+        reference.prepare()
+        if settings.time_limit is None:
+            result = _reference_relax(reference, settings, frame_interval, atoms)
+        else:
+            result = call_with_time_limit(lambda a: _reference_relax(reference, settings, frame_interval, a), atoms, settings.time_limit)
+    except LabelingFailed as exc:
+        return Relaxed(reason=str(exc), wall_time=time.perf_counter() - started)
+    except Exception as exc:
+        return Relaxed(reason=f"{type(exc).__name__}: {exc}", wall_time=time.perf_counter() - started)
+    result.wall_time = time.perf_counter() - started
+    return result
+
+
+def _reference_relax(reference: Reference, settings: RelaxSettings, frame_interval: int, atoms: Atoms) -> Relaxed:
+    make_calculator = getattr(reference, "make_calculator", None)
+    if make_calculator is not None:
+        return relax(atoms, make_calculator(), settings, frame_interval)
+    if settings.relax == "none":
+        energy, forces, stress = reference.label(atoms)
+        return Relaxed(atoms=atoms.copy(), energy=energy, forces=forces, stress=stress)
+    relaxed = reference.relax(atoms, fmax=settings.fmax, steps=settings.steps, cell=settings.relax == "cell")
+    stress = relaxed.get_stress(voigt=True) if has_full_cell(relaxed) else None
+    final = Atoms(relaxed.numbers, positions=relaxed.positions, cell=relaxed.cell, pbc=relaxed.pbc)
+    return Relaxed(atoms=final, energy=float(relaxed.get_potential_energy()), forces=relaxed.get_forces(), stress=stress)

@@ -1,0 +1,230 @@
+"""The search loop end to end on a cheap reference (morse) and model (linear), through the API,
+the CLI (resume after SIGKILL, bad input), injected worker failures and MPI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import ase.io
+import pytest
+import yaml
+
+from pesmith import ase_files
+from pesmith.errors import ConfigError
+from pesmith.registry import default_registry
+from pesmith.search.config import load_search_config
+from pesmith.search.loop import Search
+from pesmith.search.relaxation import relax_with_model
+from pesmith.testing import amorphous_lisi
+
+from test_parallel import MPI_TIMEOUT_S, mpi_label_command
+
+CRYSTALS = Path(__file__).resolve().parents[1] / "data" / "lisi_crystals"
+PESMITH = Path(sys.executable).with_name("pesmith")
+
+
+def tiny_config(folder: Path, **changes) -> Path:
+    """A search config of two steps on a 19-atom Li15Si4 cell (morse reference, linear model)."""
+    ase.io.write(folder / "start.xyz", amorphous_lisi(19, volume_per_atom=17.0, seed=1))
+    config = {
+        "output": "out",
+        "seed": 3,
+        "workers": 1,
+        "progress": False,
+        "reference": {"kind": "morse"},
+        "initial": {
+            "generate": {
+                "crystals": [str(CRYSTALS / f) for f in ("Li_bcc.xyz", "Si_diamond.xyz", "Li13Si4.xyz")],
+                "max_atoms": 40,
+                "supercells": [],
+                "scale": {"min": 0.95, "max": 1.05, "n": 3},
+                "rattle": {"stdev": 0.05, "n": 2},
+                "surfaces": None,
+                "clusters": None,
+            }
+        },
+        "potential": {
+            "descriptor": {"kind": "chebyshev", "radial_cutoff": 5.0, "angular_cutoff": 4.0, "radial_order": 6, "angular_order": 3},
+            "model": {"kind": "linear"},
+            "training": {"force_weight": 1.0},
+        },
+        "start": {"file": "start.xyz"},
+        "path": [3.75, 3.0, 2.25],
+        "ga": {"population": 8, "generations": 4, "patience": 3},
+        "fitness": {"relax": "none"},
+        "confirm": {"candidates": 2, "relax": "positions", "fmax": 0.2, "steps": 100, "frame_interval": 10},
+        "hull": {"crystals": [str(CRYSTALS / "Li_bcc.xyz"), str(CRYSTALS / "Si_diamond.xyz")]},
+    }
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        if name:
+            config[section][name] = value
+        else:
+            config[section] = value
+    path = folder / "search.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_search(config_path: Path, search_class=Search, **kwargs):
+    registry = default_registry()
+    config = load_search_config(config_path, registry)
+    return search_class(config, registry, config_path, **kwargs).run()
+
+
+def candidate_rows(output: Path) -> list[tuple]:
+    with ase_files.connect(output / "candidates.db") as db:
+        return sorted((r.step, r.genome_hash, r.status, round(r.get("model_energy", 0.0), 8)) for r in db.select())
+
+
+def final_state(output: Path) -> dict:
+    state = json.loads((output / "checkpoint.json").read_text())
+    hull = json.loads((output / "hull.json").read_text())
+    return {"population": state["ga"]["population"], "hull": hull["entries"], "voltages": hull["voltages"]}
+
+
+def test_search_runs_the_loop_and_writes_the_phase_diagram(tmp_path):
+    result = run_search(tiny_config(tmp_path, fitness={"relax": "positions", "fmax": 0.2, "steps": 40}))
+    output = tmp_path / "out"
+    assert [s.step for s in result.steps] == [0, 1]
+    for record in result.steps:
+        assert record.n_li_removed == 3 and record.evaluated > 0 and record.confirmed == 2
+        assert record.model_force_rmse_eV_per_A is not None and record.new_labels >= 2
+    assert [round(s.x_to, 2) for s in result.steps] == [3.0, 2.25]
+    for name in ("hull.png", "voltage.png", "ga_convergence.png", "hull.csv", "voltage.csv", "hull.json"):
+        assert (output / name).stat().st_size > 0
+    kinds = {row["kind"] for row in result.hull}
+    assert {"crystal", "start", "step 1", "step 2"} <= kinds
+    assert result.voltages and result.voltages[0]["x_low"] == 0.0
+    with ase_files.connect(output / "candidates.db") as db:
+        rows = list(db.select())
+        for step in (1, 2):
+            keys = [r.genome_hash for r in rows if r.step == step]
+            assert len(keys) == len(set(keys)) == result.steps[step - 1].evaluated  # none evaluated twice
+        for row in rows:
+            assert {"generation", "operator", "parents", "model_hash", "relax", "status"} <= set(row.key_value_pairs)
+        confirmed = [r for r in rows if r.get("confirmed")]
+        assert len(confirmed) == 4 and all(r.reference_method == "morse" for r in confirmed)
+    # the database grew by the confirmed structures and frames, and every model was retrained on it
+    assert len(json.loads((output / "checkpoint.json").read_text())["models"]) == 3
+
+
+def test_cli_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight.mkdir()
+    killed.mkdir()
+    env = {**os.environ, "PESMITH_DISABLE_ENTRY_POINTS": "1"}
+    done = subprocess.run([str(PESMITH), "search", str(tiny_config(straight))], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+    config = tiny_config(killed)
+    process = subprocess.Popen([str(PESMITH), "search", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    checkpoint = killed / "out" / "checkpoint.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            state = json.loads(checkpoint.read_text())
+        except (OSError, json.JSONDecodeError):
+            state = {}
+        if state.get("phase") == "ga" and state.get("step") == 1 and state["ga"]["generation"] >= 1:
+            break
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    status = subprocess.run([str(PESMITH), "search", str(config), "--status"], capture_output=True, text=True, env=env, timeout=120)
+    assert "phase ga, at step 2" in status.stdout
+    resumed = subprocess.run([str(PESMITH), "search", str(config), "--resume"], capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert candidate_rows(killed / "out") == candidate_rows(straight / "out")
+    assert final_state(killed / "out") == final_state(straight / "out")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"path": [3.75, 3.9]}, "must decrease"),
+        ({"ga": {"population": 1}}, "ga.population"),
+        ({"ga": {"mutation_rate": 1.5}}, "ga.mutation_rate"),
+        ({"ga": {"population": 4, "generations": 2}, "confirm.candidates": 9}, "more than the GA can evaluate"),
+        ({"potential.training": {"epochs": 3}}, "potential.training.epochs"),
+    ],
+)
+def test_cli_bad_search_config_is_one_line_exit_2(tmp_path, change, message):
+    config = tiny_config(tmp_path, **change)
+    result = subprocess.run([str(PESMITH), "search", str(config)], capture_output=True, text=True, timeout=120, env={**os.environ, "PESMITH_DISABLE_ENTRY_POINTS": "1"})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_start_without_lithium_is_refused(tmp_path):
+    config = tiny_config(tmp_path)
+    atoms = amorphous_lisi(19, volume_per_atom=17.0, seed=1)
+    ase.io.write(tmp_path / "start.xyz", atoms[atoms.numbers == 14])
+    with pytest.raises(ConfigError, match="has no Li"):
+        run_search(config)
+    assert not (tmp_path / "out").exists()
+
+
+def crash_or_hang(marker_folder: str, model_path: str, settings, threads: int, atoms):
+    """Fitness that kills its process on the first structure it sees and hangs on the second
+    (once each across processes, through marker files), else the model's relaxation."""
+    for name, act in (("crash", lambda: os._exit(9)), ("hang", lambda: time.sleep(600))):
+        try:
+            os.close(os.open(os.path.join(marker_folder, name), os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            continue
+        from pesmith.labeling import call_with_time_limit
+
+        def misbehave(_):
+            act()
+
+        from pesmith.errors import LabelingFailed
+        from pesmith.search.relaxation import Relaxed
+
+        try:
+            call_with_time_limit(misbehave, atoms, settings.time_limit)
+        except LabelingFailed as exc:
+            return Relaxed(reason=str(exc))
+    return relax_with_model(model_path, settings, threads, atoms)
+
+
+class TrappedSearch(Search):
+    marker_folder = ""
+
+    def _fitness_task(self, model_path):
+        return partial(crash_or_hang, self.marker_folder, model_path, self.config.fitness, self.worker_threads)
+
+
+def test_a_crashing_and_a_hanging_evaluation_fail_only_their_candidates(tmp_path):
+    TrappedSearch.marker_folder = str(tmp_path)
+    config = tiny_config(tmp_path, workers=2, path=[3.75, 3.0], fitness={"relax": "none", "time_limit": 3.0})
+    result = run_search(config, TrappedSearch)
+    assert (tmp_path / "crash").exists() and (tmp_path / "hang").exists()
+    with ase_files.connect(tmp_path / "out" / "candidates.db") as db:
+        reasons = sorted(r.reason for r in db.select(status="failed"))
+    assert len(reasons) == 2
+    assert any("died" in r for r in reasons) and any("time limit of 3 s" in r for r in reasons)
+    assert result.steps[0].failed_evaluations == 2 and result.steps[0].confirmed == 2
+
+
+def test_two_mpi_ranks_match_the_serial_search(tmp_path):
+    serial, parallel = tmp_path / "serial", tmp_path / "mpi"
+    serial.mkdir()
+    parallel.mkdir()
+    run_search(tiny_config(serial, path=[3.75, 3.0]))
+    command = mpi_label_command(tiny_config(parallel, path=[3.75, 3.0]), ranks=3)
+    command[command.index("label")] = "search"
+    env = {**os.environ, "PESMITH_DISABLE_ENTRY_POINTS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=MPI_TIMEOUT_S, env=env)
+    assert result.returncode == 0, result.stderr
+    assert candidate_rows(parallel / "out") == candidate_rows(serial / "out")
+    assert final_state(parallel / "out") == final_state(serial / "out")
