@@ -13,7 +13,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from pesmith import cli
 from pesmith.errors import DataError
 from pesmith.registry import Registry
-from pesmith.search.hull import formation_energies, hull_energy
+from pesmith.search.hull import formation_energies, hull_energy, voltage_profile
 
 
 def cell(symbols: str) -> Atoms:
@@ -128,3 +128,41 @@ def test_hull_bad_references_are_one_line(tmp_path, capsys, monkeypatch, text, m
     code = cli.main(["hull", str(data), "--references", text])
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and message in err
+
+
+def random_lisi_set(seed: int):
+    """Pure Li and Si and random Li_a Si_b compositions with random formation energies (eV/atom)."""
+    rng = np.random.default_rng(seed)
+    structures = [Atoms("Li2"), Atoms("Si2")]
+    energies = [2 * -1.9, 2 * -5.4]
+    for _ in range(25):
+        n_li, n_si = int(rng.integers(1, 16)), int(rng.integers(1, 8))
+        n = n_li + n_si
+        structures.append(Atoms(f"Li{n_li}Si{n_si}"))
+        energies.append(n_li * -1.9 + n_si * -5.4 + n * rng.uniform(-0.3, 0.05))
+    return structures, energies
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_hull_and_voltage_agree_with_ase_phasediagram(seed):
+    from ase.phasediagram import PhaseDiagram
+
+    structures, energies = random_lisi_set(seed)
+    entries = formation_energies(structures, energies)
+    diagram = PhaseDiagram([(a.get_chemical_formula(), e) for a, e in zip(structures, energies)], verbose=False)
+    for atoms, energy, entry in zip(structures, energies, entries):
+        decomposition_energy, _, _ = diagram.decompose(atoms.get_chemical_formula())
+        assert entry.e_above_hull == pytest.approx((energy - decomposition_energy) / len(atoms), abs=1e-6)
+    # voltages from ase's energies of the hull vertices, per Si: -(E(x2) - E(x1) - (x2 - x1) e_Li) / (x2 - x1)
+    per_si = {0.0: -5.4}
+    for atoms, entry in zip(structures, entries):
+        n_si = int((atoms.numbers == 14).sum())
+        if entry.on_hull and n_si:
+            x = round(entry.x / (1 - entry.x), 10)
+            per_si[x] = min(per_si.get(x, np.inf), diagram.decompose(atoms.get_chemical_formula())[0] / n_si)
+    hull_x = sorted(per_si)
+    expected = [-(per_si[b] - per_si[a] - (b - a) * -1.9) / (b - a) for a, b in zip(hull_x, hull_x[1:])]
+    profile = voltage_profile(entries)
+    assert [(v.x_low, v.x_high) for v in profile] == list(zip(hull_x, hull_x[1:]))
+    np.testing.assert_allclose([v.voltage for v in profile], expected, atol=1e-6)
+    assert all(a.voltage >= b.voltage - 1e-9 for a, b in zip(profile, profile[1:]))  # convex hull: falling voltage
