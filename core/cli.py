@@ -221,6 +221,10 @@ def print_search_summary(result) -> None:
         f_err = f"{s.model_force_rmse_eV_per_A:.3f}" if s.model_force_rmse_eV_per_A is not None else "-"
         e_ref = f"{s.lowest_reference_energy_per_atom:.4f}" if s.lowest_reference_energy_per_atom is not None else "-"
         print(f"{s.step + 1:>4} {s.x_from:>5.2f} -> {s.x_to:<5.2f} {s.evaluated:>9} {dup:>6.0f} {s.confirmed:>9} {s.failed_confirmations:>6} {e_err:>14} {f_err:>12} {e_ref:>13}")
+    for model in result.models:
+        if model.get("holdout"):
+            h = model["holdout"]
+            print(f"model after step {model['step']}: holdout {h['energy_rmse_meV_per_atom']:.1f} meV/atom, {h['force_rmse_eV_per_A']:.3f} eV/Å")
     on_hull = sorted((r for r in result.hull if r["on_hull"]), key=lambda r: r["li_fraction"])
     print("on the hull: " + ", ".join(f"{r['formula']} ({r['kind']}, E_f {r['formation_energy_eV_per_atom']:.3f} eV/atom)" for r in on_hull))
     for v in result.voltages:

@@ -63,6 +63,9 @@ class ConfirmSettings(RelaxSettings):
     relax: RelaxKind = "cell"
     candidates: int = Field(30, ge=1, description="unique lowest-energy candidates relaxed with the reference per step")
     frame_interval: int = Field(10, ge=0, description="label a relaxation frame every this many steps (0: final only)")
+    uncertainty_weight: float = Field(
+        0.0, ge=0, description="rank candidates by E - w * energy_std (eV) when the model gives a spread: w > 0 favours uncertain ones"
+    )
 
 
 class HullSettings(Section):
@@ -88,6 +91,7 @@ class SearchConfig(Section):
     fitness: RelaxSettings = RelaxSettings(relax="positions", fmax=0.1, steps=150)
     confirm: ConfirmSettings = ConfirmSettings()
     hull: HullSettings
+    holdout: list[Path] = Field(default_factory=list, description="labeled files every trained model is evaluated on (learning curve)")
 
     @field_validator("path")
     @classmethod
@@ -119,6 +123,10 @@ def load_search_config(path: str | Path, registry: Registry) -> SearchConfig:
     config.initial.labeled = [resolve_path(base, p) for p in config.initial.labeled]
     config.start.file = resolve_path(base, config.start.file)
     config.hull.crystals = [resolve_path(base, p) for p in config.hull.crystals]
+    config.holdout = [resolve_path(base, p) for p in config.holdout]
+    for file in config.holdout:
+        if not file.is_file():
+            raise ConfigError(f"{path}: key 'holdout': {file} is not a file")
     check_plugin_options(path, "reference", config.reference, registry, implicit=())
     check_plugin_options(path, "descriptor", config.potential.descriptor, registry, implicit=("species",))
     model_cls = check_plugin_options(path, "model", config.potential.model, registry, implicit=("species", "n_features"))

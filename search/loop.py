@@ -88,6 +88,7 @@ class SearchResult:
     steps: list[StepRecord]
     hull: list[dict[str, Any]]
     voltages: list[dict[str, float]]
+    models: list[dict[str, Any]] = field(default_factory=list)  # per training: file, validation and holdout metrics
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -255,7 +256,10 @@ class Search:
         metrics = result.report["metrics"].get("validation", result.report["metrics"]["train"])
         self.state["model"] = str(config.output.relative_to(self.output))
         self.state["model_hash"] = checkpoint.file_hash(config.output)
-        self.state["models"].append({"step": step, "file": self.state["model"], "hash": self.state["model_hash"], "metrics": metrics})
+        holdout = self._holdout_metrics(result.potential)
+        self.state["models"].append({"step": step, "file": self.state["model"], "hash": self.state["model_hash"], "metrics": metrics, "holdout": holdout})
+        if holdout:
+            self.echo(f"model {self.state['model']} on the holdout: {holdout['energy_rmse_meV_per_atom']:.1f} meV/atom, {holdout['force_rmse_eV_per_A']:.3f} eV/Å")
         wall = time.perf_counter() - started
         if step > 0:
             self.state["steps"][step - 1]["wall_time_train_s"] = wall
@@ -376,7 +380,9 @@ class Search:
     def _pick_candidates(self, state: GAState) -> list[dict[str, Any]]:
         """The lowest-energy candidates that are not the same structure, up to ``confirm.candidates``."""
         picked: list[tuple[Atoms, float, str, int]] = []
-        for evaluation in state.best(len(state.evaluations)):
+        weight = self.config.confirm.uncertainty_weight
+        ranked = sorted(state.best(len(state.evaluations)), key=lambda e: (e.energy - weight * (e.energy_std or 0.0), e.key))
+        for evaluation in ranked:
             row = self._candidate_row(evaluation.payload["row"])
             atoms = row.toatoms()
             if any(self.comparator.same(atoms, evaluation.energy, other, energy) for other, energy, _, _ in picked):
@@ -455,6 +461,16 @@ class Search:
         for atoms, energy, forces, stress in [*relaxed.frames, (relaxed.atoms, relaxed.energy, relaxed.forces, relaxed.stress)]:
             rows.append(database.write(atoms, Label(energy=energy, forces=forces, stress=stress, wall_time=relaxed.wall_time), source=source, source_index=index))
         return rows
+
+    def _holdout_metrics(self, potential) -> dict[str, float] | None:
+        """Errors of a freshly trained potential on ``holdout`` files (the learning curve)."""
+        if not self.config.holdout:
+            return None
+        from pesmith.data import read_dataset
+        from pesmith.validation import predict_dataset
+
+        dataset = read_dataset(self.config.holdout, allow_mixed_references=True)
+        return predict_dataset(potential, dataset).metrics()
 
     def _model_errors(self, label_rows: list[int]) -> dict[str, float | None]:
         """Energy (meV/atom) and force (eV/Å) RMSE of the current model on these new labels."""
@@ -553,6 +569,7 @@ class Search:
             steps=[StepRecord(**r) for r in self.state["steps"]],
             hull=hull.get("entries", []),
             voltages=hull.get("voltages", []),
+            models=self.state["models"],
             files={k: self.output / v for k, v in hull.get("files", {}).items()},
         )
 
