@@ -1,5 +1,6 @@
 """Atomic file writes: write to a temporary file beside the target, then rename over it, so a
-killed run never leaves a half-written file under the real name."""
+killed run never leaves a half-written file under the real name; and a file put back as it was
+when the step that rewrote it fails."""
 
 from __future__ import annotations
 
@@ -27,3 +28,22 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     with atomic_path(path) as temporary:
         temporary.write_text(text)
+
+
+@contextmanager
+def restored_on_failure(path: Path) -> Iterator[None]:
+    """If the block raises (Ctrl-C included), ``path`` is put back as it was before the block:
+    removed if it did not exist, else its previous content restored."""
+    backup = path.with_name(path.name + ".previous")
+    existed = path.exists()
+    if existed:
+        os.replace(path, backup)
+    try:
+        yield
+    except BaseException:
+        path.unlink(missing_ok=True)
+        if existed:
+            os.replace(backup, path)
+        raise
+    if existed:
+        backup.unlink()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
@@ -192,10 +192,17 @@ def _describe(path: Path, exc: ValidationError, schema: type[BaseModel], prefix:
         section = error["loc"][:-1]
         model: type[BaseModel] = schema
         for part in section:
-            model = model.model_fields[part].annotation  # type: ignore[assignment]
+            model = _section_model(model.model_fields[part].annotation)
         valid = ", ".join(model.model_fields)
         where = ".".join(map(str, (*prefix, *section)))
         return f"{path}: unknown key '{location}'; valid keys{' in ' + where if where else ''}: {valid}"
     if error["type"] == "missing":
         return f"{path}: missing required key '{location}'"
     return f"{path}: key '{location}': {error['msg']} (got {error.get('input')!r})"
+
+
+def _section_model(annotation: Any) -> type[BaseModel]:
+    """The model class of a section's annotation, ``Section`` or ``Section | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next(a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel))

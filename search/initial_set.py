@@ -2,28 +2,44 @@
 
 The recipe of the LixSi study: each crystal (and its supercells) is scaled isotropically,
 rattled, given Li and Si vacancies, cut into surfaces and clusters, and optionally heated
-with an existing model (MD snapshots). The structures go to ``<output stem>_structures.xyz``
-and are then labeled exactly as ``pesmith label`` does, into the ase.db ``output`` that
-``pesmith train`` reads. Everything random draws from one generator seeded by ``seed``.
+with an existing model (MD snapshots). Amorphous Li_x Si cells along a composition path are
+melt-quenched with the reference itself (``amorphous:``, one mapped task per cell). The
+structures go to ``<output stem>_structures.xyz`` and are then labeled exactly as ``pesmith
+label`` does, into the ase.db ``output`` that ``pesmith train`` reads. Everything random draws
+from generators seeded by ``seed``: one for the crystal recipe, one per amorphous cell (so the
+result does not depend on the number of workers).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from ase import Atoms
 from ase.build import surface
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tqdm import tqdm
 
 from pesmith import ase_files
-from pesmith.atomic import atomic_path
+from pesmith.atomic import atomic_path, restored_on_failure
 from pesmith.config import PluginSettings, check_plugin_options, parse_config, resolve_path
 from pesmith.data import read_structures
-from pesmith.errors import ConfigError
-from pesmith.labeling import LabelConfig, LabelSummary, MapFunction, label_structures
+from pesmith.errors import ConfigError, LabelingFailed
+from pesmith.labeling import LabelConfig, LabelSummary, MapFunction, build_reference, label_structures
+from pesmith.plugins.references.base import CalculatorReference
 from pesmith.registry import Registry
+from pesmith.search.amorphous import (
+    MeltQuenchSettings,
+    composition_counts,
+    interpolated_volume_per_atom,
+    melt_quench,
+    random_cell,
+    relax_positions,
+)
 from pesmith.structures import has_full_cell
 
 log = logging.getLogger(__name__)
@@ -77,6 +93,43 @@ class MDSettings(Section):
     friction: float = Field(0.02, gt=0, description="1/fs")
 
 
+class RelaxSettings(Section):
+    """FIRE relaxation of positions (cell fixed) with the reference's calculator."""
+
+    fmax: float = Field(0.1, gt=0, description="eV/Å; the last structure is kept even if not reached")
+    steps: int = Field(100, ge=1)
+
+
+class AmorphousSettings(Section):
+    """Amorphous Li_x Si cells: a random packing (cube) per cell, melt-quenched with the reference.
+
+    ``compositions`` are x in Li_x Si, i.e. n_Li / n_Si (x = 0 is amorphous Si; pure Li is not
+    expressible: its crystal and the liquid-like a-Li are left to the crystal recipe).
+    """
+
+    compositions: list[Annotated[float, Field(ge=0, le=50)]] = Field(
+        min_length=1, description="x = n_Li / n_Si of each cell, e.g. [3.75, 3.25, 2.33, 1.71, 1.0, 0.5]"
+    )
+    atoms: int = Field(32, ge=2, le=500, description="atoms per cell: the size within 25 % nearest the composition")
+    cells: int = Field(1, ge=1, description="cells per composition")
+    volume_per_atom: float | None = Field(
+        None, gt=0, description="Å^3; default: interpolated in the Li fraction between the crystals' volumes per atom"
+    )
+    min_distance: float = Field(2.0, gt=0, description="Å, between atoms of the random start")
+    melt_quench: MeltQuenchSettings = MeltQuenchSettings()
+    snapshots: int = Field(5, ge=1, description="frames kept per cell, evenly spaced in time, the last one included")
+    relax: RelaxSettings | None = Field(None, description="also relax each cell's last frame")
+
+    @model_validator(mode="after")
+    def _enough_frames(self) -> "AmorphousSettings":
+        if self.snapshots > self.melt_quench.n_snapshots:
+            raise ValueError(
+                f"snapshots ({self.snapshots}) is more than the {self.melt_quench.n_snapshots} frames the melt_quench"
+                " makes; lower snapshots or melt_quench.interval, or lengthen the run"
+            )
+        return self
+
+
 class GenerateConfig(Section):
     """A ``pesmith generate`` configuration."""
 
@@ -92,6 +145,7 @@ class GenerateConfig(Section):
     surfaces: SurfaceSettings | None = SurfaceSettings()
     clusters: ClusterSettings | None = ClusterSettings()
     md: MDSettings | None = None
+    amorphous: AmorphousSettings | None = None
     workers: int = Field(1, ge=1)
     time_limit: float | None = Field(None, gt=0, description="seconds per structure")
     progress: bool = True
@@ -108,7 +162,13 @@ def load_generate_config(path: str | Path, registry: Registry) -> GenerateConfig
         config.md.model = resolve_path(base, config.md.model)
     if config.scale.min > config.scale.max:
         raise ConfigError(f"{path}: scale.min ({config.scale.min}) is larger than scale.max ({config.scale.max})")
-    check_plugin_options(path, "reference", config.reference, registry, implicit=())
+    reference = check_plugin_options(path, "reference", config.reference, registry, implicit=())
+    if config.amorphous is not None and not issubclass(reference, CalculatorReference):
+        raise ConfigError(
+            f"{path}: amorphous: the melt-quench MD needs an ASE calculator, but reference kind"
+            f" '{config.reference.kind}' ({reference.__name__}) has no make_calculator (it is not a CalculatorReference);"
+            " use a calculator reference (e.g. chgnet) or remove the amorphous section"
+        )
     return config
 
 
@@ -202,10 +262,12 @@ def md_snapshots(cell: Atoms, settings: MDSettings, rng: np.random.Generator) ->
 
 
 def generate_structures(config: GenerateConfig) -> list[Atoms]:
-    """Every unlabeled structure of the recipe, in a reproducible order for ``config.seed``."""
+    """Every unlabeled structure of the crystal recipe, in a reproducible order for ``config.seed``
+    (the amorphous cells, which need the reference, come from :func:`amorphous_structures`)."""
     rng = np.random.default_rng(config.seed)
     structures: list[Atoms] = []
-    for path in config.crystals:
+    bar = tqdm(config.crystals, desc="structures from crystals", unit="crystal", disable=not config.progress)
+    for path in bar:
         crystal = read_crystal(path)
         cells = [crystal] + [crystal.repeat(r) for r in config.supercells]
         cells = [c for c in cells if len(c) <= config.max_atoms]
@@ -225,18 +287,97 @@ def generate_structures(config: GenerateConfig) -> list[Atoms]:
         for atoms in found:
             atoms.info = {"generated_from": path.name}
         structures += [a for a in found if len(a) <= config.max_atoms]
+        bar.set_postfix_str(f"{path.name}: {len(found)} structures")
     if not structures:
         raise ConfigError(f"no structure has at most max_atoms={config.max_atoms} atoms; raise max_atoms or add smaller crystals")
     return structures
 
 
+AMORPHOUS_STREAM = 1  # seed sequence key of the amorphous cells, apart from the crystal recipe's generator
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """One amorphous cell to melt-quench: its random start and the generator its MD draws from."""
+
+    x: float  # requested n_Li / n_Si
+    start: Atoms
+    rng: np.random.Generator
+
+
+def amorphous_jobs(config: GenerateConfig) -> list[CellJob]:
+    """The random start of every amorphous cell, ``cells`` per composition, in config order."""
+    settings = config.amorphous
+    assert settings is not None
+    crystals = [read_crystal(path) for path in config.crystals] if settings.volume_per_atom is None else []
+    seeds = np.random.SeedSequence([config.seed, AMORPHOUS_STREAM]).spawn(len(settings.compositions) * settings.cells)
+    jobs = []
+    for k, seed in enumerate(seeds):
+        x = settings.compositions[k // settings.cells]
+        counts = composition_counts(x, settings.atoms)
+        volume = settings.volume_per_atom or interpolated_volume_per_atom(counts["Li"] / counts["Si"], crystals)
+        rng = np.random.default_rng(seed)
+        try:
+            start = random_cell(counts, volume, rng, min_distance=settings.min_distance)
+        except ConfigError as exc:
+            raise ConfigError(f"amorphous, x = {x}: {exc}") from None
+        jobs.append(CellJob(x, start, rng))
+    return jobs
+
+
+def melt_quench_cell(
+    reference: PluginSettings, registry: Registry, settings: AmorphousSettings, where: str, job: CellJob
+) -> tuple[list[Atoms], str | None]:
+    """In a worker: build the reference, melt-quench ``job`` with its calculator and return
+    ``settings.snapshots`` evenly spaced frames (and the relaxed last frame), or the reason it failed."""
+    calculator_reference = build_reference(reference, registry, where)
+    assert isinstance(calculator_reference, CalculatorReference)  # load_generate_config checked the kind
+    calculator = calculator_reference.make_calculator()
+    try:
+        frames = melt_quench(job.start, calculator, settings.melt_quench, job.rng)
+        if settings.relax is not None:
+            frames.append(relax_positions(frames[-1], calculator, settings.relax.fmax, settings.relax.steps))
+    except LabelingFailed as exc:
+        return [], str(exc)
+    n = settings.melt_quench.n_snapshots
+    kept = [frames[round((i + 1) * n / settings.snapshots) - 1] for i in range(settings.snapshots)]
+    kept += frames[n:]  # the relaxed frame
+    for frame in kept:
+        frame.info.update(generated_from=f"amorphous {job.start.get_chemical_formula(mode='metal')}", amorphous_x=job.x)
+    return kept, None
+
+
+def amorphous_structures(config: GenerateConfig, registry: Registry, map_fn: MapFunction, where: str) -> list[Atoms]:
+    """Frames of every amorphous cell, melt-quenched with the reference (one mapped task per
+    cell), in job order; a cell whose MD fails is left out with a warning."""
+    jobs = amorphous_jobs(config)
+    task = partial(melt_quench_cell, config.reference, registry, config.amorphous, where)
+    results: dict[int, list[Atoms]] = {}
+    for index, (frames, reason) in map_fn(
+        task, jobs, workers=config.workers, progress=config.progress, description=f"melt-quench with {config.reference.kind}"
+    ):
+        results[index] = frames
+        if reason is not None:
+            log.warning("amorphous cell %d (x = %g) left out: %s", index, jobs[index].x, reason)
+    if not any(results.values()):
+        raise ConfigError(f"{where}: every amorphous melt-quench failed (see the warnings); lower amorphous.melt_quench.timestep_fs")
+    return [frame for index in range(len(jobs)) for frame in results[index]]
+
+
 def generate(config: GenerateConfig, registry: Registry, map_fn: MapFunction, where: str = "generate config") -> LabelSummary:
-    """Write ``<output stem>_structures.xyz`` and label it into ``config.output``."""
+    """Write ``<output stem>_structures.xyz`` and label it into ``config.output``.
+
+    The reference is built first, so a setup error writes nothing. If anything after that fails,
+    the structures file is put back as it was (removed, or the previous run's restored); labels
+    written before the failure stay in the database, and a rerun regenerates the same structures
+    and resumes.
+    """
+    build_reference(config.reference, registry, where)
     structures = generate_structures(config)
+    if config.amorphous is not None:
+        structures += amorphous_structures(config, registry, map_fn, where)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     structures_path = config.output.with_name(config.output.stem + "_structures.xyz")
-    with atomic_path(structures_path) as temporary:
-        ase_files.write(temporary, structures, format="extxyz")
     label_config = LabelConfig(
         structures=structures_path,
         database=config.output,
@@ -245,4 +386,7 @@ def generate(config: GenerateConfig, registry: Registry, map_fn: MapFunction, wh
         time_limit=config.time_limit,
         progress=config.progress,
     )
-    return label_structures(label_config, registry, map_fn, where=where)
+    with restored_on_failure(structures_path):
+        with atomic_path(structures_path) as temporary:
+            ase_files.write(temporary, structures, format="extxyz")
+        return label_structures(label_config, registry, map_fn, where=where)

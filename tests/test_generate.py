@@ -124,3 +124,136 @@ def test_bad_generate_config(tmp_path, capsys):
     config = small_recipe(tmp_path, scale={"min": 1.1, "max": 0.9})
     code = cli.main(["generate", str(config)])
     assert code == 2 and "scale.min (1.1) is larger than scale.max (0.9)" in capsys.readouterr().err
+
+
+# --- amorphous cells, melt-quenched with the reference ------------------------------------------
+
+AMORPHOUS = {
+    "compositions": [3.75, 1.0, 0.0],
+    "atoms": 20,
+    "melt_quench": {"melt_ps": 0.04, "quench_ps": 0.06, "timestep_fs": 2.0, "interval": 10},
+    "snapshots": 2,
+    "relax": {"fmax": 0.3, "steps": 20},
+}
+
+
+def amorphous_recipe(tmp_path: Path, **overrides) -> Path:
+    """Only Li and Si crystals (no supercells, slabs or clusters) plus amorphous cells."""
+    settings = {
+        "crystals": [str(CRYSTALS / "Li_bcc.xyz"), str(CRYSTALS / "Si_diamond.xyz"), str(CRYSTALS / "Li15Si4.xyz")],
+        "supercells": [],
+        "vacancies": 0,
+        "surfaces": None,
+        "clusters": None,
+        "amorphous": AMORPHOUS,
+        **overrides,
+    }
+    return small_recipe(tmp_path, **settings)
+
+
+def test_generate_with_amorphous_cells_labels_them(tmp_path, capsys):
+    config = amorphous_recipe(tmp_path)
+    code = cli.main(["generate", str(config)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    generated = ase.io.read(tmp_path / "gen" / "lisi_structures.xyz", index=":")
+    amorphous = [a for a in generated if a.info["generated_from"].startswith("amorphous")]
+    # 3 compositions x (2 snapshots + 1 relaxed frame)
+    assert Counter(a.info["generated_from"] for a in amorphous) == {
+        "amorphous Li15Si4": 3, "amorphous Li10Si10": 3, "amorphous Si20": 3
+    }
+    assert sum("relax_converged" in a.info for a in amorphous) == 3
+    li15si4 = [a for a in amorphous if a.get_chemical_formula(mode="metal") == "Li15Si4"]
+    # volume interpolated from the crystals: Li15Si4 is itself one of them (15.52 Å^3/atom)
+    assert li15si4[0].get_volume() / 19 == pytest.approx(ase.io.read(CRYSTALS / "Li15Si4.xyz").get_volume() / 76)
+    dataset = read_dataset(tmp_path / "gen" / "lisi.db")
+    assert len(dataset) == len(generated)  # every frame labeled (none failed)
+    assert f"{len(generated)} labeled, 0 failed" in out
+
+
+def test_amorphous_frames_do_not_depend_on_the_number_of_workers(tmp_path):
+    from pesmith.parallel import parallel_map
+    from pesmith.search.initial_set import amorphous_structures, load_generate_config
+
+    registry = Registry(entry_points=False)
+    frames = {}
+    for workers in (1, 2):
+        folder = tmp_path / str(workers)
+        folder.mkdir()
+        config = load_generate_config(amorphous_recipe(folder, workers=workers), registry)
+        frames[workers] = amorphous_structures(config, registry, parallel_map, "test")
+    assert len(frames[1]) == len(frames[2]) == 9
+    assert all((a.positions == b.positions).all() for a, b in zip(frames[1], frames[2]))
+
+
+@pytest.mark.parametrize(
+    ("amorphous", "message"),
+    [
+        ({**AMORPHOUS, "compositions": [3.75, -1.0]}, "key 'amorphous.compositions.1'"),
+        ({**AMORPHOUS, "compositions": []}, "key 'amorphous.compositions'"),
+        ({**AMORPHOUS, "snapshots": 50}, "snapshots (50) is more than the 5 frames"),
+        ({**AMORPHOUS, "melt_quench": {"melt_K": 300, "final_K": 1000}}, "final_K (1000.0) must not exceed melt_K"),
+        ({**AMORPHOUS, "atom": 20}, "unknown key 'amorphous.atom'"),
+        ({**AMORPHOUS, "min_distance": 2.9, "volume_per_atom": 12.0}, "amorphous, x = 3.75: random_cell"),
+    ],
+)
+def test_bad_amorphous_section(tmp_path, capsys, amorphous, message):
+    code = cli.main(["generate", str(amorphous_recipe(tmp_path, amorphous=amorphous))])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "gen").exists()
+
+
+def test_amorphous_needs_a_calculator_reference(tmp_path, plugin_module):
+    from pesmith.errors import ConfigError
+    from pesmith.search.initial_set import load_generate_config
+
+    name = plugin_module(
+        "table_reference",
+        "from pesmith import hookimpl\n"
+        "from pesmith.reference import Reference\n"
+        "class TableReference(Reference):\n"
+        "    '''Labels from a table (no ASE calculator).'''\n"
+        "    def label(self, atoms):\n"
+        "        raise NotImplementedError\n"
+        "    def relax(self, atoms, fmax=0.05, steps=200, cell=False):\n"
+        "        raise NotImplementedError\n"
+        "@hookimpl\n"
+        "def pesmith_register_references(register):\n"
+        "    register('table', TableReference)\n",
+    )
+    registry = Registry(entry_points=False, modules=[name])
+    path = amorphous_recipe(tmp_path, reference={"kind": "table"})
+    with pytest.raises(ConfigError, match="reference kind 'table' .TableReference. has no make_calculator"):
+        load_generate_config(path, registry)
+    assert load_generate_config(amorphous_recipe(tmp_path, reference={"kind": "table"}, amorphous=None), registry)
+
+
+def test_a_failed_generate_leaves_no_structures_file(tmp_path):
+    """Through the console script: a reference that fails setup (morse width > cutoff) writes nothing."""
+    import subprocess
+    import sys
+
+    config = amorphous_recipe(tmp_path, reference={"kind": "morse", "cutoff": 4.0, "width": 5.0})
+    pesmith = Path(sys.executable).with_name("pesmith")
+    result = subprocess.run([str(pesmith), "generate", str(config)], capture_output=True, text=True,
+                            env={**__import__("os").environ, "PESMITH_DISABLE_ENTRY_POINTS": "1"})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "width must be in (0, cutoff=4.0]" in result.stderr
+    assert not (tmp_path / "gen").exists()
+
+
+def test_a_failed_labeling_puts_the_previous_structures_file_back(tmp_path, capsys):
+    """A second generate into the database of another reference fails after writing its structures:
+    the first run's structures file comes back unchanged, and nothing else is left."""
+    config = small_recipe(tmp_path, surfaces=None, clusters=None)
+    assert cli.main(["generate", str(config)]) == 0
+    structures = tmp_path / "gen" / "lisi_structures.xyz"
+    before, files = structures.read_bytes(), sorted(p.name for p in (tmp_path / "gen").iterdir())
+    other = small_recipe(tmp_path, surfaces=None, clusters=None, seed=1, reference={"kind": "morse", "cutoff": 5.0})
+    capsys.readouterr()
+    code = cli.main(["generate", str(other)])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds labels from another reference" in err
+    assert structures.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "gen").iterdir()) == files  # no backup or temporary file left
