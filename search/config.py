@@ -15,6 +15,7 @@ from pesmith.config import PluginSettings, check_plugin_options, parse_config, r
 from pesmith.errors import ConfigError
 from pesmith.registry import Registry
 
+from .amorphous import MeltQuenchSettings
 from .ga import GASettings
 from .relaxation import RelaxKind, RelaxSettings
 
@@ -52,9 +53,14 @@ class PotentialSettings(Section):
 
 
 class StartSettings(Section):
-    """The amorphous structure the first step starts from: read from ``file``."""
+    """The amorphous structure the first step starts from: read from ``file``, or made by a
+    melt-quench with the first trained model from a random cell of about ``atoms`` atoms at the
+    path's first composition (then relaxed with the reference, like a file's structure)."""
 
-    file: Path = Field(description="a Li-Si structure (extxyz, POSCAR, ...) at the first composition of the path")
+    file: Path | None = Field(None, description="a Li-Si structure (extxyz, POSCAR, ...) at the first composition of the path")
+    atoms: int = Field(38, ge=2, le=5000, description="atoms of the melt-quenched cell (about; the composition decides)")
+    volume_per_atom: float | None = Field(None, gt=5, lt=60, description="Å^3; default: interpolated between the hull's Li and Si crystals")
+    melt_quench: MeltQuenchSettings = MeltQuenchSettings()
 
 
 class ConfirmSettings(RelaxSettings):
@@ -121,7 +127,8 @@ def load_search_config(path: str | Path, registry: Registry) -> SearchConfig:
     base = path.resolve().parent
     config.output = resolve_path(base, config.output)
     config.initial.labeled = [resolve_path(base, p) for p in config.initial.labeled]
-    config.start.file = resolve_path(base, config.start.file)
+    if config.start.file is not None:
+        config.start.file = resolve_path(base, config.start.file)
     config.hull.crystals = [resolve_path(base, p) for p in config.hull.crystals]
     config.holdout = [resolve_path(base, p) for p in config.holdout]
     for file in config.holdout:

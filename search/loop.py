@@ -140,8 +140,8 @@ class Search:
                     f"{self.checkpoint_path} exists: a search already ran in {self.output}; continue it with --resume,"
                     " or set another output folder"
                 )
-            start = ase_files.read(self.config.start.file, index=-1)
-            self._check_start(start)  # before hours of labeling and training
+            if self.config.start.file is not None:
+                self._check_start(ase_files.read(self.config.start.file, index=-1))  # before hours of labeling and training
             self.output.mkdir(parents=True, exist_ok=True)
             self.state = self._fresh_state()
             self._save()
@@ -275,8 +275,11 @@ class Search:
             self._begin_step()
 
     def _start(self) -> None:
-        atoms = ase_files.read(self.config.start.file, index=-1)
-        atoms.calc = None
+        if self.config.start.file is not None:
+            atoms = ase_files.read(self.config.start.file, index=-1)
+            atoms.calc = None
+        else:
+            atoms = self._melt_quenched_start()
         self._check_start(atoms)
         [relaxed] = self._reference_relax([atoms], "relaxing the start structure with the reference", source="start")
         if not relaxed.ok:
@@ -286,8 +289,28 @@ class Search:
         self.state["current"] = self.state["start"]["structure"]
         self._begin_step()
 
+    def _melt_quenched_start(self) -> Atoms:
+        """A random cell at the path's first composition, melt-quenched with the current model."""
+        from .amorphous import composition_counts, interpolated_volume_per_atom, melt_quench, random_cell
+        from .relaxation import model_calculator
+
+        settings = self.config.start
+        counts = composition_counts(self.config.path[0], settings.atoms)
+        crystals = [ase_files.read(p, index=-1) for p in self.config.hull.crystals]
+        volume = settings.volume_per_atom or interpolated_volume_per_atom(self.config.path[0], crystals)
+        cell = random_cell(counts, volume, self.rng)
+        started = time.perf_counter()
+        frames = melt_quench(cell, model_calculator(str(self.output / self.state["model"]), 1), settings.melt_quench, self.rng)
+        atoms = frames[-1]
+        atoms.info = {}
+        self.echo(
+            f"start: {atoms.get_chemical_formula()} at {volume:.2f} Å^3/atom melt-quenched with {self.state['model']}"
+            f" ({settings.melt_quench.n_steps} MD steps, {time.perf_counter() - started:.0f} s)"
+        )
+        return atoms
+
     def _check_start(self, atoms: Atoms) -> None:
-        where = f"start structure {self.config.start.file}"
+        where = f"start structure {self.config.start.file or '(melt-quenched)'}"
         n_li, n_si = int((atoms.numbers == 3).sum()), int((atoms.numbers == 14).sum())
         if n_li == 0:
             raise ConfigError(f"{where} ({atoms.get_chemical_formula()}) has no Li: a delithiation search starts from a lithiated structure")
