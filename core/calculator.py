@@ -78,6 +78,10 @@ class PesmithCalculator(Calculator):
         check_close_pairs(self.atoms, where, centers, neighbors, distances)
         return batch
 
+    def rearm_extrapolation_warning(self) -> None:
+        """Warn again for the next structure that extrapolates (e.g. once per candidate)."""
+        self._warned = False
+
     def _check_range(self, features) -> None:
         if self._warned:
             return

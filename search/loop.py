@@ -572,6 +572,7 @@ class Search:
                 "relax": self.config.fitness.relax,
                 "status": "ok" if relaxed.ok else "failed",
                 "wall_time": float(relaxed.wall_time),
+                "extrapolation": bool(relaxed.extrapolation),
             }
             if relaxed.ok:
                 pairs["model_energy"] = float(relaxed.energy)

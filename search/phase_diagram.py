@@ -114,7 +114,8 @@ def _plot_convergence(path: Path, ga_logs: Sequence[list[dict]], steps: Sequence
         ax.plot([r["generation"] for r in log], [r["best_energy"] / n_atoms for r in log], "o-", ms=3, label=f"x {step['x_from']:.2f} -> {step['x_to']:.2f}")
     ax.set_xlabel("generation")
     ax.set_ylabel("best model energy (eV/atom)")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     _save(fig, path, plt)
 
 

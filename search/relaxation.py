@@ -21,6 +21,7 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 from pydantic import BaseModel, ConfigDict, Field
 
+from pesmith.calculator import ExtrapolationWarning
 from pesmith.errors import LabelingFailed
 from pesmith.labeling import call_with_time_limit
 from pesmith.reference import Reference
@@ -52,6 +53,7 @@ class Relaxed:
     stress: np.ndarray | None = None
     energy_std: float | None = None
     steps: int = 0
+    extrapolation: bool = False  # the model warned that descriptors left its training range
     reason: str | None = None
     wall_time: float = 0.0
     frames: list[tuple[Atoms, float, np.ndarray, np.ndarray | None]] = field(default_factory=list)
@@ -72,21 +74,24 @@ def relax(atoms: Atoms, calculator: Calculator, settings: RelaxSettings, frame_i
     """
     work = atoms.copy()
     work.calc = calculator
+    if hasattr(calculator, "rearm_extrapolation_warning"):
+        calculator.rearm_extrapolation_warning()
     frames = []
     steps = 0
-    if settings.relax != "none":
-        target = FrechetCellFilter(work) if settings.relax == "cell" else work
-        optimizer = FIRE(target, logfile=None)
-        if frame_interval > 0:
-            optimizer.attach(lambda: frames.append(_labeled_copy(work)), interval=frame_interval)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the model's extrapolation warning, once per process
+    with warnings.catch_warnings(record=True) as caught:  # the model's extrapolation warning, recorded per structure
+        warnings.simplefilter("always", ExtrapolationWarning)
+        if settings.relax != "none":
+            target = FrechetCellFilter(work) if settings.relax == "cell" else work
+            optimizer = FIRE(target, logfile=None)
+            if frame_interval > 0:
+                optimizer.attach(lambda: frames.append(_labeled_copy(work)), interval=frame_interval)
             converged = optimizer.run(fmax=settings.fmax, steps=settings.steps)
-        steps = optimizer.nsteps
-        if not converged:
-            raise LabelingFailed(f"fmax {settings.fmax} eV/Å not reached in {settings.steps} steps ({settings.relax})")
-        frames = frames[1:]  # the first is the unrelaxed start
-    final = _labeled_copy(work)
+            steps = optimizer.nsteps
+            if not converged:
+                raise LabelingFailed(f"fmax {settings.fmax} eV/Å not reached in {settings.steps} steps ({settings.relax})")
+            frames = frames[1:]  # the first is the unrelaxed start
+        final = _labeled_copy(work)
+    extrapolation = any(issubclass(w.category, ExtrapolationWarning) for w in caught)
     return Relaxed(
         atoms=final[0],
         energy=final[1],
@@ -94,6 +99,7 @@ def relax(atoms: Atoms, calculator: Calculator, settings: RelaxSettings, frame_i
         stress=final[3],
         energy_std=calculator.results.get("energy_std"),
         steps=steps,
+        extrapolation=extrapolation,
         frames=frames,
     )
 

@@ -47,3 +47,25 @@ def test_generate_config_validates_and_builds_structures(path, registry):
     config = load_generate_config(path, registry)
     structures = generate_structures(config)
     assert structures and all(len(a) <= config.max_atoms for a in structures)
+
+
+SEARCH_CONFIGS = [p for p in ALL_CONFIGS if "ga" in read_yaml(p) or "path" in read_yaml(p)]
+
+
+@pytest.mark.parametrize("path", SEARCH_CONFIGS, ids=lambda p: p.name)
+def test_search_config_validates(path, registry):
+    from pesmith.search.config import load_search_config
+
+    config = load_search_config(path, registry)
+    assert config.path == sorted(config.path, reverse=True)
+    assert all(p.is_file() for p in config.hull.crystals)
+
+
+def test_study_config_is_the_full_size_search(registry):
+    """Population 32, mutation 0.1, at least 30 reference relaxations per step, cell relaxations."""
+    from pesmith.search.config import load_search_config
+
+    config = load_search_config(ALL_CONFIGS[0].with_name("lisi_delithiation.yaml"), registry)
+    assert (config.ga.population, config.ga.mutation_rate) == (32, 0.1)
+    assert config.confirm.candidates >= 30 and config.confirm.relax == "cell"
+    assert config.path[0] == 3.75 and config.path[-1] == 0.0

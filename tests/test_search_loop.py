@@ -239,3 +239,11 @@ def test_start_made_by_melt_quench_with_the_first_model(tmp_path):
     start = ase.io.read(tmp_path / "out" / "structures" / "start.xyz")
     assert start.get_chemical_formula() == "Li15Si4"
     assert result.steps[0].confirmed == 2
+
+
+def test_the_last_step_to_pure_silicon_has_one_arrangement(tmp_path):
+    result = run_search(tiny_config(tmp_path, path=[3.75, 0.0], confirm={"candidates": 2, "relax": "positions", "fmax": 0.2, "steps": 100}))
+    [step] = result.steps
+    assert step.arrangements == 1 and step.evaluated == 1 and step.confirmed == 1
+    assert step.n_li_removed == 15
+    assert any(row["kind"] == "step 1" and row["formula"] == "Si4" for row in result.hull)
