@@ -33,6 +33,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pesmith.plugins.references.chgnet",
     "pesmith.plugins.references.gpaw",
     "pesmith.plugins.references.morse",
+    "pesmith.plugins.references.sevennet",
     "pesmith.plugins.references.xtb",
 )
 _HOOK_OF_KIND = {

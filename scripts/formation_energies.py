@@ -7,6 +7,11 @@ bcc Li and diamond Si computed the same way (:func:`pesmith.search.hull.formatio
 Prints a Markdown table (the one in docs/references.md) and writes JSON.
 
     OMP_NUM_THREADS=1 python scripts/formation_energies.py --references morse xtb chgnet [--json formation_energies.json]
+    OMP_NUM_THREADS=1 python scripts/formation_energies.py --references sevennet:7net-l3i5 sevennet:model=7net-mf-0,modal=PBE
+
+A reference is ``KIND`` (default options) or ``KIND:OPTIONS``, OPTIONS being comma-separated
+``key=value`` pairs (values read as YAML); a bare value is the ``model`` option. Each reference
+loads what it needs (:meth:`Reference.prepare`) before the first calculation is timed.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import ase.io  # noqa: E402
+import yaml  # noqa: E402
 
 from pesmith.errors import LabelingFailed  # noqa: E402
 from pesmith.labeling import call_with_time_limit  # noqa: E402
@@ -45,9 +51,23 @@ def run_one(reference, atoms, relax: bool, steps: int, time_limit: float) -> dic
         return {"error": str(exc).splitlines()[0][:120], "time_s": time.perf_counter() - started}
 
 
+def parse_reference(spec: str) -> tuple[str, dict]:
+    """``"sevennet:model=7net-mf-0,modal=PBE"`` -> ``("sevennet", {"model": "7net-mf-0", "modal": "PBE"})``;
+    ``"sevennet:7net-l3i5"`` -> ``("sevennet", {"model": "7net-l3i5"})``."""
+    kind, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        key, equals, value = item.partition("=")
+        if equals:
+            options[key.strip()] = yaml.safe_load(value)
+        else:
+            options["model"] = key.strip()
+    return kind, options
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--references", nargs="+", default=["morse", "xtb"], help="reference kinds (default options)")
+    parser.add_argument("--references", nargs="+", default=["morse", "xtb"], help="KIND or KIND:key=value,... (a bare value: model)")
     parser.add_argument("--crystals", nargs="+", default=ORDER)
     parser.add_argument("--steps", type=int, default=300, help="relaxation steps at most")
     parser.add_argument("--time-limit", type=float, default=600.0, help="seconds per calculation")
@@ -57,8 +77,10 @@ def main() -> None:
     registry = Registry(entry_points=False)
     crystals = {name: ase.io.read(CRYSTALS / f"{name}.xyz") for name in args.crystals}
     report = {"crystals": args.crystals, "references": {}}
-    for kind in args.references:
-        reference = registry.get("reference", kind)()
+    for spec in args.references:
+        kind, options = parse_reference(spec)
+        reference = registry.get("reference", kind)(**options)
+        reference.prepare()
         per_kind = {}
         for mode in ("single_point",) if args.no_relax else ("single_point", "relaxed"):
             results = {name: run_one(reference, atoms, mode == "relaxed", args.steps, args.time_limit) for name, atoms in crystals.items()}
@@ -69,8 +91,8 @@ def main() -> None:
                     results[name]["formation_energy"] = entry.formation_energy
                     results[name]["e_above_hull"] = entry.e_above_hull
             per_kind[mode] = results
-            print(f"{kind} {mode}: " + ", ".join(f"{n} {r.get('formation_energy', r.get('error', 'n/a'))}" for n, r in results.items()), flush=True)
-        report["references"][kind] = {"code_version": reference.code_version(), "config": reference.get_config(), **per_kind}
+            print(f"{spec} {mode}: " + ", ".join(f"{n} {r.get('formation_energy', r.get('error', 'n/a'))}" for n, r in results.items()), flush=True)
+        report["references"][spec] = {"code_version": reference.code_version(), "config": reference.get_config(), **per_kind}
     args.json.write_text(json.dumps(report, indent=2))
     print()
     print("| reference | crystal | atoms | E_f single point (eV/atom) | time (s) | E_f relaxed (eV/atom) | time (s) |")

@@ -1,4 +1,5 @@
-"""Reference plugins: the analytic Morse reference, any ASE calculator, GFN1-xTB (tblite)."""
+"""Reference plugins: the analytic Morse reference, any ASE calculator, GFN1-xTB (tblite), and
+the optional CHGNet, SevenNet and GPAW."""
 
 from __future__ import annotations
 
@@ -188,6 +189,134 @@ def test_chgnet_labels_li_si_with_ase_stress():
     assert reference.code_version().startswith("chgnet ")
 
 
+# --- sevennet (optional extra, in .[dev]) ------------------------------------------------------
+
+
+def sevennet(**options):
+    pytest.importorskip("sevenn", reason="sevenn not installed: pip install 'pesmith[sevennet]'")
+    from pesmith.plugins.references.sevennet import SevenNetReference
+
+    return SevenNetReference(**options)
+
+
+def test_sevennet_labels_li_si_with_ase_stress():
+    reference = sevennet()
+    atoms = li_si_cell()
+    energy, forces, stress = reference.label(atoms)
+    assert -5.0 < energy / len(atoms) < -2.0 and forces.shape == (8, 3) and stress.shape == (6,)
+    assert np.isfinite(forces).all() and np.isfinite(stress).all()
+    assert np.abs(forces.sum(axis=0)).max() < 1e-4  # Newton's third law
+    h, energies = 1e-3, []  # ASE sign convention: mean stress = dE/d(strain) / V
+    for sign in (1, -1):
+        strained = atoms.copy()
+        strained.set_cell(atoms.cell * (1 + sign * h), scale_atoms=True)
+        energies.append(reference.label(strained)[0])
+    numeric = (energies[0] - energies[1]) / (2 * h) / atoms.get_volume() / 3
+    assert stress[:3].mean() == pytest.approx(numeric, abs=2e-4)
+    assert reference.code_version() == f"sevenn {__import__('sevenn').__version__} (model 7net-0)"
+
+
+@pytest.mark.parametrize("options", [{"model": "7net-0"}, {"model": "7net-mf-0", "modal": "PBE"}])
+def test_sevennet_forces_are_minus_the_energy_gradient(options):
+    reference = sevennet(**options)
+    atoms = bulk("LiSi", "zincblende", a=5.9)
+    atoms.rattle(0.1, seed=3)
+    forces = reference.label(atoms)[1]
+    h, numeric = 1e-2, np.zeros_like(forces)  # the model runs in float32: a large step
+    for index in range(len(atoms)):
+        for axis in range(3):
+            shifted = []
+            for sign in (1, -1):
+                moved = atoms.copy()
+                moved.positions[index, axis] += sign * h
+                shifted.append(reference.label(moved)[0])
+            numeric[index, axis] = -(shifted[0] - shifted[1]) / (2 * h)
+    assert np.abs(forces).max() > 0.05  # not a trivially zero comparison
+    np.testing.assert_allclose(forces, numeric, atol=5e-3)
+
+
+def test_sevennet_stress_only_for_periodic_cells():
+    cluster = Atoms("LiSi", positions=[[0, 0, 0], [0, 0, 2.5]])
+    energy, forces, stress = sevennet().label(cluster)
+    assert np.isfinite(energy) and forces.shape == (2, 3) and stress is None
+    assert forces[0, 2] == pytest.approx(-forces[1, 2], abs=1e-5) and abs(forces[0, 2]) > 1e-3
+
+
+def test_sevennet_relax_lowers_energy_and_forces():
+    reference = sevennet()
+    atoms = bulk("LiSi", "zincblende", a=5.9)
+    atoms.rattle(0.1, seed=3)
+    energy, forces, _ = reference.label(atoms)
+    relaxed = reference.relax(atoms, fmax=0.05, steps=300)
+    assert np.abs(forces).max() > 0.1
+    assert np.linalg.norm(relaxed.get_forces(), axis=1).max() < 0.05
+    assert relaxed.get_potential_energy() < energy
+
+
+def test_sevennet_modal_chooses_the_fidelity():
+    atoms = li_si_cell()
+    pbe = sevennet(model="7net-mf-0", modal="PBE").label(atoms)[0]
+    r2scan = sevennet(model="7net-mf-0", modal="R2SCAN").label(atoms)[0]
+    assert abs(pbe - r2scan) / len(atoms) > 0.01
+    assert sevennet(model="7net-mf-0", modal="PBE").get_config() == {"model": "7net-mf-0", "modal": "PBE", "device": "cpu"}
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"model": "7net-99"}, r"unknown model '7net-99'; the installed sevenn .* ships: 7net-0, .*7net-l3i5, 7net-mf-0"),
+        ({"model": "7net-omat"}, r"unknown model '7net-omat'"),  # sevenn would download it: not shipped
+        ({"model": "7net-mf-0"}, r"'7net-mf-0' needs a modal; set modal to one of: R2SCAN, PBE"),
+        ({"model": "7net-mf-0", "modal": "pbe"}, r"has no modal 'pbe'; set modal to one of: R2SCAN, PBE"),
+        ({"model": "7net-0", "modal": "PBE"}, r"'7net-0' has a single fidelity; remove modal"),
+    ],
+)
+def test_sevennet_bad_model_or_modal_lists_the_valid_ones(options, message):
+    with pytest.raises(ReferenceSetupError, match=message):
+        sevennet(**options)
+
+
+def test_sevennet_runs_on_the_callers_torch_threads():
+    import os
+
+    import torch
+
+    reference = sevennet()
+    torch.set_num_threads(1)  # as conftest.py (and OMP_NUM_THREADS=1) leave it
+    reference.label(li_si_cell())  # warm: model loaded, pools that one thread needs are up
+    before = len(os.listdir("/proc/self/task"))
+    reference.label(li_si_cell(seed=2))
+    assert torch.get_num_threads() == 1
+    assert len(os.listdir("/proc/self/task")) == before
+
+
+def test_sevennet_through_pesmith_label(tmp_path, capsys, monkeypatch):
+    import ase.db
+    import ase.io
+    import yaml
+
+    from pesmith import cli
+    from pesmith.registry import Registry
+
+    sevennet()
+    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    ase.io.write(tmp_path / "structures.xyz", [li_si_cell(seed) for seed in range(2)], format="extxyz")
+    config = {"structures": "structures.xyz", "database": "labels.db", "progress": False}
+    (tmp_path / "label.yaml").write_text(yaml.safe_dump({**config, "reference": {"kind": "sevennet", "model": "7net-l3i5"}}))
+    assert cli.main(["label", str(tmp_path / "label.yaml")]) == 0
+    assert "2 labeled, 0 failed" in capsys.readouterr().out
+    with ase.db.connect(str(tmp_path / "labels.db")) as db:
+        stored = list(db.select())
+    assert [row.status for row in stored] == ["ok", "ok"] and stored[0].method == "sevennet"
+    assert stored[0].data["parameters"] == {"model": "7net-l3i5", "modal": None, "device": "cpu"}
+    assert stored[0].code_version.startswith("sevenn ") and "7net-l3i5" in stored[0].code_version
+    assert stored[0].stress.shape == (6,) and np.isfinite(stored[0].forces).all()
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**config, "reference": {"kind": "sevennet", "model": "7net-O"}}))
+    assert cli.main(["label", str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "bad.yaml" in err[0] and "unknown model '7net-O'" in err[0] and "7net-0" in err[0]
+
+
 # --- gpaw (optional, compiled: scripts/install_gpaw.sh) ----------------------------------------
 
 
@@ -247,7 +376,7 @@ def test_missing_optional_program_is_a_setup_error_naming_the_extra(monkeypatch)
     real_import = builtins.__import__
 
     def without(name, *args, **kwargs):
-        if name.split(".")[0] in ("gpaw", "chgnet"):
+        if name.split(".")[0] in ("gpaw", "chgnet", "sevenn"):
             raise ImportError(f"No module named {name!r}")
         return real_import(name, *args, **kwargs)
 
@@ -259,3 +388,7 @@ def test_missing_optional_program_is_a_setup_error_naming_the_extra(monkeypatch)
         CHGNetReference()
     with pytest.raises(ReferenceSetupError, match="install_gpaw.sh"):
         GPAWReference()
+    from pesmith.plugins.references.sevennet import SevenNetReference
+
+    with pytest.raises(ReferenceSetupError, match=r"pesmith\[sevennet\]"):
+        SevenNetReference()
