@@ -261,6 +261,7 @@ class GeneticSearch:
                 duplicates += 1
             else:
                 new[key] = Evaluation(key, genome, state.generation, operator, parents)
+        previous_best = state.best()[0].energy if state.evaluations and state.best() else float("inf")
         outcomes = self.evaluate([e.genome for e in new.values()]) if new else []
         for evaluation, outcome in zip(new.values(), outcomes):
             evaluation.energy = None if outcome.energy is None or not np.isfinite(outcome.energy) else float(outcome.energy)
@@ -270,7 +271,6 @@ class GeneticSearch:
             evaluation.energy_std = outcome.energy_std
             evaluation.payload = outcome.payload
             state.evaluations[evaluation.key] = evaluation
-        previous_best = state.best()[0].energy if state.best() else float("inf")
         state.population = list(dict.fromkeys(genome_hash(g) for g, _, _ in proposals))
         energies = np.array([state.evaluations[k].score for k in state.population])
         finite = energies[np.isfinite(energies)]

@@ -92,7 +92,7 @@ def test_settings_validate_ranges():
 @pytest.mark.parametrize("selection", ["tournament", "roulette"])
 def test_ga_never_evaluates_a_genome_twice_and_finds_the_minimum(problem, selection):
     evaluate, calls = morse_energies(problem)
-    search = GeneticSearch(problem, GASettings(selection=selection, generations=30, patience=8), evaluate, np.random.default_rng(0))
+    search = GeneticSearch(problem, GASettings(selection=selection, generations=30, patience=5), evaluate, np.random.default_rng(0))
     state = search.run()
     assert len(calls) == len(set(calls)) == len(state.evaluations)
     assert all(sum(g) == problem.n_remove for g in calls)
@@ -173,3 +173,13 @@ def test_comparator_handles_a_single_species():
     strained = si.copy()
     strained.set_cell(si.cell * 1.1, scale_atoms=True)
     assert not StructureComparator().same(si, -43.0, strained, -43.0)
+
+
+def test_patience_counts_generations_without_a_lower_energy(problem):
+    counter = iter(range(10**6))
+    falling = GeneticSearch(problem, GASettings(population=4, generations=7, patience=2),
+                            lambda gs: [Outcome(-float(next(counter))) for _ in gs], np.random.default_rng(0)).run()
+    assert falling.generation == 7 and falling.stop_reason == "7 generations"  # a lower energy every generation
+    flat = GeneticSearch(problem, GASettings(population=4, generations=20, patience=2),
+                         lambda gs: [Outcome(-1.0) for _ in gs], np.random.default_rng(0)).run()
+    assert flat.generation == 3 and flat.stop_reason == "no lower energy in 2 generations"  # generation 0 sets the best
