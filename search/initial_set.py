@@ -162,6 +162,8 @@ def load_generate_config(path: str | Path, registry: Registry) -> GenerateConfig
         config.md.model = resolve_path(base, config.md.model)
     if config.scale.min > config.scale.max:
         raise ConfigError(f"{path}: scale.min ({config.scale.min}) is larger than scale.max ({config.scale.max})")
+    if config.amorphous is not None and config.amorphous.atoms > config.max_atoms:
+        raise ConfigError(f"{path}: amorphous.atoms ({config.amorphous.atoms}) is above max_atoms ({config.max_atoms}); lower it")
     reference = check_plugin_options(path, "reference", config.reference, registry, implicit=())
     if config.amorphous is not None and not issubclass(reference, CalculatorReference):
         raise ConfigError(

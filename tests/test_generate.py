@@ -194,6 +194,7 @@ def test_amorphous_frames_do_not_depend_on_the_number_of_workers(tmp_path):
         ({**AMORPHOUS, "snapshots": 50}, "snapshots (50) is more than the 5 frames"),
         ({**AMORPHOUS, "melt_quench": {"melt_K": 300, "final_K": 1000}}, "final_K (1000.0) must not exceed melt_K"),
         ({**AMORPHOUS, "atom": 20}, "unknown key 'amorphous.atom'"),
+        ({**AMORPHOUS, "atoms": 60}, "amorphous.atoms (60) is above max_atoms (40)"),
         ({**AMORPHOUS, "min_distance": 2.9, "volume_per_atom": 12.0}, "amorphous, x = 3.75: random_cell"),
     ],
 )
