@@ -226,7 +226,7 @@ def print_search_summary(result) -> None:
             h = model["holdout"]
             print(f"model after step {model['step']}: holdout {h['energy_rmse_meV_per_atom']:.1f} meV/atom, {h['force_rmse_eV_per_A']:.3f} eV/Å")
     on_hull = sorted((r for r in result.hull if r["on_hull"]), key=lambda r: r["li_fraction"])
-    print("on the hull: " + ", ".join(f"{r['formula']} ({r['kind']}, E_f {r['formation_energy_eV_per_atom']:.3f} eV/atom)" for r in on_hull))
+    print("on the hull: " + ", ".join(f"{r['reduced_formula']} ({r['kind']}, E_f {r['formation_energy_eV_per_atom']:.3f} eV/atom)" for r in on_hull))
     for v in result.voltages:
         print(f"voltage x {v['x_low']:.2f} -> {v['x_high']:.2f}: {v['voltage']:.3f} V")
     for name, path in result.files.items():

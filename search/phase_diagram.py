@@ -27,6 +27,7 @@ def write_phase_diagram(
             "kind": e["kind"],
             "structure": e["structure"],
             "formula": h.formula,
+            "reduced_formula": structure.get_chemical_formula(empirical=True),
             "li_per_si": h.x / (1 - h.x) if h.x < 1 else float("inf"),
             "li_fraction": h.x,
             "energy_per_atom_eV": h.energy_per_atom,
@@ -34,7 +35,7 @@ def write_phase_diagram(
             "e_above_hull_eV_per_atom": h.e_above_hull,
             "on_hull": h.on_hull,
         }
-        for e, h in zip(entries, hull)
+        for e, h, structure in zip(entries, hull, structures)
     ]
     voltages = [v.as_dict() for v in voltage_profile(hull)]
     files = {
@@ -85,7 +86,7 @@ def _plot_hull(path: Path, rows: Sequence[dict]) -> None:
     ax.plot(*zip(*vertices), "k-", lw=1)
     for r in rows:
         if r["on_hull"] and r["kind"] == "crystal":
-            ax.annotate(r["formula"], (r["li_fraction"], r["formation_energy_eV_per_atom"]), fontsize=7, xytext=(3, -9), textcoords="offset points")
+            ax.annotate(r["reduced_formula"], (r["li_fraction"], r["formation_energy_eV_per_atom"]), fontsize=7, xytext=(3, -9), textcoords="offset points")
     ax.set_xlabel("Li fraction  x / (1 + x)")
     ax.set_ylabel("formation energy (eV/atom)")
     ax.legend(fontsize=7)
