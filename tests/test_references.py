@@ -171,6 +171,19 @@ def test_xtb_rejects_unknown_method():
 # --- chgnet (optional extra) -------------------------------------------------------------------
 
 
+def test_chgnet_loads_and_labels_without_a_word(capfd):
+    pytest.importorskip("chgnet", reason="chgnet not installed: pip install 'pesmith[chgnet]'")
+    from pesmith.plugins.references.chgnet import CHGNetReference, load_model
+
+    load_model.cache_clear()  # a fresh process, as a labeling worker is
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        energy, _, _ = CHGNetReference().label(li_si_cell())
+    assert np.isfinite(energy)
+    assert [str(w.message) for w in caught] == []
+    assert capfd.readouterr() == ("", "")
+
+
 def test_chgnet_labels_li_si_with_ase_stress():
     pytest.importorskip("chgnet", reason="chgnet not installed: pip install 'pesmith[chgnet]'")
     from pesmith.plugins.references.chgnet import CHGNetReference
@@ -188,19 +201,6 @@ def test_chgnet_labels_li_si_with_ase_stress():
     numeric = (energies[0] - energies[1]) / (2 * h) / atoms.get_volume() / 3
     assert stress[:3].mean() == pytest.approx(numeric, abs=2e-4)
     assert reference.code_version().startswith("chgnet ")
-
-
-def test_chgnet_loads_and_labels_without_a_word(capfd):
-    pytest.importorskip("chgnet", reason="chgnet not installed: pip install 'pesmith[chgnet]'")
-    from pesmith.plugins.references.chgnet import CHGNetReference, load_model
-
-    load_model.cache_clear()  # a fresh process, as a labeling worker is
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        energy, _, _ = CHGNetReference().label(li_si_cell())
-    assert np.isfinite(energy)
-    assert [str(w.message) for w in caught] == []
-    assert capfd.readouterr() == ("", "")
 
 
 # --- gpaw (optional, compiled: scripts/install_gpaw.sh) ----------------------------------------
