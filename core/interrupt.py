@@ -12,15 +12,17 @@ from typing import Callable, Iterator
 
 @dataclass
 class HeldSignals:
-    """How many SIGINTs arrived inside the block."""
+    """How many SIGINTs arrived inside the block; under :func:`interrupt_once`, whether the
+    first one still raises (set ``raising = False`` once the work worth interrupting is done)."""
 
     count: int = 0
+    raising: bool = True
 
 
 @contextmanager
 def interrupt_once() -> Iterator[HeldSignals]:
-    """Raise :class:`KeyboardInterrupt` on the first SIGINT inside the block only; later ones are
-    counted, so the code that handles the first runs to its end.
+    """Raise :class:`KeyboardInterrupt` on the first SIGINT inside the block only (and only while
+    ``raising``); later ones are counted, so the code that handles the first runs to its end.
 
     Acts only where Ctrl-C would raise anyway (Python's default handler, main thread); where
     SIGINT is ignored or handled otherwise the block runs unchanged.
@@ -29,7 +31,7 @@ def interrupt_once() -> Iterator[HeldSignals]:
 
     def first_raises(signum: int, frame: object) -> None:
         held.count += 1
-        if held.count == 1:
+        if held.count == 1 and held.raising:
             raise KeyboardInterrupt
 
     with _sigint_handler(first_raises, only_over_default=True):

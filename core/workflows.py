@@ -45,11 +45,6 @@ class TrainResult:
     potential: Potential
     report: dict[str, Any]
 
-    @property
-    def interrupted(self) -> str | None:
-        """When Ctrl-C came (``"at epoch 7"``, ``"during the final evaluation"``...), or ``None``."""
-        return self.report.get("interrupted")
-
 
 def build_potential(config: TrainConfig, species: Sequence[str], registry: Registry) -> Potential:
     """Instantiate the descriptor and model plugins named in ``config``."""
@@ -98,14 +93,16 @@ def train(config: TrainConfig, registry: Registry, warn: Callable[[str], None] |
     potential = build_potential(config, config.descriptor.options.get("species", dataset.species), registry)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with interrupt_once() as signals:  # up to the final evaluation, a second Ctrl-C only counts
+    with interrupt_once() as signals:  # the first Ctrl-C stops the fit; until the evaluation, more only count
         with tempfile.TemporaryDirectory(prefix=f".{config.output.stem}_features_", dir=config.output.parent) as cache:
             summary = potential.fit(train_set, validation, config.training, config.data.isolated_atom_energies, Path(cache))
+            signals.raising = False  # the fitted model is not to be lost to a Ctrl-C in the cache's removal
     wall_time = time.perf_counter() - started
-    interrupted = [f"at epoch {summary.info[INTERRUPTED_AT_EPOCH]}"] if INTERRUPTED_AT_EPOCH in summary.info else []
+    fit_interrupted = INTERRUPTED_AT_EPOCH in summary.info
+    interrupted = [f"at epoch {summary.info[INTERRUPTED_AT_EPOCH]}"] if fit_interrupted else []
     predictions: dict[str, Predictions] = {}
-    if signals.count > 1:
-        interrupted.append("again before the final evaluation")
+    if signals.count > int(fit_interrupted):  # a Ctrl-C (again) after the fit: save without evaluating
+        interrupted.append(("again " if fit_interrupted else "") + "before the final evaluation")
     else:
         try:
             predictions = final_predictions(potential, {"train": train_set, "validation": validation}, config.training.progress)
