@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the verbs import these (and torch with them) when they run,
 
 EXIT_ALL_FAILED = 1  # `label`/`generate`: every structure of the run failed
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT (128 + 2)
 ARGUMENT_PATHS = "relative paths resolve against the current folder"
 
 
@@ -81,6 +82,14 @@ def train_command(config_path: Path, registry: Registry, overwrite: bool = False
     return train(config, registry, warn=lambda message: print(f"warning: {message}", file=sys.stderr)).report
 
 
+def saved_after_interrupt(report: dict) -> str:
+    """What an interrupted ``pesmith train`` wrote, for its one line on stderr."""
+    training = report["training"]
+    kept = f" (best epoch {training['best_epoch']} of {training['epochs_run']} run)" if "best_epoch" in training else ""
+    metrics = "" if report["metrics"] else ", without metrics"
+    return f"wrote {report['model_file']}{kept} and its report{metrics}"
+
+
 def print_metrics(metrics: dict[str, dict]) -> None:
     from .report import METRIC_UNITS
 
@@ -101,8 +110,11 @@ def write_json(path: Path, content) -> None:
     write_text_atomic(path, json.dumps(content, indent=2))
 
 
-def evaluate_command(model_path: Path, data_path: Path, json_path: Path | None, registry: Registry) -> None:
-    """``pesmith evaluate``: print (and with ``json_path`` write) the model's errors on the data."""
+def evaluate_command(
+    model_path: Path, data_path: Path, json_path: Path | None, registry: Registry, progress: bool = True
+) -> None:
+    """``pesmith evaluate``: print (and with ``json_path`` write) the model's errors on the data;
+    with ``progress`` a bar on stderr while the structures are predicted."""
     from .data import check_structure_file, read_dataset
     from .model_file import load_potential
     from .validation import predict_dataset
@@ -111,7 +123,8 @@ def evaluate_command(model_path: Path, data_path: Path, json_path: Path | None, 
     if json_path:
         check_writable(json_path, "--json")
     potential, _ = load_potential(model_path, registry)
-    metrics = predict_dataset(potential, read_dataset(data_path)).metrics()
+    dataset = read_dataset(data_path)
+    metrics = predict_dataset(potential, dataset, progress=progress, description=f"evaluating {data_path.name}").metrics()
     print_metrics({"value": metrics})
     if json_path:
         write_json(json_path, metrics)
@@ -262,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluate.add_argument("model", type=Path)
     evaluate.add_argument("data", type=Path)
     evaluate.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     label = verbs.add_parser("label", help="label structures with a reference into an ase.db (resumable)")
     label.add_argument("config", type=Path)
     generate = verbs.add_parser("generate", help="build and label an initial training set from crystals")
@@ -287,11 +301,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = default_registry()
     try:
         if args.verb == "train":
-            report = train_command(args.config, registry, args.overwrite)
-            print_metrics(report["metrics"])
+            try:
+                report = train_command(args.config, registry, args.overwrite)
+            except KeyboardInterrupt:
+                print("interrupted before the fit had a model to keep: nothing was written", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            if report["metrics"]:
+                print_metrics(report["metrics"])
+            if "interrupted" in report:
+                print(f"interrupted {report['interrupted']}: {saved_after_interrupt(report)}", file=sys.stderr)
+                return EXIT_INTERRUPTED
             print(f"wrote {report['model_file']} and its report")
         elif args.verb == "evaluate":
-            evaluate_command(args.model, args.data, args.json, registry)
+            try:
+                evaluate_command(args.model, args.data, args.json, registry, progress=not args.no_progress)
+            except KeyboardInterrupt:
+                print("interrupted before the evaluation finished", file=sys.stderr)
+                return EXIT_INTERRUPTED
         elif args.verb == "label":
             return print_label_summary(label_command(args.config, registry))
         elif args.verb == "generate":

@@ -8,6 +8,8 @@ mode gives for all terms at once, with no backward pass per feature.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Callable
 
 import torch
@@ -24,6 +26,7 @@ def row_derivatives(
     direction then gives every row's derivative. (A plain loop: ``torch.func.vmap`` over the
     three directions measured 7x slower on ACSF triplets.)
     """
+    _load_forward_ad()
     per_direction = []
     for direction in range(3):
         tangent = torch.zeros_like(inputs[wrt])
@@ -36,6 +39,17 @@ def row_derivatives(
             per_direction.append([_tangent(out) for out in outputs])
     stacked = tuple(torch.stack(parts, dim=-1) for parts in zip(*per_direction))
     return stacked[0] if single else stacked
+
+
+@functools.cache
+def _load_forward_ad() -> None:
+    """Make a process's first dual tensor with torch's deprecation of ``torch.jit.script``
+    silenced: on that first ``make_dual`` torch (2.13) scripts its forward-mode decompositions
+    with it and warns 18 times, about its own code."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
+        with forward_ad.dual_level():
+            forward_ad.make_dual(torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64))
 
 
 def _tangent(output: torch.Tensor) -> torch.Tensor:

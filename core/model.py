@@ -13,12 +13,16 @@ from .fit_settings import FitSettings
 if TYPE_CHECKING:
     from .features import FeatureSet
 
+INTERRUPTED_AT_EPOCH = "interrupted_at_epoch"  # FitSummary.info key of a fit ended by Ctrl-C
+
 
 @dataclass
 class FitSummary:
     """What a fit reports: numbers for the report (JSON types, e.g. ``epochs_run``,
     ``best_epoch`` of an iterative fit, or the regularisation of a closed-form one) and, for
-    an iterative fit, one entry per epoch with train and validation metrics."""
+    an iterative fit, one entry per epoch with train and validation metrics. A fit that
+    Ctrl-C ended early with a usable state records the epoch that was running under
+    :data:`INTERRUPTED_AT_EPOCH`."""
 
     info: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] | None = None
@@ -51,7 +55,13 @@ class Model(torch.nn.Module, ABC):
 
     @abstractmethod
     def fit(self, train: "FeatureSet", validation: "FeatureSet | None", settings: FitSettings) -> FitSummary:
-        """Fit to ``train`` (energies and, per the settings, forces and stress)."""
+        """Fit to ``train`` (energies and, per the settings, forces and stress).
+
+        On Ctrl-C (:class:`KeyboardInterrupt`) a fit that has a usable state by then (e.g. the
+        best epoch so far) may catch it, keep that state and return a summary with
+        ``info[INTERRUPTED_AT_EPOCH]``: pesmith then saves it as the model. Any other fit lets
+        the interrupt propagate, and nothing is saved.
+        """
 
     @abstractmethod
     def get_config(self) -> dict[str, Any]:

@@ -20,10 +20,12 @@ METRIC_UNITS = {
 
 
 def write_report(stem: Path, report: dict[str, Any], predictions: dict[str, Predictions]) -> list[Path]:
-    """Write ``<stem>_report.json``, ``<stem>_report.md`` and ``<stem>_parity.png``."""
+    """Write ``<stem>_report.json``, ``<stem>_report.md`` and, given ``predictions``, ``<stem>_parity.png``."""
     json_path, md_path, png_path = report_paths(stem)
     write_text_atomic(json_path, json.dumps(report, indent=2, default=str))
     write_text_atomic(md_path, markdown(report))
+    if not predictions:
+        return [json_path, md_path]
     parity_plot(png_path, predictions)
     return [json_path, md_path, png_path]
 
@@ -40,6 +42,8 @@ def markdown(report: dict[str, Any]) -> str:
     training = report["training"]
     if "epochs_run" in training:
         lines += [f"- epochs run: {training['epochs_run']}, best epoch: {training['best_epoch']}"]
+    if "interrupted" in report:
+        lines += [f"- interrupted (Ctrl-C) {report['interrupted']}: the model is the best state the fit had kept"]
     if "features" in training:
         plan = training["features"]
         lines += [
@@ -49,6 +53,8 @@ def markdown(report: dict[str, Any]) -> str:
         ]
     lines += [f"- training time: {training['wall_time_s']:.1f} s", ""]
     sets = [name for name in ("train", "validation") if name in report["metrics"]]
+    if not sets:
+        return "\n".join(lines + ["No metrics: the final evaluation did not finish.", ""])
     lines += ["| metric | unit | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
     for key, unit in METRIC_UNITS.items():
         if not any(key in report["metrics"][s] for s in sets):

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from .features import FeatureSet, add_sums, error_sums, evaluate, metrics_from_sums
 from .fit_settings import FitSettings
-from .model import FitSummary
+from .interrupt import interrupt_once
+from .model import INTERRUPTED_AT_EPOCH, FitSummary
 from .threads import FIT_LOOP_THREADS, torch_threads
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,10 @@ def fit_loop(
     Returns a summary: epochs run, best epoch, and the per-epoch history of train/validation
     RMSE. The train entries are the epoch's running metrics (:func:`train_one_epoch`) when there
     is a validation set, else the whole training set evaluated after the epoch.
+
+    Ctrl-C (:class:`KeyboardInterrupt`) ends the loop like early stopping, with the best
+    weights so far and ``info["interrupted_at_epoch"]`` = the epoch that was running; before the
+    first epoch has finished there is nothing to keep and the interrupt propagates.
     """
     generator = torch.Generator().manual_seed(settings.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -106,29 +111,42 @@ def fit_loop(
     monitor = validation if validation is not None and validation.n_structures > 0 else train_set
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     history = []
-    bar = tqdm(range(1, settings.epochs + 1), desc="training", unit="epoch", disable=not settings.progress)
-    for epoch in bar:
-        running = train_one_epoch(model, optimizer, train_set, settings, generator)
-        monitor_metrics = evaluate(model, monitor, settings)
-        train_metrics = monitor_metrics if monitor is train_set else running
-        history.append({"epoch": epoch, "train": train_metrics, "validation": monitor_metrics})
-        if monitor_metrics["loss"] < best_loss:
-            best_loss, best_epoch, best_state = monitor_metrics["loss"], epoch, copy.deepcopy(model.state_dict())
-        scheduler.step(monitor_metrics["loss"])
-        bar.set_postfix(
-            E_train=f"{train_metrics['energy_rmse_meV_per_atom']:.2f}",
-            E_val=f"{monitor_metrics['energy_rmse_meV_per_atom']:.2f}",
-            F_train=f"{train_metrics.get('force_rmse_eV_per_A', math.nan):.3f}",
-            F_val=f"{monitor_metrics.get('force_rmse_eV_per_A', math.nan):.3f}",
-            lr=f"{optimizer.param_groups[0]['lr']:.1e}",
-        )
-        if epoch - best_epoch >= settings.patience:
-            logger.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
-            break
-        if optimizer.param_groups[0]["lr"] < settings.min_learning_rate:
-            logger.info("learning rate below %g at epoch %d", settings.min_learning_rate, epoch)
-            break
-    bar.close()
-    model.load_state_dict(best_state)
+    bar = tqdm(total=settings.epochs, desc="training", unit="epoch", disable=not settings.progress)
+    epoch, interrupted = 0, False
+    with interrupt_once():  # a second Ctrl-C must not cut short keeping the best epoch
+        try:
+            for epoch in range(1, settings.epochs + 1):
+                running = train_one_epoch(model, optimizer, train_set, settings, generator)
+                monitor_metrics = evaluate(model, monitor, settings)
+                train_metrics = monitor_metrics if monitor is train_set else running
+                history.append({"epoch": epoch, "train": train_metrics, "validation": monitor_metrics})
+                if monitor_metrics["loss"] < best_loss:
+                    best_loss, best_epoch, best_state = monitor_metrics["loss"], epoch, copy.deepcopy(model.state_dict())
+                scheduler.step(monitor_metrics["loss"])
+                bar.set_postfix(
+                    E_train=f"{train_metrics['energy_rmse_meV_per_atom']:.2f}",
+                    E_val=f"{monitor_metrics['energy_rmse_meV_per_atom']:.2f}",
+                    F_train=f"{train_metrics.get('force_rmse_eV_per_A', math.nan):.3f}",
+                    F_val=f"{monitor_metrics.get('force_rmse_eV_per_A', math.nan):.3f}",
+                    lr=f"{optimizer.param_groups[0]['lr']:.1e}",
+                    refresh=False,
+                )
+                bar.update()
+                if epoch - best_epoch >= settings.patience:
+                    logger.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
+                    break
+                if optimizer.param_groups[0]["lr"] < settings.min_learning_rate:
+                    logger.info("learning rate below %g at epoch %d", settings.min_learning_rate, epoch)
+                    break
+        except KeyboardInterrupt:  # Ctrl-C: stop as early stopping does, unless no epoch has finished
+            if not history:
+                raise
+            interrupted = True
+            logger.info("interrupted at epoch %d (best %d)", epoch, best_epoch)
+        finally:
+            bar.close()
+        model.load_state_dict(best_state)
     info = {"epochs_run": len(history), "best_epoch": best_epoch, "best_validation_loss": best_loss}
+    if interrupted:
+        info[INTERRUPTED_AT_EPOCH] = epoch
     return FitSummary(info=info, history=history)

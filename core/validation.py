@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
 from .data import Dataset
 from .features import EV_PER_A3_IN_GPA
@@ -43,14 +45,27 @@ class Predictions:
         return metrics
 
 
-def predict_dataset(potential: Potential, dataset: Dataset, chunk_atoms: int = 4000) -> Predictions:
-    """Predict every structure of ``dataset`` in chunks of about ``chunk_atoms`` atoms."""
+def predict_dataset(
+    potential: Potential, dataset: Dataset, chunk_atoms: int = 4000, progress: bool = False, description: str = "predicting"
+) -> Predictions:
+    """Predict every structure of ``dataset`` in chunks of about ``chunk_atoms`` atoms; with
+    ``progress`` a bar on stderr (``description``, counting structures) shows the chunks done.
+
+    Raises
+    ------
+    DataError
+        Before predicting anything, if ``dataset`` holds an element ``potential`` has no species for.
+    """
+    numbers = {int(z) for atoms in dataset.structures for z in np.unique(atoms.numbers)}
+    potential.descriptor.check_numbers(torch.tensor(sorted(numbers), dtype=torch.int64))  # before any work
     energies, forces, stresses = [], [], []
-    for chunk in _chunks(dataset, chunk_atoms):
-        results = potential.predict(chunk, stress=True)  # stress of cells without a 3D cell is dropped below
-        energies.append(results[ENERGY].numpy())
-        forces.append(results[FORCES].numpy())
-        stresses.append(results[STRESS].numpy())
+    with tqdm(total=len(dataset), desc=description, unit="structure", disable=not progress, leave=False) as bar:
+        for chunk in _chunks(dataset, chunk_atoms):
+            results = potential.predict(chunk, stress=True)  # stress of cells without a 3D cell is dropped below
+            energies.append(results[ENERGY].numpy())
+            forces.append(results[FORCES].numpy())
+            stresses.append(results[STRESS].numpy())
+            bar.update(len(chunk))
     labeled = [s is not None and has_full_cell(a) for a, s in zip(dataset.structures, dataset.stresses)]
     sizes = np.array([len(a) for a in dataset.structures])
     return Predictions(

@@ -21,9 +21,11 @@ from ase import Atoms
 from . import __version__
 from .atomic import write_text_atomic
 from .config import TrainConfig
-from .data import read_dataset
+from .data import Dataset, read_dataset
 from .errors import ConfigError
+from .interrupt import deferred_interrupt, interrupt_once
 from .labeling import MapFunction, label_one
+from .model import INTERRUPTED_AT_EPOCH
 from .model_file import save_potential
 from .parallel import parallel_map
 from .potential import Potential
@@ -31,7 +33,7 @@ from .reference import Reference
 from .reference_db import Label
 from .registry import Registry
 from .report import write_report
-from .validation import predict_dataset
+from .validation import Predictions, predict_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,13 @@ def train(config: TrainConfig, registry: Registry, warn: Callable[[str], None] |
 
     A float32 cache of feature derivatives, when the memory budget calls for one, lives in a
     temporary folder beside the output and is removed at the end.
+
+    Ctrl-C during a fit that keeps its best state so far (see :meth:`pesmith.model.Model.fit`)
+    or during the final evaluation still writes the model, and the report says when it came
+    (``report["interrupted"]``). A second Ctrl-C skips the final evaluation (the report then has
+    no metrics and no plot); one while the files are written waits until they are whole. Before
+    the fit has a model to keep, Ctrl-C propagates as :class:`KeyboardInterrupt` and nothing is
+    written.
     """
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
@@ -84,12 +93,21 @@ def train(config: TrainConfig, registry: Registry, warn: Callable[[str], None] |
     potential = build_potential(config, config.descriptor.options.get("species", dataset.species), registry)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f".{config.output.stem}_features_", dir=config.output.parent) as cache:
-        summary = potential.fit(train_set, validation, config.training, config.data.isolated_atom_energies, Path(cache))
+    with interrupt_once() as signals:  # the first Ctrl-C stops the fit; until the evaluation, more only count
+        with tempfile.TemporaryDirectory(prefix=f".{config.output.stem}_features_", dir=config.output.parent) as cache:
+            summary = potential.fit(train_set, validation, config.training, config.data.isolated_atom_energies, Path(cache))
+            signals.raising = False  # the fitted model is not to be lost to a Ctrl-C in the cache's removal
     wall_time = time.perf_counter() - started
-    predictions = {"train": predict_dataset(potential, train_set)}
-    if len(validation):
-        predictions["validation"] = predict_dataset(potential, validation)
+    fit_interrupted = INTERRUPTED_AT_EPOCH in summary.info
+    interrupted = [f"at epoch {summary.info[INTERRUPTED_AT_EPOCH]}"] if fit_interrupted else []
+    predictions: dict[str, Predictions] = {}
+    if signals.count > int(fit_interrupted):  # a Ctrl-C (again) after the fit: save without evaluating
+        interrupted.append(("again " if fit_interrupted else "") + "before the final evaluation")
+    else:
+        try:
+            predictions = final_predictions(potential, {"train": train_set, "validation": validation}, config.training.progress)
+        except KeyboardInterrupt:  # the fitted model is kept; only its metrics are lost
+            interrupted.append("during the final evaluation")
     resolved = config.model_dump(mode="json")
     resolved["descriptor"] = {"kind": config.descriptor.kind, **potential.descriptor.get_config()}
     resolved["model"] = {"kind": config.model.kind, **potential.model.get_config()}
@@ -110,11 +128,25 @@ def train(config: TrainConfig, registry: Registry, warn: Callable[[str], None] |
         "metrics": {name: p.metrics() for name, p in predictions.items()},
         "history": summary.history or [],
     }
-    save_potential(potential, config.output, metadata={k: v for k, v in report.items() if k != "history"}, registry=registry)
-    stem = config.output.with_suffix("")
-    write_report(stem, report, predictions)
-    write_text_atomic(stem.with_name(stem.name + "_config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
+    if interrupted:
+        report["interrupted"] = " and ".join(interrupted)
+    with deferred_interrupt() as held:  # a Ctrl-C now waits until every file is whole
+        save_potential(potential, config.output, metadata={k: v for k, v in report.items() if k != "history"}, registry=registry)
+        stem = config.output.with_suffix("")
+        write_report(stem, report, predictions)
+        write_text_atomic(stem.with_name(stem.name + "_config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
+    if held.count and not interrupted:
+        report["interrupted"] = "while saving, after every file was written"
     return TrainResult(potential, report)
+
+
+def final_predictions(potential: Potential, sets: dict[str, Dataset], progress: bool) -> dict[str, Predictions]:
+    """Predictions of the fitted ``potential`` on each non-empty set, with a progress bar each."""
+    return {
+        name: predict_dataset(potential, dataset, progress=progress, description=f"evaluating {name} set")
+        for name, dataset in sets.items()
+        if len(dataset)
+    }
 
 
 def label(

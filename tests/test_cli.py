@@ -541,3 +541,24 @@ def test_missing_data_argument_of_evaluate_names_the_argument(tiny_si_model, tmp
     code, _, err = run(capsys, "evaluate", tiny_si_model, tmp_path / "gone.xyz")
     line = assert_user_error(code, err, f"DATA argument {tmp_path / 'gone.xyz'} not found", "current folder")
     assert "config" not in line
+
+
+# --- progress on long phases ------------------------------------------------------------------
+
+
+def test_evaluate_shows_a_progress_bar_on_stderr(tiny_si_model, small_si_xyz, capsys):
+    code, out, err = run(capsys, "evaluate", tiny_si_model, small_si_xyz)
+    assert code == 0 and "energy_rmse_meV_per_atom" in out
+    assert "evaluating si_small.xyz:" in err and "/4 [" in err and "structure/s" in err
+    code, quiet, err = run(capsys, "evaluate", tiny_si_model, small_si_xyz, "--no-progress")
+    assert code == 0 and err == "" and quiet == out
+
+
+def test_final_evaluation_after_training_shows_its_progress(write_config, tmp_path, capsys):
+    config = write_config(training={"epochs": 2, "batch_size": 4, "seed": 0, "progress": True})
+    code, _, err = run(capsys, "train", config)
+    assert code == 0
+    assert "training:" in err and "evaluating train set:" in err and "/3 [" in err
+    assert "evaluating validation set:" in err and "/1 [" in err
+    code, _, err = run(capsys, "train", write_config("quiet.yaml", training={"epochs": 2, "progress": False}, output="quiet.pt"))
+    assert code == 0 and err == ""

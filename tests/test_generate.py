@@ -97,6 +97,7 @@ def test_generated_data_trains_an_nn_model_without_edits(tmp_path, capsys):
     assert (tmp_path / "model" / "lisi.pt").is_file()
 
 
+@pytest.mark.filterwarnings("ignore::pesmith.calculator.ExtrapolationWarning")  # 1000 K with a 2-epoch model
 def test_md_snapshots_from_an_existing_model(tmp_path, tiny_si_model):
     config = GenerateConfig.model_validate(
         read_yaml(

@@ -99,6 +99,7 @@ def test_calculator_warns_once_outside_training_range(si_model_path):
     assert "8 atoms" in str(messages[0].message) or "of 8 atoms" in str(messages[0].message)
 
 
+@pytest.mark.filterwarnings("ignore::pesmith.calculator.ExtrapolationWarning")  # Si2 molecule: far from the bulk fit
 def test_molecule_has_no_stress(si_model_path):
     calc = pesmith.load_calculator(si_model_path)
     atoms = molecule("Si2H6")

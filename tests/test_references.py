@@ -3,6 +3,8 @@ the optional CHGNet, SevenNet and GPAW."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -168,6 +170,19 @@ def test_xtb_rejects_unknown_method():
 
 
 # --- chgnet (optional extra) -------------------------------------------------------------------
+
+
+def test_chgnet_loads_and_labels_without_a_word(capfd):
+    pytest.importorskip("chgnet", reason="chgnet not installed: pip install 'pesmith[chgnet]'")
+    from pesmith.plugins.references.chgnet import CHGNetReference, load_model
+
+    load_model.cache_clear()  # a fresh process, as a labeling worker is
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        energy, _, _ = CHGNetReference().label(li_si_cell())
+    assert np.isfinite(energy)
+    assert [str(w.message) for w in caught] == []
+    assert capfd.readouterr() == ("", "")
 
 
 def test_chgnet_labels_li_si_with_ase_stress():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from functools import lru_cache
 from typing import Any
 
@@ -23,12 +24,32 @@ from pesmith.reference import package_version
 from .base import CalculatorReference
 
 
+# chgnet (0.4.2) builds cell volumes with torch.tensor() from tensors that require grad (for the
+# stress): torch warns about chgnet's own code, once in every process that labels.
+CHGNET_TORCH_WARNING = "Converting a tensor with requires_grad=True to a scalar"
+
+
 @lru_cache(maxsize=2)
 def load_model(version: str):
     """The CHGNet model ``version`` (e.g. ``"0.3.0"``), loaded once per process."""
     from chgnet.model.model import CHGNet
 
-    return CHGNet.load(model_name=version, verbose=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # "CHGNet v0.3.0 initialized with ...", whatever `verbose`
+        return CHGNet.load(model_name=version, verbose=False)
+
+
+@lru_cache(maxsize=1)
+def quiet_calculator_class() -> type[Calculator]:
+    """chgnet's ASE calculator, with :data:`CHGNET_TORCH_WARNING` silenced while it calculates."""
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    class QuietCHGNetCalculator(CHGNetCalculator):
+        def calculate(self, *args, **kwargs) -> None:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=CHGNET_TORCH_WARNING, category=UserWarning)
+                super().calculate(*args, **kwargs)
+
+    return QuietCHGNetCalculator
 
 
 class CHGNetReference(CalculatorReference):
@@ -57,12 +78,10 @@ class CHGNetReference(CalculatorReference):
             raise ReferenceSetupError(f"chgnet: cannot load model {self.model!r}: {type(exc).__name__}: {exc}") from exc
 
     def make_calculator(self) -> Calculator:
-        from chgnet.model.dynamics import CHGNetCalculator
-
         self.prepare()
         model = load_model(self.model)
         with contextlib.redirect_stdout(io.StringIO()):  # "CHGNet will run on cpu", once per structure
-            return CHGNetCalculator(model=model, use_device=self.device, on_isolated_atoms="ignore")
+            return quiet_calculator_class()(model=model, use_device=self.device, on_isolated_atoms="ignore")
 
     def get_config(self) -> dict[str, Any]:
         return {"model": self.model, "device": self.device}

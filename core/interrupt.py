@@ -1,0 +1,70 @@
+"""Ctrl-C (SIGINT) handled in two steps: the first interrupts, later ones wait, so a second
+Ctrl-C cannot cut short the saving of what the first one stopped."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+
+@dataclass
+class HeldSignals:
+    """How many SIGINTs arrived inside the block; under :func:`interrupt_once`, whether the
+    first one still raises (set ``raising = False`` once the work worth interrupting is done)."""
+
+    count: int = 0
+    raising: bool = True
+
+
+@contextmanager
+def interrupt_once() -> Iterator[HeldSignals]:
+    """Raise :class:`KeyboardInterrupt` on the first SIGINT inside the block only (and only while
+    ``raising``); later ones are counted, so the code that handles the first runs to its end.
+
+    Acts only where Ctrl-C would raise anyway (Python's default handler, main thread); where
+    SIGINT is ignored or handled otherwise the block runs unchanged.
+    """
+    held = HeldSignals()
+
+    def first_raises(signum: int, frame: object) -> None:
+        held.count += 1
+        if held.count == 1 and held.raising:
+            raise KeyboardInterrupt
+
+    with _sigint_handler(first_raises, only_over_default=True):
+        yield held
+
+
+@contextmanager
+def deferred_interrupt() -> Iterator[HeldSignals]:
+    """Run the block with SIGINT counted instead of raising :class:`KeyboardInterrupt`.
+
+    The previous handler is restored afterwards and the signals are not raised again: the
+    caller reads ``count`` and decides. Outside the main thread the block runs unprotected
+    (Python delivers signals to the main thread only).
+    """
+    held = HeldSignals()
+
+    def record(signum: int, frame: object) -> None:
+        held.count += 1
+
+    with _sigint_handler(record, only_over_default=False):
+        yield held
+
+
+@contextmanager
+def _sigint_handler(handler: Callable[[int, object], None], only_over_default: bool) -> Iterator[None]:
+    """``handler`` for SIGINT during the block, the previous one restored after it."""
+    if threading.current_thread() is not threading.main_thread() or (
+        only_over_default and signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
