@@ -82,8 +82,9 @@ class SevenNetReference(CalculatorReference):
     Parameters
     ----------
     model
-        Pretrained checkpoint shipped with sevenn: ``"7net-0"``, ``"7net-l3i5"``, ``"7net-mf-0"``
-        (:func:`shipped_models` lists those installed).
+        Pretrained checkpoint shipped with sevenn: ``"7net-l3i5"`` (the default: closest to GPAW
+        PBE for Li-Si in docs/references.md, about 3x slower than the others), ``"7net-0"``,
+        ``"7net-mf-0"`` (:func:`shipped_models` lists those installed).
     modal
         Fidelity of a multi-fidelity model (``"PBE"`` or ``"R2SCAN"`` for ``7net-mf-0``);
         ``None`` for the others.
@@ -96,7 +97,7 @@ class SevenNetReference(CalculatorReference):
         sevenn missing, a model it does not ship, a missing or unknown ``modal``.
     """
 
-    def __init__(self, model: str = "7net-0", modal: str | None = None, device: str = "cpu"):
+    def __init__(self, model: str = "7net-l3i5", modal: str | None = None, device: str = "cpu"):
         try:
             import sevenn  # noqa: F401
         except ImportError as exc:
@@ -118,8 +119,11 @@ class SevenNetReference(CalculatorReference):
             raise ReferenceSetupError(f"sevennet: model {model!r} has a single fidelity; remove modal ({modal!r})")
 
     def prepare(self) -> None:
+        """Build the model and import the calculator (torch_geometric, pandas: 3 s on 2 shared
+        cores), so that time-limited children forked from this process start warm."""
         try:
             load_model(self.model)
+            import sevenn.calculator  # noqa: F401
         except Exception as exc:
             raise ReferenceSetupError(f"sevennet: cannot load model {self.model!r}: {type(exc).__name__}: {exc}") from exc
 
