@@ -82,20 +82,24 @@ def summarise(runs: list[RunResult], n_arrangements: int) -> dict:
         "found_within_quarter": sum(1 for e in found if e < quarter),
         "median_to_minimum": float(np.median(found)) if found else None,
         "mean_to_minimum": float(np.mean(found)) if found else None,
+        "median_distinct_to_minimum": float(np.median([r.distinct_to_minimum for r in runs if r.found])) if found else None,
         "at_success": {str(level): evaluations_at_success(runs, level) for level in SUCCESS_LEVELS},
         "mean_evaluations": float(np.mean([r.evaluations for r in runs])),
         "mean_distinct": float(np.mean([r.distinct for r in runs])),
         "duplicate_fraction": 1 - sum(r.distinct for r in runs) / sum(r.evaluations for r in runs),
         "seconds_per_evaluation": sum(r.seconds for r in runs) / sum(r.evaluations for r in runs),
     }
-    if runs[0].own_stop_evaluations is not None:
-        own = [r.own_stop_evaluations for r in runs]
-        summary["own_stop"] = {
-            "found": sum(r.own_stop_found for r in runs),
-            "median_evaluations": float(np.median(own)),
-            "mean_evaluations": float(np.mean(own)),
-            "max_evaluations": int(max(own)),
-            "found_below_quarter": sum(1 for r in runs if r.own_stop_found and r.own_stop_evaluations < quarter),
+    for rule in ("own_stop", "patience_stop"):
+        if getattr(runs[0], f"{rule}_evaluations") is None:
+            continue
+        used = [getattr(r, f"{rule}_evaluations") for r in runs]
+        hits = [getattr(r, f"{rule}_found") for r in runs]
+        summary[rule] = {
+            "found": sum(hits),
+            "median_evaluations": float(np.median(used)),
+            "mean_evaluations": float(np.mean(used)),
+            "max_evaluations": int(max(used)),
+            "found_below_quarter": sum(1 for hit, n_used in zip(hits, used) if hit and n_used < quarter),
         }
     return summary
 
@@ -134,22 +138,24 @@ def print_table(summaries: dict, n: int, budget: int) -> None:
         return "-" if value is None else f"{value:.{digits}f}"
 
     levels = "".join(f"{f'evals at {int(100 * level)}%':>15}" for level in SUCCESS_LEVELS)
-    print(f"  {'GA':<10}{'found':>8}{'< n/4':>7}{'median to min':>15}{'mean to min':>13}{levels}{'90% / n':>9}{'mean evals':>12}{'duplicates':>12}{'ms/eval (GA)':>14}")
+    print(f"  {'GA':<10}{'found':>8}{'< n/4':>7}{'median to min':>15}{'mean to min':>13}{levels}{'90% / n':>9}{'mean evals':>12}{'distinct to min':>17}{'duplicates':>12}{'ms/eval (GA)':>14}")
     for ga, s in summaries.items():
         at90 = s["at_success"]["0.9"]
         row = "".join(f"{fmt(s['at_success'][str(level)]):>15}" for level in SUCCESS_LEVELS)
         print(f"  {ga:<10}{s['found']:>5}/{s['seeds']:<2}{s['found_within_quarter']:>7}{fmt(s['median_to_minimum']):>15}{fmt(s['mean_to_minimum'], 1):>13}"
-              f"{row}{fmt(None if at90 is None else at90 / n, 3):>9}{s['mean_evaluations']:>12.1f}{100 * s['duplicate_fraction']:>11.1f}%"
+              f"{row}{fmt(None if at90 is None else at90 / n, 3):>9}{s['mean_evaluations']:>12.1f}{fmt(s['median_distinct_to_minimum']):>17}{100 * s['duplicate_fraction']:>11.1f}%"
               f"{1e3 * s['seconds_per_evaluation']:>14.2f}")
-    own = summaries["pesmith"]["own_stop"]
-    print(f"  pesmith at its own stopping rule: found {own['found']}/{summaries['pesmith']['seeds']}, "
-          f"{own['found_below_quarter']} with fewer than n/4 = {n / 4:.0f} evaluations; evaluations median {own['median_evaluations']:.0f}, "
-          f"mean {own['mean_evaluations']:.1f}, max {own['max_evaluations']} ({own['max_evaluations'] / n:.3f} of enumeration)")
+    for rule, label in (("own_stop", "its own stopping rule"), ("patience_stop", "patience counted from the last fall")):
+        own = summaries["pesmith"][rule]
+        print(f"  pesmith at {label}: found {own['found']}/{summaries['pesmith']['seeds']}, "
+              f"{own['found_below_quarter']} with fewer than n/4 = {n / 4:.0f} evaluations; evaluations median {own['median_evaluations']:.0f}, "
+              f"mean {own['mean_evaluations']:.1f}, max {own['max_evaluations']} ({own['max_evaluations'] / n:.3f} of enumeration)")
     for level in SUCCESS_LEVELS:
         ours, theirs = (summaries[ga]["at_success"][str(level)] for ga in ("pesmith", "ase-ga"))
         ratio = f"{ours / theirs:.2f}" if ours and theirs else f"- (ase-ga: not within {budget})" if ours else "-"
         print(f"  at {int(100 * level)}% success: pesmith {fmt(ours)} / ase-ga {fmt(theirs)} evaluations, ratio {ratio}")
-    print("  ('to min': evaluations up to the one that found the minimum, a pesmith generation counted whole; ms/eval: GA time per evaluation, model excluded)")
+    print("  ('to min': evaluations up to the one that found the minimum, a pesmith generation counted whole; 'distinct to min': median of"
+          " the distinct genomes among them; ms/eval: GA time per evaluation, model excluded)")
 
 
 def timed_ga(problem: DelithiationProblem, workers: int, seed: int, steps: int) -> dict:

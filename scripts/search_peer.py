@@ -100,9 +100,12 @@ class RunResult:
 
     ``evaluations_to_minimum`` counts every evaluation up to the batch that first held the
     global minimum (a pesmith generation, ase-ga's initial population, otherwise one ase-ga
-    candidate); ``..._sequential`` stops at the evaluation itself. ``None``: not found.
+    candidate); ``..._sequential`` stops at the evaluation itself. ``None``: not found within
+    the budget (``found`` is False).
     ``own_stop_*`` (pesmith only): where its own stopping rule (generations, patience) ended the
-    run, without knowing the minimum.
+    run, without knowing the minimum; ``patience_stop_*`` where it would end if ``patience``
+    counted the generations since the best energy last fell (in pesmith.search.ga as of this
+    script it counts every generation, so the run always ends after ``patience`` generations).
     """
 
     ga: str
@@ -110,6 +113,7 @@ class RunResult:
     found: bool
     evaluations_to_minimum: int | None
     evaluations_to_minimum_sequential: int | None
+    distinct_to_minimum: int | None  # distinct genomes among the evaluations_to_minimum
     evaluations: int  # asked for, duplicates included
     distinct: int
     best_energy: float
@@ -117,6 +121,8 @@ class RunResult:
     own_stop_found: bool | None = None
     own_stop_evaluations: int | None = None
     own_stop_reason: str | None = None
+    patience_stop_found: bool | None = None
+    patience_stop_evaluations: int | None = None
     notes: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -124,12 +130,14 @@ class RunResult:
 
 
 class Trace:
-    """Genomes a run asked for, in order, with the ends of its batches."""
+    """Genomes a run asked for, in order, with the end of the batch that first held the minimum.
 
-    def __init__(self, cache: EnergyCache, minimum: float):
-        self.cache, self.minimum = cache, minimum
+    The minimum counts as found only if that batch ended within ``budget`` evaluations.
+    """
+
+    def __init__(self, cache: EnergyCache, minimum: float, budget: int):
+        self.cache, self.minimum, self.budget = cache, minimum, budget
         self.genomes: list[Genome] = []
-        self.batch_ends: list[int] = []
         self.first_hit: int | None = None  # index into genomes
         self.first_hit_batch_end: int | None = None
 
@@ -141,22 +149,27 @@ class Trace:
                 self.first_hit = len(self.genomes)
             self.genomes.append(tuple(genome))
             energies.append(energy)
-        self.batch_ends.append(len(self.genomes))
         if self.first_hit is not None and self.first_hit_batch_end is None:
             self.first_hit_batch_end = len(self.genomes)
         return energies
 
     @property
-    def found(self) -> bool:
+    def has_minimum(self) -> bool:
+        """The minimum is among the genomes evaluated so far (budget or not)."""
         return self.first_hit is not None
+
+    @property
+    def found(self) -> bool:
+        return self.first_hit_batch_end is not None and self.first_hit_batch_end <= self.budget
 
     def result(self, ga: str, seed: int, seconds: float, **extra) -> RunResult:
         return RunResult(
             ga=ga,
             seed=seed,
             found=self.found,
-            evaluations_to_minimum=self.first_hit_batch_end,
-            evaluations_to_minimum_sequential=None if self.first_hit is None else self.first_hit + 1,
+            evaluations_to_minimum=self.first_hit_batch_end if self.found else None,
+            evaluations_to_minimum_sequential=self.first_hit + 1 if self.found else None,
+            distinct_to_minimum=len(set(self.genomes[: self.first_hit_batch_end])) if self.found else None,
             evaluations=len(self.genomes),
             distinct=len(set(self.genomes)),
             best_energy=min(self.cache.energy(g) for g in self.genomes),
@@ -169,22 +182,33 @@ def run_pesmith(problem: DelithiationProblem, cache: EnergyCache, minimum: float
     """pesmith's GA (default :class:`GASettings`) from ``numpy.random.default_rng(seed)``.
 
     Generations go on until the minimum is found or ``budget`` evaluations are spent, and at
-    least until the GA's own stopping rule would have ended the run (whose point is recorded):
-    the rule only sets a flag, so the generations after it are those of a run without it.
+    least until the GA's own stopping rule, and the same rule with ``patience`` counted from
+    the last fall of the best energy, would have ended the run (both points are recorded): the
+    rule only sets a flag, so the generations after it are those of a run without it.
     """
     settings = settings or GASettings()
-    trace = Trace(cache, minimum)
+    trace = Trace(cache, minimum, budget)
     search = GeneticSearch(problem, settings, lambda genomes: [Outcome(e) for e in trace.evaluate(genomes)], np.random.default_rng(seed))
     own: dict = {}
+    patience: dict = {}
+    last_fall, best = 0, float("inf")
     started = time.perf_counter()
     while True:
-        search.next_generation()
-        if search.state.done and not own:
-            own = {"own_stop_found": trace.found, "own_stop_evaluations": len(trace.genomes), "own_stop_reason": search.state.stop_reason}
+        record = search.next_generation()
         exhausted = len(search.state.evaluations) >= problem.n_arrangements
-        if own and (trace.found or len(trace.genomes) >= budget or exhausted):
+        if record.best_energy < best - 1e-9:
+            last_fall, best = record.generation, record.best_energy
+        stale = record.generation - last_fall
+        if search.state.done and not own:
+            own = {"own_stop_found": trace.has_minimum, "own_stop_evaluations": len(trace.genomes), "own_stop_reason": search.state.stop_reason}
+        patience_done = exhausted or search.state.generation >= settings.generations or (
+            settings.patience is not None and search.state.generation > 1 and stale >= settings.patience
+        )
+        if patience_done and not patience:
+            patience = {"patience_stop_found": trace.has_minimum, "patience_stop_evaluations": len(trace.genomes)}
+        if own and patience and (trace.found or len(trace.genomes) >= budget or exhausted):
             break
-    return trace.result("pesmith", seed, time.perf_counter() - started, **own)
+    return trace.result("pesmith", seed, time.perf_counter() - started, **own, **patience)
 
 
 class AseGaLayout:
@@ -247,7 +271,7 @@ def run_ase_ga(problem: DelithiationProblem, cache: EnergyCache, minimum: float,
 
     layout = AseGaLayout(problem)
     rng = np.random.RandomState(seed)
-    trace = Trace(cache, minimum)
+    trace = Trace(cache, minimum, budget)
     failed_pairings = 0
 
     def evaluate(candidates: list[Atoms]) -> None:
@@ -275,7 +299,7 @@ def run_ase_ga(problem: DelithiationProblem, cache: EnergyCache, minimum: float,
         for atoms in initial:
             data.add_relaxed_step(atoms)
         population = Population(data_connection=data, population_size=ASE_GA_POPULATION, comparator=comparator, rng=rng)
-        while not trace.found and len(trace.genomes) < budget:
+        while not trace.has_minimum and len(trace.genomes) < budget:
             first, second = population.get_two_candidates()
             child, description = pairing.get_new_individual([first, second])
             if child is None:
