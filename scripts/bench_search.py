@@ -244,8 +244,7 @@ def main() -> None:
     result["load_average_end"] = os.getloadavg()
     result["wall_s"] = time.perf_counter() - started
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["peak_rss_children_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"\npeak RSS {result['peak_rss_mib']:.0f} MiB (largest child {result['peak_rss_children_mib']:.0f} MiB); "
+    print(f"\npeak RSS {result['peak_rss_mib']:.0f} MiB (this process; the map workers are children of the forkserver); "
           f"load average {result['load_average_start'][0]:.2f} at start, {result['load_average_end'][0]:.2f} at end "
           f"({result['cpu_count']} cores); {result['wall_s']:.0f} s")
     args.json.write_text(json.dumps(result, indent=1))
