@@ -10,6 +10,12 @@ another communicator and never join the broadcast. Small broadcasts go out eager
 as unmatched messages; one above MPI's eager limit (a pickled 500-atom structure, a row with
 forces) blocks rank 0 forever. Every call here turns that broadcast off (``serial=True`` for a
 database, ``parallel=False`` for ase.io), so each process reads and writes only for itself.
+
+Databases are also opened without ASE's lock file (``use_lock_file=False``): ASE takes it by
+creating ``<name>.lock`` and deletes it after the write, so a process killed during a write
+(SIGKILL, a node failure) leaves it behind and every later connection waits for it forever (a
+resumed search hung so). SQLite serialises concurrent writers itself, and the claims of
+:class:`pesmith.reference_db.ReferenceDB` take an ``flock``, which dies with its process.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from ase.db.core import Database
 
 
 def connect(path: str | Path, **kwargs: Any) -> Database:
-    """``ase.db.connect(path, serial=True, **kwargs)``: a connection that never broadcasts."""
-    return ase.db.connect(str(path), serial=True, **kwargs)
+    """``ase.db.connect(path, serial=True, use_lock_file=False, **kwargs)``: a connection that
+    never broadcasts and never waits for a lock file left by a killed process."""
+    return ase.db.connect(str(path), serial=True, use_lock_file=False, **kwargs)
 
 
 def read(path: str | Path, index: Any = ":", **kwargs: Any) -> Atoms | list[Atoms]:

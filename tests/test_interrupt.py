@@ -86,8 +86,9 @@ class Training:
         self.reader.join(timeout)
         text = self.stderr.decode()
         assert "Traceback" not in text, text
-        # A bar cut short by the second Ctrl-C may leave its clearing spaces before the message.
-        messages = [p.strip() for p in re.split(r"[\r\n]+", text) if p.strip() and not BARS.match(p)]
+        # A bar cut short by the second Ctrl-C may leave its clearing spaces, or its unfinished
+        # line, before the message.
+        messages = [p.strip() for p in re.split(r"[\r\n]+|(?=interrupted )", text) if p.strip() and not BARS.match(p)]
         assert len(messages) == 1, repr(text[-2000:])
         return self.process.returncode, stdout.decode(), messages
 

@@ -353,3 +353,26 @@ def test_in_memory_labeling_uses_the_given_map_and_time_limit():
     assert calls == [(3, True, "labeling with AseReference")]
     assert labels[0].energy == reference.label(structures[0])[0] and labels[1].ok
     assert not labels[2].ok and "time limit of 1 s exceeded" in labels[2].reason
+
+
+def test_a_lock_file_left_by_a_killed_writer_does_not_block_the_database(tmp_path):
+    """ASE's own lock file, left behind by a process killed during a write, made every later
+    connection wait forever; pesmith's connections do not use it."""
+    from ase.build import bulk
+
+    from pesmith import ase_files
+
+    import threading
+
+    path = tmp_path / "labels.db"
+    (tmp_path / "labels.db.lock").touch()
+
+    def write() -> None:
+        with ase_files.connect(path) as db:
+            db.write(bulk("Si"), status="ok")
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(timeout=60)
+    assert not writer.is_alive(), "the write waits for the stale lock file"
+    assert ase_files.connect(path).count() == 1
