@@ -7,7 +7,7 @@ an error names the file and key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -54,13 +54,15 @@ class PotentialSettings(Section):
 
 class StartSettings(Section):
     """The amorphous structure the first step starts from: read from ``file``, or made by a
-    melt-quench with the first trained model from a random cell of about ``atoms`` atoms at the
-    path's first composition (then relaxed with the reference, like a file's structure)."""
+    melt-quench from a random cell of about ``atoms`` atoms at the path's first composition,
+    driven by the first trained model (``driver: model``) or by the reference (then relaxed with
+    the reference, like a file's structure)."""
 
     file: Path | None = Field(None, description="a Li-Si structure (extxyz, POSCAR, ...) at the first composition of the path")
     atoms: int = Field(38, ge=2, le=5000, description="atoms of the melt-quenched cell (about; the composition decides)")
     volume_per_atom: float | None = Field(None, gt=5, lt=60, description="Å^3; default: interpolated between the hull's Li and Si crystals")
     melt_quench: MeltQuenchSettings = MeltQuenchSettings()
+    driver: Literal["model", "reference"] = Field("model", description="what drives the melt-quench MD")
 
 
 class ConfirmSettings(RelaxSettings):

@@ -36,7 +36,7 @@ from ase import Atoms
 from pesmith import ase_files
 from pesmith.config import DataSettings, TrainConfig, validate_section
 from pesmith.data import Dataset
-from pesmith.errors import ConfigError, DataError
+from pesmith.errors import ConfigError, DataError, LabelingFailed
 from pesmith.labeling import MapFunction, build_reference
 from pesmith.parallel import mpi_workers, parallel_map
 from pesmith.reference_db import Label, ReferenceDB
@@ -290,7 +290,8 @@ class Search:
         self._begin_step()
 
     def _melt_quenched_start(self) -> Atoms:
-        """A random cell at the path's first composition, melt-quenched with the current model."""
+        """A random cell at the path's first composition, melt-quenched with the first model or
+        the reference (``start.driver``)."""
         from .amorphous import composition_counts, interpolated_volume_per_atom, melt_quench, random_cell
         from .relaxation import model_calculator
 
@@ -300,11 +301,24 @@ class Search:
         volume = settings.volume_per_atom or interpolated_volume_per_atom(self.config.path[0], crystals)
         cell = random_cell(counts, volume, self.rng)
         started = time.perf_counter()
-        frames = melt_quench(cell, model_calculator(str(self.output / self.state["model"]), 1), settings.melt_quench, self.rng)
+        if settings.driver == "model":
+            driver, calculator = self.state["model"], model_calculator(str(self.output / self.state["model"]), 1)
+        else:
+            make_calculator = getattr(self.reference, "make_calculator", None)
+            if make_calculator is None:
+                raise ConfigError(f"{self.config_path}: start.driver 'reference' needs a reference with an ASE calculator; {self.config.reference.kind} has none")
+            driver, calculator = self.config.reference.kind, make_calculator()
+        try:
+            frames = melt_quench(cell, calculator, settings.melt_quench, self.rng)
+        except LabelingFailed as exc:
+            raise DataError(
+                f"start: the melt-quench driven by {driver} failed ({exc}); set start.driver: reference (a model trained"
+                " on few structures can be unstable in MD), lower start.melt_quench.timestep_fs, or give start.file"
+            ) from exc
         atoms = frames[-1]
         atoms.info = {}
         self.echo(
-            f"start: {atoms.get_chemical_formula()} at {volume:.2f} Å^3/atom melt-quenched with {self.state['model']}"
+            f"start: {atoms.get_chemical_formula()} at {volume:.2f} Å^3/atom melt-quenched with {driver}"
             f" ({settings.melt_quench.n_steps} MD steps, {time.perf_counter() - started:.0f} s)"
         )
         return atoms

@@ -230,12 +230,14 @@ def test_two_mpi_ranks_match_the_serial_search(tmp_path):
     assert final_state(parallel / "out") == final_state(serial / "out")
 
 
-def test_start_made_by_melt_quench_with_the_first_model(tmp_path):
+@pytest.mark.parametrize("driver", ["model", "reference"])
+def test_start_made_by_melt_quench(tmp_path, driver):
     melt = {"melt_K": 2000.0, "melt_ps": 0.1, "quench_ps": 0.1, "final_K": 300.0, "interval": 50}
-    config = tiny_config(tmp_path, start={"atoms": 19, "melt_quench": melt}, path=[3.75, 3.0])
+    config = tiny_config(tmp_path, start={"atoms": 19, "melt_quench": melt, "driver": driver}, path=[3.75, 3.0])
     lines = []
     result = run_search(config, echo=lines.append)
-    assert any(line.startswith("start: Li15Si4 at") and "200 MD steps" in line for line in lines), lines
+    name = "models/model_0.pt" if driver == "model" else "morse"
+    assert any(line.startswith("start: Li15Si4 at") and f"with {name} (200 MD steps" in line for line in lines), lines
     start = ase.io.read(tmp_path / "out" / "structures" / "start.xyz")
     assert start.get_chemical_formula() == "Li15Si4"
     assert result.steps[0].confirmed == 2
