@@ -28,7 +28,7 @@ def write_phase_diagram(
             "structure": e["structure"],
             "formula": h.formula,
             "reduced_formula": structure.get_chemical_formula(empirical=True),
-            "li_per_si": h.x / (1 - h.x) if h.x < 1 else float("inf"),
+            "li_per_si": h.x / (1 - h.x) if h.x < 1 else None,  # pure Li: no Si
             "li_fraction": h.x,
             "energy_per_atom_eV": h.energy_per_atom,
             "formation_energy_eV_per_atom": h.formation_energy,

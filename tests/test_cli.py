@@ -562,3 +562,52 @@ def test_final_evaluation_after_training_shows_its_progress(write_config, tmp_pa
     assert "evaluating validation set:" in err and "/1 [" in err
     code, _, err = run(capsys, "train", write_config("quiet.yaml", training={"epochs": 2, "progress": False}, output="quiet.pt"))
     assert code == 0 and err == ""
+
+
+# --- the Robust table's CLI rows once more, through the console script in a subprocess ----------
+
+
+def _overlap(atoms):
+    atoms.positions[5] = atoms.positions[1]
+
+
+def _robust_case(name: str, tmp_path: Path, small_si_xyz: Path, tiny_si_model: Path) -> tuple[list, list[str]]:
+    """argv and the parts the one stderr line must hold, for one row of the Robust table."""
+    if name == "two atoms on one site":
+        data = changed_data(tmp_path, small_si_xyz, "overlap.xyz", _overlap)
+        return ["evaluate", tiny_si_model, data, "--json", tmp_path / "m.json"], ["structure 2", "atom 1 (Si) and atom 5 (Si)"]
+    if name == "key written twice":
+        path = tmp_path / "twice.yaml"
+        path.write_text(f"data: {{train: {small_si_xyz}}}\ntraining: {{epochs: 2}}\ndescriptor: {{kind: acsf}}\nmodel: {{kind: nn}}\ntraining: {{epochs: 5}}\noutput: out/m.pt\n")
+        return ["train", path], ["key 'training' is written twice, at lines 2 and 5"]
+    if name == "data file is a directory":
+        (tmp_path / "folder").mkdir()
+        path = tmp_path / "c.yaml"
+        from conftest import tiny_config
+
+        path.write_text(yaml.safe_dump(tiny_config(tmp_path / "folder")))
+        return ["train", path], ["is a directory"]
+    if name == "evaluate without its data file":
+        return ["evaluate", tiny_si_model, tmp_path / "gone.xyz"], ["DATA argument", "not found"]
+    if name == "evaluate --json under a file":
+        (tmp_path / "plain").write_text("")
+        return ["evaluate", tiny_si_model, small_si_xyz, "--json", tmp_path / "plain" / "m.json"], ["cannot be written", "is a file, not a folder"]
+    if name == "hull without pure Si":
+        from test_hull import write_labeled
+
+        write_labeled(tmp_path / "no_si.xyz", [("Li2", -4.0), ("LiSi", -7.6)])
+        return ["hull", tmp_path / "no_si.xyz"], ["no pure Si structure", "--references Si="]
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["two atoms on one site", "key written twice", "data file is a directory", "evaluate without its data file", "evaluate --json under a file", "hull without pure Si"],
+)
+def test_robust_rows_through_the_console_script(name, tmp_path, small_si_xyz, tiny_si_model):
+    argv, parts = _robust_case(name, tmp_path, small_si_xyz, tiny_si_model)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    result = console(*argv, cwd=tmp_path)
+    assert_user_error(result.returncode, result.stderr, *parts)
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
