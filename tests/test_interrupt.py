@@ -38,6 +38,15 @@ pytestmark = pytest.mark.filterwarnings("ignore::pesmith.calculator.Extrapolatio
 
 
 @pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Python's own SIGINT handler for the in-process tests: a shell's background job (``cmd &``,
+    as CI may start the suite) inherits SIGINT ignored, and pesmith then leaves it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture(autouse=True)
 def builtin_registry(monkeypatch):
     monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
 
