@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pesmith.config import PluginSettings, check_plugin_options, parse_config, resolve_path, validate_section
 from pesmith.errors import ConfigError
@@ -17,13 +17,8 @@ from pesmith.registry import Registry
 
 from .amorphous import MeltQuenchSettings
 from .ga import GASettings
+from .initial_set import GenerateConfig, Section
 from .relaxation import RelaxKind, RelaxSettings
-
-
-class Section(BaseModel):
-    """A config section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class InitialData(Section):
@@ -148,8 +143,6 @@ def load_search_config(path: str | Path, registry: Registry) -> SearchConfig:
 def generate_config(config: SearchConfig, where: Path):
     """The :class:`pesmith.search.initial_set.GenerateConfig` of ``initial.generate``: labels go
     to ``<output>/reference.db`` with the search's reference and workers."""
-    from .initial_set import GenerateConfig
-
     base = where.resolve().parent
     recipe = dict(config.initial.generate or {})
     for key in ("output", "reference", "workers"):

@@ -438,8 +438,7 @@ class Search:
         structures = [self._candidate_row(p["row"]).toatoms() for p in todo]
         for atoms in structures:
             atoms.calc = None
-        task = partial(relax_with_reference, self.reference, self.config.confirm, self.config.confirm.frame_interval)
-        results = self.map_fn(task, structures, workers=self.n_workers, progress=self.config.progress, description=f"step {step + 1}: reference relaxations")
+        results = self.map_fn(self._reference_task(), structures, workers=self.n_workers, progress=self.config.progress, description=f"step {step + 1}: reference relaxations")
         for index, relaxed in results:
             pick = todo[index]
             rows = self._store_labels(relaxed, f"step {step + 1} candidate {pick['key']}", index) if relaxed.ok else []
@@ -483,8 +482,7 @@ class Search:
         return {"structure": structure, "energy": relaxed.energy, "n_atoms": n_atoms, "reason": relaxed.reason, "wall_time": relaxed.wall_time}
 
     def _reference_relax(self, structures: list[Atoms], description: str, source: str) -> list[Relaxed]:
-        task = partial(relax_with_reference, self.reference, self.config.confirm, self.config.confirm.frame_interval)
-        results = dict(self.map_fn(task, structures, workers=self.n_workers, progress=self.config.progress, description=description))
+        results = dict(self.map_fn(self._reference_task(), structures, workers=self.n_workers, progress=self.config.progress, description=description))
         out = [results[i] for i in range(len(structures))]
         for index, relaxed in enumerate(out):
             if relaxed.ok:
@@ -549,6 +547,10 @@ class Search:
         db = self.candidates
         with db:
             db.update(row_id, **pairs)
+
+    def _reference_task(self) -> Callable[[Atoms], Relaxed]:
+        """The mapped reference relaxation (confirmations, the start, the hull crystals)."""
+        return partial(relax_with_reference, self.reference, self.config.confirm, self.config.confirm.frame_interval)
 
     def _fitness_task(self, model_path: str) -> Callable[[Atoms], Relaxed]:
         """The mapped GA fitness: relax with the model (a test may replace it)."""

@@ -12,7 +12,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 from ase import Atoms
@@ -125,34 +125,32 @@ def model_calculator(model_path: str, threads: int) -> Calculator:
 
 def relax_with_model(model_path: str, settings: RelaxSettings, threads: int, atoms: Atoms) -> Relaxed:
     """GA fitness: relax ``atoms`` with the model of ``model_path``; failures as a reason."""
-    started = time.perf_counter()
-    try:
-        calculator = model_calculator(model_path, threads)  # in the worker, before any fork
-        if settings.time_limit is None:
-            result = relax(atoms, calculator, settings)
-        else:
-            result = call_with_time_limit(lambda a: relax(a, calculator, settings), atoms, settings.time_limit)
-    except LabelingFailed as exc:
-        return Relaxed(reason=str(exc), wall_time=time.perf_counter() - started)
-    except Exception as exc:  # a crash of the model must not end the run
-        return Relaxed(reason=f"{type(exc).__name__}: {exc}", wall_time=time.perf_counter() - started)
-    result.wall_time = time.perf_counter() - started
-    return result
+
+    def compute(structure: Atoms) -> Relaxed:
+        return relax(structure, model_calculator(model_path, threads), settings)
+
+    return _relaxed_or_reason(lambda: model_calculator(model_path, threads), compute, atoms, settings.time_limit)
 
 
 def relax_with_reference(reference: Reference, settings: RelaxSettings, frame_interval: int, atoms: Atoms) -> Relaxed:
     """Confirmation: relax ``atoms`` with the reference, keeping labeled frames every
     ``frame_interval`` steps when the reference is an ASE calculator (else the final structure only)."""
+    return _relaxed_or_reason(
+        reference.prepare, lambda structure: _reference_relax(reference, settings, frame_interval, structure), atoms, settings.time_limit
+    )
+
+
+def _relaxed_or_reason(prepare: Callable[[], object], compute: Callable[[Atoms], Relaxed], atoms: Atoms, time_limit: float | None) -> Relaxed:
+    """``compute(atoms)`` after ``prepare()`` (in this worker, so a time-limited forked child
+    inherits what it loaded), in a child killed after ``time_limit`` s if one is given; any
+    failure, a crash of the model or reference included, becomes a result with a ``reason``."""
     started = time.perf_counter()
     try:
-        reference.prepare()
-        if settings.time_limit is None:
-            result = _reference_relax(reference, settings, frame_interval, atoms)
-        else:
-            result = call_with_time_limit(lambda a: _reference_relax(reference, settings, frame_interval, a), atoms, settings.time_limit)
+        prepare()
+        result = compute(atoms) if time_limit is None else call_with_time_limit(compute, atoms, time_limit)
     except LabelingFailed as exc:
         return Relaxed(reason=str(exc), wall_time=time.perf_counter() - started)
-    except Exception as exc:
+    except Exception as exc:  # a crash must not end the run
         return Relaxed(reason=f"{type(exc).__name__}: {exc}", wall_time=time.perf_counter() - started)
     result.wall_time = time.perf_counter() - started
     return result
