@@ -13,6 +13,10 @@ picklable arguments (a reference object, a time limit). The children get the cal
 ``sys.path``. The forkserver starts once per process and preloads the module of the first
 function mapped (torch and pesmith imported once, about 3 s on 2 cores, instead of once per
 worker and pool: measured 0.07 s for a later pool of 2 instead of 5-8 s).
+
+The local pool is kept from one map to the next (one per worker count, until the process
+exits or a worker dies), so what a worker loaded and cached for one map (a model file's
+calculator, a reference's network) serves the next: the search maps once per GA generation.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
@@ -63,32 +68,42 @@ def parallel_map(
     items = list(items)
     bar = tqdm(total=len(items), desc=description, disable=not progress, unit="item")
     with bar:
-        executor = _executor(fn, workers, len(items))
-        if executor is None:
+        if mpi_workers() > 0:
+            from mpi4py.futures import MPIPoolExecutor
+
+            with MPIPoolExecutor() as executor:
+                yield from _completed(executor, fn, items, bar)
+        elif workers <= 1 or len(items) <= 1:
             for index, item in enumerate(items):
                 yield index, fn(item)
                 bar.update()
-            return
-        with executor:
-            futures = {executor.submit(fn, item): index for index, item in enumerate(items)}
+        else:
             try:
-                for future in as_completed(futures):
-                    bar.update()
-                    yield futures[future], future.result()
-            finally:
-                for future in futures:
-                    future.cancel()
+                yield from _completed(_local_pool(fn, workers), fn, items, bar)
+            except BrokenProcessPool:
+                _POOLS.pop(workers).shutdown(wait=False, cancel_futures=True)  # the next map starts a new one
+                raise
 
 
-def _executor(fn: Callable, workers: int, n_items: int) -> Executor | None:
-    n_mpi = mpi_workers()
-    if n_mpi > 0:
-        from mpi4py.futures import MPIPoolExecutor
+def _completed(executor: Executor, fn: Callable, items: list, bar: tqdm) -> Iterator[tuple[int, object]]:
+    futures = {executor.submit(fn, item): index for index, item in enumerate(items)}
+    try:
+        for future in as_completed(futures):
+            bar.update()
+            yield futures[future], future.result()
+    finally:
+        for future in futures:
+            future.cancel()
 
-        return MPIPoolExecutor()
-    if workers <= 1 or n_items <= 1:
-        return None
-    return ProcessPoolExecutor(max_workers=min(workers, n_items), mp_context=_forkserver(fn))
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _local_pool(fn: Callable, workers: int) -> ProcessPoolExecutor:
+    """The kept pool of ``workers`` forkserver processes (started on first use)."""
+    if workers not in _POOLS:
+        _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=_forkserver(fn))
+    return _POOLS[workers]
 
 
 def _forkserver(fn: Callable) -> multiprocessing.context.BaseContext:

@@ -129,6 +129,13 @@ class ReferenceDB:
             self._db.delete(ids)
         return len(ids)
 
+    def delete_source(self, source: str) -> int:
+        """Delete every row written with ``source`` (e.g. by an interrupted batch that is redone); return how many."""
+        ids = [row.id for row in self._db.select(source=source)]
+        if ids:
+            self._db.delete(ids)
+        return len(ids)
+
     def claim(self, atoms: Atoms, source: str, source_index: int) -> int | None:
         """Claim ``atoms`` for this process: write a ``"running"`` row and return its id, or
         ``None`` when a row of it exists (labeled, failed, or claimed by a live process or by

@@ -223,18 +223,22 @@ class MeltQuenchSettings(BaseModel):
         return self.melt_K + (self.final_K - self.melt_K) * min(progress, 1.0)
 
 
-def melt_quench(atoms: Atoms, calculator: Calculator, settings: MeltQuenchSettings, rng: np.random.Generator) -> list[Atoms]:
+def melt_quench(
+    atoms: Atoms, calculator: Calculator, settings: MeltQuenchSettings, rng: np.random.Generator, min_distance: float | None = None
+) -> list[Atoms]:
     """Melt-quench MD of ``atoms`` driven by ``calculator``; snapshots every ``settings.interval`` steps.
 
     Momenta start from a Maxwell-Boltzmann distribution at ``melt_K``; the Langevin thermostat
     (ASE, no centre-of-mass constraint) follows :meth:`MeltQuenchSettings.target_K` step by step.
-    The volume is that of ``atoms`` throughout (NVT).
+    The volume is that of ``atoms`` throughout (NVT). With ``min_distance`` (Å) the run stops at
+    the first step where two atoms (periodic images included) are closer than that.
 
     Returns
     -------
     list of Atoms
-        ``settings.n_snapshots`` frames in time order: numbers, positions, cell, ``pbc``, no
-        calculator; ``info`` holds ``md_step``, ``target_K`` and ``temperature_K`` (kinetic, K).
+        ``settings.n_snapshots`` frames in time order (fewer if stopped by ``min_distance``):
+        numbers, positions, cell, ``pbc``, no calculator; ``info`` holds ``md_step``,
+        ``target_K`` and ``temperature_K`` (kinetic, K).
 
     Raises
     ------
@@ -255,6 +259,8 @@ def melt_quench(atoms: Atoms, calculator: Calculator, settings: MeltQuenchSettin
 
     def after_step() -> None:
         step = dynamics.nsteps
+        if min_distance is not None and step > 0 and min_image_distance(work.positions, work.cell.array, min_distance) < min_distance:
+            raise _TooClose
         if step > 0 and step % settings.interval == 0:
             if not np.isfinite(work.positions).all():
                 raise LabelingFailed(f"melt-quench of {work.get_chemical_formula()} diverged before step {step}; lower timestep_fs")
@@ -266,11 +272,17 @@ def melt_quench(atoms: Atoms, calculator: Calculator, settings: MeltQuenchSettin
     dynamics.attach(after_step, interval=1)
     try:
         dynamics.run(settings.n_steps)
+    except _TooClose:
+        pass
     except LabelingFailed:
         raise
     except Exception as exc:
         raise LabelingFailed(f"melt-quench of {work.get_chemical_formula()}: {type(exc).__name__}: {exc}") from exc
     return frames
+
+
+class _TooClose(Exception):
+    """Two atoms came closer than melt_quench's ``min_distance``."""
 
 
 def relax_positions(atoms: Atoms, calculator: Calculator, fmax: float = 0.1, steps: int = 100) -> Atoms:

@@ -16,6 +16,7 @@ from pesmith.errors import ConfigError
 from pesmith.registry import Registry
 
 from .amorphous import MeltQuenchSettings
+from .explore import ExploreSettings
 from .ga import GASettings
 from .initial_set import GenerateConfig, Section
 from .relaxation import RelaxKind, RelaxSettings
@@ -93,6 +94,7 @@ class SearchConfig(Section):
     ga: GASettings = GASettings()
     fitness: RelaxSettings = RelaxSettings(relax="positions", fmax=0.1, steps=150)
     confirm: ConfirmSettings = ConfirmSettings()
+    explore: ExploreSettings = ExploreSettings()
     hull: HullSettings
     holdout: list[Path] = Field(default_factory=list, description="labeled files every trained model is evaluated on (learning curve)")
 

@@ -9,8 +9,9 @@
 4. for each step ``x_k -> x_(k+1)`` of the path: *ga*: a DEAP GA chooses which Li to remove,
    fitness = MLP energy after a relaxation; *confirm*: the lowest unique candidates are relaxed
    with the reference, their final structures and relaxation frames labeled into the database;
-   the model's error on them is the learning curve; the lowest becomes the next start; *train*
-   again.
+   the model's error on them is the learning curve; the lowest becomes the next start;
+   *explore* (optional, ``explore.frames``): MD from the confirmed structures, frames labeled
+   with the reference (:mod:`pesmith.search.explore`); *train* again.
 5. *hull*: formation energies, convex hull, voltage profile, plots and tables.
 
 Every model evaluation and reference relaxation goes through one map (MPI ranks or local
@@ -51,7 +52,7 @@ from .relaxation import Relaxed, relax_with_model, relax_with_reference
 
 log = logging.getLogger(__name__)
 
-PHASES = ("initial", "train", "start", "ga", "confirm", "hull", "done")
+PHASES = ("initial", "train", "start", "ga", "confirm", "explore", "hull", "done")
 
 
 @dataclass
@@ -75,9 +76,15 @@ class StepRecord:
     model_energy_rmse_meV_per_atom: float | None = None
     model_force_rmse_eV_per_A: float | None = None
     new_labels: int = 0
+    explored_frames: int = 0
+    failed_explore_labels: int = 0
+    explore_stops: list[str] = field(default_factory=list)
+    explore_energy_rmse_meV_per_atom: float | None = None
+    explore_force_rmse_eV_per_A: float | None = None
     lowest_reference_energy_per_atom: float | None = None
     wall_time_ga_s: float = 0.0
     wall_time_confirm_s: float = 0.0
+    wall_time_explore_s: float = 0.0
     wall_time_train_s: float = 0.0
 
 
@@ -131,6 +138,7 @@ class Search:
     # ----------------------------------------------------------------- driver
     def run(self, resume: bool = False) -> SearchResult:
         """Run (or, with ``resume``, continue) the search to the end; return its result."""
+        self._may_hold_evaluations = resume  # candidates.db may hold a generation the checkpoint does not know
         if resume:
             self.state = checkpoint.load(self.checkpoint_path, self.config_hash)
             self.echo(f"resuming {self.output} at step {self.state['step']}, phase {self.state['phase']}")
@@ -153,6 +161,7 @@ class Search:
             "start": self._start,
             "ga": self._ga,
             "confirm": self._confirm,
+            "explore": self._explore,
             "hull": self._hull,
         }
         while self.state["phase"] != "done":
@@ -464,6 +473,59 @@ class Search:
             f" {record['model_energy_rmse_meV_per_atom']:.1f} meV/atom, {record['model_force_rmse_eV_per_A']:.3f} eV/Å"
         )
         self.state["step"] = step + 1
+        self._goto("explore" if self.config.explore.frames else "train")
+
+    def _explore(self) -> None:
+        """MD from the step's confirmed structures, a frame every ``explore.interval`` MD steps
+        labeled with the reference; the model's error on them before retraining is recorded."""
+        from pesmith.labeling import label_one
+
+        from .explore import SEED_KEY, explore_with_model, explore_with_reference
+
+        step = self.state["step"]  # the step just confirmed (1-based)
+        record = self.state["steps"][step - 1]
+        settings = self.config.explore
+        source = f"step {step} explore"
+        started = time.perf_counter()
+        self.database.delete_source(source)  # rows of an interrupted attempt: this one redoes it from the same seeds
+        starts = []
+        for done in self.state["confirm"]["done"].values():
+            if done["reason"] is None:
+                atoms = self._read_structure(done["structure"])
+                atoms.calc = None
+                atoms.info = {SEED_KEY: int(self.rng.integers(2**62))}
+                starts.append(atoms)
+        if settings.driver == "model":
+            task = partial(explore_with_model, str(self.output / self.state["model"]), settings, self.worker_threads)
+        else:
+            if getattr(self.reference, "make_calculator", None) is None:
+                raise ConfigError(f"{self.config_path}: explore.driver 'reference' needs a reference with an ASE calculator; {self.config.reference.kind} has none")
+            task = partial(explore_with_reference, self.reference, settings)
+        runs = dict(self.map_fn(task, starts, workers=self.n_workers, progress=self.config.progress, description=f"step {step}: exploration MD"))
+        runs = [runs[i] for i in range(len(starts))]
+        frames = [frame for run in runs for frame in run.frames]
+        labels = dict(self.map_fn(
+            partial(label_one, self.reference, self.config.confirm.time_limit), frames, workers=self.n_workers,
+            progress=self.config.progress, description=f"step {step}: labeling {len(frames)} explored frames",
+        ))
+        database = self.database
+        rows = [database.write(frame, labels[i], source=source, source_index=i) for i, frame in enumerate(frames)]
+        ok_rows = [row for i, row in enumerate(rows) if labels[i].ok]
+        errors = self._model_errors(ok_rows)
+        record.update(
+            explored_frames=len(ok_rows),
+            failed_explore_labels=len(rows) - len(ok_rows),
+            explore_stops=[run.reason for run in runs if run.reason],
+            explore_energy_rmse_meV_per_atom=errors["model_energy_rmse_meV_per_atom"],
+            explore_force_rmse_eV_per_A=errors["model_force_rmse_eV_per_A"],
+            wall_time_explore_s=time.perf_counter() - started,
+        )
+        message = f"step {step}: explored {len(starts)} structures at {settings.temperature_K:.0f} K, {len(ok_rows)} frames labeled"
+        if ok_rows:
+            message += f"; model before retraining on them: {errors['model_energy_rmse_meV_per_atom']:.1f} meV/atom, {errors['model_force_rmse_eV_per_A']:.3f} eV/Å"
+        for reason in record["explore_stops"]:
+            message += f"; a run {reason}"
+        self.echo(message)
         self._goto("train")
 
     def _hull(self) -> None:
@@ -558,11 +620,14 @@ class Search:
 
     def _evaluate_genomes(self, problem: DelithiationProblem | None, genomes: list[Genome], current: Atoms | None = None) -> list[Outcome]:
         """Fitness of each genome: from ``candidates.db`` when this step already evaluated it
-        (a resumed generation), else mapped over the workers and written there as it returns."""
+        (the first generation after a resume), else mapped over the workers and written there
+        as it returns. Without a resume the GA never asks for a genome twice, so the database
+        is read only once after one."""
         step = self.state["step"]
         generation = GAState.from_dict(self.state["ga"]).generation if self.state["ga"] else 0
         keys = [genome_hash(g) for g in genomes]
-        known = {row.genome_hash: row for row in self.candidates.select(step=step + 1)}
+        known = {row.genome_hash: row for row in self.candidates.select(step=step + 1)} if self._may_hold_evaluations else {}
+        self._may_hold_evaluations = False
         outcomes: dict[int, Outcome] = {}
         todo = []
         for index, key in enumerate(keys):

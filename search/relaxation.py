@@ -8,6 +8,7 @@ limit comes back as a result with a ``reason``; only the caller (rank 0) writes 
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -112,9 +113,15 @@ def _labeled_copy(atoms: Atoms) -> tuple[Atoms, float, np.ndarray, np.ndarray | 
     return copy, energy, forces, stress
 
 
-@lru_cache(maxsize=2)
 def model_calculator(model_path: str, threads: int) -> Calculator:
-    """The pesmith calculator of a model file, loaded once per process (one file per model)."""
+    """The pesmith calculator of a model file, loaded once per process and file version (worker
+    processes outlive a map, and a resumed step may write its model file again)."""
+    stat = os.stat(model_path)
+    return _loaded_calculator(model_path, stat.st_mtime_ns, stat.st_size, threads)
+
+
+@lru_cache(maxsize=2)
+def _loaded_calculator(model_path: str, mtime_ns: int, size: int, threads: int) -> Calculator:
     import torch
 
     from pesmith import load_calculator

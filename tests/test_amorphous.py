@@ -66,6 +66,19 @@ def test_melt_quench_frames_are_reproducible_snapshots_without_a_calculator():
     assert not np.allclose(frames[0].positions, atoms.positions)
 
 
+def test_melt_quench_stops_when_two_atoms_come_closer_than_min_distance():
+    atoms = random_cell({"Li": 12, "Si": 4}, 17.0, np.random.default_rng(0))
+    every_step = SHORT.model_copy(update={"interval": 1})
+    full = melt_quench(atoms, morse_calculator(), every_step, np.random.default_rng(1))
+    closest = np.array([min_image_distance(f.positions, f.cell.array, 3.0) for f in full])  # after steps 1, 2, ...
+    threshold = closest[:5].min()  # not crossed in the first 5 steps
+    assert closest.min() < threshold  # but later
+    first_below = int(np.argmax(closest < threshold))
+    stopped = melt_quench(atoms, morse_calculator(), every_step, np.random.default_rng(1), min_distance=threshold)
+    assert len(stopped) == first_below  # the frames of the steps before the one that came too close
+    assert all((a.positions == b.positions).all() for a, b in zip(stopped, full))
+
+
 def test_melt_quench_temperature_follows_the_schedule():
     settings = MeltQuenchSettings(melt_K=3000.0, melt_ps=0.2, quench_ps=0.3, final_K=50.0, timestep_fs=2.0, friction=0.05, interval=5)
     atoms = random_cell({"Li": 24, "Si": 8}, 17.0, np.random.default_rng(5))

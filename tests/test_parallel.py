@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
 
@@ -73,6 +74,22 @@ def test_a_partial_with_a_reference_object_reaches_the_workers():
 def test_exceptions_reach_the_caller():
     with pytest.raises(ValueError, match="three"):
         list(parallel_map(fail_on_three, range(6), workers=2))
+
+
+def die_on_two(x: int) -> int:
+    if x == 2:
+        os._exit(3)
+    return x
+
+
+def test_the_pool_is_kept_between_maps_and_replaced_after_a_worker_dies():
+    first = {pid for _, pid in parallel_map(pid_of, range(8), workers=2)}
+    second = {pid for _, pid in parallel_map(pid_of, range(8), workers=2)}
+    assert second <= first  # the same processes served both maps (what they loaded stays loaded)
+    with pytest.raises(BrokenProcessPool):
+        list(parallel_map(die_on_two, range(6), workers=2))
+    assert dict(parallel_map(square, range(5), workers=2)) == {i: i * i for i in range(5)}
+    assert not {pid for _, pid in parallel_map(pid_of, range(8), workers=2)} & first
 
 
 def test_no_mpi_without_mpi4py_futures():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,15 +117,44 @@ def test_search_runs_the_loop_and_writes_the_phase_diagram(tmp_path):
     assert len(json.loads((output / "checkpoint.json").read_text())["models"]) == 3
 
 
+EXPLORE = {"frames": 3, "interval": 5, "temperature_K": 500.0, "timestep_fs": 1.0}
+
+
+def trained_sizes(lines: list[str]) -> list[int]:
+    """Training-set sizes from the search's "model models/model_k.pt: N structures" lines."""
+    return [int(re.search(r": (\d+) structures", line).group(1)) for line in lines if line.startswith("model models/")]
+
+
+def test_exploration_labels_md_frames_of_the_confirmed_structures_before_retraining(tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "explore").mkdir()
+    plain_lines, lines = [], []
+    run_search(tiny_config(tmp_path / "plain"), echo=plain_lines.append)
+    result = run_search(tiny_config(tmp_path / "explore", explore=EXPLORE), echo=lines.append)
+    with ase_files.connect(tmp_path / "explore" / "out" / "reference.db") as db:
+        for record in result.steps:
+            rows = list(db.select(source=f"step {record.step + 1} explore"))
+            assert len(rows) == record.explored_frames and record.failed_explore_labels == 0
+            assert 0 < record.explored_frames <= 3 * record.confirmed
+            if not record.explore_stops:
+                assert record.explored_frames == 3 * record.confirmed
+            assert all(r.status == "ok" and r.natoms == 19 - 3 * (record.step + 1) for r in rows)
+            assert record.explore_force_rmse_eV_per_A is not None and record.wall_time_explore_s > 0
+    assert sum("explored 2 structures at 500 K" in line for line in lines) == 2
+    # the models after the first are trained on the explored frames too
+    sizes, plain = trained_sizes(lines), trained_sizes(plain_lines)
+    assert sizes[0] == plain[0] and all(a > b for a, b in zip(sizes[1:], plain[1:]))
+
+
 def test_cli_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     straight.mkdir()
     killed.mkdir()
     env = {**os.environ, "PESMITH_DISABLE_ENTRY_POINTS": "1"}
-    done = subprocess.run([str(PESMITH), "search", str(tiny_config(straight))], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run([str(PESMITH), "search", str(tiny_config(straight, explore=EXPLORE))], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
 
-    config = tiny_config(killed)
+    config = tiny_config(killed, explore=EXPLORE)
     process = subprocess.Popen([str(PESMITH), "search", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     checkpoint = killed / "out" / "checkpoint.json"
     deadline = time.monotonic() + 300
