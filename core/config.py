@@ -73,6 +73,10 @@ class TrainConfig(BaseModel):
         default_factory=FitSettings, description="fit settings; the keys depend on the model (its settings_schema)"
     )
     output: Path = Field(description="model file to write (.pt)")
+    initial_model: Path | None = Field(
+        None, description="a model file to continue from (warm start: its weights, feature scaling and reference energies);"
+        " its descriptor and model must be this config's"
+    )
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -146,6 +150,10 @@ def load_train_config(path: str | Path, registry: Registry) -> TrainConfig:
     else:
         config.data.train = resolve_path(base, config.data.train)
     config.output = resolve_path(base, config.output)
+    if config.initial_model is not None:
+        config.initial_model = resolve_path(base, config.initial_model)
+        if not config.initial_model.is_file():
+            raise ConfigError(f"{path}: key 'initial_model': {config.initial_model} is not a file")
     check_plugin_options(path, "descriptor", config.descriptor, registry, implicit=("species",))
     model_cls = check_plugin_options(path, "model", config.model, registry, implicit=("species", "n_features"))
     config.training = validate_section(path, "training", training, model_cls.settings_schema)

@@ -57,6 +57,10 @@ class Model(torch.nn.Module, ABC):
     def fit(self, train: "FeatureSet", validation: "FeatureSet | None", settings: FitSettings) -> FitSummary:
         """Fit to ``train`` (energies and, per the settings, forces and stress).
 
+        A model that can continue from its current state (one loaded from a model file: its
+        parameters and feature scaling) accepts a keyword ``warm_start: bool``; pesmith passes
+        it only when a warm start is asked for, so models without it keep this signature.
+
         On Ctrl-C (:class:`KeyboardInterrupt`) a fit that has a usable state by then (e.g. the
         best epoch so far) may catch it, keep that state and return a summary with
         ``info[INTERRUPTED_AT_EPOCH]``: pesmith then saves it as the model. Any other fit lets

@@ -3,6 +3,7 @@ and stress from autograd."""
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 from typing import Sequence
@@ -13,6 +14,7 @@ from ase.data import atomic_numbers
 
 from .data import Dataset, reference_energies
 from .descriptor import Descriptor
+from .errors import ConfigError
 from .features import check_stress_labels, featurize_dataset, plan_for
 from .fit_settings import FitSettings
 from .grad import forces_and_stress
@@ -84,15 +86,26 @@ class Potential(torch.nn.Module):
         settings: FitSettings,
         isolated_atom_energies: dict[str, float] | None = None,
         cache_dir: Path | None = None,
+        warm_start: bool = False,
     ) -> FitSummary:
         """Fit reference energies, feature range and the model on labeled structures.
 
         Features and derivatives are computed within ``settings.memory_gb``
         (:func:`pesmith.memory.plan_features`); a ``disk`` plan writes its float32 cache into
         ``cache_dir``, which the caller owns and removes. The summary's ``info["features"]``
-        records the plan and the featurization time (s).
+        records the plan and the featurization time (s). With ``warm_start`` (a potential loaded
+        from a model file) the reference energies stay as they are and the model continues from
+        its state.
+
+        Raises
+        ------
+        ConfigError
+            ``warm_start`` with a model whose ``fit`` cannot continue from its state.
         """
-        self.set_reference(reference_energies(train_set, self.species, isolated_atom_energies))
+        if not warm_start:
+            self.set_reference(reference_energies(train_set, self.species, isolated_atom_energies))
+        elif "warm_start" not in inspect.signature(self.model.fit).parameters:
+            raise ConfigError(f"model {type(self.model).__name__} cannot continue from a saved state (its fit takes no warm_start); train it from scratch")
         datasets = [train_set] + ([validation] if validation is not None and len(validation) else [])
         plan, edges = plan_for(self.descriptor, datasets, settings, cache_dir)
         started = time.perf_counter()
@@ -112,7 +125,8 @@ class Potential(torch.nn.Module):
         check_stress_labels(feature_sets[0], settings, train_set.source)
         self.feature_min.copy_(feature_sets[0].features.min(0).values)
         self.feature_max.copy_(feature_sets[0].features.max(0).values)
-        summary = self.model.fit(feature_sets[0], feature_sets[1] if len(feature_sets) > 1 else None, settings)
+        extra = {"warm_start": True} if warm_start else {}
+        summary = self.model.fit(feature_sets[0], feature_sets[1] if len(feature_sets) > 1 else None, settings, **extra)
         summary.info["features"] = plan.as_dict() | {"featurization_s": featurization_time}
         return summary
 

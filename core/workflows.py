@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .interrupt import deferred_interrupt, interrupt_once
 from .labeling import MapFunction, label_one
 from .model import INTERRUPTED_AT_EPOCH
-from .model_file import save_potential
+from .model_file import load_potential, save_potential
 from .parallel import parallel_map
 from .potential import Potential
 from .reference import Reference
@@ -57,6 +57,22 @@ def build_potential(config: TrainConfig, species: Sequence[str], registry: Regis
     except TypeError as exc:
         raise ConfigError(f"invalid plugin options: {exc}") from exc
     return Potential(descriptor, model)
+
+
+def initial_potential(path: Path, built: Potential, registry: Registry) -> Potential:
+    """The potential of model file ``path`` to warm-start from, checked against ``built`` (the
+    config's fresh potential): same descriptor, model and species, or a :class:`ConfigError`."""
+    loaded, _ = load_potential(path, registry)
+    for part in ("descriptor", "model"):
+        ours, theirs = getattr(built, part), getattr(loaded, part)
+        if type(ours) is not type(theirs) or ours.get_config() != theirs.get_config() or built.species != loaded.species:
+            raise ConfigError(
+                f"initial_model {path}: its {part} ({type(theirs).__name__} {theirs.get_config()}, species {list(loaded.species)})"
+                f" differs from the config's ({type(ours).__name__} {ours.get_config()}, species {list(built.species)}); train from scratch"
+                " or use the initial model's settings"
+            )
+    loaded.train()
+    return loaded
 
 
 def no_validation_message(n_structures: int, validation_fraction: float) -> str:
@@ -91,11 +107,15 @@ def train(config: TrainConfig, registry: Registry, warn: Callable[[str], None] |
     if not len(validation):
         (warn or logger.warning)(no_validation_message(len(dataset), config.data.validation_fraction))
     potential = build_potential(config, config.descriptor.options.get("species", dataset.species), registry)
+    if config.initial_model is not None:
+        potential = initial_potential(config.initial_model, potential, registry)
     config.output.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with interrupt_once() as signals:  # the first Ctrl-C stops the fit; until the evaluation, more only count
         with tempfile.TemporaryDirectory(prefix=f".{config.output.stem}_features_", dir=config.output.parent) as cache:
-            summary = potential.fit(train_set, validation, config.training, config.data.isolated_atom_energies, Path(cache))
+            summary = potential.fit(
+                train_set, validation, config.training, config.data.isolated_atom_energies, Path(cache), warm_start=config.initial_model is not None
+            )
             signals.raising = False  # the fitted model is not to be lost to a Ctrl-C in the cache's removal
     wall_time = time.perf_counter() - started
     fit_interrupted = INTERRUPTED_AT_EPOCH in summary.info

@@ -4,7 +4,7 @@ Random cells (``pesmith.search.amorphous.random_cell``) at compositions between 
 quickstart path are melt-quenched with the reference itself, and the last frames of each quench
 are labeled with it. The seed differs from every config's, so no frame is in a training set.
 
-    python scripts/make_holdout.py --reference sevennet --output data/lisi_holdout/sevennet_amorphous.xyz
+    python scripts/make_holdout.py --reference sevennet --model 7net-0 --cells 1 --frames 4 --output data/lisi_holdout/sevennet_amorphous.xyz
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ CRYSTALS = Path(__file__).resolve().parents[1] / "data" / "lisi_crystals"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", default="sevennet", help="reference kind (its default options)")
+    parser.add_argument("--reference", default="sevennet", help="reference kind")
+    parser.add_argument("--model", help="the reference's model option (e.g. 7net-0, the quickstart's); default: the plugin's")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--compositions", type=float, nargs="+", default=[3.75, 3.4, 3.0, 2.6, 2.25, 1.9, 1.5])
     parser.add_argument("--atoms", type=int, default=22)
@@ -36,7 +37,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=12345)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    reference = build_reference(PluginSettings(kind=args.reference), default_registry(), "make_holdout")
+    options = {"model": args.model} if args.model else {}
+    reference = build_reference(PluginSettings(kind=args.reference, **options), default_registry(), "make_holdout")
     reference.prepare()
     crystals = [ase_files.read(CRYSTALS / f, index=-1) for f in ("Li_bcc.xyz", "Si_diamond.xyz", "Li13Si4.xyz", "Li15Si4.xyz", "Li12Si7.xyz")]
     settings = MeltQuenchSettings(melt_K=2000.0, melt_ps=0.2, quench_ps=0.4, final_K=300.0, timestep_fs=2.0, interval=20)

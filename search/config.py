@@ -46,6 +46,7 @@ class PotentialSettings(Section):
     training: dict[str, Any] = Field(default_factory=dict)
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     isolated_atom_energies: dict[str, float] | None = None
+    warm_start: bool = Field(True, description="retrain each step from the previous model (weights, feature scaling, reference energies) instead of from scratch")
 
 
 class StartSettings(Section):

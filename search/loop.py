@@ -258,6 +258,7 @@ class Search:
             descriptor=potential.descriptor,
             model=potential.model,
             output=models / f"model_{step}.pt",
+            initial_model=self.output / self.state["model"] if step > 0 and potential.warm_start else None,
         )
         model_cls = self.registry.get("model", potential.model.kind)
         config.training = validate_section(self.config_path, "potential.training", dict(potential.training) | {"progress": False}, model_cls.settings_schema)

@@ -113,8 +113,11 @@ def test_search_runs_the_loop_and_writes_the_phase_diagram(tmp_path):
             assert {"generation", "operator", "parents", "model_hash", "relax", "status"} <= set(row.key_value_pairs)
         confirmed = [r for r in rows if r.get("confirmed")]
         assert len(confirmed) == 4 and all(r.reference_method == "morse" for r in confirmed)
-    # the database grew by the confirmed structures and frames, and every model was retrained on it
+    # the database grew by the confirmed structures and frames, and every model was retrained on it,
+    # each from the one before (warm start)
     assert len(json.loads((output / "checkpoint.json").read_text())["models"]) == 3
+    reports = [json.loads((output / "models" / f"model_{k}_report.json").read_text()) for k in range(3)]
+    assert [r["config"]["initial_model"] for r in reports] == [None] + [str(output / "models" / f"model_{k}.pt") for k in range(2)]
 
 
 EXPLORE = {"frames": 3, "interval": 5, "temperature_K": 500.0, "timestep_fs": 1.0}

@@ -421,3 +421,40 @@ def test_the_command_line_asks_openmp_to_wait_passively(monkeypatch, builtin_cli
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     cli.main(["plugins"])
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # a user's choice stays
+
+
+# --- warm start -------------------------------------------------------------------------------
+
+
+def test_train_continues_from_an_initial_model(write_config, tiny_si_model, small_si_xyz, tmp_path):
+    import ase.io
+
+    from conftest import TINY_TRAINING
+
+    registry = Registry(entry_points=False)
+    standing_still = dict(TINY_TRAINING, learning_rate=1e-12, epochs=1)  # the fit cannot move the weights
+    warm = cli.train_command(write_config("warm.yaml", output=str(tmp_path / "warm.pt"), initial_model=str(tiny_si_model), training=standing_still), registry)
+    cold = cli.train_command(write_config("cold.yaml", output=str(tmp_path / "cold.pt"), training=standing_still), registry)
+    first, _ = load_potential(tiny_si_model, registry)
+    structures = ase.io.read(small_si_xyz, index=":")
+    energies = {name: load_potential(report["model_file"], registry)[0].predict(structures)[ENERGY] for name, report in (("warm", warm), ("cold", cold))}
+    assert torch.allclose(energies["warm"], first.predict(structures)[ENERGY], atol=1e-8)
+    assert not torch.allclose(energies["cold"], first.predict(structures)[ENERGY], atol=1e-3)
+    assert warm["reference_energies_eV"] == first.reference
+
+
+def test_an_initial_model_of_other_settings_is_refused(write_config, tiny_si_model, tmp_path):
+    from conftest import TINY_DESCRIPTOR
+
+    config = write_config("other.yaml", output=str(tmp_path / "other.pt"), initial_model=str(tiny_si_model), descriptor=dict(TINY_DESCRIPTOR, cutoff=4.5))
+    with pytest.raises(ConfigError, match=r"initial_model .*si_tiny.pt: its descriptor .* differs from the config's"):
+        cli.train_command(config, Registry(entry_points=False))
+    assert not (tmp_path / "other.pt").exists()
+
+
+def test_warm_start_of_a_model_that_cannot_continue_is_refused(morse_train):
+    test_registry = Registry(entry_points=False, modules=[sys.modules[__name__]])
+    descriptor = chebyshev(test_registry)
+    potential = Potential(descriptor, SparseCenters(SPECIES, descriptor.n_features, n_centers=3))
+    with pytest.raises(ConfigError, match="SparseCenters cannot continue from a saved state"):
+        potential.fit(morse_train, None, FitSettings(force_weight=0.0, progress=False), warm_start=True)

@@ -121,8 +121,9 @@ class LinearModel(Model):
             blocks.append((rows.reshape(-1, self.n_parameters), part.stresses[labeled].reshape(-1), settings.stress_weight))
         return blocks
 
-    def fit(self, train_set: FeatureSet, validation: FeatureSet | None, settings: LinearSettings) -> FitSummary:
-        """Standardise per element, accumulate the weighted normal equations over chunks, solve."""
+    def fit(self, train_set: FeatureSet, validation: FeatureSet | None, settings: LinearSettings, warm_start: bool = False) -> FitSummary:
+        """Standardise per element, accumulate the weighted normal equations over chunks, solve.
+        ``warm_start`` changes nothing: the closed-form solution has no starting point."""
         mean, scale = standardization(train_set.features, train_set.numbers, self.species)
         self.feature_mean.copy_(mean)
         self.feature_scale.copy_(scale)

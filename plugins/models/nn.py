@@ -79,17 +79,20 @@ class BehlerParrinello(Model):
             energies = energies.index_put((atoms,), self.networks[symbol](x).squeeze(1))
         return energies
 
-    def fit(self, train_set: FeatureSet, validation: FeatureSet | None, settings: AdamSettings) -> FitSummary:
-        """Standardise features per element on ``train_set``, then run the shared fit loop."""
-        with torch.random.fork_rng():  # seeded initialisation without touching the global RNG
-            torch.manual_seed(settings.seed)
-            for network in self.networks.values():
-                for layer in network:
-                    if isinstance(layer, torch.nn.Linear):
-                        layer.reset_parameters()
-        mean, scale = standardization(train_set.features, train_set.numbers, self.species)
-        self.feature_mean.copy_(mean)
-        self.feature_scale.copy_(scale)
+    def fit(self, train_set: FeatureSet, validation: FeatureSet | None, settings: AdamSettings, warm_start: bool = False) -> FitSummary:
+        """Standardise features per element on ``train_set`` and initialise the weights (seeded),
+        then run the shared fit loop; with ``warm_start`` the loop continues from the current
+        weights and feature scaling instead."""
+        if not warm_start:
+            with torch.random.fork_rng():  # seeded initialisation without touching the global RNG
+                torch.manual_seed(settings.seed)
+                for network in self.networks.values():
+                    for layer in network:
+                        if isinstance(layer, torch.nn.Linear):
+                            layer.reset_parameters()
+            mean, scale = standardization(train_set.features, train_set.numbers, self.species)
+            self.feature_mean.copy_(mean)
+            self.feature_scale.copy_(scale)
         return train(self, train_set, validation, settings)
 
 
