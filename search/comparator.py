@@ -39,6 +39,15 @@ class StructureComparator:
                 return False
         return True
 
+    def differ_by(self, first: Atoms, second: Atoms) -> float:
+        """Mean absolute difference (Å) of the two distance fingerprints over every pair of atoms,
+        or ``inf`` for different compositions: the distance a diversity filter compares."""
+        if sorted(first.numbers) != sorted(second.numbers):
+            return float("inf")
+        a, b = distance_fingerprint(first), distance_fingerprint(second)
+        differences = np.concatenate([np.abs(d - b[pair]) for pair, d in a.items()])
+        return float(differences.mean()) if len(differences) else 0.0
+
     def unique(self, structures: list[Atoms], energies: list[float]) -> list[int]:
         """Indices of the first of each group of equal structures, lowest energy first."""
         kept: list[int] = []

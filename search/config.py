@@ -71,6 +71,10 @@ class ConfirmSettings(RelaxSettings):
     uncertainty_weight: float = Field(
         0.0, ge=0, description="rank candidates by E - w * energy_std (eV) when the model gives a spread: w > 0 favours uncertain ones"
     )
+    diversity: float = Field(
+        0.0, ge=0, le=2, description="Å; skip a candidate whose distance fingerprint is within this mean difference of one"
+        " already picked, whatever the energies (0: only candidates that relaxed into the same structure are merged)"
+    )
 
 
 class HullSettings(Section):

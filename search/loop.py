@@ -425,7 +425,8 @@ class Search:
                     db.update(evaluation.payload["row"], operator=evaluation.operator, parents=" ".join(evaluation.parents) or "none")
 
     def _pick_candidates(self, state: GAState) -> list[dict[str, Any]]:
-        """The lowest-energy candidates that are not the same structure, up to ``confirm.candidates``."""
+        """The lowest-energy candidates that are not the same structure (nor, with
+        ``confirm.diversity``, too similar to one picked before), up to ``confirm.candidates``."""
         picked: list[tuple[Atoms, float, str, int]] = []
         weight = self.config.confirm.uncertainty_weight
         ranked = sorted(state.best(len(state.evaluations)), key=lambda e: (e.energy - weight * (e.energy_std or 0.0), e.key))
@@ -433,6 +434,9 @@ class Search:
             row = self._candidate_row(evaluation.payload["row"])
             atoms = row.toatoms()
             if any(self.comparator.same(atoms, evaluation.energy, other, energy) for other, energy, _, _ in picked):
+                continue
+            diversity = self.config.confirm.diversity
+            if diversity and any(self.comparator.differ_by(atoms, other) < diversity for other, _, _, _ in picked):
                 continue
             picked.append((atoms, evaluation.energy, evaluation.key, row.id))
             if len(picked) == self.config.confirm.candidates:

@@ -167,6 +167,18 @@ def test_comparator_unique_keeps_the_lowest_of_each_group():
     assert StructureComparator().unique(structures, [-5.0, -4.0, -5.001]) == [2, 1]
 
 
+def test_fingerprint_difference_grows_with_the_displacement_and_ignores_permutations():
+    atoms = amorphous_lisi(38, volume_per_atom=17.0, seed=4)
+    comparator = StructureComparator()
+    assert comparator.differ_by(atoms, atoms[np.random.default_rng(0).permutation(len(atoms))]) == pytest.approx(0.0, abs=1e-12)
+    rattled = [atoms.copy() for _ in range(3)]
+    for amplitude, structure in zip((0.02, 0.1, 0.3), rattled):
+        structure.positions += np.random.default_rng(1).normal(0.0, amplitude, structure.positions.shape)
+    differences = [comparator.differ_by(atoms, structure) for structure in rattled]
+    assert 0 < differences[0] < differences[1] < differences[2]
+    assert comparator.differ_by(atoms, atoms[1:]) == float("inf")
+
+
 def test_comparator_handles_a_single_species():
     si = bulk("Si", "diamond", 5.43, cubic=True)
     assert StructureComparator().same(si, -43.0, si.copy(), -43.0)

@@ -282,3 +282,12 @@ def test_the_last_step_to_pure_silicon_has_one_arrangement(tmp_path):
     assert step.arrangements == 1 and step.evaluated == 1 and step.confirmed == 1
     assert step.n_li_removed == 15
     assert any(row["kind"] == "step 1" and row["formula"] == "Si4" for row in result.hull)
+
+
+def test_diversity_filter_skips_candidates_too_similar_to_one_picked(tmp_path):
+    confirm = {"candidates": 2, "relax": "positions", "fmax": 0.2, "steps": 100, "frame_interval": 10}
+    (tmp_path / "loose").mkdir()
+    (tmp_path / "strict").mkdir()
+    loose = run_search(tiny_config(tmp_path / "loose", path=[3.75, 3.0], confirm=confirm))
+    strict = run_search(tiny_config(tmp_path / "strict", path=[3.75, 3.0], confirm=confirm | {"diversity": 2.0}))  # every pair differs by less
+    assert loose.steps[0].candidates == 2 and strict.steps[0].candidates == strict.steps[0].confirmed == 1
