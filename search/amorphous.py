@@ -246,14 +246,16 @@ def melt_quench(
         The calculator failed or the positions became non-finite (lower ``timestep_fs``).
     """
     from ase.md.langevin import Langevin
+    from ase.parallel import DummyMPI
     from ase.md.velocitydistribution import thermalize_momenta
 
     work = atoms.copy()
     work.calc = calculator
-    thermalize_momenta(work, temperature_K=settings.melt_K, rng=rng)
+    thermalize_momenta(work, temperature_K=settings.melt_K, rng=rng, comm=DummyMPI())
+    # comm: ASE broadcasts random momenta and forces over MPI's world by default, which hangs in a worker rank
     dynamics = Langevin(
         work, settings.timestep_fs * units.fs, temperature_K=settings.melt_K,
-        friction=settings.friction / units.fs, fixcm=False, rng=rng,
+        friction=settings.friction / units.fs, fixcm=False, rng=rng, comm=DummyMPI(),
     )
     frames: list[Atoms] = []
 

@@ -241,12 +241,13 @@ def md_snapshots(cell: Atoms, settings: MDSettings, rng: np.random.Generator) ->
     from ase import units
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import thermalize_momenta
+    from ase.parallel import DummyMPI
 
     from pesmith import load_calculator
 
     atoms = cell.copy()
     atoms.calc = load_calculator(str(settings.model))
-    thermalize_momenta(atoms, temperature_K=settings.temperature_K, rng=rng)
+    thermalize_momenta(atoms, temperature_K=settings.temperature_K, rng=rng, comm=DummyMPI())
     dynamics = Langevin(
         atoms,
         settings.timestep_fs * units.fs,
@@ -254,6 +255,7 @@ def md_snapshots(cell: Atoms, settings: MDSettings, rng: np.random.Generator) ->
         friction=settings.friction / units.fs,
         fixcm=False,
         rng=rng,
+        comm=DummyMPI(),  # not ASE's MPI world: its broadcast of the random forces hangs outside rank 0
     )
     snapshots = []
     for _ in range(settings.steps // settings.interval):

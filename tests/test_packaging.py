@@ -105,6 +105,22 @@ def test_ase_files_are_opened_only_through_the_mpi_safe_wrappers():
     assert not offenders, "use pesmith.ase_files.connect/read/write instead: " + "; ".join(offenders)
 
 
+# ASE's MD and velocity initialisers broadcast random numbers over MPI's world unless given a communicator
+COMM_BROADCASTING_CALLS = {"Langevin", "thermalize_momenta", "MaxwellBoltzmannDistribution"}
+
+
+def test_md_in_workers_does_not_broadcast_over_mpi():
+    """Called in a worker rank, a broadcast over COMM_WORLD waits for ranks that never come."""
+    offenders = []
+    for layer in ("core", "plugins", "search"):
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in COMM_BROADCASTING_CALLS:
+                    if "comm" not in {k.arg for k in node.keywords}:
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.func.id}")
+    assert not offenders, "pass comm=DummyMPI(): " + "; ".join(offenders)
+
+
 def test_ci_installs_mpi_and_requires_the_mpi_tests():
     ci = (ROOT / ".ci" / "run").read_text()
     assert ".venv/bin/pip install mpi4py mpich" in ci and "PESMITH_REQUIRE_MPI=1" in ci

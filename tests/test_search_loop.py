@@ -253,8 +253,8 @@ def test_two_mpi_ranks_match_the_serial_search(tmp_path):
     serial, parallel = tmp_path / "serial", tmp_path / "mpi"
     serial.mkdir()
     parallel.mkdir()
-    run_search(tiny_config(serial, path=[3.75, 3.0]))
-    command = mpi_label_command(tiny_config(parallel, path=[3.75, 3.0]), ranks=3)
+    run_search(tiny_config(serial, path=[3.75, 3.0], explore=EXPLORE))
+    command = mpi_label_command(tiny_config(parallel, path=[3.75, 3.0], explore=EXPLORE), ranks=3)
     command[command.index("label")] = "search"
     env = {**os.environ, "PESMITH_DISABLE_ENTRY_POINTS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=MPI_TIMEOUT_S, env=env)
