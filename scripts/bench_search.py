@@ -216,7 +216,7 @@ def timing(worker_counts: list[int], steps: int, seed: int = 0) -> dict:
         print(f"  {r['workers']:>8}{r['evaluations']:>7}{r['wall_s']:>10.2f}{r['evaluations_per_s']:>9.1f}{r['speed_up']:>10.2f}{r['ga_bookkeeping_s']:>8.2f}"
               f"{r['model_s_summed']:>19.2f}{r['model_ms_per_evaluation']:>10.1f}{r['map_overhead_s']:>18.2f}"
               f"{r['load_average_before'][0]:>10.2f}/{r['load_average_after'][0]:.2f}")
-    print("  (map overhead = time in the map minus summed model time / workers: pool start per generation, pickling, imbalance;"
+    print("  (map overhead = time in the map minus summed model time / workers: pool start, pickling, imbalance;"
           f" same run with every worker count: {all(r['same_run_as_1_worker'] for r in runs)})")
     for r in runs:
         del r["evaluated_keys"]
