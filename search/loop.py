@@ -314,10 +314,8 @@ class Search:
         if settings.driver == "model":
             driver, calculator = self.state["model"], model_calculator(str(self.output / self.state["model"]), 1)
         else:
-            make_calculator = getattr(self.reference, "make_calculator", None)
-            if make_calculator is None:
-                raise ConfigError(f"{self.config_path}: start.driver 'reference' needs a reference with an ASE calculator; {self.config.reference.kind} has none")
-            driver, calculator = self.config.reference.kind, make_calculator()
+            self._check_reference_drives("start.driver")
+            driver, calculator = self.config.reference.kind, self.reference.make_calculator()
         try:
             frames = melt_quench(cell, calculator, settings.melt_quench, self.rng)
         except LabelingFailed as exc:
@@ -332,6 +330,11 @@ class Search:
             f" ({settings.melt_quench.n_steps} MD steps, {time.perf_counter() - started:.0f} s)"
         )
         return atoms
+
+    def _check_reference_drives(self, key: str) -> None:
+        """MD driven by the reference (``key`` set to ``reference``) needs its ASE calculator."""
+        if getattr(self.reference, "make_calculator", None) is None:
+            raise ConfigError(f"{self.config_path}: {key} 'reference' needs a reference with an ASE calculator; {self.config.reference.kind} has none")
 
     def _check_start(self, atoms: Atoms) -> None:
         where = f"start structure {self.config.start.file or '(melt-quenched)'}"
@@ -492,7 +495,8 @@ class Search:
         settings = self.config.explore
         source = f"step {step} explore"
         started = time.perf_counter()
-        self.database.delete_source(source)  # rows of an interrupted attempt: this one redoes it from the same seeds
+        database = self.database
+        database.delete_source(source)  # rows of an interrupted attempt: this one redoes it from the same seeds
         starts = []
         for done in self.state["confirm"]["done"].values():
             if done["reason"] is None:
@@ -503,8 +507,7 @@ class Search:
         if settings.driver == "model":
             task = partial(explore_with_model, str(self.output / self.state["model"]), settings, self.worker_threads)
         else:
-            if getattr(self.reference, "make_calculator", None) is None:
-                raise ConfigError(f"{self.config_path}: explore.driver 'reference' needs a reference with an ASE calculator; {self.config.reference.kind} has none")
+            self._check_reference_drives("explore.driver")
             task = partial(explore_with_reference, self.reference, settings)
         runs = dict(self.map_fn(task, starts, workers=self.n_workers, progress=self.config.progress, description=f"step {step}: exploration MD"))
         runs = [runs[i] for i in range(len(starts))]
@@ -513,7 +516,6 @@ class Search:
             partial(label_one, self.reference, self.config.confirm.time_limit), frames, workers=self.n_workers,
             progress=self.config.progress, description=f"step {step}: labeling {len(frames)} explored frames",
         ))
-        database = self.database
         rows = [database.write(frame, labels[i], source=source, source_index=i) for i, frame in enumerate(frames)]
         ok_rows = [row for i, row in enumerate(rows) if labels[i].ok]
         errors = self._model_errors(ok_rows)
