@@ -86,9 +86,10 @@ def _read_with_provenance(path: Path, skip_failed: bool, what: str) -> list[tupl
     try:
         if path.suffix == ".db":
             with ase_files.connect(path) as db:
+                rows = sorted(db.select(), key=_written_order)
                 read = [
                     (row.toatoms(), (row.get("method"), row.get("reference_hash")))
-                    for row in db.select()
+                    for row in rows
                     if not (skip_failed and row.get("status", "ok") != "ok")
                 ]
         else:
@@ -100,6 +101,15 @@ def _read_with_provenance(path: Path, skip_failed: bool, what: str) -> list[tupl
     for index, (atoms, _) in enumerate(read):
         check_structure(atoms, f"{path}, structure {index} ({atoms.get_chemical_formula()})")
     return read
+
+
+def _written_order(row) -> tuple[bool, str, int, int]:
+    """Rows of an ase.db by (``source``, ``source_index``, id): the order their structures were
+    made in, not the order parallel workers happened to finish them in, so that a database filled
+    in completion order gives the same dataset (split, batches) on every run. Rows without a
+    ``source`` follow, in id order."""
+    source, index = row.get("source"), row.get("source_index")
+    return (source is None, str(source or ""), -1 if index is None else int(index), row.id)
 
 
 def check_structure_file(

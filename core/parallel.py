@@ -14,6 +14,7 @@ picklable arguments (a reference object, a time limit). The children get the cal
 function mapped (torch and pesmith imported once, about 3 s on 2 cores, instead of once per
 worker and pool: measured 0.07 s for a later pool of 2 instead of 5-8 s).
 
+Each local worker runs ``cpu_count // workers`` torch and OpenMP threads (:func:`share_cores`).
 The local pool is kept from one map to the next (one per worker count, until the process
 exits or a worker dies), so what a worker loaded and cached for one map (a model file's
 calculator, a reference's network) serves the next: the search maps once per GA generation.
@@ -22,6 +23,7 @@ calculator, a reference's network) serves the next: the search maps once per GA 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -102,8 +104,21 @@ _POOLS: dict[int, ProcessPoolExecutor] = {}
 def _local_pool(fn: Callable, workers: int) -> ProcessPoolExecutor:
     """The kept pool of ``workers`` forkserver processes (started on first use)."""
     if workers not in _POOLS:
-        _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=_forkserver(fn))
+        _POOLS[workers] = ProcessPoolExecutor(
+            max_workers=workers, mp_context=_forkserver(fn), initializer=share_cores, initargs=(workers,)
+        )
     return _POOLS[workers]
+
+
+def share_cores(workers: int) -> None:
+    """Give this worker process its share of the cores: ``cpu_count // workers`` threads (at
+    least 1) for torch and OpenMP, so that processes x threads never exceed the cores and every
+    task of a map runs with the same thread count (a float32 sum over 2 threads need not equal
+    the sum over 1, and which worker runs which task is up to the pool)."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by OpenMP runtimes loaded after this
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _forkserver(fn: Callable) -> multiprocessing.context.BaseContext:

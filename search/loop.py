@@ -456,11 +456,13 @@ class Search:
         for atoms in structures:
             atoms.calc = None
         results = self.map_fn(self._reference_task(), structures, workers=self.n_workers, progress=self.config.progress, description=f"step {step + 1}: reference relaxations")
+        rank = {p["key"]: position for position, p in enumerate(confirm["picked"])}  # the same after a resume
         for index, relaxed in results:
             pick = todo[index]
-            rows = self._store_labels(relaxed, f"step {step + 1} candidate {pick['key']}", index) if relaxed.ok else []
+            source = f"step {step + 1} candidate {pick['key']}"
+            rows = self._store_labels(relaxed, source, rank[pick["key"]]) if relaxed.ok else []
             if not relaxed.ok:
-                self.database.write(structures[index], Label(reason=relaxed.reason, wall_time=relaxed.wall_time), source=f"step {step + 1} candidate {pick['key']}", source_index=index)
+                self.database.write(structures[index], Label(reason=relaxed.reason, wall_time=relaxed.wall_time), source=source, source_index=rank[pick["key"]])
             entry = self._entry(relaxed, self._write_structure(f"step{step + 1}_{pick['key']}.xyz", relaxed.atoms) if relaxed.ok else None)
             confirm["done"][pick["key"]] = entry | {"label_rows": rows, "model_energy": pick["model_energy"]}
             self._update_candidate(pick["row"], entry)
@@ -498,7 +500,8 @@ class Search:
         database = self.database
         database.delete_source(source)  # rows of an interrupted attempt: this one redoes it from the same seeds
         starts = []
-        for done in self.state["confirm"]["done"].values():
+        confirm = self.state["confirm"]
+        for done in (confirm["done"][p["key"]] for p in confirm["picked"]):  # pick order, not completion order
             if done["reason"] is None:
                 atoms = self._read_structure(done["structure"])
                 atoms.calc = None

@@ -40,6 +40,12 @@ def search_path(_: int) -> list[str]:
     return sys.path
 
 
+def thread_counts(_: int) -> tuple[int, str | None]:
+    import torch
+
+    return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+
+
 def fail_on_three(x: int) -> int:
     if x == 3:
         raise ValueError("three")
@@ -55,6 +61,11 @@ def test_every_item_comes_back_once_with_its_index(workers):
 def test_two_workers_are_two_processes():
     assert os.getpid() not in {pid for _, pid in parallel_map(pid_of, range(8), workers=2)}
     assert {pid for _, pid in parallel_map(pid_of, range(3), workers=1)} == {os.getpid()}
+
+
+def test_each_worker_gets_its_share_of_the_cores():
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert {counts for _, counts in parallel_map(thread_counts, range(6), workers=2)} == {(share, str(share))}
 
 
 def test_workers_are_not_forked_from_the_caller_and_see_its_sys_path():

@@ -19,6 +19,7 @@ import yaml
 
 from pesmith import ase_files
 from pesmith.errors import ConfigError
+from pesmith.parallel import parallel_map
 from pesmith.registry import default_registry
 from pesmith.search.config import load_search_config
 from pesmith.search.loop import Search
@@ -261,6 +262,22 @@ def test_two_mpi_ranks_match_the_serial_search(tmp_path):
     assert result.returncode == 0, result.stderr
     assert candidate_rows(parallel / "out") == candidate_rows(serial / "out")
     assert final_state(parallel / "out") == final_state(serial / "out")
+
+
+def reversed_map(fn, items, workers=1, progress=False, description=""):
+    """A map whose results arrive in the reverse order: as parallel workers may finish them."""
+    return reversed(list(parallel_map(fn, items)))
+
+
+def test_the_order_in_which_workers_finish_does_not_change_the_search(tmp_path):
+    inorder, reversed_ = tmp_path / "inorder", tmp_path / "reversed"
+    inorder.mkdir()
+    reversed_.mkdir()
+    run_search(tiny_config(inorder, path=[3.75, 3.0], explore=EXPLORE))
+    run_search(tiny_config(reversed_, path=[3.75, 3.0], explore=EXPLORE), map_fn=reversed_map)
+    assert final_state(reversed_ / "out") == final_state(inorder / "out")
+    models = [json.loads((folder / "out" / "checkpoint.json").read_text())["models"] for folder in (inorder, reversed_)]
+    assert [m["metrics"] for m in models[1]] == [m["metrics"] for m in models[0]]
 
 
 @pytest.mark.parametrize("driver", ["model", "reference"])
