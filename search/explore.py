@@ -3,7 +3,8 @@
 After a step's candidates are relaxed with the reference, the structures the next steps will
 move through (amorphous Li_xSi at the new composition, at finite temperature) are still
 outside the training set: the relaxations only add frames near minima. So each confirmed
-structure is run through a short Langevin MD (NVT, the relaxed cell) driven by the model
+structure is run through a short Langevin MD (NVT, the relaxed cell; at ``temperature_K``, or
+quenched to it from ``start_K``) driven by the model
 about to be retrained (``driver: model``, cheap, and it goes where the model believes the
 energy is low, including where it is wrong) or by the reference; frames along it are then
 labeled with the reference (Artrith, Urban & Ceder 2018 refine their potential the same way
@@ -24,7 +25,7 @@ from typing import Literal
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pesmith.errors import LabelingFailed
 
@@ -41,16 +42,27 @@ class ExploreSettings(Section):
 
     frames: int = Field(0, ge=0, le=10_000, description="frames labeled per confirmed structure (0: no exploration)")
     interval: int = Field(10, ge=1, le=100_000, description="MD steps between labeled frames")
-    temperature_K: float = Field(600.0, gt=0, le=10_000, description="K, Langevin thermostat")
+    temperature_K: float = Field(600.0, gt=0, le=10_000, description="K, Langevin thermostat (at the end, with start_K)")
+    start_K: float | None = Field(
+        None, gt=0, le=10_000, description="K at the start, cooled linearly to temperature_K over the run (a quench"
+        " from each confirmed structure, sampling disordered configurations); None: temperature_K throughout",
+    )
     timestep_fs: float = Field(1.0, gt=0, le=5, description="fs")
     friction: float = Field(0.02, gt=0, le=1, description="1/fs, Langevin friction")
     min_distance: float = Field(1.2, gt=0, le=3, description="Å; a trajectory stops at a frame with two atoms closer than this")
     driver: Literal["model", "reference"] = Field("model", description="what drives the MD (the reference always labels)")
 
+    @model_validator(mode="after")
+    def _cooling(self) -> "ExploreSettings":
+        if self.start_K is not None and self.start_K < self.temperature_K:
+            raise ValueError(f"start_K ({self.start_K}) must not be below temperature_K ({self.temperature_K}): the run cools")
+        return self
+
     def md_settings(self) -> MeltQuenchSettings:
-        """The constant-temperature run as a melt-quench schedule (``melt_K == final_K``)."""
+        """The run as a melt-quench schedule: from ``start_K`` (or ``temperature_K``) down to
+        ``temperature_K`` over ``frames x interval`` steps."""
         return MeltQuenchSettings(
-            melt_K=self.temperature_K, melt_ps=0.0, final_K=self.temperature_K, timestep_fs=self.timestep_fs,
+            melt_K=self.start_K or self.temperature_K, melt_ps=0.0, final_K=self.temperature_K, timestep_fs=self.timestep_fs,
             quench_ps=self.frames * self.interval * self.timestep_fs / 1000.0, friction=self.friction, interval=self.interval,
         )
 

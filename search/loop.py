@@ -530,7 +530,8 @@ class Search:
             explore_force_rmse_eV_per_A=errors["model_force_rmse_eV_per_A"],
             wall_time_explore_s=time.perf_counter() - started,
         )
-        message = f"step {step}: explored {len(starts)} structures at {settings.temperature_K:.0f} K, {len(ok_rows)} frames labeled"
+        heat = f"{settings.start_K:.0f} -> " if settings.start_K else ""
+        message = f"step {step}: explored {len(starts)} structures at {heat}{settings.temperature_K:.0f} K, {len(ok_rows)} frames labeled"
         if ok_rows:
             message += f"; model before retraining on them: {errors['model_energy_rmse_meV_per_atom']:.1f} meV/atom, {errors['model_force_rmse_eV_per_A']:.3f} eV/Å"
         for reason in record["explore_stops"]:

@@ -100,3 +100,15 @@ def test_melt_quench_settings_ranges():
         MeltQuenchSettings(timestep_fs=10.0)
     with pytest.raises(ValidationError, match="friction"):
         MeltQuenchSettings(friction=0.0)
+
+
+def test_exploration_quenches_from_start_k_to_temperature_k():
+    from pesmith.search.explore import ExploreSettings
+
+    schedule = ExploreSettings(frames=5, interval=4, start_K=1500.0, temperature_K=300.0, timestep_fs=2.0).md_settings()
+    assert schedule.n_steps == 20 and schedule.n_snapshots == 5
+    assert [schedule.target_K(step) for step in (1, 10, 20)] == pytest.approx([1440.0, 900.0, 300.0])
+    constant = ExploreSettings(frames=5, interval=4, temperature_K=300.0).md_settings()
+    assert {constant.target_K(step) for step in range(1, 21)} == {300.0}
+    with pytest.raises(ValueError, match="start_K .* must not be below temperature_K"):
+        ExploreSettings(frames=5, start_K=200.0, temperature_K=300.0)
