@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -61,14 +62,29 @@ class Dataset:
         )
 
     def split(self, validation_fraction: float, seed: int) -> tuple["Dataset", "Dataset"]:
-        """Split by structure into (train, validation), reproducibly for a given ``seed``."""
+        """Split by structure into (train, validation), reproducibly for a given ``seed``.
+
+        The structures with the lowest keyed hashes of their content (numbers, positions, cell,
+        energy; :func:`split_key`) are the validation set, so the split does not depend on the
+        order of the rows, and a structure stays on its side when data is added (unless enough
+        new structures with lower keys push it out): a model warm-started on the previous
+        training set is not validated on what it was trained on.
+        """
         if not 0 <= validation_fraction < 1:
             raise DataError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
-        order = np.random.default_rng(seed).permutation(len(self))
+        order = np.array(sorted(range(len(self)), key=lambda i: split_key(self.structures[i], float(self.energies[i]), seed)), dtype=int)
         n_validation = int(round(validation_fraction * len(self)))
         if validation_fraction > 0:  # at least one structure on each side, when there are two
             n_validation = min(max(n_validation, 1), len(self) - 1)
         return self.subset(np.sort(order[n_validation:])), self.subset(np.sort(order[:n_validation]))
+
+
+def split_key(atoms: Atoms, energy: float, seed: int) -> str:
+    """sha256 of ``seed`` and a structure's content (:func:`pesmith.reference_db.structure_hash`)
+    and energy (eV): the structure's place in :meth:`Dataset.split`'s order."""
+    from .reference_db import structure_hash
+
+    return hashlib.sha256(f"{seed}:{structure_hash(atoms)}:{energy!r}".encode()).hexdigest()
 
 
 def read_structures(path: Path, skip_failed: bool = False, what: str = "data file") -> list[Atoms]:

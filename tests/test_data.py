@@ -9,7 +9,7 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from pesmith.data import Dataset, read_dataset, reference_energies
+from pesmith.data import Dataset, concatenate_datasets, read_dataset, reference_energies
 from pesmith.errors import DataError
 
 
@@ -340,3 +340,15 @@ def test_one_database_with_rows_of_two_references_is_refused(tmp_path, morse_lab
         db.write(lisi_structures()[0], status="ok", method="xtb", reference_hash="f" * 64)
     with pytest.raises(DataError, match="method 'morse'.*and method 'xtb'"):
         read_dataset(path)
+
+
+def test_split_keeps_structures_on_their_side_when_data_is_added_or_reordered():
+    first = synthetic(60)
+    _, validation = first.split(0.1, seed=3)
+    grown = concatenate_datasets([synthetic(30, seed=1), first])  # 30 new rows first: every index moves
+    grown.energies[:30] += 100.0  # new structures (energies identify them)
+    _, grown_validation = grown.split(0.1, seed=3)
+    before, after = set(validation.energies.tolist()), set(grown_validation.energies.tolist())
+    assert len(after) == 9 and before <= after  # the old validation set stays (a permutation kept 0-1 of 6)
+    reordered = first.subset(np.arange(60)[::-1])
+    assert sorted(reordered.split(0.1, seed=3)[1].energies.tolist()) == sorted(before)
