@@ -13,6 +13,7 @@ from ase.data import atomic_numbers
 
 from . import ase_files
 from .errors import DataError
+from .reference_db import structure_hash
 from .structures import check_structure
 
 Provenance = tuple[str | None, str | None]  # (method, reference_hash) of a label; (None, None): not recorded
@@ -82,8 +83,6 @@ class Dataset:
 def split_key(atoms: Atoms, energy: float, seed: int) -> str:
     """sha256 of ``seed`` and a structure's content (:func:`pesmith.reference_db.structure_hash`)
     and energy (eV): the structure's place in :meth:`Dataset.split`'s order."""
-    from .reference_db import structure_hash
-
     return hashlib.sha256(f"{seed}:{structure_hash(atoms)}:{energy!r}".encode()).hexdigest()
 
 

@@ -110,12 +110,17 @@ def _local_pool(fn: Callable, workers: int) -> ProcessPoolExecutor:
     return _POOLS[workers]
 
 
+def threads_per_worker(workers: int) -> int:
+    """``cpu_count // workers``, at least 1: the threads each of ``workers`` processes may run."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
 def share_cores(workers: int) -> None:
-    """Give this worker process its share of the cores: ``cpu_count // workers`` threads (at
-    least 1) for torch and OpenMP, so that processes x threads never exceed the cores and every
-    task of a map runs with the same thread count (a float32 sum over 2 threads need not equal
-    the sum over 1, and which worker runs which task is up to the pool)."""
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    """Give this worker process its share of the cores (:func:`threads_per_worker`) for torch and
+    OpenMP, so that processes x threads never exceed the cores and every task of a map runs with
+    the same thread count (a float32 sum over 2 threads need not equal the sum over 1, and which
+    worker runs which task is up to the pool)."""
+    threads = threads_per_worker(workers)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # read by OpenMP runtimes loaded after this
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)

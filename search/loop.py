@@ -24,7 +24,6 @@ finished reference calculation.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -39,7 +38,7 @@ from pesmith.config import DataSettings, TrainConfig, validate_section
 from pesmith.data import Dataset
 from pesmith.errors import ConfigError, DataError, LabelingFailed
 from pesmith.labeling import MapFunction, build_reference
-from pesmith.parallel import mpi_workers, parallel_map
+from pesmith.parallel import mpi_workers, parallel_map, threads_per_worker
 from pesmith.reference_db import Label, ReferenceDB
 from pesmith.registry import Registry
 
@@ -132,7 +131,7 @@ class Search:
         self.config_hash = checkpoint.config_hash(config.model_dump(mode="json"))
         self.reference = build_reference(config.reference, registry, str(config_path))
         self.n_workers = mpi_workers() or config.workers
-        self.worker_threads = max(1, (os.cpu_count() or 1) // max(1, self.n_workers)) if not mpi_workers() else 1
+        self.worker_threads = threads_per_worker(self.n_workers) if not mpi_workers() else 1
         self.comparator = StructureComparator()
 
     # ----------------------------------------------------------------- driver
@@ -459,10 +458,10 @@ class Search:
         rank = {p["key"]: position for position, p in enumerate(confirm["picked"])}  # the same after a resume
         for index, relaxed in results:
             pick = todo[index]
-            source = f"step {step + 1} candidate {pick['key']}"
-            rows = self._store_labels(relaxed, source, rank[pick["key"]]) if relaxed.ok else []
+            source, position = f"step {step + 1} candidate {pick['key']}", rank[pick["key"]]
+            rows = self._store_labels(relaxed, source, position) if relaxed.ok else []
             if not relaxed.ok:
-                self.database.write(structures[index], Label(reason=relaxed.reason, wall_time=relaxed.wall_time), source=source, source_index=rank[pick["key"]])
+                self.database.write(structures[index], Label(reason=relaxed.reason, wall_time=relaxed.wall_time), source=source, source_index=position)
             entry = self._entry(relaxed, self._write_structure(f"step{step + 1}_{pick['key']}.xyz", relaxed.atoms) if relaxed.ok else None)
             confirm["done"][pick["key"]] = entry | {"label_rows": rows, "model_energy": pick["model_energy"]}
             self._update_candidate(pick["row"], entry)
