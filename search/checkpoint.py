@@ -27,12 +27,13 @@ def config_hash(config_json: dict[str, Any]) -> str:
 
 
 def file_hash(path: Path) -> str:
-    """sha256 (first 16 hex digits) of a file's bytes, e.g. a model file."""
+    """``"sha256:"`` and the first 16 hex digits of the sha256 of a file's bytes, e.g. a model
+    file (the prefix keeps ase.db from refusing a digest of digits only as a number)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()[:16]
+    return "sha256:" + digest.hexdigest()[:16]
 
 
 def save(path: Path, state: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ def describe(checkpoint_path: Path) -> str:
     else:
         lines = [f"{checkpoint_path.parent}: phase {state['phase']}, at step {state['step'] + 1}"]
     if state.get("model"):
-        lines.append(f"model: {state['model']} (sha256 {state['model_hash']})")
+        lines.append(f"model: {state['model']} ({state['model_hash']})")
     ga = state.get("ga") or {}
     if state["phase"] == "ga" and ga.get("log"):
         last = ga["log"][-1]

@@ -112,6 +112,7 @@ def test_search_runs_the_loop_and_writes_the_phase_diagram(tmp_path):
             assert len(keys) == len(set(keys)) == result.steps[step - 1].evaluated  # none evaluated twice
         for row in rows:
             assert {"generation", "operator", "parents", "model_hash", "relax", "status"} <= set(row.key_value_pairs)
+            assert row.model_hash.startswith("sha256:")  # never a string of digits, which ase.db refuses
         confirmed = [r for r in rows if r.get("confirmed")]
         assert len(confirmed) == 4 and all(r.reference_method == "morse" for r in confirmed)
     # the database grew by the confirmed structures and frames, and every model was retrained on it,
