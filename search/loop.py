@@ -41,6 +41,7 @@ from pesmith.labeling import MapFunction, build_reference
 from pesmith.parallel import mpi_workers, parallel_map, threads_per_worker
 from pesmith.reference_db import Label, ReferenceDB
 from pesmith.registry import Registry
+from pesmith.threads import torch_threads
 
 from . import checkpoint
 from .comparator import StructureComparator
@@ -132,6 +133,8 @@ class Search:
         self.reference = build_reference(config.reference, registry, str(config_path))
         self.n_workers = mpi_workers() or config.workers
         self.worker_threads = threads_per_worker(self.n_workers) if not mpi_workers() else 1
+        # rank 0 trains while the workers wait: it gets the cores its node does not give to other ranks
+        self.training_threads = threads_per_worker(mpi_workers() + 1)
         self.comparator = StructureComparator()
 
     # ----------------------------------------------------------------- driver
@@ -261,7 +264,9 @@ class Search:
         )
         model_cls = self.registry.get("model", potential.model.kind)
         config.training = validate_section(self.config_path, "potential.training", dict(potential.training) | {"progress": False}, model_cls.settings_schema)
-        result = train(config, self.registry, warn=self.echo)
+        config.training.threads = config.training.threads or self.training_threads
+        with torch_threads(config.training.threads):
+            result = train(config, self.registry, warn=self.echo)
         metrics = result.report["metrics"].get("validation", result.report["metrics"]["train"])
         self.state["model"] = str(config.output.relative_to(self.output))
         self.state["model_hash"] = checkpoint.file_hash(config.output)

@@ -255,8 +255,10 @@ def test_two_mpi_ranks_match_the_serial_search(tmp_path):
     serial, parallel = tmp_path / "serial", tmp_path / "mpi"
     serial.mkdir()
     parallel.mkdir()
-    run_search(tiny_config(serial, path=[3.75, 3.0], explore=EXPLORE))
-    command = mpi_label_command(tiny_config(parallel, path=[3.75, 3.0], explore=EXPLORE), ranks=3)
+    # one training thread in both: by default rank 0 trains on the cores the other ranks leave it
+    same = {"path": [3.75, 3.0], "explore": EXPLORE, "potential.training": {"force_weight": 1.0, "threads": 1}}
+    run_search(tiny_config(serial, **same))
+    command = mpi_label_command(tiny_config(parallel, **same), ranks=3)
     command[command.index("label")] = "search"
     env = {**os.environ, "PESMITH_DISABLE_ENTRY_POINTS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=MPI_TIMEOUT_S, env=env)
