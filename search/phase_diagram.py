@@ -9,35 +9,65 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 from ase import Atoms
 
 from pesmith.atomic import atomic_path, write_text_atomic
 
-from .hull import formation_energies, voltage_profile
+from .hull import HullEntry, elemental_references, formation_energies, hull_energy, voltage_profile
+
+
+SEARCH_KINDS_EXCLUDED = ("crystal", "baseline")  # every other kind (start, step k) is the search's own structure
+# Measured voltage window of amorphous Si vs Li/Li+ (V), drawn as bands on the voltage plot
+# (e.g. Obrovac & Christensen, Electrochem. Solid-State Lett. 7, A93 (2004): lithiation slopes from
+# about 0.3 to 0.05 V, delithiation about 0.3-0.5 V).
+MEASURED_WINDOWS = {"lithiation (measured)": (0.1, 0.3), "delithiation (measured)": (0.3, 0.5)}
 
 
 def write_phase_diagram(
     output: Path, entries: Sequence[dict[str, Any]], structures: Sequence[Atoms], steps: Sequence[dict], ga_logs: Sequence[list[dict]]
 ) -> dict[str, Any]:
-    """Hull and voltage of ``structures`` (their reference energies in ``entries[i]["energy"]``, eV)
-    into ``output``; returns the tables and the files written (relative to ``output``)."""
+    """Crystalline and amorphous hulls and voltage profiles of ``structures`` (their reference
+    energies in ``entries[i]["energy"]``, eV; ``entries[i]["kind"]`` is ``crystal``, ``baseline``
+    or one of the search's kinds) into ``output``; returns the tables and the files written
+    (relative to ``output``).
+
+    Formation energies are relative to the lowest pure Li and pure Si (the relaxed crystals).
+    The crystalline hull is over every structure. The amorphous hull is over the search's
+    structures and the elemental references, and the baseline hull over the baseline's and the
+    elemental references; each gives its voltage profile.
+    """
     hull = formation_energies(list(structures), [e["energy"] for e in entries])
+    references = elemental_references(list(structures), [e["energy"] for e in entries], ["Li", "Si"])
+    above = {
+        name: _above_hull(entries, structures, references, keep)
+        for name, keep in (("amorphous", _is_search), ("baseline", lambda kind: kind == "baseline"))
+    }
     rows = [
         {
             "kind": e["kind"],
             "structure": e["structure"],
             "formula": h.formula,
             "reduced_formula": structure.get_chemical_formula(empirical=True),
-            "li_per_si": h.x / (1 - h.x) if h.x < 1 else None,  # pure Li: no Si
+            "li_per_si": li_per_si(h.x),
             "li_fraction": h.x,
             "energy_per_atom_eV": h.energy_per_atom,
             "formation_energy_eV_per_atom": h.formation_energy,
             "e_above_hull_eV_per_atom": h.e_above_hull,
             "on_hull": h.on_hull,
+            "e_above_amorphous_hull_eV_per_atom": above["amorphous"].get(index, above["baseline"].get(index)),
+            "max_force_eV_per_A": e.get("max_force"),
+            "max_stress_GPa": e.get("max_stress_GPa"),
         }
-        for e, h, structure in zip(entries, hull, structures)
+        for index, (e, h, structure) in enumerate(zip(entries, hull, structures))
     ]
-    voltages = [v.as_dict() for v in voltage_profile(hull)]
+    voltages = {"crystalline": [v.as_dict() for v in voltage_profile(hull)]}
+    for name, keep in (("amorphous", _is_search), ("baseline", lambda kind: kind == "baseline")):
+        subset = [i for i, e in enumerate(entries) if keep(e["kind"])]
+        if subset:
+            voltages[name] = [v.as_dict() for v in voltage_profile(_subset_hull(entries, structures, references, subset))]
+    comparison = compare_with_baseline(rows)
+    voltage_rows = [{"hull": name} | v for name, profile in voltages.items() for v in profile]
     files = {
         "hull_csv": "hull.csv",
         "hull_json": "hull.json",
@@ -47,12 +77,75 @@ def write_phase_diagram(
         "convergence_png": "ga_convergence.png",
     }
     write_text_atomic(output / files["hull_csv"], _csv(rows))
-    write_text_atomic(output / files["voltage_csv"], _csv(voltages))
-    write_text_atomic(output / files["hull_json"], json.dumps({"entries": rows, "voltages": voltages, "steps": list(steps)}, indent=1))
+    write_text_atomic(output / files["voltage_csv"], _csv(voltage_rows))
+    document = {
+        "entries": rows,
+        "voltages": voltages["crystalline"],
+        "amorphous_voltages": voltages.get("amorphous", []),
+        "baseline_voltages": voltages.get("baseline", []),
+        "search_vs_baseline": comparison,
+        "steps": list(steps),
+    }
+    write_text_atomic(output / files["hull_json"], json.dumps(document, indent=1))
     _plot_hull(output / files["hull_png"], rows)
     _plot_voltage(output / files["voltage_png"], voltages)
     _plot_convergence(output / files["convergence_png"], ga_logs, steps)
-    return {"entries": rows, "voltages": voltages, "files": files}
+    return {
+        "entries": rows,
+        "voltages": voltages["crystalline"],
+        "amorphous_voltages": voltages.get("amorphous", []),
+        "baseline_voltages": voltages.get("baseline", []),
+        "search_vs_baseline": comparison,
+        "files": files,
+    }
+
+
+def li_per_si(li_fraction: float) -> float | None:
+    """x in Li_xSi from the Li fraction x / (1 + x); None for pure Li."""
+    return li_fraction / (1.0 - li_fraction) if li_fraction < 1.0 - 1e-12 else None
+
+
+def compare_with_baseline(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per composition (x in Li_xSi) where the baseline sampled: the lowest formation energy
+    (eV/atom) of the search's structures and of the baseline's, how many of each, and
+    ``search_minus_baseline_meV_per_atom`` (negative: the search found lower)."""
+    out = []
+    for x in sorted({round(r["li_per_si"], 6) for r in rows if r["kind"] == "baseline" and r["li_per_si"] is not None}, reverse=True):
+        at = [r for r in rows if r["li_per_si"] is not None and round(r["li_per_si"], 6) == x]
+        search = [r["formation_energy_eV_per_atom"] for r in at if _is_search(r["kind"])]
+        baseline = [r["formation_energy_eV_per_atom"] for r in at if r["kind"] == "baseline"]
+        out.append({
+            "li_per_si": x,
+            "search_structures": len(search),
+            "baseline_structures": len(baseline),
+            "search_lowest_eV_per_atom": min(search) if search else None,
+            "baseline_lowest_eV_per_atom": min(baseline),
+            "search_minus_baseline_meV_per_atom": 1000.0 * (min(search) - min(baseline)) if search else None,
+        })
+    return out
+
+
+def _is_search(kind: str) -> bool:
+    return kind not in SEARCH_KINDS_EXCLUDED
+
+
+def _pure(structure: Atoms) -> bool:
+    return len(set(structure.numbers)) == 1
+
+
+def _subset_hull(entries, structures, references, subset: Sequence[int]) -> list[HullEntry]:
+    """Hull entries of ``subset`` together with the pure structures (the end members)."""
+    keep = [i for i, s in enumerate(structures) if _pure(s) and entries[i]["kind"] == "crystal"] + list(subset)
+    return formation_energies([structures[i] for i in keep], [entries[i]["energy"] for i in keep], references=references)
+
+
+def _above_hull(entries, structures, references, keep) -> dict[int, float]:
+    """Distance (eV/atom) of each kept entry to the hull of the kept entries and the end members."""
+    subset = [i for i, e in enumerate(entries) if keep(e["kind"])]
+    if not subset:
+        return {}
+    hull = _subset_hull(entries, structures, references, subset)
+    return dict(zip(subset, (h.e_above_hull for h in hull[len(hull) - len(subset):])))
 
 
 def _csv(rows: Sequence[dict]) -> str:
@@ -74,47 +167,78 @@ def _figure():
     return plt
 
 
+HULL_STYLE = {"crystal": ("s", "k"), "baseline": ("^", "tab:orange")}  # marker, colour; the search's kinds: o, tab:blue
+
+
 def _plot_hull(path: Path, rows: Sequence[dict]) -> None:
+    """Formation energy against x in Li_xSi (pure Li, at infinite x, is left out), the
+    crystalline hull (black) and the amorphous one (blue), hull points labeled by composition."""
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    kinds = sorted({r["kind"] for r in rows}, key=lambda k: (k != "crystal", k))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    shown = [r for r in rows if r["li_per_si"] is not None]
+    x_max = max([r["li_per_si"] for r in shown] + [1.0]) * 1.05
+    kinds = sorted({r["kind"] for r in shown}, key=lambda k: (k != "crystal", k == "baseline", k))
     for kind in kinds:
-        points = [r for r in rows if r["kind"] == kind]
-        marker = "s" if kind == "crystal" else "o"
-        ax.scatter([r["li_fraction"] for r in points], [r["formation_energy_eV_per_atom"] for r in points], marker=marker, s=25, label=kind, alpha=0.8)
-    vertices = sorted({(r["li_fraction"], r["formation_energy_eV_per_atom"]) for r in rows if r["on_hull"]} | {(0.0, 0.0), (1.0, 0.0)})
-    ax.plot(*zip(*vertices), "k-", lw=1)
-    for r in rows:
-        if r["on_hull"] and r["kind"] == "crystal":
-            ax.annotate(r["reduced_formula"], (r["li_fraction"], r["formation_energy_eV_per_atom"]), fontsize=7, xytext=(3, -9), textcoords="offset points")
-    ax.set_xlabel("Li fraction  x / (1 + x)")
+        points = [r for r in shown if r["kind"] == kind]
+        marker, colour = HULL_STYLE.get(kind, ("o", None))
+        ax.scatter([r["li_per_si"] for r in points], [r["formation_energy_eV_per_atom"] for r in points], marker=marker,
+                   s=28, label=kind, alpha=0.8, color=colour)
+    elements = [r for r in rows if r["kind"] == "crystal" and r["reduced_formula"] in ("Li", "Si")]
+    hulls = {
+        "crystalline hull": (rows, "k", "-"),
+        "amorphous hull": (elements + [r for r in rows if _is_search(r["kind"])], "tab:blue", "--"),
+        "baseline hull": (elements + [r for r in rows if r["kind"] == "baseline"], "tab:orange", ":"),
+    }
+    xs = np.linspace(0.0, x_max, 200)
+    for name, (points, colour, style) in hulls.items():
+        if len(points) == len(elements) and name != "crystalline hull":
+            continue
+        line = hull_energy(np.array([r["li_fraction"] for r in points]), np.array([r["formation_energy_eV_per_atom"] for r in points]))
+        ax.plot(xs, [line(x / (1.0 + x)) for x in xs], color=colour, linestyle=style, lw=1, label=name)
+    for r in shown:
+        if r["on_hull"] or (r["e_above_amorphous_hull_eV_per_atom"] is not None and r["e_above_amorphous_hull_eV_per_atom"] < 1e-6 and _is_search(r["kind"])):
+            label = r["reduced_formula"] if r["kind"] == "crystal" else f"x={r['li_per_si']:.2f}"
+            ax.annotate(label, (r["li_per_si"], r["formation_energy_eV_per_atom"]), fontsize=7, xytext=(3, -9), textcoords="offset points")
+    ax.set_xlim(0.0, x_max)
+    ax.set_xlabel("x in Li$_x$Si")
     ax.set_ylabel("formation energy (eV/atom)")
     ax.legend(fontsize=7)
     _save(fig, path, plt)
 
 
-def _plot_voltage(path: Path, voltages: Sequence[dict]) -> None:
+def _plot_voltage(path: Path, voltages: dict[str, Sequence[dict]]) -> None:
+    """The voltage profiles (V against x in Li_xSi) of each hull, the measured a-Si window as bands."""
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for v in voltages:
-        ax.plot([v["x_low"], v["x_high"]], [v["voltage"], v["voltage"]], "b-")
-    for a, b in zip(voltages, voltages[1:]):
-        ax.plot([a["x_high"], b["x_low"]], [a["voltage"], b["voltage"]], "b-")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (label, (low, high)), colour in zip(MEASURED_WINDOWS.items(), ("tab:green", "tab:red")):
+        ax.axhspan(low, high, color=colour, alpha=0.12, label=label)
+    styles = {"crystalline": ("k", "-"), "amorphous": ("tab:blue", "-"), "baseline": ("tab:orange", "--")}
+    for name, profile in voltages.items():
+        if not profile:
+            continue
+        xs = [x for v in profile for x in (v["x_low"], v["x_high"])]
+        ys = [v["voltage"] for v in profile for _ in range(2)]
+        colour, line = styles[name]
+        ax.plot(xs, ys, color=colour, linestyle=line, label=f"{name} hull")
     ax.set_xlabel("x in Li$_x$Si")
     ax.set_ylabel("voltage vs Li/Li$^+$ (V)")
+    ax.legend(fontsize=7)
     _save(fig, path, plt)
 
 
 def _plot_convergence(path: Path, ga_logs: Sequence[list[dict]], steps: Sequence[dict]) -> None:
+    """Best model energy per generation of each step, relative to that step's final best (meV/atom)."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(6, 4))
     for log, step in zip(ga_logs, steps):
         if not log:
             continue
         n_atoms = log[0]["n_atoms"]
-        ax.plot([r["generation"] for r in log], [r["best_energy"] / n_atoms for r in log], "o-", ms=3, label=f"x {step['x_from']:.2f} -> {step['x_to']:.2f}")
+        best = [r["best_energy"] / n_atoms for r in log]
+        ax.plot([r["generation"] for r in log], [1000.0 * (b - min(best)) for b in best], "o-", ms=3,
+                label=f"x {step['x_from']:.2f} -> {step['x_to']:.2f}")
     ax.set_xlabel("generation")
-    ax.set_ylabel("best model energy (eV/atom)")
+    ax.set_ylabel("best model energy above the step's best (meV/atom)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     _save(fig, path, plt)

@@ -166,3 +166,33 @@ def test_hull_and_voltage_agree_with_ase_phasediagram(seed):
     assert [(v.x_low, v.x_high) for v in profile] == list(zip(hull_x, hull_x[1:]))
     np.testing.assert_allclose([v.voltage for v in profile], expected, atol=1e-6)
     assert all(a.voltage >= b.voltage - 1e-9 for a, b in zip(profile, profile[1:]))  # convex hull: falling voltage
+
+
+def test_amorphous_hull_voltages_and_the_baseline_comparison(tmp_path):
+    """Search structures at x = 3, 2.25, 1.5 and baseline ones: each gets its own hull with the
+    elemental crystals, and the voltage is -d(ΔE per Si)/dx between neighbouring vertices."""
+    from pesmith.search.phase_diagram import write_phase_diagram
+
+    e_li, e_si = -1.9, -5.4
+    kinds_ef = [("crystal", 2, 0, 0.0), ("crystal", 0, 8, 0.0), ("crystal", 15, 4, -0.23), ("start", 12, 4, -0.15), ("step 1", 9, 4, -0.17),
+                ("step 2", 6, 4, -0.16), ("baseline", 12, 4, -0.14), ("baseline", 9, 4, -0.18), ("baseline", 6, 4, -0.15)]
+    structures, entries = [], []
+    for kind, n_li, n_si, e_f in kinds_ef:
+        structures.append(cell("Li" * n_li + "Si" * n_si))
+        entries.append({"kind": kind, "structure": f"{kind}.xyz", "energy": e_f * (n_li + n_si) + n_li * e_li + n_si * e_si})
+    result = write_phase_diagram(tmp_path, entries, structures, [], [])
+    # ΔE per Si = (1 + x) E_f: x=1.5 -> -0.4, 2.25 -> -0.5525, 3 -> -0.6 (eV)
+    expected = [(0.0, 1.5, 0.4 / 1.5), (1.5, 2.25, 0.1525 / 0.75), (2.25, 3.0, 0.0475 / 0.75)]
+    assert [(v["x_low"], v["x_high"]) for v in result["amorphous_voltages"]] == [(a, b) for a, b, _ in expected]
+    assert [v["voltage"] for v in result["amorphous_voltages"]] == pytest.approx([v for _, _, v in expected])
+    # the baseline's hull: only x = 2.25 (-0.585 per Si) is on it; x = 3 (-0.56) and 1.5 (-0.375) are above
+    assert result["baseline_voltages"] == [pytest.approx({"x_low": 0.0, "x_high": 2.25, "voltage": 0.585 / 2.25})]
+    comparison = {c["li_per_si"]: c["search_minus_baseline_meV_per_atom"] for c in result["search_vs_baseline"]}
+    assert comparison == pytest.approx({3.0: -10.0, 2.25: 10.0, 1.5: -10.0})
+    rows = {(r["kind"], r["li_per_si"]): r for r in result["entries"]}
+    assert rows[("step 1", 2.25)]["e_above_amorphous_hull_eV_per_atom"] == pytest.approx(0.0, abs=1e-9)
+    assert rows[("baseline", 3.0)]["e_above_amorphous_hull_eV_per_atom"] > 0  # above the baseline's own hull
+    written = json.loads((tmp_path / "hull.json").read_text())
+    assert written["amorphous_voltages"] == result["amorphous_voltages"]
+    header, *lines = (tmp_path / "voltage.csv").read_text().splitlines()
+    assert header == "hull,x_low,x_high,voltage" and [line.split(",")[0] for line in lines].count("amorphous") == 3
