@@ -174,18 +174,18 @@ def relax_with_model(model_path: str, settings: RelaxSettings, threads: int, ato
     def compute(structure: Atoms) -> Relaxed:
         return relax(structure, model_calculator(model_path, threads), settings)
 
-    return _relaxed_or_reason(lambda: model_calculator(model_path, threads), compute, atoms, settings.time_limit)
+    return relaxed_or_reason(lambda: model_calculator(model_path, threads), compute, atoms, settings.time_limit)
 
 
 def relax_with_reference(reference: Reference, settings: RelaxSettings, frame_interval: int, atoms: Atoms) -> Relaxed:
     """Confirmation: relax ``atoms`` with the reference, keeping labeled frames every
     ``frame_interval`` steps when the reference is an ASE calculator (else the final structure only)."""
-    return _relaxed_or_reason(
+    return relaxed_or_reason(
         reference.prepare, lambda structure: _reference_relax(reference, settings, frame_interval, structure), atoms, settings.time_limit
     )
 
 
-def _relaxed_or_reason(prepare: Callable[[], object], compute: Callable[[Atoms], Relaxed], atoms: Atoms, time_limit: float | None) -> Relaxed:
+def relaxed_or_reason(prepare: Callable[[], object], compute: Callable[[Atoms], Relaxed], atoms: Atoms, time_limit: float | None) -> Relaxed:
     """``compute(atoms)`` after ``prepare()`` (in this worker, so a time-limited forked child
     inherits what it loaded), in a child killed after ``time_limit`` s if one is given; any
     failure, a crash of the model or reference included, becomes a result with a ``reason``."""
