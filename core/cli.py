@@ -215,7 +215,7 @@ def search_command(config_path: Path, registry: Registry, resume: bool, workers:
     from pesmith.search.config import load_search_config
     from pesmith.search.loop import Search
 
-    config = load_search_config(config_path, registry)
+    config = load_search_config(config_path, registry, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     if workers is not None:
         config.workers = workers
     check_writable(config.output / "checkpoint.json", "search output")

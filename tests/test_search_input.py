@@ -1,0 +1,146 @@
+"""What a new user hits in ``pesmith search``: bad input is refused at config load, in one line
+on stderr with exit code 2, before anything is labeled or written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ase.io
+import pytest
+import yaml
+
+from pesmith.registry import default_registry
+from pesmith.search.config import load_search_config
+from pesmith.testing import amorphous_lisi
+
+from test_search_loop import CRYSTALS, tiny_config
+
+PESMITH = Path(sys.executable).with_name("pesmith")
+ENV = {**os.environ, "PESMITH_DISABLE_ENTRY_POINTS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def edited_config(folder: Path, edit) -> Path:
+    """:func:`tiny_config` with ``edit(config_dict, folder)`` applied."""
+    path = tiny_config(folder)
+    config = yaml.safe_load(path.read_text())
+    edit(config, folder)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_pesmith(*args, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(PESMITH), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env or ENV)
+
+
+def assert_refused(config: Path, *fragments: str) -> str:
+    """The console script refuses ``config``: exit 2, one line on stderr holding every fragment,
+    no traceback, and the output folder was not created (no checkpoint to block a fixed rerun)."""
+    result = run_pesmith("search", config)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+    assert not (config.parent / "out").exists()
+    return result.stderr
+
+
+def set_key(key: str, value):
+    def edit(config: dict, folder: Path) -> None:
+        *sections, name = key.split(".")
+        target = config
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[name] = value
+
+    return edit
+
+
+def write_start(atoms_filter):
+    """Write ``atoms_filter(Li15Si4 cell)`` as start2.xyz and point start.file at it."""
+
+    def edit(config: dict, folder: Path) -> None:
+        ase.io.write(folder / "start2.xyz", atoms_filter(amorphous_lisi(19, volume_per_atom=17.0, seed=1)))
+        config["start"]["file"] = "start2.xyz"
+
+    return edit
+
+
+def without_three_li(atoms):
+    li = [i for i, z in enumerate(atoms.numbers) if z == 3]
+    del atoms[li[:3]]
+    return atoms
+
+
+def with_oxygen(atoms):
+    atoms.numbers[list(atoms.numbers).index(3)] = 8
+    return atoms
+
+
+MISSING_FILES = {
+    "initial.labeled": set_key("initial.labeled", ["labeled_typo.xyz"]),
+    "hull.crystals": set_key("hull.crystals", [str(CRYSTALS / "Li_bcc.xyz"), str(CRYSTALS / "Si_diamnd.xyz")]),
+    "start.file": set_key("start.file", "strat.xyz"),
+    "initial.generate.crystals": set_key("initial.generate.crystals", [str(CRYSTALS / "Li_bcc.xyz"), "Li13Si4_typo.xyz"]),
+    "holdout": set_key("holdout", ["holdout_typo.xyz"]),
+}
+
+
+@pytest.mark.parametrize("key", list(MISSING_FILES))
+def test_a_missing_file_is_refused_at_load_naming_the_key(tmp_path, key):
+    config = edited_config(tmp_path, MISSING_FILES[key])
+    stderr = assert_refused(config, f"key '{key}'", "is not a file")
+    assert str(config) in stderr
+
+
+@pytest.mark.parametrize(
+    "edit, fragments",
+    [
+        (write_start(without_three_li), ["Li12Si4", "path starts at x = 3.75"]),
+        (write_start(lambda a: a[a.numbers == 14]), ["has no Li"]),
+        (write_start(with_oxygen), ["must hold Li and Si only"]),
+    ],
+    ids=["wrong composition", "no Li", "other element"],
+)
+def test_a_start_file_off_the_path_is_refused_at_load(tmp_path, edit, fragments):
+    config = edited_config(tmp_path, edit)
+    assert_refused(config, "key 'start.file'", "start2.xyz", *fragments)
+
+
+@pytest.mark.parametrize(
+    "edit, fragments",
+    [
+        (set_key("path", [3.75, 3.7, 3.0]), ["step 1 (x = 3.75 -> 3.7) removes no Li", "Li15Si4 -> Li15Si4", "fewer steps"]),
+        (
+            lambda c, f: (set_key("path", [3.75, 3.0, 2.9])(c, f), c.__setitem__("start", {"atoms": 19})),
+            ["step 2 (x = 3.0 -> 2.9) removes no Li", "start.atoms: 19 gives Li15Si4", "raise start.atoms"],
+        ),
+    ],
+    ids=["start file", "melt-quench"],
+)
+def test_a_step_that_removes_no_lithium_is_refused_at_load(tmp_path, edit, fragments):
+    assert_refused(edited_config(tmp_path, edit), "key 'path'", *fragments)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("start.melt_quench.timestep_fs", 0.001),
+        ("start.melt_quench.timestep_fs", 50.0),
+        ("start.melt_quench.melt_K", 20000.0),
+        ("explore.timestep_fs", 0.0),
+        ("explore.temperature_K", -300.0),
+    ],
+)
+def test_magnitudes_that_cannot_be_meant_are_refused(tmp_path, key, value):
+    assert_refused(edited_config(tmp_path, set_key(key, value)), key)
+
+
+def test_a_population_larger_than_the_arrangements_is_noted(tmp_path):
+    config = edited_config(tmp_path, lambda c, f: (set_key("path", [3.75, 3.5, 2.0])(c, f), set_key("ga.population", 20)(c, f)))
+    notes = []
+    load_search_config(config, default_registry(), warn=notes.append)
+    assert len(notes) == 1, notes  # step 2 removes 6 of 14 Li: 3003 arrangements
+    assert "step 1 (x = 3.75 -> 3.5) has 15 distinct arrangements (remove 1 of 15 Li), fewer than ga.population (20)" in notes[0]
