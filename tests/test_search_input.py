@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import ase.io
@@ -144,3 +145,58 @@ def test_a_population_larger_than_the_arrangements_is_noted(tmp_path):
     load_search_config(config, default_registry(), warn=notes.append)
     assert len(notes) == 1, notes  # step 2 removes 6 of 14 Li: 3003 arrangements
     assert "step 1 (x = 3.75 -> 3.5) has 15 distinct arrangements (remove 1 of 15 Li), fewer than ga.population (20)" in notes[0]
+
+
+TASKS = '''
+import os, time
+
+def pid_then_sleep(folder):
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+    time.sleep(600)
+'''
+MAPPER = '''
+import sys
+import time
+sys.path.insert(0, sys.argv[1])
+from pesmith.parallel import parallel_map
+from tasks import pid_then_sleep
+list(parallel_map(pid_then_sleep, [sys.argv[1]] * 2, workers=2))
+'''
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of ``pid`` (R, S, Z, ...), ``None`` once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_local_workers_and_the_forkserver_exit_when_the_caller_is_killed(tmp_path):
+    (tmp_path / "tasks.py").write_text(TASKS)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    caller = subprocess.Popen([sys.executable, "-c", MAPPER, str(pids)], env=ENV, cwd=tmp_path)
+    try:
+        wait_until(lambda: len(list(pids.iterdir())) == 2, 120, "both workers started their task")
+        workers = [int(p.name) for p in pids.iterdir()]
+        forkserver = parent_of(workers[0])
+        assert forkserver != caller.pid and parent_of(forkserver) == caller.pid
+    finally:
+        caller.kill()  # SIGKILL: nothing of the caller runs after it
+        caller.wait()
+    gone = lambda: all(process_state(pid) in (None, "Z") for pid in [*workers, forkserver])  # noqa: E731
+    wait_until(gone, 10, f"workers {workers} and forkserver {forkserver} exited after the caller's SIGKILL")
