@@ -56,6 +56,35 @@ def mpi_workers() -> int:
     return MPI.COMM_WORLD.Get_size() - 1
 
 
+# Set by MPI launchers in each rank they start: (world size, rank) variables of Open MPI, MPICH's
+# and Intel MPI's Hydra (PMI), MVAPICH.
+LAUNCHER_VARIABLES = (
+    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
+    ("PMI_SIZE", "PMI_RANK"),
+    ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"),
+)
+
+
+def plain_mpi_launch() -> tuple[int, int] | None:
+    """``(size, rank)`` when this process is one of several MPI ranks started without
+    ``python -m mpi4py.futures`` (``mpiexec -n 3 pesmith ...``: every rank would run the whole
+    command), else ``None``. Read from the launcher's environment; mpi4py is not imported."""
+    if "mpi4py.futures" in sys.modules:
+        return None
+    for size_variable, rank_variable in LAUNCHER_VARIABLES:
+        try:
+            size = int(os.environ.get(size_variable, ""))
+        except ValueError:
+            continue
+        if size > 1:
+            try:
+                rank = int(os.environ.get(rank_variable, "0"))
+            except ValueError:
+                rank = 0
+            return size, rank
+    return None
+
+
 def parallel_map(
     fn: Callable[[T], R],
     items: Iterable[T],

@@ -3,7 +3,9 @@ on stderr with exit code 2, before anything is labeled or written."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,12 +13,16 @@ from pathlib import Path
 
 import ase.io
 import pytest
+import torch
 import yaml
 
-from pesmith.registry import default_registry
+from pesmith import cli
+from pesmith.registry import Registry, default_registry
 from pesmith.search.config import load_search_config
+from pesmith.search.loop import Search
 from pesmith.testing import amorphous_lisi
 
+from test_parallel import MPI_TIMEOUT_S, mpi_label_command
 from test_search_loop import CRYSTALS, tiny_config
 
 PESMITH = Path(sys.executable).with_name("pesmith")
@@ -200,3 +206,127 @@ def test_local_workers_and_the_forkserver_exit_when_the_caller_is_killed(tmp_pat
         caller.wait()
     gone = lambda: all(process_state(pid) in (None, "Z") for pid in [*workers, forkserver])  # noqa: E731
     wait_until(gone, 10, f"workers {workers} and forkserver {forkserver} exited after the caller's SIGKILL")
+
+
+# ------------------------------------------------------------------ Ctrl-C, fixing a config in place
+
+
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own SIGINT handler in-process (a shell's background job inherits SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture
+def builtin_registry(monkeypatch):
+    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+
+
+def interrupt_self(*args, **kwargs) -> None:
+    """SIGINT to the main thread, as Ctrl-C sends it (see tests/test_interrupt.py)."""
+    signal.raise_signal(signal.SIGINT)
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    try:
+        code = cli.main([str(a) for a in argv])
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped pesmith's CLI")
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_config_fixed_in_place_runs_and_ctrl_c_keeps_the_checkpoint_for_resume(
+    tmp_path, monkeypatch, capsys, python_sigint_handler, builtin_registry
+):
+    config = edited_config(tmp_path, MISSING_FILES["hull.crystals"])
+    assert_refused(config, "key 'hull.crystals'")  # a typo: refused at load, nothing written
+    tiny_config(tmp_path)  # the same file, fixed in place
+    checkpoint = tmp_path / "out" / "checkpoint.json"
+    monkeypatch.setattr(Search, "_initial", interrupt_self)
+    code, _, err = run_cli(capsys, "search", config)
+    assert code == 130
+    assert err == f"interrupted: {checkpoint} is kept; `pesmith search {config} --resume` continues the search\n"
+    assert json.loads(checkpoint.read_text())["phase"] == "initial"
+    code, out, err = run_cli(capsys, "search", config, "--resume")  # the kept checkpoint is this config's
+    assert code == 130 and f"resuming {tmp_path / 'out'} at step 0, phase initial" in out
+    assert err.count("\n") == 1 and "--resume" in err
+
+
+def test_ctrl_c_in_the_search_s_training_ends_the_search_instead_of_the_fit_only(
+    tmp_path, monkeypatch, capsys, python_sigint_handler, builtin_registry
+):
+    """`pesmith train` keeps a fit's best epoch on Ctrl-C and returns; inside a search the same
+    Ctrl-C ends the search (the model is retrained on --resume), it does not go on to the GA."""
+    config = tiny_config(tmp_path)
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", interrupt_self)  # the linear model's fit
+    code, _, err = run_cli(capsys, "search", config)
+    assert code == 130 and err.count("\n") == 1 and "is kept; `pesmith search" in err, err
+    state = json.loads((tmp_path / "out" / "checkpoint.json").read_text())
+    assert state["phase"] == "train" and state["models"] == []
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, their children, ...), from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_in_a_search_with_local_workers_is_one_line_exit_130_and_ends_the_workers(tmp_path):
+    config = tiny_config(tmp_path)
+    search = subprocess.Popen(
+        [str(PESMITH), "search", str(config), "--workers", "2"],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a foreground job gets it
+    )
+    try:
+        # the forkserver, the resource tracker and two workers: the pool is kept from map to map
+        wait_until(lambda: (tmp_path / "out" / "checkpoint.json").exists() and len(descendants(search.pid)) >= 4, 120, "workers started")
+        below = descendants(search.pid)
+        search.send_signal(signal.SIGINT)
+        _, stderr = search.communicate(timeout=60)
+    finally:
+        search.kill()
+    assert search.returncode == 130, stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+    assert stderr.startswith("interrupted: ") and f"pesmith search {config} --resume" in stderr
+    wait_until(lambda: all(process_state(pid) in (None, "Z") for pid in below), 10, f"processes {below} ended")
+
+
+# ------------------------------------------------------------------ MPI without mpi4py.futures
+
+
+@pytest.mark.parametrize("variables", [{"PMI_SIZE": "3", "PMI_RANK": "{rank}"}, {"OMPI_COMM_WORLD_SIZE": "3", "OMPI_COMM_WORLD_RANK": "{rank}"}])
+def test_ranks_started_without_mpi4py_futures_are_refused_with_the_right_command(tmp_path, variables):
+    config = tiny_config(tmp_path)
+    for rank in range(3):
+        env = {**ENV, **{name: value.format(rank=rank) for name, value in variables.items()}}
+        result = run_pesmith("search", config, env=env)
+        assert result.returncode == 2, result.stderr
+        if rank == 0:
+            assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+            assert f"run `mpiexec -n 3 python -m mpi4py.futures -m pesmith search {config}`" in result.stderr
+        else:
+            assert result.stderr == ""  # one line for the user, not one per rank
+    assert not (tmp_path / "out").exists()
+
+
+def test_mpiexec_without_mpi4py_futures_is_one_line_exit_2(tmp_path):
+    config = tiny_config(tmp_path)
+    command = mpi_label_command(config, ranks=2)  # skips without mpiexec and mpi4py
+    result = subprocess.run([command[0], "-n", "2", str(PESMITH), "search", str(config)], capture_output=True, text=True, timeout=MPI_TIMEOUT_S, env=ENV)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "python -m mpi4py.futures -m pesmith search" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
