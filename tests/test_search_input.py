@@ -13,10 +13,9 @@ from pathlib import Path
 
 import ase.io
 import pytest
-import torch
 import yaml
 
-from pesmith import cli
+from pesmith import cli, training
 from pesmith.registry import Registry, default_registry
 from pesmith.search.config import load_search_config
 from pesmith.search.loop import Search
@@ -260,8 +259,18 @@ def test_ctrl_c_in_the_search_s_training_ends_the_search_instead_of_the_fit_only
 ):
     """`pesmith train` keeps a fit's best epoch on Ctrl-C and returns; inside a search the same
     Ctrl-C ends the search (the model is retrained on --resume), it does not go on to the GA."""
-    config = tiny_config(tmp_path)
-    monkeypatch.setattr(torch.linalg, "cholesky_ex", interrupt_self)  # the linear model's fit
+    potential = {"descriptor": {"kind": "chebyshev", "radial_cutoff": 5.0, "angular_cutoff": 4.0, "radial_order": 4, "angular_order": 2},
+                 "model": {"kind": "nn", "hidden": [4]}, "training": {"epochs": 20, "batch_size": 8, "progress": False}}
+    config = tiny_config(tmp_path, potential=potential)
+    real_evaluate, epochs = training.evaluate, []
+
+    def evaluate_interrupted_in_epoch_2(*args, **kwargs):
+        epochs.append(1)
+        if len(epochs) == 2:  # the fit has a best epoch to keep, as `pesmith train` would on Ctrl-C
+            interrupt_self()
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", evaluate_interrupted_in_epoch_2)
     code, _, err = run_cli(capsys, "search", config)
     assert code == 130 and err.count("\n") == 1 and "is kept; `pesmith search" in err, err
     state = json.loads((tmp_path / "out" / "checkpoint.json").read_text())
