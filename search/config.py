@@ -158,6 +158,7 @@ def load_search_config(path: str | Path, registry: Registry, warn: Callable[[str
     validate_section(path, "potential.training", config.potential.training, model_cls.settings_schema)
     if config.initial.generate is not None:
         generate_config(config, path)  # validates the recipe now, not after hours
+    check_hull_crystals(config, path)
     n_li, n_si = start_counts(config, path)
     check_steps(config, path, n_li, n_si, warn or log.warning)
     return config
@@ -167,6 +168,30 @@ def check_file(config_path: Path, key: str, file: Path) -> None:
     """Raise :class:`ConfigError` unless ``file`` (the value of ``key``) is an existing file."""
     if not file.is_file():
         raise ConfigError(f"{config_path}: key '{key}': {file} is not a file; fix the path (relative paths resolve against the config's folder)")
+
+
+def check_hull_crystals(config: SearchConfig, config_path: Path) -> None:
+    """Every ``hull.crystals`` file reads as a Li-Si structure, and pure Li and pure Si are among
+    them (the elemental references of the hull, needed at the end of the search)."""
+    from pesmith import ase_files
+
+    found = set()
+    for file in config.hull.crystals:
+        where = f"{config_path}: key 'hull.crystals': {file}"
+        try:
+            atoms = ase_files.read(file, index=-1)
+        except Exception as exc:
+            raise ConfigError(f"{where} cannot be read as a structure ({type(exc).__name__}: {exc}); give an extxyz, POSCAR, cif, ... file") from None
+        elements = set(atoms.get_chemical_symbols())
+        if not elements or elements - {"Li", "Si"}:
+            raise ConfigError(f"{where} ({atoms.get_chemical_formula()}) is not a Li-Si structure; the hull takes Li, Si and Li-Si crystals")
+        found.add(frozenset(elements))
+    missing = [element for element in ("Li", "Si") if frozenset({element}) not in found]
+    if missing:
+        raise ConfigError(
+            f"{config_path}: key 'hull.crystals' has no pure {' and no pure '.join(missing)} crystal; add the elemental"
+            " references (e.g. data/lisi_crystals/Li_bcc.xyz, Si_diamond.xyz)"
+        )
 
 
 def start_counts(config: SearchConfig, config_path: Path) -> tuple[int, int]:

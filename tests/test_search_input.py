@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import ase.io
+from ase import Atoms
 import pytest
 import yaml
 
@@ -99,6 +100,21 @@ def test_a_missing_file_is_refused_at_load_naming_the_key(tmp_path, key):
     config = edited_config(tmp_path, MISSING_FILES[key])
     stderr = assert_refused(config, f"key '{key}'", "is not a file")
     assert str(config) in stderr
+
+
+@pytest.mark.parametrize(
+    "crystals, fragment",
+    [
+        (["Li_bcc.xyz", "Li13Si4.xyz"], "has no pure Si crystal"),
+        (["Li13Si4.xyz", "Li15Si4.xyz"], "has no pure Li and no pure Si crystal"),
+        (["Li_bcc.xyz", "Si_diamond.xyz", "oxide.xyz"], "(O2) is not a Li-Si structure"),
+    ],
+)
+def test_hull_crystals_without_the_elements_are_refused_at_load(tmp_path, crystals, fragment):
+    """Found at the end of the search, after hours, before the check at load."""
+    ase.io.write(tmp_path / "oxide.xyz", Atoms("O2", positions=[[0, 0, 0], [0, 0, 1.2]], cell=[5, 5, 5], pbc=True))
+    paths = [str(tmp_path / name if name == "oxide.xyz" else CRYSTALS / name) for name in crystals]
+    assert_refused(edited_config(tmp_path, set_key("hull.crystals", paths)), "key 'hull.crystals'", fragment)
 
 
 @pytest.mark.parametrize(
