@@ -211,17 +211,55 @@ def print_label_summary(summary: LabelSummary) -> int:
 
 
 def search_command(config_path: Path, registry: Registry, resume: bool, workers: int | None) -> int:
-    from pesmith.parallel import parallel_map
+    """``pesmith search``: run (or with ``resume`` continue) the search of ``config_path`` and print
+    its summary. Ctrl-C ends it with one line on stderr (the checkpoint is kept, ``--resume``
+    continues) and :data:`EXIT_INTERRUPTED`."""
+    from pesmith.parallel import parallel_map, stop_local_workers
     from pesmith.search.config import load_search_config
     from pesmith.search.loop import Search
 
-    config = load_search_config(config_path, registry)
+    from .interrupt import RunInterrupted, interrupt_run
+
+    check_not_plain_mpi("search", config_path)
+    config = load_search_config(config_path, registry, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
     if workers is not None:
         config.workers = workers
     check_writable(config.output / "checkpoint.json", "search output")
-    result = Search(config, registry, config_path, parallel_map, echo=lambda line: print(line, flush=True)).run(resume=resume)
-    print_search_summary(result)
+    with interrupt_run():  # Ctrl-C anywhere in the run: the checkpoint is as a kill would leave it
+        try:
+            result = Search(config, registry, config_path, parallel_map, echo=lambda line: print(line, flush=True)).run(resume=resume)
+            print_search_summary(result)
+        except RunInterrupted:
+            stop_local_workers()
+            print(interrupted_search(config.output / 'checkpoint.json', config_path), file=sys.stderr)
+            return EXIT_INTERRUPTED
     return 0
+
+
+def interrupted_search(checkpoint: Path, config_path: Path) -> str:
+    """The one line for a Ctrl-C'd ``pesmith search``: what was kept and how to go on."""
+    if checkpoint.exists():
+        return f"interrupted: {checkpoint} is kept; `pesmith search {config_path} --resume` continues the search"
+    return f"interrupted before the search wrote its checkpoint: nothing to resume; `pesmith search {config_path}` starts it"
+
+
+def check_not_plain_mpi(verb: str, config_path: Path) -> None:
+    """Refuse a run started as several MPI ranks without ``mpi4py.futures``, where every rank
+    would run its own ``pesmith verb`` in the same folder: rank 0 raises :class:`ConfigError`
+    with the right command, the other ranks exit quietly with :data:`EXIT_USER_ERROR`."""
+    from .parallel import plain_mpi_launch
+
+    launch = plain_mpi_launch()
+    if launch is None:
+        return
+    size, rank = launch
+    if rank != 0:
+        raise SystemExit(EXIT_USER_ERROR)
+    raise ConfigError(
+        f"`pesmith {verb}` was started as {size} MPI ranks without mpi4py.futures, so each rank would run its own {verb}"
+        f" in the same folder; run `mpiexec -n {size} python -m mpi4py.futures -m pesmith {verb} {config_path}`"
+        f" (rank 0 runs the {verb}, the other {size - 1} are its workers)"
+    )
 
 
 def print_search_summary(result) -> None:
@@ -329,7 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.status:
                 search_status(args.config, registry)
             else:
-                return search_command(args.config, registry, args.resume, args.workers)
+                try:
+                    return search_command(args.config, registry, args.resume, args.workers)
+                except KeyboardInterrupt:  # before the run started (the run itself raises RunInterrupted)
+                    print("interrupted before the search started: nothing was written", file=sys.stderr)
+                    return EXIT_INTERRUPTED
         elif args.verb == "plugins":
             print(f"{'kind':<12}{'name':<16}{'package':<20}description")
             for info in registry.plugins():

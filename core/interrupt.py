@@ -68,3 +68,31 @@ def _sigint_handler(handler: Callable[[int, object], None], only_over_default: b
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class RunInterrupted(BaseException):
+    """Ctrl-C during a run that continues from its checkpoint (``pesmith search``).
+
+    Not a :class:`KeyboardInterrupt`: a step inside the run that handles Ctrl-C its own way (a
+    fit keeps its best epoch and returns) must not take it for its own and let the run go on.
+    """
+
+
+@contextmanager
+def interrupt_run() -> Iterator[HeldSignals]:
+    """Raise :class:`RunInterrupted` on the first SIGINT inside the block, wherever the run is;
+    later ones are counted, so the code handling the first (inside the block) runs to its end.
+
+    Acts only where Ctrl-C would raise anyway (Python's default handler, main thread). Inner
+    :func:`interrupt_once` blocks then leave SIGINT to this one; an inner
+    :func:`deferred_interrupt` (a file being saved) holds it until the file is whole.
+    """
+    held = HeldSignals()
+
+    def first_raises(signum: int, frame: object) -> None:
+        held.count += 1
+        if held.count == 1 and held.raising:
+            raise RunInterrupted
+
+    with _sigint_handler(first_raises, only_over_default=True):
+        yield held

@@ -18,16 +18,24 @@ Each local worker runs ``cpu_count // workers`` torch and OpenMP threads (:func:
 The local pool is kept from one map to the next (one per worker count, until the process
 exits or a worker dies), so what a worker loaded and cached for one map (a model file's
 calculator, a reference's network) serves the next: the search maps once per GA generation.
+
+Local workers ignore SIGINT (Ctrl-C reaches the whole foreground process group; the caller
+decides, and ends them with :func:`stop_local_workers`), and exit when the caller is gone, however
+it ended (``kill -9`` included): each holds the read end of a pipe whose only write end is the
+caller's, and a thread in the worker ends its process when that pipe reports end of file.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Iterable, Iterator, TypeVar
+from multiprocessing.connection import Connection
+from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from tqdm import tqdm
 
@@ -46,6 +54,35 @@ def mpi_workers() -> int:
     from mpi4py import MPI
 
     return MPI.COMM_WORLD.Get_size() - 1
+
+
+# Set by MPI launchers in each rank they start: (world size, rank) variables of Open MPI, MPICH's
+# and Intel MPI's Hydra (PMI), MVAPICH.
+LAUNCHER_VARIABLES = (
+    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
+    ("PMI_SIZE", "PMI_RANK"),
+    ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"),
+)
+
+
+def plain_mpi_launch() -> tuple[int, int] | None:
+    """``(size, rank)`` when this process is one of several MPI ranks started without
+    ``python -m mpi4py.futures`` (``mpiexec -n 3 pesmith ...``: every rank would run the whole
+    command), else ``None``. Read from the launcher's environment; mpi4py is not imported."""
+    if "mpi4py.futures" in sys.modules:
+        return None
+    for size_variable, rank_variable in LAUNCHER_VARIABLES:
+        try:
+            size = int(os.environ.get(size_variable, ""))
+        except ValueError:
+            continue
+        if size > 1:
+            try:
+                rank = int(os.environ.get(rank_variable, "0"))
+            except ValueError:
+                rank = 0
+            return size, rank
+    return None
 
 
 def parallel_map(
@@ -83,7 +120,7 @@ def parallel_map(
             try:
                 yield from _completed(_local_pool(fn, workers), fn, items, bar)
             except BrokenProcessPool:
-                _POOLS.pop(workers).shutdown(wait=False, cancel_futures=True)  # the next map starts a new one
+                _drop_pool(workers)  # the next map starts a new one
                 raise
 
 
@@ -98,16 +135,56 @@ def _completed(executor: Executor, fn: Callable, items: list, bar: tqdm) -> Iter
             future.cancel()
 
 
-_POOLS: dict[int, ProcessPoolExecutor] = {}
+class _Pool(NamedTuple):
+    executor: ProcessPoolExecutor
+    caller_alive: Connection  # write end of the workers' liveness pipe: closed, the workers exit
+
+
+_POOLS: dict[int, _Pool] = {}
 
 
 def _local_pool(fn: Callable, workers: int) -> ProcessPoolExecutor:
     """The kept pool of ``workers`` forkserver processes (started on first use)."""
     if workers not in _POOLS:
-        _POOLS[workers] = ProcessPoolExecutor(
-            max_workers=workers, mp_context=_forkserver(fn), initializer=share_cores, initargs=(workers,)
+        context = _forkserver(fn)
+        watched, caller_alive = context.Pipe(duplex=False)
+        executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(workers, watched)
         )
-    return _POOLS[workers]
+        _POOLS[workers] = _Pool(executor, caller_alive)
+    return _POOLS[workers].executor
+
+
+def _drop_pool(workers: int) -> None:
+    """Forget the pool of ``workers`` and end its processes without waiting for their tasks."""
+    pool = _POOLS.pop(workers)
+    pool.caller_alive.close()  # the workers exit on their own (see _exit_with_caller)
+    pool.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def stop_local_workers() -> None:
+    """End every kept local worker process now, running tasks included (after Ctrl-C: what they
+    were computing is lost, and a resumed run computes it again). A later map starts a new pool."""
+    for workers in list(_POOLS):
+        _drop_pool(workers)
+
+
+def _start_worker(workers: int, caller_alive: Connection) -> None:
+    """Initializer of a local worker: SIGINT ignored (the caller handles Ctrl-C), its share of
+    the cores (:func:`share_cores`), and an exit as soon as the caller is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    share_cores(workers)
+    threading.Thread(target=_exit_with_caller, args=(caller_alive,), name="pesmith-caller-watch", daemon=True).start()
+
+
+def _exit_with_caller(caller_alive: Connection) -> None:
+    """Block until the caller's end of the pipe is closed (it stopped the pool, or died), then
+    end this worker process at once."""
+    try:
+        caller_alive.recv_bytes()
+    except (EOFError, OSError):
+        pass
+    os._exit(1)
 
 
 def threads_per_worker(workers: int) -> int:

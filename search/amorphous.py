@@ -188,7 +188,7 @@ class MeltQuenchSettings(BaseModel):
     melt_ps: float = Field(1.0, ge=0, le=1000, description="ps held at melt_K")
     quench_ps: float = Field(2.0, gt=0, le=1000, description="ps of the linear cooling to final_K")
     final_K: float = Field(300.0, gt=0, le=10000, description="K at the end of the quench")
-    timestep_fs: float = Field(1.0, gt=0, le=5, description="fs")
+    timestep_fs: float = Field(1.0, ge=0.01, le=5, description="fs")
     friction: float = Field(0.02, gt=0, le=1, description="1/fs, Langevin friction")
     interval: int = Field(50, ge=1, description="MD steps between snapshots")
 

@@ -6,8 +6,10 @@ an error names the file and key.
 
 from __future__ import annotations
 
+import logging
+from math import comb
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -20,6 +22,8 @@ from .explore import ExploreSettings
 from .ga import GASettings
 from .initial_set import GenerateConfig, Section
 from .relaxation import RelaxKind, RelaxSettings
+
+log = logging.getLogger(__name__)
 
 
 class InitialData(Section):
@@ -124,8 +128,15 @@ class SearchConfig(Section):
         return self
 
 
-def load_search_config(path: str | Path, registry: Registry) -> SearchConfig:
-    """Read and validate a search config; plugin sections are checked against their plugins."""
+def load_search_config(path: str | Path, registry: Registry, warn: Callable[[str], None] | None = None) -> SearchConfig:
+    """Read and validate a search config; plugin sections are checked against their plugins.
+
+    Everything that can be known before labeling is checked here, before anything is written:
+    every file key names a file, the start structure is Li-Si at the path's first composition,
+    and every step of the path removes Li from a cell of that size. ``warn`` receives notes for
+    the user (default: this module's logger), e.g. a GA population larger than a step's
+    distinct arrangements.
+    """
     path = Path(path)
     config = parse_config(path, SearchConfig)
     base = path.resolve().parent
@@ -135,16 +146,118 @@ def load_search_config(path: str | Path, registry: Registry) -> SearchConfig:
         config.start.file = resolve_path(base, config.start.file)
     config.hull.crystals = [resolve_path(base, p) for p in config.hull.crystals]
     config.holdout = [resolve_path(base, p) for p in config.holdout]
-    for file in config.holdout:
-        if not file.is_file():
-            raise ConfigError(f"{path}: key 'holdout': {file} is not a file")
+    files = {"initial.labeled": config.initial.labeled, "hull.crystals": config.hull.crystals, "holdout": config.holdout}
+    if config.start.file is not None:
+        files["start.file"] = [config.start.file]
+    for key, paths in files.items():
+        for file in paths:
+            check_file(path, key, file)
     check_plugin_options(path, "reference", config.reference, registry, implicit=())
     check_plugin_options(path, "descriptor", config.potential.descriptor, registry, implicit=("species",))
     model_cls = check_plugin_options(path, "model", config.potential.model, registry, implicit=("species", "n_features"))
     validate_section(path, "potential.training", config.potential.training, model_cls.settings_schema)
     if config.initial.generate is not None:
         generate_config(config, path)  # validates the recipe now, not after hours
+    check_hull_crystals(config, path)
+    n_li, n_si = start_counts(config, path)
+    check_steps(config, path, n_li, n_si, warn or log.warning)
     return config
+
+
+def check_file(config_path: Path, key: str, file: Path) -> None:
+    """Raise :class:`ConfigError` unless ``file`` (the value of ``key``) is an existing file."""
+    if not file.is_file():
+        raise ConfigError(f"{config_path}: key '{key}': {file} is not a file; fix the path (relative paths resolve against the config's folder)")
+
+
+def check_hull_crystals(config: SearchConfig, config_path: Path) -> None:
+    """Every ``hull.crystals`` file reads as a Li-Si structure, and pure Li and pure Si are among
+    them (the elemental references of the hull, needed at the end of the search)."""
+    from pesmith import ase_files
+
+    found = set()
+    for file in config.hull.crystals:
+        where = f"{config_path}: key 'hull.crystals': {file}"
+        try:
+            atoms = ase_files.read(file, index=-1)
+        except Exception as exc:
+            raise ConfigError(f"{where} cannot be read as a structure ({type(exc).__name__}: {exc}); give an extxyz, POSCAR, cif, ... file") from None
+        elements = set(atoms.get_chemical_symbols())
+        if not elements or elements - {"Li", "Si"}:
+            raise ConfigError(f"{where} ({atoms.get_chemical_formula()}) is not a Li-Si structure; the hull takes Li, Si and Li-Si crystals")
+        found.add(frozenset(elements))
+    missing = [element for element in ("Li", "Si") if frozenset({element}) not in found]
+    if missing:
+        raise ConfigError(
+            f"{config_path}: key 'hull.crystals' has no pure {' and no pure '.join(missing)} crystal; add the elemental"
+            " references (e.g. data/lisi_crystals/Li_bcc.xyz, Si_diamond.xyz)"
+        )
+
+
+def start_counts(config: SearchConfig, config_path: Path) -> tuple[int, int]:
+    """Li and Si atoms of the start structure: ``start.file``'s (read and checked: Li and Si
+    only, at the path's first composition), else the melt-quenched cell's of about
+    ``start.atoms`` atoms.
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read, holds no Li, no Si or other elements, or is not at ``path[0]``.
+    """
+    from .amorphous import composition_counts
+
+    x0 = config.path[0]
+    if config.start.file is None:
+        try:
+            counts = composition_counts(x0, config.start.atoms)
+        except ConfigError as exc:
+            raise ConfigError(f"{config_path}: key 'start.atoms': {exc}") from None
+        return counts["Li"], counts["Si"]
+    from pesmith import ase_files
+
+    where = f"{config_path}: key 'start.file': {config.start.file}"
+    try:
+        atoms = ase_files.read(config.start.file, index=-1)
+    except Exception as exc:
+        raise ConfigError(f"{where} cannot be read as a structure ({type(exc).__name__}: {exc}); give an extxyz, POSCAR, cif, ... file") from None
+    n_li, n_si = int((atoms.numbers == 3).sum()), int((atoms.numbers == 14).sum())
+    formula = atoms.get_chemical_formula()
+    if n_li == 0:
+        raise ConfigError(f"{where} ({formula}) has no Li: a delithiation search starts from a lithiated structure")
+    if n_si == 0 or set(atoms.numbers.tolist()) - {3, 14}:
+        raise ConfigError(f"{where} ({formula}) must hold Li and Si only, with at least one Si")
+    if abs(n_li - x0 * n_si) > 0.5:
+        raise ConfigError(
+            f"{where} is Li{n_li}Si{n_si} (x = {n_li / n_si:.3f} Li per Si) but path starts at x = {x0}; make them agree"
+        )
+    return n_li, n_si
+
+
+def check_steps(config: SearchConfig, config_path: Path, n_li: int, n_si: int, warn: Callable[[str], None]) -> None:
+    """Every step of the path removes at least one Li from the start cell (``n_li`` Li,
+    ``n_si`` Si), as the search rounds ``x * n_si``; ``warn`` notes a step whose distinct
+    arrangements are fewer than the GA population."""
+    path = config.path
+    if config.start.file is not None:
+        size, fix = f"start.file's {n_si} Si", "give a larger start.file cell"
+    else:
+        size, fix = f"start.atoms: {config.start.atoms} gives Li{n_li}Si{n_si}", "raise start.atoms"
+    before = n_li
+    for step, (x_from, x_to) in enumerate(zip(path, path[1:]), start=1):
+        after = round(x_to * n_si)
+        if after >= before:
+            raise ConfigError(
+                f"{config_path}: key 'path': step {step} (x = {x_from} -> {x_to}) removes no Li with {size}"
+                f" (Li{before}Si{n_si} -> Li{after}Si{n_si}); {fix} or use fewer steps"
+            )
+        removed = before - after
+        arrangements = comb(before, removed)
+        if removed < before and config.ga.population > arrangements:
+            warn(
+                f"{config_path}: step {step} (x = {x_from} -> {x_to}) has {arrangements} distinct arrangements"
+                f" (remove {removed} of {before} Li), fewer than ga.population ({config.ga.population}): the GA evaluates every one and stops"
+            )
+        before = after
 
 
 def generate_config(config: SearchConfig, where: Path):
@@ -156,8 +269,11 @@ def generate_config(config: SearchConfig, where: Path):
         if key in recipe:
             raise ConfigError(f"{where}: key 'initial.generate.{key}' is set by the search (output, reference, workers); remove it")
     recipe["crystals"] = [str(resolve_path(base, Path(p))) for p in recipe.get("crystals", [])]
+    for crystal in recipe["crystals"]:
+        check_file(where, "initial.generate.crystals", Path(crystal))
     recipe.update(output=str(config.output / "reference.db"), reference=config.reference.model_dump(), workers=config.workers, progress=config.progress)
     generate = validate_section(where, "initial.generate", recipe, GenerateConfig)
     if generate.md is not None:
         generate.md.model = resolve_path(base, generate.md.model)
+        check_file(where, "initial.generate.md.model", generate.md.model)
     return generate

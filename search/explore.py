@@ -47,7 +47,7 @@ class ExploreSettings(Section):
         None, gt=0, le=10_000, description="K at the start, cooled linearly to temperature_K over the run (a quench"
         " from each confirmed structure, sampling disordered configurations); None: temperature_K throughout",
     )
-    timestep_fs: float = Field(1.0, gt=0, le=5, description="fs")
+    timestep_fs: float = Field(1.0, ge=0.01, le=5, description="fs")
     friction: float = Field(0.02, gt=0, le=1, description="1/fs, Langevin friction")
     min_distance: float = Field(1.2, gt=0, le=3, description="Å; a trajectory stops at a frame with two atoms closer than this")
     driver: Literal["model", "reference"] = Field("model", description="what drives the MD (the reference always labels)")
