@@ -51,9 +51,9 @@ def run(ctx: SearchContext) -> None:
         record.arrangements = problem.n_arrangements
         search = GeneticSearch(problem, ctx.config.ga, lambda asked: evaluate(ctx, problem, asked), ctx.rng, state.ga, with_origins=True)
 
-        def after_generation(search: GeneticSearch) -> None:
-            last = search.state.log[-1]
-            state.ga = search.state
+        def after_generation(running: GeneticSearch) -> None:
+            last = running.state.log[-1]
+            state.ga = running.state
             ctx.save()
             ctx.echo(
                 f"step {step + 1}, generation {last.generation}: {last.evaluated} evaluated, {last.duplicates} duplicates"
