@@ -14,6 +14,6 @@ def run(ctx: SearchContext) -> None:
 
     state = ctx.state
     kinds = [(e, "crystal") for e in state.crystals if e.ok] + [(state.start, "start")] + [(e, e.kind) for e in state.entries]
-    rows = [{"structure": e.structure, "energy": e.energy, "kind": kind} for e, kind in kinds]
+    rows = [asdict(e) | {"kind": kind} for e, kind in kinds]  # every field of an entry, as the phase diagram may read more
     structures = [ctx.read_structure(row["structure"]) for row in rows]
     state.hull = write_phase_diagram(ctx.output, rows, structures, [asdict(s) for s in state.steps], state.ga_logs)
