@@ -4,7 +4,8 @@ confirmed candidate, so a killed run resumes where it stood.
 It holds the phase and step, the GA state of the current step (population, every evaluation,
 log), the NumPy generator's state (the only random source of the search; each training run is
 seeded from the config), the model file and its hash, and the per-step records. It also records
-a hash of the config so that ``--resume`` refuses a changed config.
+a hash of the config so that ``--resume`` refuses a changed config. Its content is a
+:class:`pesmith.search.state.SearchState` (``to_json`` / ``from_json``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import Any
 from pesmith.atomic import write_text_atomic
 from pesmith.errors import ConfigError
 
-VERSION = 1
+from .state import SearchState
+
+VERSION = 2
+READABLE = (1, 2)  # version 1 (the untyped dict) has the same keys, fewer of them per entry
 
 
 def config_hash(config_json: dict[str, Any]) -> str:
@@ -36,13 +40,14 @@ def file_hash(path: Path) -> str:
     return "sha256:" + digest.hexdigest()[:16]
 
 
-def save(path: Path, state: dict[str, Any]) -> None:
+def save(path: Path, state: SearchState) -> None:
     """Write the state atomically (a kill leaves the previous checkpoint)."""
-    write_text_atomic(path, json.dumps({"version": VERSION, **state}, indent=1))
+    write_text_atomic(path, json.dumps({"version": VERSION, **state.to_json()}, indent=1))
 
 
-def load(path: Path, expected_config_hash: str) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save` for the same config.
+def load(path: Path, expected_config_hash: str | None) -> SearchState:
+    """Read a checkpoint written by :func:`save` for the same config (any config with
+    ``expected_config_hash=None``, e.g. for ``--status``).
 
     Raises
     ------
@@ -55,10 +60,10 @@ def load(path: Path, expected_config_hash: str) -> dict[str, Any]:
         state = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"checkpoint {path} is not readable ({exc}); start a new run in another output folder") from exc
-    if state.get("version") != VERSION:
-        raise ConfigError(f"checkpoint {path} has version {state.get('version')}, this pesmith writes {VERSION}")
-    if state.get("config_hash") != expected_config_hash:
+    if state.get("version") not in READABLE:
+        raise ConfigError(f"checkpoint {path} has version {state.get('version')}, this pesmith reads {', '.join(map(str, READABLE))}")
+    if expected_config_hash is not None and state.get("config_hash") != expected_config_hash:
         raise ConfigError(
             f"the config changed since {path} was written; resume with the same config, or start anew in another output folder"
         )
-    return state
+    return SearchState.from_json(state)

@@ -107,7 +107,7 @@ class Outcome:
     payload: dict = field(default_factory=dict)
 
 
-Evaluator = Callable[[list[Genome]], list[Outcome]]
+Evaluator = Callable[[list[Genome]], list[Outcome]]  # or list[Evaluation] -> list[Outcome] (``with_origins``)
 
 
 @dataclass
@@ -219,6 +219,10 @@ class GeneticSearch:
         checkpoint.
     state
         A state to continue from (a fresh one by default).
+    with_origins
+        Give ``evaluate`` the :class:`Evaluation` of each new genome (key, genome, generation,
+        operator, parents; no outcome yet) instead of the bare genome, so that it can store
+        where a candidate came from together with its result.
     """
 
     def __init__(
@@ -228,12 +232,15 @@ class GeneticSearch:
         evaluate: Evaluator,
         rng: np.random.Generator,
         state: GAState | None = None,
+        *,
+        with_origins: bool = False,
     ):
         self.problem = problem
         self.settings = settings
         self.evaluate = evaluate
         self.rng = rng
         self.state = state or GAState()
+        self.with_origins = with_origins
         self.toolbox = make_toolbox(problem, settings, rng)
 
     def run(self, after_generation: Callable[[GeneticSearch], None] | None = None) -> GAState:
@@ -262,7 +269,8 @@ class GeneticSearch:
             else:
                 new[key] = Evaluation(key, genome, state.generation, operator, parents)
         previous_best = state.best()[0].energy if state.evaluations and state.best() else float("inf")
-        outcomes = self.evaluate([e.genome for e in new.values()]) if new else []
+        asked = list(new.values()) if self.with_origins else [e.genome for e in new.values()]
+        outcomes = self.evaluate(asked) if new else []
         for evaluation, outcome in zip(new.values(), outcomes):
             evaluation.energy = None if outcome.energy is None or not np.isfinite(outcome.energy) else float(outcome.energy)
             evaluation.reason = outcome.reason if evaluation.energy is None else None

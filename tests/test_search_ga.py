@@ -141,6 +141,29 @@ def test_state_round_trips_and_resumes_identically(problem):
     assert resumed.as_dict() == straight.as_dict()
 
 
+def test_with_origins_the_evaluator_sees_operator_and_parents_and_the_run_is_the_same(problem):
+    """``with_origins`` hands the evaluator each new genome's Evaluation (what candidates.db
+    stores with the result); the run itself does not change."""
+    settings = GASettings(population=8, generations=5, patience=None)
+    evaluate, _ = morse_energies(problem)
+    plain = GeneticSearch(problem, settings, evaluate, np.random.default_rng(7)).run()
+    asked = []
+
+    def evaluate_asked(evaluations):
+        asked.extend(evaluations)
+        return evaluate([e.genome for e in evaluations])
+
+    with_origins = GeneticSearch(problem, settings, evaluate_asked, np.random.default_rng(7), with_origins=True).run()
+    assert with_origins.as_dict() == plain.as_dict()
+    assert [e.key for e in asked] == list(plain.evaluations)
+    for evaluation in asked:
+        stored = plain.evaluations[evaluation.key]
+        assert (evaluation.generation, evaluation.operator, evaluation.parents) == (stored.generation, stored.operator, stored.parents)
+        assert all(parent in plain.evaluations for parent in evaluation.parents)
+    assert {e.operator for e in asked if e.generation == 0} == {"random"}
+    assert {e.operator for e in asked if e.generation > 0} <= {"crossover", "crossover+mutation", "mutation"}
+
+
 def test_comparator_is_invariant_to_permutation_and_image_shifts():
     atoms = amorphous_lisi(38, volume_per_atom=17.0, seed=4)
     comparator = StructureComparator()

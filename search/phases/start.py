@@ -1,0 +1,94 @@
+"""Phase *start*: the structure the first step delithiates (``start.file``, or a random cell at
+the path's first composition melt-quenched with the first model or the reference), relaxed with
+the reference; its labels go to ``reference.db``."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ase import Atoms
+
+from pesmith import ase_files
+from pesmith.errors import ConfigError, DataError, LabelingFailed
+
+from ..config import SearchConfig
+from ..context import SearchContext
+from ..labels import reference_relax, store_labels
+from ..state import Entry
+
+log = logging.getLogger(__name__)
+
+
+def run(ctx: SearchContext) -> None:
+    config = ctx.config
+    if config.start.file is not None:
+        atoms = ase_files.read(config.start.file, index=-1)
+        atoms.calc = None
+    else:
+        atoms = _melt_quenched_start(ctx)
+    check_start(config, atoms)
+    [relaxed] = reference_relax(ctx, [atoms], "relaxing the start structure with the reference", source="start")
+    if not relaxed.ok:
+        raise DataError(f"start structure {config.start.file}: the reference relaxation failed: {relaxed.reason}")
+    # reference_relax stored these labels already: the second copy in reference.db is what the
+    # search has always done (it weighs the start twice in training); dropping it changes every result
+    store_labels(ctx, relaxed, "start", 0)
+    ctx.state.start = Entry.of(relaxed, ctx.write_structure("start.xyz", relaxed.atoms), kind="start")
+    ctx.state.current = ctx.state.start.structure
+
+
+def check_start(config: SearchConfig, atoms: Atoms) -> None:
+    """Refuse a start structure that is not Li-Si at the path's first composition.
+
+    Raises
+    ------
+    ConfigError
+        Without Li or Si, with other elements, or at another x than ``path[0]``.
+    """
+    where = f"start structure {config.start.file or '(melt-quenched)'}"
+    n_li, n_si = int((atoms.numbers == 3).sum()), int((atoms.numbers == 14).sum())
+    if n_li == 0:
+        raise ConfigError(f"{where} ({atoms.get_chemical_formula()}) has no Li: a delithiation search starts from a lithiated structure")
+    if n_si == 0 or set(atoms.numbers) - {3, 14}:
+        raise ConfigError(f"{where} ({atoms.get_chemical_formula()}) must hold Li and Si only, with at least one Si")
+    x0 = config.path[0]
+    if abs(n_li - x0 * n_si) > 0.5:
+        raise ConfigError(f"{where} is Li{n_li}Si{n_si} (x = {n_li / n_si:.3f}) but path starts at x = {x0}; make them agree")
+    for x in config.path[1:]:
+        if abs(x * n_si - round(x * n_si)) > 0.25:
+            log.warning("x = %s with %d Si is not a whole number of Li; the step uses %d Li", x, n_si, round(x * n_si))
+
+
+def _melt_quenched_start(ctx: SearchContext) -> Atoms:
+    """A random cell at the path's first composition, melt-quenched with the first model or
+    the reference (``start.driver``)."""
+    from ..amorphous import composition_counts, interpolated_volume_per_atom, melt_quench, random_cell
+    from ..relaxation import model_calculator
+
+    config = ctx.config
+    settings = config.start
+    counts = composition_counts(config.path[0], settings.atoms)
+    crystals = [ase_files.read(p, index=-1) for p in config.hull.crystals]
+    volume = settings.volume_per_atom or interpolated_volume_per_atom(config.path[0], crystals)
+    cell = random_cell(counts, volume, ctx.rng)
+    started = time.perf_counter()
+    if settings.driver == "model":
+        driver, calculator = ctx.state.model, model_calculator(str(ctx.model_path), 1)
+    else:
+        ctx.require_reference_calculator("start.driver")
+        driver, calculator = config.reference.kind, ctx.reference.make_calculator()
+    try:
+        frames = melt_quench(cell, calculator, settings.melt_quench, ctx.rng)
+    except LabelingFailed as exc:
+        raise DataError(
+            f"start: the melt-quench driven by {driver} failed ({exc}); set start.driver: reference (a model trained"
+            " on few structures can be unstable in MD), lower start.melt_quench.timestep_fs, or give start.file"
+        ) from exc
+    atoms = frames[-1]
+    atoms.info = {}
+    ctx.echo(
+        f"start: {atoms.get_chemical_formula()} at {volume:.2f} Å^3/atom melt-quenched with {driver}"
+        f" ({settings.melt_quench.n_steps} MD steps, {time.perf_counter() - started:.0f} s)"
+    )
+    return atoms
