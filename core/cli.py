@@ -277,9 +277,16 @@ def print_search_summary(result) -> None:
             h = model["holdout"]
             print(f"model after step {model['step']}: holdout {h['energy_rmse_meV_per_atom']:.1f} meV/atom, {h['force_rmse_eV_per_A']:.3f} eV/Å")
     on_hull = sorted((r for r in result.hull if r["on_hull"]), key=lambda r: r["li_fraction"])
-    print("on the hull: " + ", ".join(f"{r['reduced_formula']} ({r['kind']}, E_f {r['formation_energy_eV_per_atom']:.3f} eV/atom)" for r in on_hull))
-    for v in result.voltages:
-        print(f"voltage x {v['x_low']:.2f} -> {v['x_high']:.2f}: {v['voltage']:.3f} V")
+    print("on the crystalline hull: " + ", ".join(f"{r['reduced_formula']} ({r['kind']}, E_f {r['formation_energy_eV_per_atom']:.3f} eV/atom)" for r in on_hull))
+    if result.search_vs_baseline:
+        print(f"\n{'x':>6} {'search E_f (eV/at)':>18} {'baseline E_f (eV/at)':>20} {'search - baseline (meV/at)':>26} {'relaxations':>11}")
+        for c in result.search_vs_baseline:
+            search = f"{c['search_lowest_eV_per_atom']:.4f}" if c["search_lowest_eV_per_atom"] is not None else "-"
+            gain = f"{c['search_minus_baseline_meV_per_atom']:+.1f}" if c["search_minus_baseline_meV_per_atom"] is not None else "-"
+            print(f"{c['li_per_si']:>6.2f} {search:>18} {c['baseline_lowest_eV_per_atom']:>20.4f} {gain:>26} {c['search_structures']:>5} / {c['baseline_structures']:<4}")
+    for name, profile in (("crystalline", result.voltages), ("amorphous", result.amorphous_voltages)):
+        if profile:
+            print(f"{name} voltage profile: " + ", ".join(f"x {v['x_low']:.2f}-{v['x_high']:.2f} {v['voltage']:.3f} V" for v in profile))
     for name, path in result.files.items():
         print(f"wrote {path}")
 

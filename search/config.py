@@ -18,6 +18,8 @@ from pesmith.errors import ConfigError
 from pesmith.registry import Registry
 
 from .amorphous import MeltQuenchSettings
+from .anneal import AnnealSettings
+from .baseline import BaselineSettings
 from .explore import ExploreSettings
 from .ga import GASettings
 from .initial_set import GenerateConfig, Section
@@ -103,7 +105,9 @@ class SearchConfig(Section):
     ga: GASettings = GASettings()
     fitness: RelaxSettings = RelaxSettings(relax="positions", fmax=0.1, steps=150)
     confirm: ConfirmSettings = ConfirmSettings()
+    anneal: AnnealSettings = AnnealSettings()
     explore: ExploreSettings = ExploreSettings()
+    baseline: BaselineSettings = BaselineSettings()
     hull: HullSettings
     holdout: list[Path] = Field(default_factory=list, description="labeled files every trained model is evaluated on (learning curve)")
 
@@ -124,6 +128,12 @@ class SearchConfig(Section):
             raise ValueError(
                 f"confirm.candidates ({self.confirm.candidates}) is more than the GA can evaluate per step"
                 f" (population x generations = {most})"
+            )
+        pool = self.anneal.candidates + self.anneal.melt_quenches
+        if pool and pool < self.confirm.candidates:
+            raise ValueError(
+                f"anneal.candidates + anneal.melt_quenches ({pool}) is fewer than confirm.candidates ({self.confirm.candidates}):"
+                " the reference relaxes the best of the annealed pool; raise them or set both to 0"
             )
         return self
 

@@ -44,7 +44,7 @@ from pesmith.registry import Registry
 from . import checkpoint
 from .config import SearchConfig
 from .context import SearchContext
-from .phases import confirm, explore, ga, hull, initial, start, train
+from .phases import anneal, baseline, confirm, explore, ga, hull, initial, start, train
 from .relaxation import Relaxed, relax_with_model, relax_with_reference
 from .state import PHASES, SearchState, StepRecord
 
@@ -52,7 +52,10 @@ __all__ = ["PHASES", "Search", "SearchResult", "StepRecord"]
 
 log = logging.getLogger(__name__)
 
-RUN = {"initial": initial.run, "train": train.run, "start": start.run, "ga": ga.run, "confirm": confirm.run, "explore": explore.run, "hull": hull.run}
+RUN = {
+    "initial": initial.run, "train": train.run, "start": start.run, "ga": ga.run, "anneal": anneal.run, "confirm": confirm.run,
+    "baseline": baseline.run, "explore": explore.run, "hull": hull.run,
+}
 
 
 @dataclass
@@ -61,7 +64,9 @@ class SearchResult:
 
     steps: list[StepRecord]
     hull: list[dict[str, Any]]
-    voltages: list[dict[str, float]]
+    voltages: list[dict[str, float]]  # of the crystalline hull
+    amorphous_voltages: list[dict[str, float]] = field(default_factory=list)  # of the search's amorphous hull
+    search_vs_baseline: list[dict[str, Any]] = field(default_factory=list)  # per composition, lowest E_f of each
     models: list[dict[str, Any]] = field(default_factory=list)  # per training: file, validation and holdout metrics
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -146,10 +151,16 @@ class Search:
                 return "hull"
             return "start" if state.start is None else "ga"
         if phase == "start":
-            return "ga"
+            return "baseline" if self.config.baseline.enabled else "ga"
         if phase == "ga":
+            return "anneal" if self.config.anneal.candidates + self.config.anneal.melt_quenches else "confirm"
+        if phase == "anneal":
             return "confirm"
-        if phase == "confirm":
+        if phase == "confirm" and self.config.baseline.enabled:
+            return "baseline"
+        if phase in ("confirm", "baseline"):
+            if state.step == 0:  # the start's baseline
+                return "ga"
             return "explore" if self.config.explore.frames else "train"
         if phase == "explore":
             return "train"
@@ -172,6 +183,8 @@ class Search:
             steps=list(state.steps),
             hull=hull_tables.get("entries", []),
             voltages=hull_tables.get("voltages", []),
+            amorphous_voltages=hull_tables.get("amorphous_voltages", []),
+            search_vs_baseline=hull_tables.get("search_vs_baseline", []),
             models=[asdict(m) for m in state.models],
             files={k: self.output / v for k, v in hull_tables.get("files", {}).items()},
         )

@@ -14,7 +14,7 @@ from .ga import GAState
 if TYPE_CHECKING:
     from .relaxation import Relaxed
 
-PHASES = ("initial", "train", "start", "ga", "confirm", "explore", "hull", "done")
+PHASES = ("initial", "train", "start", "ga", "anneal", "confirm", "baseline", "explore", "hull", "done")
 
 
 @dataclass
@@ -44,7 +44,13 @@ class StepRecord:
     explore_energy_rmse_meV_per_atom: float | None = None
     explore_force_rmse_eV_per_A: float | None = None
     lowest_reference_energy_per_atom: float | None = None
+    lowest_origin: str | None = None  # where the step's lowest confirmed structure came from (ga, anneal of ga, melt-quench)
+    annealed: int = 0  # pool members annealed and relaxed with the model
+    failed_anneals: int = 0
+    pool_from_ga: int = 0  # of the candidates sent to the reference: annealed GA candidates
+    pool_from_melt_quench: int = 0  # ... and melt-quenched random cells
     wall_time_ga_s: float = 0.0
+    wall_time_anneal_s: float = 0.0
     wall_time_confirm_s: float = 0.0
     wall_time_explore_s: float = 0.0
     wall_time_train_s: float = 0.0
@@ -67,7 +73,10 @@ class Entry:
     kind: str = ""
     file: str | None = None  # a hull crystal's input file
     label_rows: list[int] = field(default_factory=list)  # its rows in reference.db (confirmed candidates)
-    model_energy: float | None = None  # eV, the GA's model energy (confirmed candidates)
+    model_energy: float | None = None  # eV, the model's energy before the reference relaxation (confirmed candidates)
+    origin: str | None = None  # ga, anneal of ga, melt-quench (confirmed candidates and baseline)
+    max_force: float | None = None  # eV/Å left at the end of the reference relaxation
+    max_stress_GPa: float | None = None  # GPa left at the end of a cell relaxation
 
     @property
     def ok(self) -> bool:
@@ -81,16 +90,21 @@ class Entry:
     def of(cls, relaxed: Relaxed, structure: str | None, **extra: Any) -> Entry:
         """The entry of a reference relaxation whose final structure was written to ``structure``."""
         n_atoms = len(relaxed.atoms) if relaxed.atoms is not None else None
-        return cls(structure, relaxed.energy, n_atoms, relaxed.reason, relaxed.wall_time, **extra)
+        residuals = {"max_force": relaxed.max_force, "max_stress_GPa": relaxed.max_stress_GPa}
+        return cls(structure, relaxed.energy, n_atoms, relaxed.reason, relaxed.wall_time, **(residuals | extra))
 
 
 @dataclass
 class Pick:
-    """A GA candidate picked for confirmation: its genome key, candidates.db row, model energy (eV)."""
+    """A candidate picked for the reference: its key, its GA row in candidates.db (``None`` for a
+    melt-quenched pool member), its model energy (eV), and, when it was annealed, the annealed
+    structure's file (relative to the output folder) and where it came from."""
 
     key: str
-    row: int
+    row: int | None
     model_energy: float
+    structure: str | None = None
+    origin: str = "ga"
 
 
 @dataclass
@@ -134,6 +148,8 @@ class SearchState:
     confirm: ConfirmState | None = None
     steps: list[StepRecord] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)  # confirmed candidates, for the hull
+    baseline: list[Entry] = field(default_factory=list)  # melt-quench sampling at equal reference cost, for the hull
+    baseline_done: list[float] = field(default_factory=list)  # x (Li per Si) already sampled
     ga_logs: list[list[dict[str, Any]]] = field(default_factory=list)  # per step: best and mean energy per generation
     hull: dict[str, Any] | None = None  # what write_phase_diagram returned
 
@@ -150,6 +166,7 @@ class SearchState:
         )
         out["steps"] = [asdict(s) for s in self.steps]
         out["entries"] = [asdict(e) for e in self.entries]
+        out["baseline"] = [asdict(e) for e in self.baseline]
         return out
 
     @classmethod
@@ -173,6 +190,8 @@ class SearchState:
             ) if confirm else None,
             steps=[StepRecord(**s) for s in data.get("steps", [])],
             entries=[Entry(**e) for e in data.get("entries", [])],
+            baseline=[Entry(**e) for e in data.get("baseline", [])],
+            baseline_done=data.get("baseline_done", []),
             ga_logs=data.get("ga_logs", []),
             hull=data.get("hull"),
         )

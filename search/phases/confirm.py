@@ -24,7 +24,7 @@ def run(ctx: SearchContext) -> None:
     store = ctx.candidates
     started = time.perf_counter()
     todo = [p for p in confirm.picked if p.key not in confirm.done]
-    structures = [store.atoms(p.row) for p in todo]
+    structures = [ctx.read_structure(p.structure) if p.structure else store.atoms(p.row) for p in todo]
     results = ctx.map(ctx.reference_task(), structures, f"step {step + 1}: reference relaxations")
     rank = {p.key: position for position, p in enumerate(confirm.picked)}  # the same after a resume
     for index, relaxed in results:
@@ -34,9 +34,10 @@ def run(ctx: SearchContext) -> None:
         if not relaxed.ok:
             ctx.database.write(structures[index], Label(reason=relaxed.reason, wall_time=relaxed.wall_time), source=source, source_index=position)
         structure = ctx.write_structure(f"step{step + 1}_{pick.key}.xyz", relaxed.atoms) if relaxed.ok else None
-        entry = Entry.of(relaxed, structure, kind=f"step {step + 1}", label_rows=rows, model_energy=pick.model_energy)
+        entry = Entry.of(relaxed, structure, kind=f"step {step + 1}", label_rows=rows, model_energy=pick.model_energy, origin=pick.origin)
         confirm.done[pick.key] = entry
-        store.record_reference(pick.row, ctx.config.reference.kind, entry.energy, entry.reason)
+        if pick.row is not None:
+            store.record_reference(pick.row, ctx.config.reference.kind, entry.energy, entry.reason)
         ctx.save()
     done = confirm.finished()
     ok = [d for d in done if d.ok]
@@ -50,6 +51,7 @@ def run(ctx: SearchContext) -> None:
     state.entries += ok
     lowest = min(ok, key=lambda d: d.energy_per_atom)
     record.lowest_reference_energy_per_atom = lowest.energy_per_atom
+    record.lowest_origin = lowest.origin
     state.current = lowest.structure
     ctx.echo(
         f"step {step + 1} (x {record.x_from:.3f} -> {record.x_to:.3f}): {record.confirmed} confirmed,"

@@ -74,7 +74,8 @@ def run(ctx: SearchContext) -> None:
     record.wall_time_ga_s += time.perf_counter() - started
     state.ga = ga
     state.ga_logs.append([asdict(r) | {"n_atoms": n_atoms} for r in ga.log])
-    state.confirm = ConfirmState(picked=pick_candidates(ctx, ga))
+    count = ctx.config.anneal.candidates if ctx.config.anneal.candidates + ctx.config.anneal.melt_quenches else ctx.config.confirm.candidates
+    state.confirm = ConfirmState(picked=pick_candidates(ctx, ga, count))
     record.candidates = len(state.confirm.picked)
 
 
@@ -103,9 +104,9 @@ def evaluate(ctx: SearchContext, problem: DelithiationProblem | None, asked: lis
     return [outcomes[i] for i in range(len(asked))]
 
 
-def pick_candidates(ctx: SearchContext, ga: GAState) -> list[Pick]:
+def pick_candidates(ctx: SearchContext, ga: GAState, count: int) -> list[Pick]:
     """The lowest-energy candidates that are not the same structure (nor, with
-    ``confirm.diversity``, too similar to one picked before), up to ``confirm.candidates``."""
+    ``confirm.diversity``, too similar to one picked before), up to ``count``."""
     settings, store, comparator = ctx.config.confirm, ctx.candidates, StructureComparator()
     picked: list[tuple[Atoms, Pick]] = []
     weight = settings.uncertainty_weight
@@ -118,7 +119,7 @@ def pick_candidates(ctx: SearchContext, ga: GAState) -> list[Pick]:
         if settings.diversity and any(comparator.differ_by(atoms, other) < settings.diversity for other, _ in picked):
             continue
         picked.append((atoms, Pick(evaluation.key, row, evaluation.energy)))
-        if len(picked) == settings.candidates:
+        if len(picked) == count:
             break
     return [pick for _, pick in picked]
 

@@ -13,7 +13,7 @@ def run(ctx: SearchContext) -> None:
     from ..phase_diagram import write_phase_diagram
 
     state = ctx.state
-    kinds = [(e, "crystal") for e in state.crystals if e.ok] + [(state.start, "start")] + [(e, e.kind) for e in state.entries]
+    kinds = [(e, "crystal") for e in state.crystals if e.ok] + [(state.start, "start")] + [(e, e.kind) for e in state.entries + state.baseline]
     rows = [asdict(e) | {"kind": kind} for e, kind in kinds]  # every field of an entry, as the phase diagram may read more
     structures = [ctx.read_structure(row["structure"]) for row in rows]
     state.hull = write_phase_diagram(ctx.output, rows, structures, [asdict(s) for s in state.steps], state.ga_logs)
