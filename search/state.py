@@ -136,6 +136,7 @@ class SearchState:
     entries: list[Entry] = field(default_factory=list)  # confirmed candidates, for the hull
     ga_logs: list[list[dict[str, Any]]] = field(default_factory=list)  # per step: best and mean energy per generation
     hull: dict[str, Any] | None = None  # what write_phase_diagram returned
+    config: dict[str, Any] | None = None  # the config (JSON, without workers and progress) the work was done with; None in older checkpoints
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (the checkpoint's content)."""
@@ -175,4 +176,5 @@ class SearchState:
             entries=[Entry(**e) for e in data.get("entries", [])],
             ga_logs=data.get("ga_logs", []),
             hull=data.get("hull"),
+            config=data.get("config"),
         )

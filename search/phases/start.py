@@ -30,7 +30,10 @@ def run(ctx: SearchContext) -> None:
     check_start(config, atoms)
     [relaxed] = reference_relax(ctx, [atoms], "relaxing the start structure with the reference", source="start")
     if not relaxed.ok:
-        raise DataError(f"start structure {config.start.file}: the reference relaxation failed: {relaxed.reason}")
+        raise DataError(
+            f"start structure {config.start.file or '(melt-quenched)'}: the reference relaxation failed: {relaxed.reason.splitlines()[0]};"
+            f" raise confirm.steps or confirm.fmax (or confirm.time_limit), then `pesmith search {ctx.config_path} --resume`"
+        )
     ctx.state.start = Entry.of(relaxed, ctx.write_structure("start.xyz", relaxed.atoms), kind="start")
     ctx.state.current = ctx.state.start.structure
 
