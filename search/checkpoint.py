@@ -73,6 +73,8 @@ def shaped_finished_work(key: str, state: SearchState) -> bool:
         return state.start is not None
     if section == "path":
         index = int(key[len("path["):-1])
+        if state.phase in ("hull", "done"):  # the path has ended
+            return True
         return index == 0 and state.start is not None or 0 < index <= len(state.steps)
     return False
 

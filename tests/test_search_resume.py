@@ -121,6 +121,12 @@ def test_before_training_the_potential_may_still_change(tmp_path):
     assert found == ["potential.model.kind"]
 
 
+def test_after_the_last_step_the_path_may_not_grow(tmp_path):
+    path = saved_state(tmp_path, phase="hull", step=1)
+    with pytest.raises(ConfigError, match=r"path\[3\] changed since"):
+        checkpoint.resume(path, changed("path", [3.75, 3.0, 2.25, 1.5]), "search.yaml")
+
+
 def test_a_checkpoint_without_its_config_resumes_with_the_same_config_only(tmp_path):
     path = saved_state(tmp_path, config=None)
     state, found = checkpoint.resume(path, CONFIG, "search.yaml")
