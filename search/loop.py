@@ -41,9 +41,10 @@ from pesmith.labeling import MapFunction, build_reference
 from pesmith.parallel import mpi_workers, parallel_map, threads_per_worker
 from pesmith.registry import Registry
 
-from . import checkpoint
+from . import checkpoint, status
 from .config import SearchConfig
 from .context import SearchContext
+from .ga import GAState
 from .phases import anneal, baseline, confirm, explore, ga, hull, initial, start, train
 from .relaxation import Relaxed, relax_with_model, relax_with_reference
 from .state import PHASES, SearchState, StepRecord
@@ -110,9 +111,15 @@ class Search:
 
     def run(self, resume: bool = False) -> SearchResult:
         """Run (or, with ``resume``, continue) the search to the end; return its result."""
+        restarted_ga = False
         if resume:
-            state = checkpoint.load(self.checkpoint_path, self.config_hash)
-            self.echo(f"resuming {self.output} at step {state.step}, phase {state.phase}")
+            state, changed = checkpoint.resume(self.checkpoint_path, self.config.model_dump(mode="json"), self.config_path)
+            self.echo(f"resuming {self.output}: {status.where(state)}")
+            if changed:
+                ga_before = state.ga
+                self.echo(f"config changed since the checkpoint: {', '.join(changed)}; {self._continue_changed(state, changed)}")
+                restarted_ga = state.ga is not ga_before
+            checkpoint.save(self.checkpoint_path, state)
         else:
             if self.checkpoint_path.exists():
                 raise ConfigError(
@@ -123,6 +130,7 @@ class Search:
                 start.check_start(self.config, ase_files.read(self.config.start.file, index=-1))  # before hours of labeling and training
             self.output.mkdir(parents=True, exist_ok=True)
             state = SearchState(self.config_hash, np.random.default_rng(self.config.seed).bit_generator.state)
+            state.config = checkpoint.stable_config(self.config.model_dump(mode="json"))
             checkpoint.save(self.checkpoint_path, state)
         rng = np.random.default_rng()
         rng.bit_generator.state = state.rng
@@ -131,7 +139,7 @@ class Search:
             reference=self.reference, state=state, rng=rng, checkpoint_path=self.checkpoint_path, n_workers=self.n_workers,
             worker_threads=self.worker_threads, training_threads=self.training_threads,
             fitness_task=self._fitness_task, reference_task=self._reference_task,
-            resumed=resume,  # candidates.db may hold a generation the checkpoint does not know
+            resumed=resume and not restarted_ga,  # candidates.db may hold a generation the checkpoint does not know
         )
         while state.phase != "done":
             phase = state.phase
@@ -141,6 +149,21 @@ class Search:
                 ga.begin_step(ctx)
             ctx.goto(following)
         return self._result(state)
+
+    def _continue_changed(self, state: SearchState, changed: list[str]) -> str:
+        """Make the state fit a config changed in keys that shaped no finished work
+        (:func:`pesmith.search.checkpoint.shaped_finished_work`); what it did, for the user."""
+        sections = {key.split(".")[0] for key in changed}
+        if state.phase == "ga" and sections & {"ga", "fitness"} and state.ga is not None:
+            state.ga = GAState()  # its energies were computed with the old settings; candidates.db keeps their rows
+            return f"the GA of step {state.step + 1} starts again with them"
+        if state.phase == "confirm" and "confirm" in sections and state.confirm is not None:
+            failed = [key for key, entry in state.confirm.done.items() if not entry.ok]
+            for key in failed:
+                del state.confirm.done[key]
+            if failed:
+                return f"the {len(failed)} failed reference relaxations of step {state.step + 1} run again with them"
+        return "they apply to the work still to do"
 
     def next_phase(self, phase: str, state: SearchState) -> str:
         """The phase after ``phase`` has run: the order of the search."""

@@ -152,6 +152,7 @@ class SearchState:
     baseline_done: list[float] = field(default_factory=list)  # x (Li per Si) already sampled
     ga_logs: list[list[dict[str, Any]]] = field(default_factory=list)  # per step: best and mean energy per generation
     hull: dict[str, Any] | None = None  # what write_phase_diagram returned
+    config: dict[str, Any] | None = None  # the config (JSON, without workers and progress) the work was done with; None in older checkpoints
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (the checkpoint's content)."""
@@ -194,4 +195,5 @@ class SearchState:
             baseline_done=data.get("baseline_done", []),
             ga_logs=data.get("ga_logs", []),
             hull=data.get("hull"),
+            config=data.get("config"),
         )

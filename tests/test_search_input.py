@@ -19,6 +19,7 @@ import yaml
 from pesmith import cli, training
 from pesmith.registry import Registry, default_registry
 from pesmith.search.config import load_search_config
+from pesmith.search import loop
 from pesmith.search.loop import Search
 from pesmith.testing import amorphous_lisi
 
@@ -260,13 +261,13 @@ def test_a_config_fixed_in_place_runs_and_ctrl_c_keeps_the_checkpoint_for_resume
     assert_refused(config, "key 'hull.crystals'")  # a typo: refused at load, nothing written
     tiny_config(tmp_path)  # the same file, fixed in place
     checkpoint = tmp_path / "out" / "checkpoint.json"
-    monkeypatch.setattr(Search, "_initial", interrupt_self)
+    monkeypatch.setitem(loop.RUN, "initial", interrupt_self)
     code, _, err = run_cli(capsys, "search", config)
     assert code == 130
     assert err == f"interrupted: {checkpoint} is kept; `pesmith search {config} --resume` continues the search\n"
     assert json.loads(checkpoint.read_text())["phase"] == "initial"
     code, out, err = run_cli(capsys, "search", config, "--resume")  # the kept checkpoint is this config's
-    assert code == 130 and f"resuming {tmp_path / 'out'} at step 0, phase initial" in out
+    assert code == 130 and f"resuming {tmp_path / 'out'}: phase initial, before step 1" in out
     assert err.count("\n") == 1 and "--resume" in err
 
 

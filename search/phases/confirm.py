@@ -14,6 +14,7 @@ from pesmith.reference_db import Label
 from ..context import SearchContext
 from ..labels import model_errors, store_labels
 from ..state import Entry
+from ..status import grouped_reasons
 
 
 def run(ctx: SearchContext) -> None:
@@ -47,7 +48,10 @@ def run(ctx: SearchContext) -> None:
     record.model_energy_rmse_meV_per_atom, record.model_force_rmse_eV_per_A = model_errors(ctx, label_rows)
     record.new_labels = len(label_rows)
     if not ok:
-        raise DataError(f"step {step + 1}: every reference relaxation failed; reasons in {ctx.output / 'reference.db'}")
+        raise DataError(
+            f"step {step + 1}: all {len(done)} reference relaxations failed: {grouped_reasons(d.reason for d in done)};"
+            f" raise confirm.steps or confirm.fmax (or confirm.time_limit), then `pesmith search {ctx.config_path} --resume`"
+        )
     state.entries += ok
     lowest = min(ok, key=lambda d: d.energy_per_atom)
     record.lowest_reference_energy_per_atom = lowest.energy_per_atom

@@ -6,6 +6,7 @@ picked for the reference (phase *confirm*)."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict
 
@@ -18,6 +19,7 @@ from ..context import SearchContext
 from ..delithiation import DelithiationProblem, genome_hash
 from ..ga import Evaluation, GAState, GeneticSearch, Outcome
 from ..state import ConfirmState, Pick, StepRecord
+from ..status import grouped_reasons
 
 
 def begin_step(ctx: SearchContext) -> None:
@@ -55,9 +57,10 @@ def run(ctx: SearchContext) -> None:
             last = running.state.log[-1]
             state.ga = running.state
             ctx.save()
+            best = f"{last.best_energy / (len(current) - record.n_li_removed):.4f} eV/atom" if math.isfinite(last.best_energy) else "-"
             ctx.echo(
                 f"step {step + 1}, generation {last.generation}: {last.evaluated} evaluated, {last.duplicates} duplicates"
-                f" ({100 * last.duplicate_rate:.0f} %), {last.failed} failed, best {last.best_energy:.4f} eV"
+                f" ({100 * last.duplicate_rate:.0f} %), {last.failed} failed, best {best}"
             )
 
         ga = search.run(after_generation)
@@ -68,7 +71,11 @@ def run(ctx: SearchContext) -> None:
     record.stop_reason = ga.stop_reason
     best = ga.best()
     if not best:
-        raise DataError(f"step {step + 1}: every one of the {len(ga.evaluations)} candidates failed with the model; see {ctx.output / 'candidates.db'}")
+        raise DataError(
+            f"step {step + 1}: all {len(ga.evaluations)} candidates failed with the model:"
+            f" {grouped_reasons(e.reason for e in ga.evaluations.values())}; raise fitness.steps or fitness.fmax"
+            f" (or fitness.time_limit), then `pesmith search {ctx.config_path} --resume`; every one is in {ctx.output / 'candidates.db'}"
+        )
     n_atoms = ctx.candidates.n_atoms(best[0].payload["row"])
     record.best_model_energy_per_atom = best[0].energy / n_atoms
     record.wall_time_ga_s += time.perf_counter() - started

@@ -14,7 +14,7 @@ from pesmith.errors import ConfigError, DataError, LabelingFailed
 
 from ..config import SearchConfig
 from ..context import SearchContext
-from ..labels import reference_relax, store_labels
+from ..labels import reference_relax
 from ..state import Entry
 
 log = logging.getLogger(__name__)
@@ -30,10 +30,10 @@ def run(ctx: SearchContext) -> None:
     check_start(config, atoms)
     [relaxed] = reference_relax(ctx, [atoms], "relaxing the start structure with the reference", source="start")
     if not relaxed.ok:
-        raise DataError(f"start structure {config.start.file}: the reference relaxation failed: {relaxed.reason}")
-    # reference_relax stored these labels already: the second copy in reference.db is what the
-    # search has always done (it weighs the start twice in training); dropping it changes every result
-    store_labels(ctx, relaxed, "start", 0)
+        raise DataError(
+            f"start structure {config.start.file or '(melt-quenched)'}: the reference relaxation failed: {relaxed.reason.splitlines()[0]};"
+            f" raise confirm.steps or confirm.fmax (or confirm.time_limit), then `pesmith search {ctx.config_path} --resume`"
+        )
     ctx.state.start = Entry.of(relaxed, ctx.write_structure("start.xyz", relaxed.atoms), kind="start")
     ctx.state.current = ctx.state.start.structure
 
