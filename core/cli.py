@@ -265,13 +265,13 @@ def check_not_plain_mpi(verb: str, config_path: Path) -> None:
 def print_search_summary(result) -> None:
     """Per-step table (GA, confirmations, the model's error on the new labels before retraining),
     hull compositions and voltages of a finished search."""
-    print(f"\n{'step':>4} {'x':>13} {'evaluated':>9} {'dup %':>6} {'confirmed':>9} {'failed':>6} {'E err (meV/at)':>14} {'F err (eV/Å)':>12} {'E_ref (eV/at)':>13}")
+    print(f"\n{'step':>4} {'x':>13} {'evaluated':>9} {'dup %':>6} {'confirmed':>9} {'failed':>6} {'E err (meV/at)':>14} {'F err (eV/Å)':>12} {'E_ref (eV/at)':>13}  lowest from")
     for s in result.steps:
         dup = 100 * s.duplicates / max(1, s.duplicates + s.evaluated)
         e_err = f"{s.model_energy_rmse_meV_per_atom:.1f}" if s.model_energy_rmse_meV_per_atom is not None else "-"
         f_err = f"{s.model_force_rmse_eV_per_A:.3f}" if s.model_force_rmse_eV_per_A is not None else "-"
         e_ref = f"{s.lowest_reference_energy_per_atom:.4f}" if s.lowest_reference_energy_per_atom is not None else "-"
-        print(f"{s.step + 1:>4} {s.x_from:>5.2f} -> {s.x_to:<5.2f} {s.evaluated:>9} {dup:>6.0f} {s.confirmed:>9} {s.failed_confirmations:>6} {e_err:>14} {f_err:>12} {e_ref:>13}")
+        print(f"{s.step + 1:>4} {s.x_from:>5.2f} -> {s.x_to:<5.2f} {s.evaluated:>9} {dup:>6.0f} {s.confirmed:>9} {s.failed_confirmations:>6} {e_err:>14} {f_err:>12} {e_ref:>13}  {s.lowest_origin or 'ga'}")
     for model in result.models:
         if model.get("holdout"):
             h = model["holdout"]

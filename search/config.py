@@ -66,6 +66,16 @@ class StartSettings(Section):
     volume_per_atom: float | None = Field(None, gt=5, lt=60, description="Å^3; default: interpolated between the hull's Li and Si crystals")
     melt_quench: MeltQuenchSettings = MeltQuenchSettings()
     driver: Literal["model", "reference"] = Field("model", description="what drives the melt-quench MD")
+    pool: int = Field(
+        0, ge=0, le=10_000, description="with driver: model, this many random cells are melt-quenched and relaxed with the"
+        " first model (anneal.relax, anneal.min_distance) and the lowest is the start (0: one cell, no relaxation)",
+    )
+
+    @model_validator(mode="after")
+    def _pool_needs_the_model(self):
+        if self.pool and self.driver != "model":
+            raise ValueError(f"pool ({self.pool}) melt-quenches with the model: set driver: model, or pool: 0")
+        return self
 
 
 class ConfirmSettings(RelaxSettings):

@@ -89,7 +89,8 @@ def candidate_rows(output: Path) -> list[tuple]:
 def final_state(output: Path) -> dict:
     state = json.loads((output / "checkpoint.json").read_text())
     hull = json.loads((output / "hull.json").read_text())
-    return {"population": state["ga"]["population"], "hull": hull["entries"], "voltages": hull["voltages"]}
+    tables = ("entries", "voltages", "amorphous_voltages", "baseline_voltages", "search_vs_baseline")
+    return {"population": state["ga"]["population"], "baseline": state["baseline"]} | {name: hull[name] for name in tables}
 
 
 def test_search_runs_the_loop_and_writes_the_phase_diagram(tmp_path):
@@ -123,6 +124,9 @@ def test_search_runs_the_loop_and_writes_the_phase_diagram(tmp_path):
 
 
 EXPLORE = {"frames": 3, "interval": 5, "temperature_K": 500.0, "timestep_fs": 1.0}
+SHORT_QUENCH = {"melt_quench": {"melt_K": 1200.0, "melt_ps": 0.02, "quench_ps": 0.04, "final_K": 300.0, "timestep_fs": 2.0, "interval": 10},
+                "relax": {"relax": "positions", "fmax": 0.1, "steps": 100}}
+POOL = {"anneal": {"candidates": 2, "melt_quenches": 1, **SHORT_QUENCH}, "baseline": {"enabled": True, **SHORT_QUENCH}}
 
 
 def trained_sizes(lines: list[str]) -> list[int]:
@@ -156,10 +160,10 @@ def test_cli_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     straight.mkdir()
     killed.mkdir()
     env = {**os.environ, "PESMITH_DISABLE_ENTRY_POINTS": "1"}
-    done = subprocess.run([str(PESMITH), "search", str(tiny_config(straight, explore=EXPLORE))], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run([str(PESMITH), "search", str(tiny_config(straight, explore=EXPLORE, **POOL))], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
 
-    config = tiny_config(killed, explore=EXPLORE)
+    config = tiny_config(killed, explore=EXPLORE, **POOL)
     process = subprocess.Popen([str(PESMITH), "search", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     checkpoint = killed / "out" / "checkpoint.json"
     deadline = time.monotonic() + 300
@@ -168,14 +172,14 @@ def test_cli_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
             state = json.loads(checkpoint.read_text())
         except (OSError, json.JSONDecodeError):
             state = {}
-        if state.get("phase") == "ga" and state.get("step") == 1 and state["ga"]["generation"] >= 1:
+        if state.get("phase") == "baseline" and state.get("step") == 1:  # after step 1's confirmation: killed while it samples
             break
         assert process.poll() is None, "the run ended before it could be killed"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     status = subprocess.run([str(PESMITH), "search", str(config), "--status"], capture_output=True, text=True, env=env, timeout=120)
-    assert "phase ga, at step 2" in status.stdout
+    assert "phase baseline" in status.stdout
     resumed = subprocess.run([str(PESMITH), "search", str(config), "--resume"], capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert candidate_rows(killed / "out") == candidate_rows(straight / "out")
@@ -190,6 +194,10 @@ def test_cli_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
         ({"ga": {"mutation_rate": 1.5}}, "ga.mutation_rate"),
         ({"ga": {"population": 4, "generations": 2}, "confirm.candidates": 9}, "more than the GA can evaluate"),
         ({"potential.training": {"epochs": 3}}, "potential.training.epochs"),
+        ({"anneal": {"candidates": 1}}, "anneal.candidates + anneal.melt_quenches (1) is fewer than confirm.candidates (2)"),
+        ({"anneal": {"candidates": 2, "melt_quench": {"timestep_fs": 50.0}}}, "anneal.melt_quench.timestep_fs"),
+        ({"baseline": {"enabled": True, "draws": 0}}, "baseline.draws"),
+        ({"baseline": {"enabled": True, "melt_quench": {"melt_K": 20000.0}}}, "baseline.melt_quench.melt_K"),
     ],
 )
 def test_cli_bad_search_config_is_one_line_exit_2(tmp_path, change, message):
@@ -256,7 +264,7 @@ def test_two_mpi_ranks_match_the_serial_search(tmp_path):
     serial.mkdir()
     parallel.mkdir()
     # one training thread in both: by default rank 0 trains on the cores the other ranks leave it
-    same = {"path": [3.75, 3.0], "explore": EXPLORE, "potential.training": {"force_weight": 1.0, "threads": 1}}
+    same = {"path": [3.75, 3.0], "explore": EXPLORE, "potential.training": {"force_weight": 1.0, "threads": 1}, **POOL}
     run_search(tiny_config(serial, **same))
     command = mpi_label_command(tiny_config(parallel, **same), ranks=3)
     command[command.index("label")] = "search"

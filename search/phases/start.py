@@ -16,6 +16,7 @@ from ..config import SearchConfig
 from ..context import SearchContext
 from ..labels import reference_relax
 from ..state import Entry
+from ..status import grouped_reasons
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,10 @@ def _melt_quenched_start(ctx: SearchContext) -> Atoms:
     counts = composition_counts(config.path[0], settings.atoms)
     crystals = [ase_files.read(p, index=-1) for p in config.hull.crystals]
     volume = settings.volume_per_atom or interpolated_volume_per_atom(config.path[0], crystals)
-    cell = random_cell(counts, volume, ctx.rng)
     started = time.perf_counter()
+    if settings.pool:
+        return _lowest_of_pool(ctx, counts, volume, started)
+    cell = random_cell(counts, volume, ctx.rng)
     if settings.driver == "model":
         driver, calculator = ctx.state.model, model_calculator(str(ctx.model_path), 1)
     else:
@@ -92,3 +95,28 @@ def _melt_quenched_start(ctx: SearchContext) -> Atoms:
         f" ({settings.melt_quench.n_steps} MD steps, {time.perf_counter() - started:.0f} s)"
     )
     return atoms
+
+
+def _lowest_of_pool(ctx: SearchContext, counts: dict[str, int], volume: float, started: float) -> Atoms:
+    """The lowest (model energy) of ``start.pool`` random cells melt-quenched and relaxed with the
+    first model (:func:`pesmith.search.anneal.anneal_with_model`)."""
+    from ..anneal import QuenchSettings
+    from ..baseline import sample_cells
+    from .anneal import quench_task
+
+    config = ctx.config
+    settings = QuenchSettings(melt_quench=config.start.melt_quench, min_distance=config.anneal.min_distance, relax=config.anneal.relax)
+    cells = sample_cells(counts, volume, config.start.pool, ctx.rng)
+    results = ctx.map_ordered(quench_task(ctx, settings), cells, f"start: {len(cells)} melt-quenches with the model")
+    ok = [r for r in results if r.ok]
+    if not ok:
+        raise DataError(
+            f"start: every one of the {len(cells)} melt-quenches with {ctx.state.model} failed ({grouped_reasons(r.reason for r in results)});"
+            " set start.driver: reference and start.pool: 0 (a model trained on few structures can be unstable in MD), or give start.file"
+        )
+    lowest = min(ok, key=lambda r: r.energy)
+    ctx.echo(
+        f"start: the lowest of {len(ok)} {lowest.atoms.get_chemical_formula()} cells melt-quenched and relaxed with {ctx.state.model}"
+        f" ({len(cells) - len(ok)} failed; {lowest.energy / len(lowest.atoms):.4f} eV/atom with the model, {time.perf_counter() - started:.0f} s)"
+    )
+    return lowest.atoms
