@@ -168,8 +168,8 @@ def test_second_ctrl_c_never_leaves_a_broken_model_file(tmp_path, small_si_xyz):
         assert messages[0] == "interrupted before the fit had a model to keep: nothing was written"
 
 
-def interrupt_self() -> None:
-    """SIGINT to this thread (the main one), as Ctrl-C sends it: Python runs its handler before
+def interrupt_self(*args, **kwargs) -> None:
+    """SIGINT to this thread (the main one), as Ctrl-C sends it (whatever it replaces is called with): Python runs its handler before
     the next bytecode. ``os.kill(os.getpid(), ...)`` instead lets the kernel deliver it to any of
     the process's threads (torch's, tqdm's), so it could arrive later, after the code under test."""
     signal.raise_signal(signal.SIGINT)

@@ -23,6 +23,7 @@ from pesmith.search import loop
 from pesmith.search.loop import Search
 from pesmith.testing import amorphous_lisi
 
+from test_interrupt import interrupt_self, run_cli
 from test_parallel import MPI_TIMEOUT_S, mpi_label_command
 from test_search_loop import CRYSTALS, tiny_config
 
@@ -240,18 +241,6 @@ def builtin_registry(monkeypatch):
     monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
 
 
-def interrupt_self(*args, **kwargs) -> None:
-    """SIGINT to the main thread, as Ctrl-C sends it (see tests/test_interrupt.py)."""
-    signal.raise_signal(signal.SIGINT)
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = cli.main([str(a) for a in argv])
-    except KeyboardInterrupt:
-        pytest.fail("KeyboardInterrupt escaped pesmith's CLI")
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_a_config_fixed_in_place_runs_and_ctrl_c_keeps_the_checkpoint_for_resume(
