@@ -260,6 +260,7 @@ def test_a_crashing_and_a_hanging_evaluation_fail_only_their_candidates(tmp_path
     assert result.steps[0].failed_evaluations == 2 and result.steps[0].confirmed == 2
 
 
+@pytest.mark.filterwarnings("ignore::pesmith.calculator.ExtrapolationWarning")  # the pool's MD takes the linear model far from its data
 def test_two_mpi_ranks_match_the_serial_search(tmp_path):
     serial, parallel = tmp_path / "serial", tmp_path / "mpi"
     serial.mkdir()
@@ -320,3 +321,32 @@ def test_diversity_filter_skips_candidates_too_similar_to_one_picked(tmp_path):
     loose = run_search(tiny_config(tmp_path / "loose", path=[3.75, 3.0], confirm=confirm))
     strict = run_search(tiny_config(tmp_path / "strict", path=[3.75, 3.0], confirm=confirm | {"diversity": 2.0}))  # every pair differs by less
     assert loose.steps[0].candidates == 2 and strict.steps[0].candidates == strict.steps[0].confirmed == 1
+
+
+@pytest.mark.filterwarnings("ignore::pesmith.calculator.ExtrapolationWarning")  # melt-quenches with the first linear model
+def test_start_is_the_lowest_of_a_pool_of_model_melt_quenches(tmp_path, monkeypatch):
+    """start.pool: each random cell is melt-quenched and relaxed with the first model; the one
+    with the lowest model energy is what the reference relaxes as the start (workers: 1 runs
+    the map in this process, so the pool's results can be recorded)."""
+    from pesmith.search.phases import anneal as anneal_phase
+
+    pool = []
+
+    def recording(*args):
+        result = real(*args)
+        pool.append(result)
+        return result
+
+    real = anneal_phase.anneal_with_model
+    monkeypatch.setattr(anneal_phase, "anneal_with_model", recording)
+    quench = dict(SHORT_QUENCH["melt_quench"])
+    config = tiny_config(tmp_path, start={"atoms": 19, "melt_quench": quench, "driver": "model", "pool": 3},
+                         anneal=SHORT_QUENCH, path=[3.75, 3.0])
+    lines = []
+    run_search(config, echo=lines.append)
+    [line] = [line for line in lines if line.startswith("start: the lowest of")]
+    ok = [r for r in pool[:3] if r.ok]  # the start's pool comes first
+    assert ok and f"the lowest of {len(ok)} Li15Si4 cells" in line and f"({3 - len(ok)} failed;" in line
+    lowest = min(ok, key=lambda r: r.energy)
+    assert f"{lowest.energy / 19:.4f} eV/atom with the model" in line
+    assert len(pool) == 3  # anneal sets only the pool's relaxation here: the step's GA candidates go to the reference as they are

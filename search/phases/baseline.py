@@ -3,8 +3,8 @@ many reference relaxations as the search spent there (:mod:`pesmith.search.basel
 
 It runs after the start (one reference relaxation at the path's first composition) and after
 each confirmation (``confirm.candidates`` of them). Random cells of the current structure's
-composition and size are melt-quenched and relaxed with the current model (``baseline.draws``
-cells per relaxation at most: a model run that fails is replaced by the next), then relaxed with
+composition and size are melt-quenched and relaxed with the current model (a model run that
+fails is replaced by the next cell, up to ``baseline.draws`` cells per relaxation), then relaxed with
 the reference. Their labels stay out of ``reference.db``: no model of the search trains on them.
 A resumed run redoes the phase from the same seeds.
 """
@@ -27,8 +27,12 @@ def run(ctx: SearchContext) -> None:
     x = counts["Li"] / counts["Si"]
     budget = 1 if state.step == 0 else len(state.confirm.picked)  # reference relaxations the search spent at x
     cells = sample_cells(counts, volume_per_atom(ctx, counts, settings.volume_per_atom), budget * settings.draws, ctx.rng)
-    quenched = ctx.map_ordered(quench_task(ctx, settings), cells, f"baseline at x = {x:.2f}: {len(cells)} melt-quenches with the model")
-    chosen = [q for q in quenched if q.ok][:budget]
+    quenched, chosen = [], []
+    while len(chosen) < budget and len(quenched) < len(cells):  # a failed model run is replaced by the next cell
+        batch = cells[len(quenched):len(quenched) + budget - len(chosen)]
+        results = ctx.map_ordered(quench_task(ctx, settings), batch, f"baseline at x = {x:.2f}: {len(batch)} melt-quenches with the model")
+        quenched += results
+        chosen += [q for q in results if q.ok]
     relaxed = ctx.map_ordered(ctx.reference_task(), [q.atoms for q in chosen], f"baseline at x = {x:.2f}: reference relaxations")
     entries = []
     for index, (model, result) in enumerate(zip(chosen, relaxed)):
@@ -40,7 +44,7 @@ def run(ctx: SearchContext) -> None:
     lowest = min((e.energy_per_atom for e in ok), default=None)
     reasons = sorted({q.reason.splitlines()[0] for q in quenched if not q.ok} | {e.reason.splitlines()[0] for e in entries if not e.ok})
     ctx.echo(
-        f"baseline at x = {x:.2f}: {len(ok)} of {budget} reference relaxations done ({len(quenched) - len(chosen)} melt-quenches unused"
-        f" or failed), lowest {'-' if lowest is None else f'{lowest:.4f}'} eV/atom ({time.perf_counter() - started:.0f} s)"
+        f"baseline at x = {x:.2f}: {len(ok)} of {budget} reference relaxations done ({len(quenched) - len(chosen)} of"
+        f" {len(quenched)} model melt-quenches failed), lowest {'-' if lowest is None else f'{lowest:.4f}'} eV/atom ({time.perf_counter() - started:.0f} s)"
         + (f"; failures: {'; '.join(reasons)}" if reasons and len(ok) < budget else "")
     )
