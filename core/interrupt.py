@@ -27,14 +27,7 @@ def interrupt_once() -> Iterator[HeldSignals]:
     Acts only where Ctrl-C would raise anyway (Python's default handler, main thread); where
     SIGINT is ignored or handled otherwise the block runs unchanged.
     """
-    held = HeldSignals()
-
-    def first_raises(signum: int, frame: object) -> None:
-        held.count += 1
-        if held.count == 1 and held.raising:
-            raise KeyboardInterrupt
-
-    with _sigint_handler(first_raises, only_over_default=True):
+    with _first_sigint_raises(KeyboardInterrupt) as held:
         yield held
 
 
@@ -87,12 +80,20 @@ def interrupt_run() -> Iterator[HeldSignals]:
     :func:`interrupt_once` blocks then leave SIGINT to this one; an inner
     :func:`deferred_interrupt` (a file being saved) holds it until the file is whole.
     """
+    with _first_sigint_raises(RunInterrupted) as held:
+        yield held
+
+
+@contextmanager
+def _first_sigint_raises(exception: type[BaseException]) -> Iterator[HeldSignals]:
+    """The first SIGINT inside the block raises ``exception`` (while ``held.raising``); all are
+    counted. Only over Python's default handler, in the main thread."""
     held = HeldSignals()
 
     def first_raises(signum: int, frame: object) -> None:
         held.count += 1
         if held.count == 1 and held.raising:
-            raise RunInterrupted
+            raise exception
 
     with _sigint_handler(first_raises, only_over_default=True):
         yield held
