@@ -39,10 +39,14 @@ def write_phase_diagram(
     """
     hull = formation_energies(list(structures), [e["energy"] for e in entries])
     references = elemental_references(list(structures), [e["energy"] for e in entries], ["Li", "Si"])
-    above = {
-        name: _above_hull(entries, structures, references, keep)
-        for name, keep in (("amorphous", _is_search), ("baseline", lambda kind: kind == "baseline"))
-    }
+    voltages = {"crystalline": [v.as_dict() for v in voltage_profile(hull)]}
+    above: dict[str, dict[int, float]] = {"amorphous": {}, "baseline": {}}  # entry index -> eV/atom above its own hull
+    for name, keep in (("amorphous", _is_search), ("baseline", lambda kind: kind == "baseline")):
+        subset = [i for i, e in enumerate(entries) if keep(e["kind"])]
+        if subset:
+            subset_hull = _subset_hull(entries, structures, references, subset)
+            above[name] = dict(zip(subset, (h.e_above_hull for h in subset_hull[len(subset_hull) - len(subset):])))
+            voltages[name] = [v.as_dict() for v in voltage_profile(subset_hull)]
     rows = [
         {
             "kind": e["kind"],
@@ -61,11 +65,6 @@ def write_phase_diagram(
         }
         for index, (e, h, structure) in enumerate(zip(entries, hull, structures))
     ]
-    voltages = {"crystalline": [v.as_dict() for v in voltage_profile(hull)]}
-    for name, keep in (("amorphous", _is_search), ("baseline", lambda kind: kind == "baseline")):
-        subset = [i for i, e in enumerate(entries) if keep(e["kind"])]
-        if subset:
-            voltages[name] = [v.as_dict() for v in voltage_profile(_subset_hull(entries, structures, references, subset))]
     comparison = compare_with_baseline(rows)
     voltage_rows = [{"hull": name} | v for name, profile in voltages.items() for v in profile]
     files = {
@@ -137,15 +136,6 @@ def _subset_hull(entries, structures, references, subset: Sequence[int]) -> list
     """Hull entries of ``subset`` together with the pure structures (the end members)."""
     keep = [i for i, s in enumerate(structures) if _pure(s) and entries[i]["kind"] == "crystal"] + list(subset)
     return formation_energies([structures[i] for i in keep], [entries[i]["energy"] for i in keep], references=references)
-
-
-def _above_hull(entries, structures, references, keep) -> dict[int, float]:
-    """Distance (eV/atom) of each kept entry to the hull of the kept entries and the end members."""
-    subset = [i for i, e in enumerate(entries) if keep(e["kind"])]
-    if not subset:
-        return {}
-    hull = _subset_hull(entries, structures, references, subset)
-    return dict(zip(subset, (h.e_above_hull for h in hull[len(hull) - len(subset):])))
 
 
 def _csv(rows: Sequence[dict]) -> str:
