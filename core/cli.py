@@ -276,6 +276,13 @@ def print_search_summary(result) -> None:
         if model.get("holdout"):
             h = model["holdout"]
             print(f"model after step {model['step']}: holdout {h['energy_rmse_meV_per_atom']:.1f} meV/atom, {h['force_rmse_eV_per_A']:.3f} eV/Å")
+    truth = [m for m in result.models if m.get("truth")]
+    if truth and result.reference_truth:
+        first, last = truth[0]["truth"], truth[-1]["truth"]
+        print(
+            f"force RMSE on holdout_truth ({last['n_structures']} structures): first model {first['force_rmse_eV_per_A']:.3f},"
+            f" final model {last['force_rmse_eV_per_A']:.3f}, the reference itself {result.reference_truth['force_rmse_eV_per_A']:.3f} eV/Å"
+        )
     on_hull = sorted((r for r in result.hull if r["on_hull"]), key=lambda r: r["li_fraction"])
     print("on the crystalline hull: " + ", ".join(f"{r['reduced_formula']} ({r['kind']}, E_f {r['formation_energy_eV_per_atom']:.3f} eV/atom)" for r in on_hull))
     if result.search_vs_baseline:

@@ -65,7 +65,7 @@ def shaped_finished_work(key: str, state: SearchState) -> bool:
     section = key.split(".")[0].split("[")[0]
     if section in ALWAYS_FROZEN:
         return True
-    if section in ("potential", "holdout"):
+    if section in ("potential", "holdout", "holdout_truth"):
         return bool(state.models)
     if section == "hull":
         return state.phase != "initial"

@@ -120,6 +120,11 @@ class SearchConfig(Section):
     baseline: BaselineSettings = BaselineSettings()
     hull: HullSettings
     holdout: list[Path] = Field(default_factory=list, description="labeled files every trained model is evaluated on (learning curve)")
+    holdout_truth: list[Path] = Field(
+        default_factory=list,
+        description="files labeled by a more accurate method than the reference (e.g. DFT): every model's and the"
+        " reference's own force errors on them are reported side by side",
+    )
 
     @field_validator("path")
     @classmethod
@@ -166,7 +171,13 @@ def load_search_config(path: str | Path, registry: Registry, warn: Callable[[str
         config.start.file = resolve_path(base, config.start.file)
     config.hull.crystals = [resolve_path(base, p) for p in config.hull.crystals]
     config.holdout = [resolve_path(base, p) for p in config.holdout]
-    files = {"initial.labeled": config.initial.labeled, "hull.crystals": config.hull.crystals, "holdout": config.holdout}
+    config.holdout_truth = [resolve_path(base, p) for p in config.holdout_truth]
+    files = {
+        "initial.labeled": config.initial.labeled,
+        "hull.crystals": config.hull.crystals,
+        "holdout": config.holdout,
+        "holdout_truth": config.holdout_truth,
+    }
     if config.start.file is not None:
         files["start.file"] = [config.start.file]
     for key, paths in files.items():

@@ -69,6 +69,7 @@ class SearchResult:
     amorphous_voltages: list[dict[str, float]] = field(default_factory=list)  # of the search's amorphous hull
     search_vs_baseline: list[dict[str, Any]] = field(default_factory=list)  # per composition, lowest E_f of each
     models: list[dict[str, Any]] = field(default_factory=list)  # per training: file, validation and holdout metrics
+    reference_truth: dict[str, float] | None = None  # the reference's own force errors on the holdout_truth frames
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -209,5 +210,6 @@ class Search:
             amorphous_voltages=hull_tables.get("amorphous_voltages", []),
             search_vs_baseline=hull_tables.get("search_vs_baseline", []),
             models=[asdict(m) for m in state.models],
+            reference_truth=state.reference_truth,
             files={k: self.output / v for k, v in hull_tables.get("files", {}).items()},
         )

@@ -121,13 +121,15 @@ class ConfirmState:
 
 @dataclass
 class ModelRecord:
-    """One training: the model file (relative), its hash, validation and holdout metrics."""
+    """One training: the model file (relative), its hash, validation and holdout metrics, and its
+    force errors on the ``holdout_truth`` frames (eV/Å)."""
 
     step: int
     file: str
     hash: str
     metrics: dict[str, Any]
     holdout: dict[str, float] | None = None
+    truth: dict[str, float] | None = None
 
 
 @dataclass
@@ -152,6 +154,7 @@ class SearchState:
     baseline_done: list[float] = field(default_factory=list)  # x (Li per Si) already sampled
     ga_logs: list[list[dict[str, Any]]] = field(default_factory=list)  # per step: best and mean energy per generation
     hull: dict[str, Any] | None = None  # what write_phase_diagram returned
+    reference_truth: dict[str, float] | None = None  # the reference's own force errors on the holdout_truth frames (eV/Å)
     config: dict[str, Any] | None = None  # the config (JSON, without workers and progress) the work was done with; None in older checkpoints
 
     def to_json(self) -> dict[str, Any]:
@@ -195,5 +198,6 @@ class SearchState:
             baseline_done=data.get("baseline_done", []),
             ga_logs=data.get("ga_logs", []),
             hull=data.get("hull"),
+            reference_truth=data.get("reference_truth"),
             config=data.get("config"),
         )

@@ -94,6 +94,7 @@ MISSING_FILES = {
     "start.file": set_key("start.file", "strat.xyz"),
     "initial.generate.crystals": set_key("initial.generate.crystals", [str(CRYSTALS / "Li_bcc.xyz"), "Li13Si4_typo.xyz"]),
     "holdout": set_key("holdout", ["holdout_typo.xyz"]),
+    "holdout_truth": set_key("holdout_truth", ["gpaw_typo.xyz"]),
 }
 
 

@@ -14,15 +14,19 @@ from functools import partial
 from pathlib import Path
 
 import ase.io
+import numpy as np
 import pytest
 import yaml
+from ase.calculators.singlepoint import SinglePointCalculator
 
 from pesmith import ase_files
+from pesmith.cli import print_search_summary
 from pesmith.errors import ConfigError
 from pesmith.parallel import parallel_map
 from pesmith.registry import default_registry
 from pesmith.search.config import load_search_config
 from pesmith.search.loop import Search
+from pesmith.plugins.references.morse import MorseCalculator
 from pesmith.search.relaxation import relax_with_model
 from pesmith.testing import amorphous_lisi
 
@@ -94,9 +98,38 @@ def final_state(output: Path) -> dict:
     return {"population": state["ga"]["population"], "baseline": baseline} | {name: hull[name] for name in tables}
 
 
-def test_search_runs_the_loop_and_writes_the_phase_diagram(tmp_path):
-    result = run_search(tiny_config(tmp_path, fitness={"relax": "positions", "fmax": 0.2, "steps": 40}))
+def truth_frames(path: Path, noise: float) -> float:
+    """Write three 19-atom cells labeled with the Morse reference plus Gaussian force noise of
+    ``noise`` eV/Å (a stand-in for a more accurate method) to ``path``; return the noise's RMS."""
+    frames, offsets = [], []
+    for seed in range(3):
+        atoms = amorphous_lisi(19, volume_per_atom=17.0, seed=10 + seed)
+        atoms.calc = MorseCalculator()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        offset = np.random.default_rng(seed).normal(0.0, noise, forces.shape)
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces + offset)
+        atoms.info["method"] = "truth"
+        frames.append(atoms)
+        offsets.append(offset)
+    ase.io.write(path, frames, format="extxyz")
+    return float(np.sqrt(np.mean(np.concatenate(offsets) ** 2)))
+
+
+def test_search_runs_the_loop_and_writes_the_phase_diagram(tmp_path, capsys):
+    noise = truth_frames(tmp_path / "truth.xyz", noise=0.1)
+    truth_frames(tmp_path / "holdout.xyz", noise=0.0)
+    config = tiny_config(
+        tmp_path, fitness={"relax": "positions", "fmax": 0.2, "steps": 40}, holdout=["holdout.xyz"], holdout_truth=["truth.xyz"]
+    )
+    result = run_search(config)
     output = tmp_path / "out"
+    # against the truth, the reference errs by exactly the noise added to its own forces, and a
+    # model by its error against the reference combined with that noise (independent of it)
+    assert result.reference_truth["force_rmse_eV_per_A"] == pytest.approx(noise, rel=1e-6)
+    for model in result.models:
+        assert model["truth"]["force_rmse_eV_per_A"] ** 2 == pytest.approx(model["holdout"]["force_rmse_eV_per_A"] ** 2 + noise**2, rel=0.2)
+    print_search_summary(result)
+    assert "the reference itself" in capsys.readouterr().out
     assert [s.step for s in result.steps] == [0, 1]
     for record in result.steps:
         assert record.n_li_removed == 3 and record.evaluated > 0 and record.confirmed == 2
