@@ -286,11 +286,12 @@ def print_search_summary(result) -> None:
     on_hull = sorted((r for r in result.hull if r["on_hull"]), key=lambda r: r["li_fraction"])
     print("on the crystalline hull: " + ", ".join(f"{r['reduced_formula']} ({r['kind']}, E_f {r['formation_energy_eV_per_atom']:.3f} eV/atom)" for r in on_hull))
     if result.search_vs_baseline:
-        print(f"\n{'x':>6} {'search E_f (eV/at)':>18} {'baseline E_f (eV/at)':>20} {'search - baseline (meV/at)':>26} {'relaxations':>11}")
+        print(f"\n{'x':>6} {'search E_f (eV/at)':>18} {'baseline E_f (eV/at)':>20} {'search - baseline (meV/at)':>26} {'relaxations':>11}  search's lowest by origin (E_f, eV/at)")
         for c in result.search_vs_baseline:
             search = f"{c['search_lowest_eV_per_atom']:.4f}" if c["search_lowest_eV_per_atom"] is not None else "-"
             gain = f"{c['search_minus_baseline_meV_per_atom']:+.1f}" if c["search_minus_baseline_meV_per_atom"] is not None else "-"
-            print(f"{c['li_per_si']:>6.2f} {search:>18} {c['baseline_lowest_eV_per_atom']:>20.4f} {gain:>26} {c['search_structures']:>5} / {c['baseline_structures']:<4}")
+            origins = ", ".join(f"{origin} {e:.4f}" for origin, e in c["search_lowest_by_origin"].items()) or "-"
+            print(f"{c['li_per_si']:>6.2f} {search:>18} {c['baseline_lowest_eV_per_atom']:>20.4f} {gain:>26} {c['search_structures']:>5} / {c['baseline_structures']:<4}  {origins}")
     for name, profile in (("crystalline", result.voltages), ("amorphous", result.amorphous_voltages)):
         if profile:
             print(f"{name} voltage profile: " + ", ".join(f"x {v['x_low']:.2f}-{v['x_high']:.2f} {v['voltage']:.3f} V" for v in profile))

@@ -189,6 +189,8 @@ def test_amorphous_hull_voltages_and_the_baseline_comparison(tmp_path):
     assert result["baseline_voltages"] == [pytest.approx({"x_low": 0.0, "x_high": 2.25, "voltage": 0.585 / 2.25})]
     comparison = {c["li_per_si"]: c["search_minus_baseline_meV_per_atom"] for c in result["search_vs_baseline"]}
     assert comparison == pytest.approx({3.0: -10.0, 2.25: 10.0, 1.5: -10.0})
+    by_origin = {c["li_per_si"]: c["search_lowest_by_origin"] for c in result["search_vs_baseline"]}
+    assert by_origin == {3.0: {"start": pytest.approx(-0.15)}, 2.25: {"step 1": pytest.approx(-0.17)}, 1.5: {"step 2": pytest.approx(-0.16)}}
     rows = {(r["kind"], r["li_per_si"]): r for r in result["entries"]}
     assert rows[("step 1", 2.25)]["e_above_amorphous_hull_eV_per_atom"] == pytest.approx(0.0, abs=1e-9)
     assert rows[("baseline", 3.0)]["e_above_amorphous_hull_eV_per_atom"] > 0  # above the baseline's own hull

@@ -39,6 +39,10 @@ def test_search_and_baseline_at_every_composition_with_the_same_reference_budget
     for x, row in compared.items():
         assert 1 <= row["baseline_structures"] <= budget[x]
         assert row["search_minus_baseline_meV_per_atom"] == pytest.approx(1000 * (row["search_lowest_eV_per_atom"] - row["baseline_lowest_eV_per_atom"]))
+        assert min(row["search_lowest_by_origin"].values()) == pytest.approx(row["search_lowest_eV_per_atom"])
+    confirmed = {e["origin"] for e in state["entries"]}
+    assert set().union(*(result.search_vs_baseline[i]["search_lowest_by_origin"] for i in range(1, 3))) <= confirmed
+    assert set(compared[3.75]["search_lowest_by_origin"]) == {"start"}
     assert len(state["baseline"]) == sum(row["baseline_structures"] for row in compared.values())
     assert all(entry["origin"] == "melt-quench" for entry in state["baseline"])
 
