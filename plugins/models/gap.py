@@ -1,0 +1,365 @@
+"""Gaussian approximation potential (GAP): sparse Gaussian-process regression of atomic energies.
+
+E = sum_i sum_m alpha_m k(q_i, q_m), eV, over the atoms i of a structure and the sparse points
+m (pesmith adds the per-element reference energies). The kernel ``k`` includes ``delta^2``
+(eV^2, the prior variance of an atomic energy) and is zero between environments of different
+central elements: each element has its own sparse set and, in effect, its own GP, as with
+gap_fit's element-specific descriptors.
+
+Kernels (``q`` = the descriptor's features, ``F`` of them):
+
+* ``squared_exponential``: ``delta^2 exp(-|x - x'|^2 / (2 F theta^2))`` on features
+  standardized per element, ``x = (q - mean_Z) / scale_Z``. The ``F`` in the denominator makes
+  ``theta`` the length scale of the root-mean-square difference of standardized features, so
+  one value suits descriptors of any size.
+* ``dot_product``: ``delta^2 (x . x')^zeta`` on unit-normalised features ``x = q / |q|``; with
+  a SOAP power spectrum this is the SOAP kernel (Bartók et al. 2013).
+
+The fit is the projected-process (subset-of-regressors) solution with observations y of total
+energies (noise ``sigma_energy * sqrt(N_atoms)``) and force components (noise ``sigma_force``):
+
+    alpha = (K_MM + K_MN L^-1 K_NM)^-1 K_MN L^-1 y,     L = diag(sigma^2),
+
+where the force rows of ``K_NM`` come from the kernel's gradient and the descriptor's exact
+Jacobians. It is solved in float64 as the least-squares problem of the stacked, weighted
+``[L^-1/2 K_NM; U]`` (``U^T U = K_MM + jitter delta^2 I``), whose QR factorisation is updated
+block by block: memory grows with n_sparse x (n_sparse + one block of observations), never with
+the number of observations squared.
+
+The energy uncertainty (:meth:`GAPModel.energy_std`) is the deterministic-training-conditional
+predictive variance of a structure's energy E* = sum_i f(q_i), eV^2:
+
+    var E* = sum_ij k(q_i, q_j) - k*M K_MM^-1 kM* + k*M (K_MM + K_MN L^-1 K_NM)^-1 kM*,
+
+with k*M = sum_i k(q_i, q_M). It is about zero where the data fix the energy and returns to the
+prior variance far from all sparse points.
+
+References
+----------
+A. P. Bartók, M. C. Payne, R. Kondor and G. Csányi, Phys. Rev. Lett. 104, 136403 (2010),
+doi:10.1103/PhysRevLett.104.136403.
+A. P. Bartók, R. Kondor and G. Csányi, Phys. Rev. B 87, 184115 (2013),
+doi:10.1103/PhysRevB.87.184115.
+V. L. Deringer and G. Csányi, Phys. Rev. B 95, 094203 (2017), doi:10.1103/PhysRevB.95.094203.
+J. Quiñonero-Candela and C. E. Rasmussen, J. Mach. Learn. Res. 6, 1939 (2005) (sparse GP
+approximations and their predictive variances).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Any, ClassVar, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+
+from pesmith import hookimpl
+from pesmith.descriptor import species_lookup
+from pesmith.errors import ConfigError, DataError
+from pesmith.features import FeatureSet, evaluate
+from pesmith.fit_settings import FitSettings
+from pesmith.model import FitSummary, Model, standardization
+from pesmith.structures import DTYPE
+
+from .sparsify import SparseMethod, select_sparse
+
+logger = logging.getLogger(__name__)
+
+Kernel = Literal["squared_exponential", "dot_product"]
+KERNELS: tuple[str, ...] = ("squared_exponential", "dot_product")
+BLOCK_BYTES = 1 << 27  # ~134 MB: the largest (edges x n_sparse x 3) block of force-row work
+KERNEL_SUM_ROWS = 1024  # atoms per block when summing a structure's atom-atom kernel
+
+
+class GAPSettings(FitSettings):
+    """Fit settings of the ``gap`` model (the ``training:`` section)."""
+
+    n_sparse: int = Field(100, ge=1, description="sparse points per element (at most its number of training environments)")
+    sparse_method: SparseMethod = Field("cur", description="how sparse points are chosen: cur, fps (furthest point) or random")
+    sigma_energy: float = Field(
+        0.002, gt=0, description="energy noise per atom, eV/atom; a structure of N atoms gets sigma_energy * sqrt(N) eV"
+    )
+    sigma_force: float | None = Field(0.1, gt=0, description="force noise per component, eV/Å; null fits energies only")
+    jitter: float = Field(1e-8, ge=0, description="added to the diagonal of K_MM as jitter * delta^2 (dimensionless)")
+    force_weight: float = Field(
+        0.1, ge=0, description="weight of the force MSE in the reported loss only (the fit weighs forces by sigma_force)"
+    )
+
+    @field_validator("stress_weight")
+    @classmethod
+    def _no_stress_yet(cls, value: float) -> float:
+        if value != 0:
+            raise ValueError("the gap model does not fit stress (virials) yet; set stress_weight: 0 or leave it out")
+        return value
+
+    @property
+    def needs_jacobian(self) -> bool:
+        """Feature derivatives are needed to fit forces or to report force errors."""
+        return self.sigma_force is not None or super().needs_jacobian
+
+
+class GAPModel(Model):
+    """Sparse Gaussian-process regression of atomic energies (GAP), eV, with an energy uncertainty.
+
+    Parameters
+    ----------
+    species
+        Chemical symbols; each element has its own sparse points.
+    n_features
+        Features per atom (from the descriptor).
+    kernel
+        ``squared_exponential`` (standardized features) or ``dot_product`` (unit-normalised
+        features, SOAP-style).
+    theta
+        Length scale of the squared-exponential kernel, in standardized-feature units
+        (root-mean-square over features); unused by ``dot_product``.
+    zeta
+        Integer power of the dot-product kernel; unused by ``squared_exponential``.
+    delta
+        Energy scale, eV: the prior standard deviation of one atomic energy.
+
+    Raises
+    ------
+    ConfigError
+        Unknown kernel or a non-positive theta, zeta or delta.
+    """
+
+    settings_schema: ClassVar[type[GAPSettings]] = GAPSettings
+
+    def __init__(
+        self,
+        species: Sequence[str],
+        n_features: int,
+        kernel: Kernel = "dot_product",
+        theta: float = 1.0,
+        zeta: int = 4,
+        delta: float = 1.0,
+    ):
+        super().__init__(species, n_features)
+        if kernel not in KERNELS:
+            raise ConfigError(f"model.kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+        if not theta > 0:
+            raise ConfigError(f"model.theta must be a positive length scale (standardized features), got {theta!r}")
+        if isinstance(zeta, bool) or int(zeta) != zeta or zeta < 1:
+            raise ConfigError(f"model.zeta must be a positive integer power, got {zeta!r}")
+        if not delta > 0:
+            raise ConfigError(f"model.delta must be a positive energy scale in eV, got {delta!r}")
+        self.kernel, self.theta, self.zeta, self.delta = kernel, float(theta), int(zeta), float(delta)
+        n, f = len(self.species), self.n_features
+        self.register_buffer("feature_mean", torch.zeros(n, f, dtype=DTYPE))
+        self.register_buffer("feature_scale", torch.ones(n, f, dtype=DTYPE))
+        self.register_buffer("sparse_points", torch.zeros(0, f, dtype=DTYPE))  # (M, F), kernel space
+        self.register_buffer("sparse_species", torch.zeros(0, dtype=torch.int64))  # (M,) index into species
+        self.register_buffer("alpha", torch.zeros(0, dtype=DTYPE))  # (M,) eV / eV^2
+        self.register_buffer("kmm_factor", torch.zeros(0, 0, dtype=DTYPE))  # (M, M) lower: K_MM + jitter
+        self.register_buffer("posterior_factor", torch.zeros(0, 0, dtype=DTYPE))  # (M, M) upper R: R^T R = Sigma^-1
+        self.register_buffer("lookup", species_lookup(self.species), persistent=False)
+
+    @property
+    def n_sparse(self) -> int:
+        return int(self.alpha.shape[0])
+
+    def get_config(self) -> dict[str, Any]:
+        return {"kernel": self.kernel, "theta": self.theta, "zeta": self.zeta, "delta": self.delta}
+
+    # --- kernel -------------------------------------------------------------------------
+
+    def _transform(self, features: torch.Tensor, numbers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``(n, F)`` in the kernel's space and each atom's species index ``(n,)``."""
+        index = self.lookup[numbers]
+        if self.kernel == "squared_exponential":
+            return (features - self.feature_mean[index]) / self.feature_scale[index], index
+        return features / features.norm(dim=1, keepdim=True).clamp_min(1e-300), index
+
+    def _kernel(self, x: torch.Tensor, index: torch.Tensor, y: torch.Tensor, index_y: torch.Tensor) -> torch.Tensor:
+        """``(n, m)`` kernel, eV^2, between rows of ``x`` and ``y`` (kernel space), zero across elements."""
+        same = (index[:, None] == index_y[None, :]).to(x.dtype)
+        if self.kernel == "squared_exponential":
+            distance2 = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T  # (n, m)
+            value = torch.exp(-distance2.clamp_min(0.0) / (2.0 * self.n_features * self.theta**2))
+        else:
+            value = (x @ y.T) ** self.zeta
+        return self.delta**2 * value * same
+
+    def _sparse_kernel(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``(n, M)`` kernel between atoms and the sparse points."""
+        return self._kernel(x, index, self.sparse_points, self.sparse_species)
+
+    def forward(self, features: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
+        x, index = self._transform(features, numbers)
+        return self._sparse_kernel(x, index) @ self.alpha  # (n_atoms,)
+
+    # --- uncertainty --------------------------------------------------------------------
+
+    def energy_std(
+        self, features: torch.Tensor, numbers: torch.Tensor, structure_index: torch.Tensor, n_structures: int
+    ) -> torch.Tensor:
+        """(n_structures,) predictive standard deviation of each structure's energy, eV (see the
+        module docstring); the prior standard deviation before a fit."""
+        with torch.no_grad():
+            x, index = self._transform(features.detach(), numbers)
+            variance = torch.zeros(n_structures, dtype=DTYPE)
+            for s in range(n_structures):
+                atoms = torch.nonzero(structure_index == s).squeeze(1)
+                variance[s] = self._kernel_sum(x[atoms], index[atoms])
+            if self.n_sparse:
+                q = torch.zeros(n_structures, self.n_sparse, dtype=DTYPE).index_add(0, structure_index, self._sparse_kernel(x, index))
+                explained = torch.linalg.solve_triangular(self.kmm_factor, q.T, upper=False)  # (M, n_structures)
+                posterior = torch.linalg.solve_triangular(self.posterior_factor.T, q.T, upper=False)
+                variance = variance - (explained**2).sum(0) + (posterior**2).sum(0)
+        return variance.clamp_min(0.0).sqrt()
+
+    def _kernel_sum(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """sum_ij k(x_i, x_j), eV^2, over the atoms of one structure, in blocks of rows."""
+        total = torch.zeros((), dtype=DTYPE)
+        for start in range(0, x.shape[0], KERNEL_SUM_ROWS):
+            rows = slice(start, start + KERNEL_SUM_ROWS)
+            total = total + self._kernel(x[rows], index[rows], x, index).sum()
+        return total
+
+    # --- fit ----------------------------------------------------------------------------
+
+    def fit(self, train_set: FeatureSet, validation: FeatureSet | None, settings: GAPSettings) -> FitSummary:
+        """Choose sparse points per element, then solve the projected-process system on the
+        energies and (unless ``sigma_force`` is null) forces of ``train_set``.
+
+        Raises
+        ------
+        DataError
+            ``n_sparse`` exceeds an element's training environments, or the system is singular
+            (the message says which of ``jitter``, ``sigma_energy``, ``sigma_force`` to raise).
+        """
+        started = time.perf_counter()
+        if self.kernel == "squared_exponential":
+            mean, scale = standardization(train_set.features, train_set.numbers, self.species)
+            self.feature_mean.copy_(mean)
+            self.feature_scale.copy_(scale)
+        self._choose_sparse_points(train_set, settings)
+        m = self.n_sparse
+        with torch.no_grad():
+            kmm = self._kernel(self.sparse_points, self.sparse_species, self.sparse_points, self.sparse_species)
+            kmm_factor, info = torch.linalg.cholesky_ex(kmm + settings.jitter * self.delta**2 * torch.eye(m, dtype=DTYPE))
+            if int(info) != 0:
+                raise DataError(
+                    f"the kernel matrix of the {m} sparse points is not positive definite with training.jitter"
+                    f" {settings.jitter:g} (sparse points nearly repeat): raise training.jitter, e.g. to"
+                    f" {max(settings.jitter * 100, 1e-8):g}"
+                )
+            # R_aug: the R of the QR factorisation of the stacked [A | b] rows seen so far, (M+1, M+1).
+            r_aug = torch.zeros(m + 1, m + 1, dtype=DTYPE)
+            r_aug[:m, :m] = kmm_factor.T
+            pending: list[torch.Tensor] = []
+            n_rows = {"energy": 0, "force": 0}
+            for kind, rows, targets in self._observations(train_set, settings):
+                pending.append(torch.cat([rows, targets[:, None]], dim=1))
+                n_rows[kind] += rows.shape[0]
+                if sum(p.shape[0] for p in pending) >= max(m, 1024):
+                    r_aug = torch.linalg.qr(torch.cat([r_aug, *pending]), mode="r")[1]
+                    pending = []
+            if pending:
+                r_aug = torch.linalg.qr(torch.cat([r_aug, *pending]), mode="r")[1]
+            r_factor = r_aug[:m, :m]
+            diagonal = r_factor.diagonal().abs()
+            alpha = torch.linalg.solve_triangular(r_factor, r_aug[:m, m:], upper=True)[:, 0]
+            if not bool(torch.isfinite(alpha).all()) or float(diagonal.min()) <= 1e-13 * float(diagonal.max()):
+                raise DataError(
+                    f"the GAP system of {m} sparse points and {sum(n_rows.values())} observations is singular:"
+                    f" raise training.jitter (now {settings.jitter:g}) or training.sigma_energy"
+                    f" (now {settings.sigma_energy:g} eV/atom) / training.sigma_force (now {settings.sigma_force} eV/Å)"
+                )
+            self.alpha = alpha
+            self.kmm_factor = kmm_factor
+            self.posterior_factor = r_factor
+        info: dict[str, Any] = {
+            "n_sparse": {s: int((self.sparse_species == k).sum()) for k, s in enumerate(self.species)},
+            "sparse_method": settings.sparse_method,
+            "n_observations": n_rows,
+            "sigma_energy_eV_per_atom": settings.sigma_energy,
+            "sigma_force_eV_per_A": settings.sigma_force,
+            "objective": float(r_aug[m, m] ** 2),
+            "fit_s": time.perf_counter() - started,
+            "train": evaluate(self, train_set, settings),
+        }
+        if validation is not None and validation.n_structures:
+            info["validation"] = evaluate(self, validation, settings)
+        return FitSummary(info=info)
+
+    def _choose_sparse_points(self, data: FeatureSet, settings: GAPSettings) -> None:
+        """Select ``settings.n_sparse`` environments of each element present in ``data`` (seeded)."""
+        rng = np.random.default_rng(settings.seed)
+        x, index = self._transform(data.features, data.numbers)
+        chosen = []
+        for k, symbol in enumerate(self.species):
+            rows = torch.nonzero(index == k).squeeze(1)
+            if rows.numel() == 0:
+                logger.warning("no %s environments in the training data: %s atoms get only their reference energy", symbol, symbol)
+                continue
+            if settings.n_sparse > rows.numel():
+                raise DataError(
+                    f"training.n_sparse {settings.n_sparse} exceeds the {rows.numel()} {symbol} environments of the"
+                    f" training data; set training.n_sparse to at most {rows.numel()} or add structures"
+                )
+            picked = select_sparse(x[rows].numpy(), settings.n_sparse, settings.sparse_method, rng)
+            chosen.append(rows[torch.as_tensor(picked)])
+        chosen_rows = torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.int64)
+        self.sparse_points = x[chosen_rows].clone()
+        self.sparse_species = index[chosen_rows].clone()
+        self.alpha = torch.zeros(len(chosen_rows), dtype=DTYPE)
+
+    def _observations(self, data: FeatureSet, settings: GAPSettings) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(kind, weighted rows (r, M), weighted targets (r,)) blocks: total energies divided by
+        ``sigma_energy sqrt(N)``, force components divided by ``sigma_force``."""
+        block_edges = max(1, BLOCK_BYTES // (8 * 3 * 3 * max(self.n_sparse, 1)))
+        limited = dataclasses.replace(data, chunk_edges=min(data.chunk_edges, block_edges))
+        for part in limited.chunks():
+            x, index = self._transform(part.features, part.numbers)
+            kernel = self._sparse_kernel(x, index)  # (n_atoms, M)
+            rows = torch.zeros(part.n_structures, self.n_sparse, dtype=DTYPE).index_add(0, part.structure_index, kernel)
+            sigma = settings.sigma_energy * part.atoms_per_structure.to(DTYPE).sqrt()  # (n_structures,) eV
+            yield "energy", rows / sigma[:, None], part.energies / sigma
+            if settings.sigma_force is not None:
+                force_rows = self.force_rows(part, block_edges)  # (n_atoms, 3, M)
+                yield "force", force_rows.reshape(-1, self.n_sparse) / settings.sigma_force, part.forces.reshape(-1) / settings.sigma_force
+
+    def force_rows(self, part: FeatureSet, block_edges: int) -> torch.Tensor:
+        """``(n_atoms, 3, M)`` derivatives of the forces (eV/Å) with respect to ``alpha``: the
+        predicted forces are ``force_rows @ alpha``. Closed form from the kernel gradient and
+        the stored feature Jacobians, equal to autograd through :meth:`forward` (tested);
+        edges are taken ``block_edges`` at a time."""
+        x, index = self._transform(part.features, part.numbers)
+        kernel = self._sparse_kernel(x, index)  # (n_atoms, M)
+        # dk(x_i, x_m)/dx_i = a_im x_m + b_im x_i, both (n_atoms, M)
+        if self.kernel == "squared_exponential":
+            a = kernel / (self.n_features * self.theta**2)
+            b = -a
+        else:
+            same = (index[:, None] == self.sparse_species[None, :]).to(DTYPE)
+            a = self.delta**2 * self.zeta * (x @ self.sparse_points.T) ** (self.zeta - 1) * same
+            b = None  # the unit-norm projection of the Jacobian makes x_i . dx_i/dr zero
+        jacobian = part.load_jacobian()  # (n_edges, F, 3): dq_center/dr_edge
+        centers, neighbors = part.edge_index
+        rows = torch.zeros(part.n_atoms, self.n_sparse, 3, dtype=DTYPE)
+        for start in range(0, jacobian.shape[0], block_edges):
+            edges = slice(start, start + block_edges)
+            c, j = centers[edges], jacobian[edges]
+            if self.kernel == "squared_exponential":
+                jx = j / self.feature_scale[index[c]][:, :, None]  # (e, F, 3): dx_center/dr_edge
+            else:
+                along = torch.einsum("ef,efc->ec", x[c], j)  # (e, 3)
+                norm = part.features[c].norm(dim=1).clamp_min(1e-300)  # (e,) |q_center|
+                jx = (j - x[c][:, :, None] * along[:, None, :]) / norm[:, None, None]  # dx_center/dr_edge
+            gradient = a[c][:, :, None] * torch.einsum("mf,efc->emc", self.sparse_points, jx)  # (e, M, 3)
+            if b is not None:
+                gradient = gradient + b[c][:, :, None] * torch.einsum("ef,efc->ec", x[c], jx)[:, None, :]
+            rows.index_add_(0, c, gradient)  # F_k = sum_{e: i=k} dE/dr_e - sum_{e: j=k} dE/dr_e
+            rows.index_add_(0, neighbors[edges], -gradient)
+        return rows.transpose(1, 2)
+
+
+@hookimpl
+def pesmith_register_models(register) -> None:
+    register("gap", GAPModel)

@@ -1,0 +1,278 @@
+"""The ``gap`` model: sparse GP regression of atomic energies on a Morse reference (fast, exact
+labels), its closed-form force rows, its uncertainty, its model file and its settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase.calculators.fd import calculate_numerical_forces
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from pesmith import cli
+from pesmith.calculator import PesmithCalculator
+from pesmith.data import Dataset
+from pesmith.errors import ConfigError, DataError
+from pesmith.features import featurize_dataset, predict_labels
+from pesmith.model_file import load_potential, save_potential
+from pesmith.plugins.models.sparsify import select_sparse
+from pesmith.plugins.references.morse import Morse
+from pesmith.potential import ENERGY, ENERGY_STD, FORCES, STRESS, Potential
+from pesmith.registry import Registry
+from pesmith.testing import amorphous_lisi, check_gradients, check_model, potential_energy
+
+LISI = ("Li", "Si")
+
+
+def morse_cells(n_structures: int, seed: int, silicon_only: bool = False) -> Dataset:
+    """Random periodic cells of 10-19 atoms at 15.5-19 Å^3/atom labeled by the morse reference:
+    Li-Si (Li fraction 0.5-0.85) or, with ``silicon_only``, pure Si."""
+    reference = Morse()
+    rng = np.random.default_rng(seed)
+    structures, energies, forces = [], [], []
+    for k in range(n_structures):
+        atoms = amorphous_lisi(int(rng.choice([10, 19])), volume_per_atom=rng.uniform(15.5, 19), seed=seed * 1000 + k, tilt=0.1)
+        lithium = rng.uniform(size=len(atoms)) < (0.0 if silicon_only else rng.uniform(0.5, 0.85))
+        atoms.symbols = np.where(lithium, "Li", "Si")
+        energy, force, _ = reference.label(atoms)
+        structures.append(atoms)
+        energies.append(energy)
+        forces.append(force)
+    return Dataset(structures, np.array(energies), forces, [None] * n_structures, source=f"morse cells (seed {seed})")
+
+
+@pytest.fixture(scope="module")
+def lisi_train() -> Dataset:
+    return morse_cells(20, seed=1)
+
+
+@pytest.fixture(scope="module")
+def lisi_test() -> Dataset:
+    return morse_cells(6, seed=2)
+
+
+@pytest.fixture(scope="module")
+def si_train() -> Dataset:
+    return morse_cells(6, seed=3, silicon_only=True)
+
+
+def chebyshev(registry: Registry, species=LISI):
+    return registry.get("descriptor", "chebyshev")(
+        species=list(species), radial_cutoff=6.0, angular_cutoff=3.5, radial_order=8, angular_order=2
+    )
+
+
+def gap_potential(registry: Registry, species=LISI, **options) -> Potential:
+    descriptor = chebyshev(registry, species)
+    model = registry.get("model", "gap")(species=descriptor.species, n_features=descriptor.n_features, **options)
+    return Potential(descriptor, model)
+
+
+def fitted(registry: Registry, data: Dataset, species=LISI, model: dict | None = None, **settings) -> Potential:
+    potential = gap_potential(registry, species, **(model or {}))
+    potential.fit(data, None, potential.model.settings_schema(progress=False, **settings))
+    return potential
+
+
+def rmse(predicted: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((predicted - truth) ** 2)))
+
+
+KERNELS = [
+    {"kernel": "squared_exponential", "theta": 1.0},
+    {"kernel": "dot_product", "zeta": 2},
+]
+
+
+@pytest.mark.parametrize("model", KERNELS, ids=lambda m: m["kernel"])
+def test_with_every_environment_sparse_and_tiny_noise_the_training_energies_are_interpolated(registry, si_train, model):
+    n_environments = si_train.n_atoms
+    potential = fitted(registry, si_train, ("Si",), model, n_sparse=n_environments, sigma_energy=1e-7, sigma_force=None, force_weight=0.0)
+    assert potential.model.n_sparse == n_environments
+    predicted = potential.predict(si_train.structures)[ENERGY].numpy()
+    assert np.abs(predicted - si_train.energies).max() < 1e-4  # eV, on energies spread over eV
+    assert np.ptp(si_train.energies) > 1.0
+
+
+@pytest.mark.parametrize("model", KERNELS, ids=lambda m: m["kernel"])
+def test_forces_and_stress_equal_finite_differences_of_the_energy(registry, lisi_train, model):
+    potential = fitted(registry, lisi_train, model=model, n_sparse=20, sigma_energy=0.01, sigma_force=0.1)
+    atoms = lisi_train.structures[0].copy()
+    atoms.rattle(0.05, seed=3)
+    atoms.calc = PesmithCalculator(potential)
+    np.testing.assert_allclose(atoms.get_forces(), calculate_numerical_forces(atoms, eps=1e-4), atol=1e-6)
+    check_gradients(potential.descriptor, atoms, step=1e-4, atol=1e-6, energy_fn=potential_energy(potential))
+
+
+@pytest.mark.parametrize("model", KERNELS, ids=lambda m: m["kernel"])
+def test_closed_form_force_rows_equal_autograd_through_forward(registry, lisi_train, lisi_test, model):
+    """The fit's force rows times alpha are the forces the chain rule gives, also when the
+    edges are processed in several blocks."""
+    potential = fitted(registry, lisi_train, model=model, n_sparse=15, sigma_energy=0.01, sigma_force=0.1)
+    data = featurize_dataset(potential.descriptor, lisi_test, potential.reference)
+    autograd = predict_labels(potential.model, data, forces=True, stress=False, create_graph=False)[FORCES]
+    for block_edges in (7, 100_000):
+        closed_form = torch.einsum("acm,m->ac", potential.model.force_rows(data, block_edges), potential.model.alpha)
+        torch.testing.assert_close(closed_form, autograd, atol=1e-11, rtol=1e-10)
+
+
+def test_fitting_forces_lowers_the_held_out_force_error_well_below_an_energy_only_fit(registry, lisi_train, lisi_test):
+    model = {"kernel": "squared_exponential", "theta": 5.0}
+    with_forces = fitted(registry, lisi_train, model=model, n_sparse=50, sigma_energy=0.002, sigma_force=0.02)
+    energy_only = fitted(registry, lisi_train, model=model, n_sparse=50, sigma_energy=0.002, sigma_force=None)
+    truth = np.concatenate(lisi_test.forces)
+    errors = [rmse(p.predict(lisi_test.structures)[FORCES].numpy(), truth) for p in (with_forces, energy_only)]
+    assert errors[0] < 0.12 and errors[0] < 0.4 * errors[1], errors  # eV/Å; measured 0.082 vs 0.32
+
+
+def test_save_and_load_give_identical_predictions_and_uncertainties(registry, lisi_train, lisi_test, tmp_path):
+    potential = fitted(registry, lisi_train, n_sparse=25, sigma_energy=0.005, sigma_force=0.1)
+    check_model(potential.model, potential.descriptor)
+    path = save_potential(potential, tmp_path / "gap.pt", registry=registry)
+    payload = torch.load(path, weights_only=True)
+    assert payload["model_state"]["sparse_points"].shape == (50, potential.descriptor.n_features)
+    loaded, header = load_potential(path, registry)
+    assert header["model"] == {"kind": "gap", **potential.model.get_config()}
+    before, after = potential.predict(lisi_test.structures), loaded.predict(lisi_test.structures)
+    for key in (ENERGY, FORCES, STRESS, ENERGY_STD):
+        assert torch.equal(before[key], after[key]), key
+
+
+def exact_gp_energy_std(potential: Potential, train: Dataset, sigma_per_atom: float, structures) -> np.ndarray:
+    """Posterior standard deviation (eV) of the energies of ``structures`` under the full GP on
+    the energies of ``train`` (noise ``sigma_per_atom sqrt(N)``), from the atom-atom kernel."""
+    model = potential.model
+    everything = list(train.structures) + list(structures)
+    features = torch.cat([potential.descriptor.featurize(_batch(potential, [a])).detach() for a in everything])
+    numbers = torch.as_tensor(np.concatenate([a.numbers for a in everything]))
+    x, index = model._transform(features, numbers)
+    kernel = model._kernel(x, index, x, index).numpy()  # (atoms, atoms) eV^2
+    owner = np.repeat(np.arange(len(everything)), [len(a) for a in everything])
+    sums = (owner[None, :] == np.arange(len(everything))[:, None]).astype(float)  # (structures, atoms)
+    covariance = sums @ kernel @ sums.T
+    n = len(train)
+    noise = np.diag(sigma_per_atom**2 * np.array([len(a) for a in train.structures], dtype=float))
+    cross = covariance[n:, :n]
+    posterior = covariance[n:, n:] - cross @ np.linalg.solve(covariance[:n, :n] + noise, cross.T)
+    return np.sqrt(np.clip(np.diag(posterior), 0, None))
+
+
+def _batch(potential: Potential, structures):
+    from pesmith.structures import build_batch
+
+    return build_batch(structures, potential.descriptor.cutoff)
+
+
+def test_energy_std_is_the_gp_posterior_zero_at_the_data_and_growing_away_from_it(registry, si_train):
+    """With every environment a sparse point the projected process is the full GP: its energy
+    std equals the exact posterior; with tiny noise it vanishes on training structures and
+    grows with the distance from them, towards the prior std."""
+    model = {"kernel": "squared_exponential", "theta": 1.0}
+    n = si_train.n_atoms
+    unfitted = gap_potential(registry, ("Si",), **model)
+    near = si_train.structures[0]
+    prior = float(unfitted.predict([near])[ENERGY_STD][0])  # eV, before any data
+    probes = []
+    for strain in (0.0, 0.02, 0.05, 0.15):
+        probe = near.copy()
+        probe.set_cell(near.cell * (1 - strain), scale_atoms=True)
+        probes.append(probe)
+
+    noisy = fitted(registry, si_train, ("Si",), model, n_sparse=n, sigma_energy=0.01, sigma_force=None, force_weight=0.0)
+    std = noisy.predict(probes)[ENERGY_STD].numpy()
+    np.testing.assert_allclose(std, exact_gp_energy_std(noisy, si_train, 0.01, probes), rtol=1e-4, atol=1e-6)
+
+    exact = fitted(registry, si_train, ("Si",), model, n_sparse=n, sigma_energy=1e-7, sigma_force=None, force_weight=0.0)
+    std = exact.predict(probes)[ENERGY_STD].numpy()
+    assert std[0] < 1e-3 and np.all(np.diff(std) > 0) and std[-1] > 0.3 * prior, (std, prior)
+
+
+@pytest.mark.parametrize("method", ["cur", "fps", "random"])
+def test_sparse_points_are_distinct_seeded_and_fps_spreads_out(method):
+    x = np.random.default_rng(0).normal(size=(200, 5))
+    x[100:150] = x[0]  # many duplicates
+    first = select_sparse(x, 40, method, np.random.default_rng(7))
+    assert len(set(first.tolist())) == 40 and first.tolist() == sorted(first.tolist())
+    assert np.array_equal(first, select_sparse(x, 40, method, np.random.default_rng(7)))
+    if method == "fps":
+        line = np.linspace(0, 1, 101)[:, None]
+        for seed in range(5):  # from any first point: an end of the line, then points at least a third apart
+            chosen = select_sparse(line, 3, "fps", np.random.default_rng(seed))
+            assert {0, 100} & set(chosen.tolist()) and np.diff(line[chosen, 0]).min() >= 0.33, chosen
+
+
+def test_n_sparse_above_the_environments_of_an_element_says_how_many_there_are(registry, si_train):
+    potential = gap_potential(registry, ("Si",))
+    with pytest.raises(DataError, match=f"exceeds the {si_train.n_atoms} Si environments.*at most {si_train.n_atoms}"):
+        potential.fit(si_train, None, potential.model.settings_schema(n_sparse=si_train.n_atoms + 1, progress=False))
+
+
+def test_a_singular_kernel_matrix_says_to_raise_the_jitter(registry, si_train):
+    duplicated = Dataset(si_train.structures * 2, np.tile(si_train.energies, 2), si_train.forces * 2, si_train.stresses * 2)
+    potential = gap_potential(registry, ("Si",), kernel="dot_product", zeta=1)
+    settings = potential.model.settings_schema(n_sparse=duplicated.n_atoms, jitter=0.0, sigma_force=None, progress=False)
+    with pytest.raises(DataError, match="raise training.jitter"):
+        potential.fit(duplicated, None, settings)
+
+
+def write_xyz(dataset: Dataset, path: Path) -> Path:
+    frames = []
+    for atoms, energy, forces in zip(dataset.structures, dataset.energies, dataset.forces):
+        atoms = atoms.copy()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        frames.append(atoms)
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def gap_config(tmp_path: Path, data: Path, model: str, training: str) -> Path:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"data: {{train: {data}, validation_fraction: 0.2, seed: 0}}\n"
+        "descriptor: {kind: chebyshev, radial_cutoff: 6.0, angular_cutoff: 3.5, radial_order: 8, angular_order: 2}\n"
+        f"model: {model}\n"
+        f"training: {training}\n"
+        "output: out/model.pt\n"
+    )
+    return config
+
+
+@pytest.fixture
+def builtin_cli(monkeypatch):
+    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+
+
+def test_train_a_gap_through_the_cli_and_evaluate_it(tmp_path, lisi_train, builtin_cli, capsys):
+    data = write_xyz(lisi_train, tmp_path / "morse.xyz")
+    config = gap_config(tmp_path, data, "{kind: gap, kernel: squared_exponential, theta: 5.0}",
+                        "{n_sparse: 20, sparse_method: fps, sigma_energy: 0.002, sigma_force: 0.05, progress: false}")
+    assert cli.main(["train", str(config)]) == 0
+    assert "force_rmse_eV_per_A" in capsys.readouterr().out
+    assert cli.main(["evaluate", str(tmp_path / "out" / "model.pt"), str(data)]) == 0
+
+
+@pytest.mark.parametrize(
+    "model,training,message",
+    [
+        ("{kind: gap}", "{n_sparse: 0}", "key 'training.n_sparse': Input should be greater than or equal to 1"),
+        ("{kind: gap}", "{sparse_method: kmeans}", "training.sparse_method"),
+        ("{kind: gap}", "{stress_weight: 1.0}", "does not fit stress"),
+        ("{kind: gap}", "{n_sparse: 10000, progress: false}", "set training.n_sparse to at most"),
+        ("{kind: gap, kernel: rbf}", "{}", "model.kernel 'rbf' is not one of squared_exponential, dot_product"),
+        ("{kind: gap, zeta: 2.5}", "{}", "model.zeta must be a positive integer"),
+    ],
+)
+def test_bad_gap_settings_are_one_line(tmp_path, lisi_train, builtin_cli, capsys, model, training, message):
+    data = write_xyz(lisi_train.subset(range(4)), tmp_path / "morse.xyz")
+    code = cli.main(["train", str(gap_config(tmp_path, data, model, training))])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_model_options_are_checked_when_the_model_is_built(registry):
+    with pytest.raises(ConfigError, match="model.delta must be a positive energy scale in eV"):
+        registry.get("model", "gap")(species=LISI, n_features=4, delta=0.0)
