@@ -265,7 +265,7 @@ class GAPModel(Model):
             r_factor = r_aug[:m, :m]
             diagonal = r_factor.diagonal().abs()
             alpha = torch.linalg.solve_triangular(r_factor, r_aug[:m, m:], upper=True)[:, 0]
-            if not bool(torch.isfinite(alpha).all()) or float(diagonal.min()) <= 1e-13 * float(diagonal.max()):
+            if not bool(torch.isfinite(alpha).all()) or float(diagonal.min()) <= torch.finfo(DTYPE).eps * float(diagonal.max()):
                 raise DataError(
                     f"the GAP system of {m} sparse points and {sum(n_rows.values())} observations is singular:"
                     f" raise training.jitter (now {settings.jitter:g}) or training.sigma_energy"
