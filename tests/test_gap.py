@@ -119,6 +119,36 @@ def test_closed_form_force_rows_equal_autograd_through_forward(registry, lisi_tr
         torch.testing.assert_close(closed_form, autograd, atol=1e-11, rtol=1e-10)
 
 
+def test_the_block_updated_qr_solution_is_the_projected_process_solution(registry, lisi_train, monkeypatch):
+    """alpha equals (K_MM + jitter + K_MN L^-1 K_NM)^-1 K_MN L^-1 y built densely, with force rows
+    from autograd, whether the observations come in one block or in many small ones."""
+    from pesmith.plugins.models import gap
+
+    settings = {"n_sparse": 8, "sigma_energy": 0.003, "sigma_force": 0.07, "jitter": 1e-6}
+    one_block = fitted(registry, lisi_train, model={"kernel": "dot_product", "zeta": 3}, **settings)
+    monkeypatch.setattr(gap, "BLOCK_BYTES", 8 * 3 * 3 * 16 * 40)  # 40 edges per block
+    monkeypatch.setattr(gap, "FOLD_ROWS", 1)  # fold after every block
+    many_blocks = fitted(registry, lisi_train, model={"kernel": "dot_product", "zeta": 3}, **settings)
+    model = one_block.model
+    data = featurize_dataset(one_block.descriptor, lisi_train, one_block.reference)
+    x, index = model._transform(data.features, data.numbers)
+    per_atom = model._sparse_kernel(x, index)  # (n_atoms, M)
+    sums = torch.zeros(data.n_structures, model.n_sparse, dtype=torch.float64).index_add(0, data.structure_index, per_atom)
+    force_columns = []
+    for m in range(model.n_sparse):
+        def column(features, numbers, m=m):
+            return model._sparse_kernel(*model._transform(features, numbers))[:, m]
+        force_columns.append(predict_labels(column, data, forces=True, stress=False, create_graph=False)[FORCES].reshape(-1))
+    sigma = settings["sigma_energy"] * data.atoms_per_structure.double().sqrt()
+    design = torch.cat([sums / sigma[:, None], torch.stack(force_columns, 1) / settings["sigma_force"]])
+    target = torch.cat([data.energies / sigma, data.forces.reshape(-1) / settings["sigma_force"]])
+    kmm = model._kernel(model.sparse_points, model.sparse_species, model.sparse_points, model.sparse_species)
+    system = kmm + settings["jitter"] * model.delta**2 * torch.eye(model.n_sparse, dtype=torch.float64) + design.T @ design
+    dense = torch.linalg.solve(system, design.T @ target)
+    torch.testing.assert_close(model.alpha, dense, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(many_blocks.model.alpha, dense, rtol=1e-7, atol=1e-9)
+
+
 def test_fitting_forces_lowers_the_held_out_force_error_well_below_an_energy_only_fit(registry, lisi_train, lisi_test):
     model = {"kernel": "squared_exponential", "theta": 5.0}
     with_forces = fitted(registry, lisi_train, model=model, n_sparse=50, sigma_energy=0.002, sigma_force=0.02)

@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 Kernel = Literal["squared_exponential", "dot_product"]
 KERNELS: tuple[str, ...] = ("squared_exponential", "dot_product")
 BLOCK_BYTES = 1 << 27  # ~134 MB: the largest (edges x n_sparse x 3) block of force-row work
+FOLD_ROWS = 1024  # observation rows gathered (at least n_sparse) before they are folded into the QR factor
 KERNEL_SUM_ROWS = 1024  # atoms per block when summing a structure's atom-atom kernel
 
 
@@ -257,7 +258,7 @@ class GAPModel(Model):
             for kind, rows, targets in self._observations(train_set, settings):
                 pending.append(torch.cat([rows, targets[:, None]], dim=1))
                 n_rows[kind] += rows.shape[0]
-                if sum(p.shape[0] for p in pending) >= max(m, 1024):
+                if sum(p.shape[0] for p in pending) >= max(m, FOLD_ROWS):
                     r_aug = torch.linalg.qr(torch.cat([r_aug, *pending]), mode="r")[1]
                     pending = []
             if pending:
