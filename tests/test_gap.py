@@ -3,6 +3,7 @@ labels), its closed-form force rows, its uncertainty, its model file and its set
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import ase.io
@@ -281,6 +282,9 @@ def test_train_a_gap_through_the_cli_and_evaluate_it(tmp_path, lisi_train, built
                         "{n_sparse: 20, sparse_method: fps, sigma_energy: 0.002, sigma_force: 0.05, progress: false}")
     assert cli.main(["train", str(config)]) == 0
     assert "force_rmse_eV_per_A" in capsys.readouterr().out
+    training = json.loads((tmp_path / "out" / "model_report.json").read_text())["training"]
+    assert training["n_sparse"] == {"Li": 20, "Si": 20} and training["n_observations"]["energy"] == 16
+    assert training["sparse_method"] == "fps" and 0 < training["peak_rss_gb"] < 100
     assert cli.main(["evaluate", str(tmp_path / "out" / "model.pt"), str(data)]) == 0
 
 
