@@ -156,7 +156,7 @@ class GAPModel(Model):
         self.register_buffer("feature_scale", torch.ones(n, f, dtype=DTYPE))
         self.register_buffer("sparse_points", torch.zeros(0, f, dtype=DTYPE))  # (M, F), kernel space
         self.register_buffer("sparse_species", torch.zeros(0, dtype=torch.int64))  # (M,) index into species
-        self.register_buffer("alpha", torch.zeros(0, dtype=DTYPE))  # (M,) eV / eV^2
+        self.register_buffer("alpha", torch.zeros(0, dtype=DTYPE))  # (M,) 1/eV (the kernel is in eV^2)
         self.register_buffer("kmm_factor", torch.zeros(0, 0, dtype=DTYPE))  # (M, M) lower: K_MM + jitter
         self.register_buffer("posterior_factor", torch.zeros(0, 0, dtype=DTYPE))  # (M, M) upper R: R^T R = Sigma^-1
         self.register_buffer("lookup", species_lookup(self.species), persistent=False)
