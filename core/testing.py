@@ -22,7 +22,7 @@ from ase import Atoms
 from ase.geometry import get_distances
 
 from .descriptor import Descriptor
-from .features import feature_jacobian
+from .jacobian_store import feature_jacobian
 from .grad import forces_and_stress
 from .model import Model
 from .potential import ENERGY, FORCES, STRESS, Potential
@@ -220,7 +220,7 @@ def readout_weights(descriptor: Descriptor) -> torch.Tensor:
 
 def features_gradients_jacobian(descriptor: Descriptor, structures: Atoms | list[Atoms]) -> list[torch.Tensor]:
     """Features, the gradient of :func:`readout_weights` times them with respect to the edge
-    vectors (autograd), and the Jacobian of :func:`pesmith.features.feature_jacobian`, for one
+    vectors (autograd), and the Jacobian of :func:`pesmith.jacobian_store.feature_jacobian`, for one
     structure or a batch: the autograd and stored-Jacobian routes that must agree, and what must
     not change when an implementation detail (such as a chunk size) does."""
     structures = [structures] if isinstance(structures, Atoms) else structures
