@@ -26,9 +26,16 @@ from .descriptor import Descriptor
 from .errors import DataError
 from .fit_settings import FitSettings
 from .grad import forces_from_edge_gradients, virial_stress
-from .jacobian_store import ConcatenatedJacobian, DiskJacobian, JacobianStore, MemoryJacobian, RecomputeJacobian
+from .jacobian_store import (
+    ConcatenatedJacobian,
+    DiskJacobian,
+    JacobianStore,
+    MemoryJacobian,
+    RecomputeJacobian,
+    feature_jacobian,
+)
 from .memory import FeaturePlan, plan_features
-from .structures import DTYPE, Batch, build_batch, has_full_cell, neighbor_pairs
+from .structures import DTYPE, build_batch, has_full_cell, neighbor_pairs
 
 EV_PER_A3_IN_GPA = 160.21766208  # 1 eV/Å^3 in GPa
 
@@ -138,16 +145,6 @@ def _ranges(offsets: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return torch.zeros(0, dtype=torch.int64)
     within = torch.arange(int(sizes.sum())) - torch.repeat_interleave(_offsets(sizes)[:-1], sizes)
     return torch.repeat_interleave(starts, sizes) + within
-
-
-def feature_jacobian(descriptor: Descriptor, structures: Sequence[Atoms]) -> tuple[torch.Tensor, torch.Tensor, Batch]:
-    """Features ``(n_atoms, F)``, their edge derivatives ``(n_edges, F, 3)`` and the batch."""
-    batch = build_batch(structures, descriptor.cutoff)
-    descriptor.check_numbers(batch.numbers)
-    with torch.no_grad():
-        vectors = batch.edge_vectors()
-    features, jacobian = descriptor.features_and_jacobian(batch.numbers, batch.edge_index, vectors)
-    return features.detach(), jacobian.detach(), batch
 
 
 def count_edges(structures: Sequence[Atoms], cutoff: float) -> list[int]:

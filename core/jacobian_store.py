@@ -12,6 +12,7 @@ the derivatives of the structures a minibatch needs, as float64, and holds the r
   featurizes only the new structures and concatenates).
 
 Structures are numbered within each store from zero in the order they were added.
+:func:`feature_jacobian` computes what the stores hold (and what ``RecomputeJacobian`` hands out).
 """
 
 from __future__ import annotations
@@ -24,9 +25,20 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from .structures import DTYPE
+from .descriptor import Descriptor
+from .structures import DTYPE, Batch, build_batch
 
 DISK_DTYPE = np.float32
+
+
+def feature_jacobian(descriptor: Descriptor, structures: Sequence[Atoms]) -> tuple[torch.Tensor, torch.Tensor, Batch]:
+    """Features ``(n_atoms, F)``, their edge derivatives ``(n_edges, F, 3)`` and the batch."""
+    batch = build_batch(structures, descriptor.cutoff)
+    descriptor.check_numbers(batch.numbers)
+    with torch.no_grad():
+        vectors = batch.edge_vectors()
+    features, jacobian = descriptor.features_and_jacobian(batch.numbers, batch.edge_index, vectors)
+    return features.detach(), jacobian.detach(), batch
 
 
 class JacobianStore(ABC):
@@ -116,7 +128,7 @@ class RecomputeJacobian(JacobianStore):
 
     storage = "recompute"
 
-    def __init__(self, descriptor: torch.nn.Module, structures: Sequence[Atoms]):
+    def __init__(self, descriptor: Descriptor, structures: Sequence[Atoms]):
         self.descriptor = descriptor
         self.structures = list(structures)
 
@@ -125,8 +137,6 @@ class RecomputeJacobian(JacobianStore):
         return len(self.structures)
 
     def read(self, structures: Sequence[int]) -> torch.Tensor:
-        from .features import feature_jacobian
-
         if not structures:
             return torch.zeros(0, self.descriptor.n_features, 3, dtype=DTYPE)
         _, jacobian, _ = feature_jacobian(self.descriptor, [self.structures[s] for s in structures])

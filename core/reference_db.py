@@ -80,7 +80,7 @@ class Label:
 
 
 class ReferenceDB:
-    """Labels of one reference in an ase.db file (created on first write).
+    """Labels of one reference in an ase.db file (created, with its tables, when first opened).
 
     Parameters
     ----------
@@ -98,6 +98,8 @@ class ReferenceDB:
         self.reference_hash = reference_hash(method, parameters)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = ase_files.connect(self.path, type="db", append=True)
+        with self._claims_lock():  # ASE creates the tables on first use: two runs starting on a new
+            self._db.count()  # file at once would both create them ("table systems already exists")
 
     def statuses(self) -> dict[str, str]:
         """``{structure_hash: status}`` of the rows already stored.

@@ -1,10 +1,14 @@
 """Contract checks that every descriptor and model plugin passes, ours and outside ones.
 
-Call them from your own tests (they raise ``AssertionError`` with the numbers on failure)::
+Call them from your own tests or scripts (they raise ``AssertionError`` with the numbers on
+failure, and on success print what they checked, with the largest differences found)::
 
     from pesmith.testing import check_descriptor, check_model
     check_descriptor(MyDescriptor(species=["Li", "Si"], cutoff=5.0))
     check_model(MyModel, descriptor)
+
+Printing on success is deliberate here (the library otherwise logs): these are called by hand,
+and a silent pass cannot be told from a check that never ran; ``verbose=False`` silences them.
 
 Energies are ``E = sum_i w . G_i`` with a fixed random ``w`` for descriptors alone, so the
 checks exercise the descriptor's autograd path exactly as a model does.
@@ -22,7 +26,7 @@ from ase import Atoms
 from ase.geometry import get_distances
 
 from .descriptor import Descriptor
-from .features import feature_jacobian
+from .jacobian_store import feature_jacobian
 from .grad import forces_and_stress
 from .model import Model
 from .potential import ENERGY, FORCES, STRESS, Potential
@@ -105,9 +109,10 @@ def potential_energy(potential: Potential):
 
 def check_gradients(
     descriptor: Descriptor, atoms: Atoms, step: float = 1e-4, atol: float = 1e-6, energy_fn=None
-) -> None:
+) -> dict[str, float]:
     """Forces equal -dE/dr and, for periodic cells, stress equals (1/V) dE/d(strain), by central
-    differences (step in Å and strain). ``energy_fn(batch, vectors)`` defaults to a linear readout."""
+    differences (step in Å and strain). ``energy_fn(batch, vectors)`` defaults to a linear readout.
+    Returns the largest differences: ``force`` (eV/Å) and, for periodic cells, ``stress`` (eV/Å^3)."""
     energy_fn = energy_fn or linear_energy(descriptor)
     _, forces, stress = energy_forces_stress(energy_fn, atoms, descriptor.cutoff)
 
@@ -123,8 +128,9 @@ def check_gradients(
             numeric[i, c] = -(energy_of(plus) - energy_of(minus)) / (2 * step)
     error = np.abs(forces - numeric).max()
     assert error < atol, f"forces differ from finite differences by {error:.3g} eV/Å (tolerance {atol})"
+    errors = {"force": float(error)}
     if stress is None:
-        return
+        return errors
     volume = atoms.get_volume()
     numeric_stress = np.zeros(6)
     for k, (a, b) in enumerate(((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))):
@@ -139,10 +145,12 @@ def check_gradients(
         numeric_stress[k] = (energies[0] - energies[1]) / (2 * step) / volume
     error = np.abs(stress - numeric_stress).max()
     assert error < atol, f"stress differs from finite differences by {error:.3g} eV/Å^3 (tolerance {atol})"
+    return errors | {"stress": float(error)}
 
 
-def check_invariance(descriptor: Descriptor, atoms: Atoms, atol: float = 1e-10, energy_fn=None) -> None:
-    """Energy (eV) unchanged by rotation, translation, permutation and an equivalent cell."""
+def check_invariance(descriptor: Descriptor, atoms: Atoms, atol: float = 1e-10, energy_fn=None) -> float:
+    """Energy (eV) unchanged by rotation, translation, permutation and an equivalent cell;
+    returns the largest change (eV)."""
     energy_fn = energy_fn or linear_energy(descriptor)
     reference = energy_forces_stress(energy_fn, atoms, descriptor.cutoff)[0]
     rotated = atoms.copy()
@@ -154,14 +162,18 @@ def check_invariance(descriptor: Descriptor, atoms: Atoms, atol: float = 1e-10, 
     cell = atoms.cell.array
     equivalent.set_cell(np.array([cell[0], cell[1] + cell[0], cell[2] - cell[1]]), scale_atoms=False)
     equivalent.wrap()
+    largest = 0.0
     for name, changed in (("rotation", rotated), ("translation", translated), ("permutation", permuted),
                           ("equivalent cell", equivalent)):
         energy = energy_forces_stress(energy_fn, changed, descriptor.cutoff)[0]
         assert abs(energy - reference) < atol, f"energy changes by {energy - reference:.3g} eV under {name}"
+        largest = max(largest, abs(energy - reference))
+    return largest
 
 
-def check_batching(descriptor: Descriptor, structures: list[Atoms], atol: float = 1e-10) -> None:
-    """Features of a batch equal those of each structure alone; the stored Jacobian equals autograd."""
+def check_batching(descriptor: Descriptor, structures: list[Atoms], atol: float = 1e-10) -> dict[str, float]:
+    """Features of a batch equal those of each structure alone; the stored Jacobian equals autograd.
+    Returns the largest differences: ``batch`` (features) and ``jacobian`` (readout gradients)."""
     batch = build_batch(structures, descriptor.cutoff)
     check_config_round_trip(descriptor, batch)
     together = descriptor.featurize(batch).detach()
@@ -173,6 +185,7 @@ def check_batching(descriptor: Descriptor, structures: list[Atoms], atol: float 
     _, direct, jacobian = features_gradients_jacobian(descriptor, structures)
     chained = torch.einsum("f,efc->ec", readout_weights(descriptor), jacobian)
     assert torch.allclose(direct, chained, atol=atol), "feature Jacobian disagrees with autograd"
+    return {"batch": float((together - alone).abs().max()), "jacobian": float((direct - chained).abs().max()) if direct.numel() else 0.0}
 
 
 def check_config_round_trip(descriptor: Descriptor, batch) -> None:
@@ -220,7 +233,7 @@ def readout_weights(descriptor: Descriptor) -> torch.Tensor:
 
 def features_gradients_jacobian(descriptor: Descriptor, structures: Atoms | list[Atoms]) -> list[torch.Tensor]:
     """Features, the gradient of :func:`readout_weights` times them with respect to the edge
-    vectors (autograd), and the Jacobian of :func:`pesmith.features.feature_jacobian`, for one
+    vectors (autograd), and the Jacobian of :func:`pesmith.jacobian_store.feature_jacobian`, for one
     structure or a batch: the autograd and stored-Jacobian routes that must agree, and what must
     not change when an implementation detail (such as a chunk size) does."""
     structures = [structures] if isinstance(structures, Atoms) else structures
@@ -231,16 +244,36 @@ def features_gradients_jacobian(descriptor: Descriptor, structures: Atoms | list
     return [features.detach(), gradients, jacobian]
 
 
-def check_descriptor(descriptor: Descriptor, seed: int = 0) -> None:
-    """Run every descriptor contract check on random triclinic periodic cells."""
+def check_descriptor(descriptor: Descriptor, seed: int = 0, verbose: bool = True) -> str:
+    """Run every descriptor contract check on random triclinic periodic cells.
+
+    Returns (and with ``verbose`` prints) what was checked, with the largest differences found.
+    """
     structures = [sample_structure(descriptor.species, descriptor.cutoff, seed + k, n_atoms=6 + k) for k in range(3)]
-    check_batching(descriptor, structures)
-    check_invariance(descriptor, structures[0])
-    check_gradients(descriptor, structures[0])
+    batching = check_batching(descriptor, structures)
+    invariance = check_invariance(descriptor, structures[0])
+    gradients = check_gradients(descriptor, structures[0])
+    sizes = ", ".join(str(len(a)) for a in structures)
+    summary = "\n".join([
+        f"check_descriptor passed: {type(descriptor).__name__}, species {', '.join(descriptor.species)},"
+        f" {descriptor.n_features} features, cutoff {descriptor.cutoff:g} Å, random triclinic cells of {sizes} atoms (seed {seed})",
+        "  get_config round trip: the rebuilt descriptor gives the same features",
+        f"  batch equals single: features finite float64, largest difference {batching['batch']:.2g}; describe() names all {descriptor.n_features}",
+        f"  features_and_jacobian equals autograd: largest difference {batching['jacobian']:.2g}",
+        f"  invariance (rotation, translation, permutation, equivalent cell): energy changes at most {invariance:.2g} eV",
+        f"  forces against finite differences: largest difference {gradients['force']:.2g} eV/Å",
+        f"  stress against finite differences: largest difference {gradients['stress']:.2g} eV/Å^3",
+    ])
+    if verbose:
+        print(summary)
+    return summary
 
 
-def check_model(model: Model, descriptor: Descriptor, seed: int = 0, atol: float = 1e-10) -> None:
-    """A model predicts the same energies, forces and stress after save -> load."""
+def check_model(model: Model, descriptor: Descriptor, seed: int = 0, atol: float = 1e-10, verbose: bool = True) -> str:
+    """A model predicts the same energies, forces and stress after save -> load.
+
+    Returns (and with ``verbose`` prints) what was checked, with the largest differences found.
+    """
     from .model_file import load_potential, save_potential
 
     potential = Potential(descriptor, model)
@@ -252,3 +285,12 @@ def check_model(model: Model, descriptor: Descriptor, seed: int = 0, atol: float
     after = loaded(build_batch(structures, descriptor.cutoff), forces=True, stress=True)
     for key in (ENERGY, FORCES, STRESS):
         assert torch.allclose(before[key], after[key], atol=atol), f"{key} changes after save -> load"
+    change = {key: float((before[key] - after[key]).abs().max()) for key in (ENERGY, FORCES, STRESS)}
+    summary = (
+        f"check_model passed: {type(model).__name__} on {type(descriptor).__name__}, save -> load of"
+        f" {len(structures)} random triclinic cells (seed {seed}) predicts the same energy (largest change"
+        f" {change[ENERGY]:.2g} eV), forces ({change[FORCES]:.2g} eV/Å) and stress ({change[STRESS]:.2g} eV/Å^3)"
+    )
+    if verbose:
+        print(summary)
+    return summary

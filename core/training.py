@@ -1,6 +1,6 @@
 """The Adam fit loop that trainable models may use: minibatches, schedule, early stopping.
 
-Split as ``train`` -> ``train_one_epoch`` -> ``take_step``, with :func:`pesmith.features.evaluate`
+Split as ``fit_adam`` -> ``train_one_epoch`` -> ``take_step``, with :func:`pesmith.features.evaluate`
 on whole sets. Loss = MSE of energy per atom (eV/atom)^2 + ``force_weight`` x MSE of force
 components (eV/Å)^2 + ``stress_weight`` x MSE of stress components (eV/Å^3)^2 (structures with
 stress labels). A minibatch whose derivatives exceed the memory budget is processed in parts
@@ -81,7 +81,7 @@ def train_one_epoch(
     return metrics_from_sums(totals, settings)
 
 
-def train(
+def fit_adam(
     model: torch.nn.Module, train_set: FeatureSet, validation: FeatureSet | None, settings: AdamSettings
 ) -> FitSummary:
     """Fit ``model``'s parameters (see :func:`fit_loop`) on ``settings.threads`` torch threads,

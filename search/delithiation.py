@@ -26,7 +26,7 @@ from ase import Atoms
 from pesmith.errors import ConfigError
 
 Genome = tuple[int, ...]
-MAX_REDRAWS = 20  # mutations tried on a crossover child that equals a parent
+MAX_PARENT_COPY_MUTATIONS = 20  # swap mutations at most applied to a crossover child equal to a parent
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def uniform_crossover(first: Sequence[int], second: Sequence[int], rng: np.rando
 
     The repair flips randomly chosen sites where the parents disagree (every site where they
     agree keeps its value). A child equal to either parent is mutated (:func:`swap_mutation`, up
-    to ``MAX_REDRAWS`` times) until it differs from both, which is always possible unless the
+    to ``MAX_PARENT_COPY_MUTATIONS`` times) until it differs from both, which is always possible unless the
     problem has at most two genomes.
     """
     a, b = np.asarray(first, dtype=int), np.asarray(second, dtype=int)
@@ -127,7 +127,7 @@ def uniform_crossover(first: Sequence[int], second: Sequence[int], rng: np.rando
         child[rng.choice(disagree[child[disagree] == 0], size=-excess, replace=False)] = 1
     parents = {tuple(int(g) for g in a), tuple(int(g) for g in b)}
     result = tuple(int(g) for g in child)
-    for _ in range(MAX_REDRAWS):
+    for _ in range(MAX_PARENT_COPY_MUTATIONS):
         if result not in parents:
             break
         result = swap_mutation(result, rng)

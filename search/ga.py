@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .delithiation import DelithiationProblem, Genome, genome_hash, swap_mutation, uniform_crossover
 
-MAX_REDRAWS = 10  # new children tried before a duplicate genome is accepted
+MAX_DUPLICATE_REDRAWS = 10  # extra draws for one population place while the draws repeat a genome already seen
 
 
 class GASettings(BaseModel):
@@ -309,7 +309,7 @@ class GeneticSearch:
     def _random_population(self) -> list[tuple[Genome, str, tuple]]:
         size = min(self.settings.population, self.problem.n_arrangements)
         seen: dict[str, Genome] = {}
-        for _ in range(size * (MAX_REDRAWS + 1)):
+        for _ in range(size * (MAX_DUPLICATE_REDRAWS + 1)):
             genome = tuple(self.toolbox.genome())
             seen.setdefault(genome_hash(genome), genome)
             if len(seen) == size:
@@ -332,7 +332,7 @@ class GeneticSearch:
         out = [(tuple(ind), "elite", (ind.key,)) for ind in elite]
         taken = {genome_hash(g) for g, _, _ in out}
         while len(out) < settings.population:
-            for _ in range(MAX_REDRAWS + 1):
+            for _ in range(MAX_DUPLICATE_REDRAWS + 1):
                 first, second = toolbox.select(parents, 2)
                 if first == second:
                     child, operator, origin = toolbox.mutate(first), "mutation", (first.key,)

@@ -42,8 +42,14 @@ def test_acsf_equals_dscribe_on_periodic_lisi(repeat, cutoff):
     assert relative.max() < 1e-8
 
 
-def test_acsf_contract_lisi_with_small_angular_cutoff():
-    check_descriptor(ACSF(["Li", "Si"], cutoff=5.0, angular_cutoff=4.0, g5_params=[[0.02, 2.0, 1.0]]))
+def test_acsf_contract_lisi_with_small_angular_cutoff(capsys):
+    summary = check_descriptor(ACSF(["Li", "Si"], cutoff=5.0, angular_cutoff=4.0, g5_params=[[0.02, 2.0, 1.0]]))
+    assert capsys.readouterr().out == summary + "\n"  # a pass says what it checked
+    lines = summary.splitlines()
+    assert lines[0].startswith("check_descriptor passed: ACSF, species Li, Si,") and "cells of 6, 7, 8 atoms" in lines[0]
+    checked = ["get_config round trip", "batch equals single", "features_and_jacobian equals autograd", "invariance (",
+               "forces against finite differences", "stress against finite differences"]
+    assert len(lines) == 1 + len(checked) and all(line.strip().startswith(c) for line, c in zip(lines[1:], checked)), summary
 
 
 def test_acsf_contract_g5_without_g4():

@@ -10,7 +10,8 @@ from pesmith.workflows import build_potential
 from pesmith.config import load_train_config, read_yaml
 from pesmith.data import read_dataset
 
-ALL_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+ALL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 CONFIGS = [p for p in ALL_CONFIGS if "descriptor" in read_yaml(p)]  # training configs
 GENERATE_CONFIGS = [p for p in ALL_CONFIGS if "crystals" in read_yaml(p)]
 
@@ -57,8 +58,14 @@ def test_search_config_validates(path, registry):
     from pesmith.search.config import load_search_config
 
     config = load_search_config(path, registry)
-    assert config.path == sorted(config.path, reverse=True)
-    assert all(p.is_file() for p in config.hull.crystals)
+    # what the validator does not check: a fresh clone runs the config and the run adds nothing to git
+    named = [*config.initial.labeled, *config.hull.crystals, *config.holdout, *config.holdout_truth]
+    named += [config.start.file] if config.start.file is not None else []
+    assert [str(p) for p in named if not p.resolve().is_relative_to(ROOT)] == []
+    assert config.output.resolve().is_relative_to(ROOT / "results")  # git-ignored
+    # and the descriptor and model of the potential section construct for Li and Si
+    potential = build_potential(config.potential, ("Li", "Si"), registry)
+    assert potential.species == ("Li", "Si") and potential.descriptor.n_features == len(potential.descriptor.describe())
 
 
 def test_study_config_is_the_full_size_search(registry):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import ase.io
+import numpy as np
 import pytest
 import yaml
 
-from pesmith import cli
+from pesmith import cli, load_calculator
 from pesmith.config import read_yaml
 from pesmith.data import read_dataset
 from pesmith.search.initial_set import GenerateConfig, clusters, generate_structures, slabs, with_vacancies, ClusterSettings, SurfaceSettings
@@ -76,9 +78,19 @@ def test_generated_data_trains_an_nn_model_without_edits(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     database = tmp_path / "gen" / "lisi.db"
+    generated = ase.io.read(tmp_path / "gen" / "lisi_structures.xyz", index=":")
+    # (crystal, atoms) of each kind: a crystal and its 2x2x2 supercell within max_atoms (40), each
+    # scaled twice (1 rattle each) and with one vacancy per element, then one (100) slab and one cluster
+    assert Counter((a.info["generated_from"], len(a)) for a in generated) == {
+        ("Li_bcc.xyz", 2): 2, ("Li_bcc.xyz", 1): 1, ("Li_bcc.xyz", 16): 2, ("Li_bcc.xyz", 15): 1,  # cell, supercell
+        ("Li_bcc.xyz", 4): 1, ("Li_bcc.xyz", 10): 1,  # slab, cluster
+        ("Si_diamond.xyz", 8): 2, ("Si_diamond.xyz", 7): 1,  # the 64-atom supercell is over max_atoms
+        ("Si_diamond.xyz", 16): 1, ("Si_diamond.xyz", 3): 1,  # slab, cluster
+        ("Li13Si4.xyz", 34): 2, ("Li13Si4.xyz", 33): 2,  # a Li and a Si vacancy
+        ("Li13Si4.xyz", 14): 1,  # the cluster (the slab is over max_atoms)
+    }
     dataset = read_dataset(database)
-    assert dataset.species == ("Li", "Si") and len(dataset) >= 15
-    assert (tmp_path / "gen" / "lisi_structures.xyz").is_file()
+    assert dataset.species == ("Li", "Si") and len(dataset) == len(generated) == 18  # every structure labeled
     train = tmp_path / "train.yaml"
     train.write_text(
         yaml.safe_dump(
@@ -94,7 +106,17 @@ def test_generated_data_trains_an_nn_model_without_edits(tmp_path, capsys):
     code = cli.main(["train", str(train)])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert (tmp_path / "model" / "lisi.pt").is_file()
+    report = json.loads((tmp_path / "model" / "lisi_report.json").read_text())
+    assert report["split"]["n_train"] + report["split"]["n_validation"] == 18
+    # the saved model gives, on every training structure, the energies its report's error was measured on
+    calculator = load_calculator(str(tmp_path / "model" / "lisi.pt"))
+    errors = []
+    for index in report["split"]["train_indices"]:
+        atoms = dataset.structures[index].copy()
+        atoms.calc = calculator
+        errors.append((atoms.get_potential_energy() - dataset.energies[index]) / len(atoms))
+    rmse = 1000 * float(np.sqrt(np.mean(np.square(errors))))
+    assert rmse == pytest.approx(report["metrics"]["train"]["energy_rmse_meV_per_atom"], rel=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore::pesmith.calculator.ExtrapolationWarning")  # 1000 K with a 2-epoch model

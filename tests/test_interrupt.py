@@ -87,6 +87,18 @@ class Training:
         self.process.kill()
         pytest.fail(f"no epoch {epoch} within {timeout} s:\n{self.stderr.decode()}")
 
+    def wait_for_output(self, pattern: bytes, timeout: float = 240.0) -> None:
+        """Block until stderr matches ``pattern`` (a regular expression)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if re.search(pattern, bytes(self.stderr)):
+                return
+            if self.process.poll() is not None:
+                pytest.fail(f"training ended before {pattern!r} was printed:\n{self.stderr.decode()}")
+            time.sleep(0.05)
+        self.process.kill()
+        pytest.fail(f"no {pattern!r} within {timeout} s:\n{self.stderr.decode()}")
+
     def finish(self, timeout: float = 240.0) -> tuple[int, str, list[str]]:
         """Exit code, stdout and the stderr lines that are not progress bars, after checking
         that there is one such line and no traceback."""
@@ -154,7 +166,10 @@ def test_second_ctrl_c_never_leaves_a_broken_model_file(tmp_path, small_si_xyz):
     run = Training(write_endless_config(tmp_path, small_si_xyz))
     run.wait_for_epoch(3)
     run.process.send_signal(signal.SIGINT)
-    time.sleep(0.01)  # two signals at once would be one; where the second lands varies from run to run
+    # The first Ctrl-C has ended the fit once the final evaluation's bar shows, so the second is a
+    # signal of its own (two pending at once would be one); it lands in the evaluation, the saving
+    # or after the exit, which varies from run to run.
+    run.wait_for_output(rb"evaluating")
     run.process.send_signal(signal.SIGINT)
     code, _, messages = run.finish()
 

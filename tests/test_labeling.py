@@ -186,8 +186,11 @@ def test_a_claim_of_a_dead_process_is_taken_over(tmp_path, capsys):
 
 def test_sigkill_mid_run_then_rerun_labels_each_structure_once(tmp_path):
     structures = li_si_cells(12)
-    # 0.6 s of sleep per structure: the run lasts >= 3.6 s on 2 workers however busy the machine
-    config = write_label_config(tmp_path, structures, flaky_reference(delay_s=0.6), workers=2)
+    # Two structures are computed; every later calculation waits for the file `gate`, which the
+    # killed run never sees: the kill lands mid-run however busy the machine, with 2 rows stored.
+    gate = tmp_path / "gate"
+    reference = flaky_reference(record=str(tmp_path / "computed.txt"), hold_after=2, gate=str(gate))
+    config = write_label_config(tmp_path, structures, reference, workers=2)
     database = tmp_path / "labels" / "ref.db"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), "PESMITH_DISABLE_ENTRY_POINTS": "1"}
     process = subprocess.Popen([PESMITH, "label", config], env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -203,10 +206,11 @@ def test_sigkill_mid_run_then_rerun_labels_each_structure_once(tmp_path):
                 pass
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert 2 <= n_rows < 12, f"kill at {n_rows} rows; stderr: {process.stderr.read().decode()}"
+    assert n_rows == 2, f"kill at {n_rows} rows; stderr: {process.stderr.read().decode()}"
     assert process.returncode == -signal.SIGKILL
     killed_rows = sum(r.status == "ok" for r in rows(database))  # readable after the kill
-    assert killed_rows < 12 and len(rows(database)) == 12  # the others are stale claims of the dead run
+    assert killed_rows == 2 and len(rows(database)) == 12  # the others are stale claims of the dead run
+    gate.touch()  # the rerun computes without waiting
     result = subprocess.run([PESMITH, "label", config], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"{12 - killed_rows} labeled, 0 failed, {killed_rows} already in" in result.stdout

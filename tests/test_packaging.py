@@ -64,6 +64,30 @@ def test_layers_depend_one_way_search_plugins_core():
     assert not offenders, "; ".join(offenders)
 
 
+def module_name(path: Path) -> str:
+    """The dotted name a source file is imported as, through package-dir."""
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    relative = path.relative_to(ROOT)
+    prefix = next(name for name, folder in package_dir.items() if relative.parts[0] == folder)
+    parts = [*relative.parts[1:-1], *([] if path.name == "__init__.py" else [path.stem])]
+    return ".".join([prefix, *parts])
+
+
+def test_no_two_core_modules_import_each_other():
+    """An import circle (A imports B, B imports A, at module level or inside a function) means
+    what both need belongs in one of them or in a third module. Packages' ``__init__`` files,
+    which re-export, are not counted as imported."""
+    paths = sorted(p for p in (ROOT / "core").rglob("*.py") if "__pycache__" not in p.parts)
+    names = {path: module_name(path) for path in paths}
+    targets = {names[p] for p in paths if p.name != "__init__.py"}
+    imports = {
+        names[path]: {t for t in targets if t != names[path] and any(m == t or m.startswith(t + ".") for m in imported_modules(path))}
+        for path in paths
+    }
+    circles = sorted({tuple(sorted((a, b))) for a, found in imports.items() for b in found if a in imports.get(b, set())})
+    assert not circles, "modules importing each other: " + "; ".join(f"{a} <-> {b}" for a, b in circles)
+
+
 def readme_bash_blocks() -> list[str]:
     return re.findall(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
 

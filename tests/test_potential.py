@@ -9,6 +9,7 @@ import pytest
 import torch
 from ase import units
 from ase.build import bulk, molecule
+from ase.calculators.calculator import PropertyNotImplementedError
 from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
@@ -56,9 +57,12 @@ def test_nn_energy_invariant_to_rotation_translation_permutation_and_cell_choice
     check_invariance(potential.descriptor, atoms, atol=1e-10, energy_fn=potential_energy(potential))
 
 
-def test_nn_model_contract_save_load():
+def test_nn_model_contract_save_load(capsys):
     potential = random_potential()
-    check_model(potential.model, potential.descriptor)
+    summary = check_model(potential.model, potential.descriptor)
+    assert capsys.readouterr().out == summary + "\n"  # a pass says what it checked
+    assert summary.startswith("check_model passed: BehlerParrinello on ACSF, save -> load of 2 random triclinic cells")
+    assert all(what in summary for what in ("same energy (largest change", "forces (", "stress ("))
 
 
 def test_calculator_properties(si_model_path):
@@ -106,7 +110,7 @@ def test_molecule_has_no_stress(si_model_path):
     del atoms[[a.index for a in atoms if a.symbol == "H"]]
     atoms.calc = calc
     assert np.isfinite(atoms.get_potential_energy())
-    with pytest.raises(Exception):
+    with pytest.raises(PropertyNotImplementedError, match="stress not present in this calculation"):
         atoms.get_stress()
 
 

@@ -19,7 +19,7 @@ from pesmith.errors import ConfigError
 from pesmith.features import FeatureSet
 from pesmith.model import FitSummary, Model, standardization
 from pesmith.structures import DTYPE
-from pesmith.training import AdamSettings, train
+from pesmith.training import AdamSettings, fit_adam
 
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "silu": torch.nn.SiLU, "softplus": torch.nn.Softplus, "gelu": torch.nn.GELU}
 
@@ -93,7 +93,7 @@ class BehlerParrinello(Model):
             mean, scale = standardization(train_set.features, train_set.numbers, self.species)
             self.feature_mean.copy_(mean)
             self.feature_scale.copy_(scale)
-        return train(self, train_set, validation, settings)
+        return fit_adam(self, train_set, validation, settings)
 
 
 @hookimpl
