@@ -104,7 +104,7 @@ def print_metrics(metrics: dict[str, dict]) -> None:
 
 def write_json(path: Path, content) -> None:
     """``--json`` output: ``content`` as indented JSON, written atomically (folders created)."""
-    from .atomic import write_text_atomic
+    from .atomic_io import write_text_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(content, indent=2))

@@ -27,7 +27,7 @@ from ase import Atoms
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import ase_files, data
-from .atomic import write_text_atomic
+from .atomic_io import write_text_atomic
 from .config import PluginSettings, check_plugin_options, parse_config, resolve_path
 from .errors import ConfigError, DataError, LabelingFailed, PesmithError
 from .reference import Reference

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_path
+from .atomic_io import atomic_path
 from .errors import ModelFileError, PesmithError
 from .potential import Potential
 from .registry import Registry, default_registry

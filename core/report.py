@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path, write_text_atomic
+from .atomic_io import atomic_path, write_text_atomic
 from .validation import Predictions
 
 METRIC_UNITS = {

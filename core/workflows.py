@@ -19,7 +19,7 @@ import yaml
 from ase import Atoms
 
 from . import __version__
-from .atomic import write_text_atomic
+from .atomic_io import write_text_atomic
 from .config import TrainConfig
 from .data import Dataset, read_dataset
 from .errors import ConfigError

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pesmith.atomic import write_text_atomic
+from pesmith.atomic_io import write_text_atomic
 from pesmith.errors import ConfigError
 
 from .state import SearchState

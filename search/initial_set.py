@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from pesmith import ase_files
-from pesmith.atomic import atomic_path, restored_on_failure
+from pesmith.atomic_io import atomic_path, restored_on_failure
 from pesmith.config import PluginSettings, check_plugin_options, parse_config, resolve_path
 from pesmith.data import read_structures
 from pesmith.errors import ConfigError, LabelingFailed

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 from ase import Atoms
 
-from pesmith.atomic import atomic_path, write_text_atomic
+from pesmith.atomic_io import atomic_path, write_text_atomic
 
 from .hull import HullEntry, elemental_references, formation_energies, hull_energy, voltage_profile
 

@@ -27,7 +27,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from pesmith import hookimpl
-from pesmith.atomic import write_text_atomic
+from pesmith.atomic_io import write_text_atomic
 from pesmith.errors import LabelingFailed, ReferenceSetupError
 from pesmith.reference import package_version
 
