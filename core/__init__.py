@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import (
+    CalculationFailed,
     ConfigError,
     DataError,
     LabelingFailed,
@@ -19,6 +20,7 @@ from .errors import (
     PesmithError,
     PluginError,
     ReferenceSetupError,
+    SimulationFailed,
 )
 from .hookspecs import hookimpl
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "CalculationFailed",
     "ConfigError",
     "DataError",
     "LabelingFailed",
@@ -36,6 +39,7 @@ __all__ = [
     "PesmithError",
     "PluginError",
     "ReferenceSetupError",
+    "SimulationFailed",
     "hookimpl",
     "load_calculator",
     "__version__",

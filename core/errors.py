@@ -36,5 +36,15 @@ class ReferenceSetupError(PesmithError):
     """A reference calculator cannot be set up (bad parameters, missing program)."""
 
 
-class LabelingFailed(PesmithError):
+class CalculationFailed(PesmithError):
+    """A calculation failed for one structure while it ran (not a setup error): callers record
+    it as a failed label or an invalid candidate, never as a crash of the run."""
+
+
+class LabelingFailed(CalculationFailed):
     """A reference calculation failed for one structure (no SCF convergence, crash, time-out)."""
+
+
+class SimulationFailed(CalculationFailed):
+    """A simulation of one structure failed: an MD that diverged or stopped early, a relaxation
+    that did not converge or whose calculator failed."""

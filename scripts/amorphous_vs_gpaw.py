@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from ase import Atoms  # noqa: E402
 
 from formation_energies import CRYSTALS, parse_reference  # noqa: E402
-from pesmith.errors import LabelingFailed  # noqa: E402
+from pesmith.errors import CalculationFailed  # noqa: E402
 from pesmith.reference_db import structure_hash  # noqa: E402
 from pesmith.registry import Registry  # noqa: E402
 from pesmith.testing import random_positions  # noqa: E402
@@ -133,7 +133,7 @@ def compare(gpaw_path: Path, specs: list[str], out: Path, relax: list[str]) -> N
             if name in relax:
                 try:
                     _, relax_s = timed(lambda a: reference.relax(a, fmax=0.05, steps=300, cell=True), cells[name])
-                except LabelingFailed as exc:
+                except CalculationFailed as exc:
                     relax_s = f"failed: {str(exc).splitlines()[0][:100]}"
             e_f = formation_energy(cells[name], energy, elemental)
             difference = np.asarray(forces) - np.asarray(gpaw[name]["forces"])

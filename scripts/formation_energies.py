@@ -27,7 +27,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import ase.io  # noqa: E402
 import yaml  # noqa: E402
 
-from pesmith.errors import LabelingFailed  # noqa: E402
+from pesmith.errors import CalculationFailed  # noqa: E402
 from pesmith.labeling import call_with_time_limit  # noqa: E402
 from pesmith.registry import Registry  # noqa: E402
 from pesmith.search.hull import formation_energies  # noqa: E402
@@ -47,7 +47,7 @@ def run_one(reference, atoms, relax: bool, steps: int, time_limit: float) -> dic
             energy = float(call_with_time_limit(reference.label, atoms, time_limit)[0])
             volume = atoms.get_volume() / len(atoms)
         return {"energy": energy, "volume_per_atom": volume, "time_s": time.perf_counter() - started}
-    except LabelingFailed as exc:
+    except CalculationFailed as exc:
         return {"error": str(exc).splitlines()[0][:120], "time_s": time.perf_counter() - started}
 
 

@@ -22,7 +22,7 @@ from ase.neighborlist import primitive_neighbor_list
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.optimize import minimize
 
-from pesmith.errors import ConfigError, LabelingFailed
+from pesmith.errors import CalculationFailed, ConfigError, SimulationFailed
 
 # Packing fraction pi d^3 / (6 v) of spheres of diameter d at v Å^3/atom: no disordered packing
 # is denser than random close packing (about 0.64; fcc, the densest of all, is 0.7405).
@@ -242,7 +242,7 @@ def melt_quench(
 
     Raises
     ------
-    LabelingFailed
+    SimulationFailed
         The calculator failed or the positions became non-finite (lower ``timestep_fs``).
     """
     from ase.md.langevin import Langevin
@@ -265,7 +265,7 @@ def melt_quench(
             raise _TooClose
         if step > 0 and step % settings.interval == 0:
             if not np.isfinite(work.positions).all():
-                raise LabelingFailed(f"melt-quench of {work.get_chemical_formula()} diverged before step {step}; lower timestep_fs")
+                raise SimulationFailed(f"melt-quench of {work.get_chemical_formula()} diverged before step {step}; lower timestep_fs")
             frame = Atoms(work.numbers, positions=work.positions, cell=work.cell, pbc=work.pbc)
             frame.info.update(md_step=step, target_K=settings.target_K(step), temperature_K=float(work.get_temperature()))
             frames.append(frame)
@@ -276,10 +276,10 @@ def melt_quench(
         dynamics.run(settings.n_steps)
     except _TooClose:
         pass
-    except LabelingFailed:
+    except CalculationFailed:
         raise
     except Exception as exc:
-        raise LabelingFailed(f"melt-quench of {work.get_chemical_formula()}: {type(exc).__name__}: {exc}") from exc
+        raise SimulationFailed(f"melt-quench of {work.get_chemical_formula()}: {type(exc).__name__}: {exc}") from exc
     return frames
 
 
@@ -295,7 +295,7 @@ def relax_positions(atoms: Atoms, calculator: Calculator, fmax: float = 0.1, ste
 
     Raises
     ------
-    LabelingFailed
+    SimulationFailed
         The calculator failed.
     """
     from ase.optimize import FIRE
@@ -305,7 +305,7 @@ def relax_positions(atoms: Atoms, calculator: Calculator, fmax: float = 0.1, ste
     try:
         converged = FIRE(work, logfile=None).run(fmax=fmax, steps=steps)
     except Exception as exc:
-        raise LabelingFailed(f"relaxing {atoms.get_chemical_formula()}: {type(exc).__name__}: {exc}") from exc
+        raise SimulationFailed(f"relaxing {atoms.get_chemical_formula()}: {type(exc).__name__}: {exc}") from exc
     out = Atoms(work.numbers, positions=work.positions, cell=work.cell, pbc=work.pbc)
     out.info.update(atoms.info, relax_converged=bool(converged))
     return out

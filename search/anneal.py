@@ -19,7 +19,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from pydantic import Field
 
-from pesmith.errors import LabelingFailed
+from pesmith.errors import SimulationFailed
 
 from .amorphous import MeltQuenchSettings, melt_quench
 from .initial_set import Section
@@ -54,14 +54,14 @@ def anneal(atoms: Atoms, calculator: Calculator, settings: QuenchSettings, rng: 
 
     Raises
     ------
-    LabelingFailed
+    SimulationFailed
         The MD stopped at two atoms closer than ``settings.min_distance`` or diverged, or the
         relaxation did not converge.
     """
     schedule = settings.melt_quench.model_copy(update={"interval": settings.melt_quench.n_steps})  # the last frame only
     frames = melt_quench(atoms, calculator, schedule, rng, min_distance=settings.min_distance)
     if not frames:
-        raise LabelingFailed(f"anneal MD stopped early: two atoms closer than {settings.min_distance} Å (the model is unstable there)")
+        raise SimulationFailed(f"anneal MD stopped early: two atoms closer than {settings.min_distance} Å (the model is unstable there)")
     return relax(frames[-1], calculator, settings.relax)
 
 

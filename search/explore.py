@@ -27,7 +27,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from pydantic import Field, model_validator
 
-from pesmith.errors import LabelingFailed
+from pesmith.errors import CalculationFailed
 
 from .amorphous import MeltQuenchSettings, melt_quench
 from .initial_set import Section
@@ -86,7 +86,7 @@ def explore(atoms: Atoms, calculator: Calculator, settings: ExploreSettings, rng
         if len(frames) < settings.frames:
             last = frames[-1].info["md_step"] if frames else 0
             reason = f"stopped after MD step {last}: two atoms closer than {settings.min_distance} Å"
-    except LabelingFailed as exc:  # diverged: its frames are not trusted
+    except CalculationFailed as exc:  # diverged: its frames are not trusted
         frames, reason = [], str(exc)
     except Exception as exc:  # a crash of the driver must not end the search
         frames, reason = [], f"{type(exc).__name__}: {exc}"

@@ -28,7 +28,7 @@ from pesmith import ase_files
 from pesmith.atomic_io import atomic_path, restored_on_failure
 from pesmith.config import PluginSettings, check_plugin_options, parse_config, resolve_path
 from pesmith.data import read_structures
-from pesmith.errors import ConfigError, LabelingFailed
+from pesmith.errors import CalculationFailed, ConfigError
 from pesmith.labeling import LabelConfig, LabelSummary, MapFunction, build_reference, label_structures
 from pesmith.plugins.references.base import CalculatorReference
 from pesmith.registry import Registry
@@ -341,7 +341,7 @@ def melt_quench_cell(
         frames = melt_quench(job.start, calculator, settings.melt_quench, job.rng)
         if settings.relax is not None:
             frames.append(relax_positions(frames[-1], calculator, settings.relax.fmax, settings.relax.steps))
-    except LabelingFailed as exc:
+    except CalculationFailed as exc:
         return [], str(exc)
     n = settings.melt_quench.n_snapshots
     kept = [frames[round((i + 1) * n / settings.snapshots) - 1] for i in range(settings.snapshots)]

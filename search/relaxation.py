@@ -23,7 +23,7 @@ from ase.optimize import FIRE
 from pydantic import BaseModel, ConfigDict, Field
 
 from pesmith.calculator import ExtrapolationWarning
-from pesmith.errors import LabelingFailed
+from pesmith.errors import CalculationFailed, SimulationFailed
 from pesmith.labeling import call_with_time_limit
 from pesmith.reference import Reference
 from pesmith.structures import has_full_cell
@@ -81,7 +81,7 @@ def relax(atoms: Atoms, calculator: Calculator, settings: RelaxSettings, frame_i
 
     Raises
     ------
-    LabelingFailed
+    SimulationFailed
         When the criteria are not met in ``settings.steps`` steps; the message gives the residuals.
     """
     work = atoms.copy()
@@ -111,7 +111,7 @@ def relax(atoms: Atoms, calculator: Calculator, settings: RelaxSettings, frame_i
                 force, stress = _residuals(work)
                 criteria = f"fmax {settings.fmax} eV/Å" + (f" and smax {settings.smax} GPa" if stress_criterion else "")
                 residual = f"max force {force:.3f} eV/Å" + (f", max stress {stress:.2f} GPa" if stress is not None else "")
-                raise LabelingFailed(f"{criteria} not reached in {settings.steps} steps ({settings.relax}): {residual}")
+                raise SimulationFailed(f"{criteria} not reached in {settings.steps} steps ({settings.relax}): {residual}")
             frames = frames[1:]  # the first is the unrelaxed start
         final = _labeled_copy(work)
     extrapolation = any(issubclass(w.category, ExtrapolationWarning) for w in caught)
@@ -193,7 +193,7 @@ def relaxed_or_reason(prepare: Callable[[], object], compute: Callable[[Atoms], 
     try:
         prepare()
         result = compute(atoms) if time_limit is None else call_with_time_limit(compute, atoms, time_limit)
-    except LabelingFailed as exc:
+    except CalculationFailed as exc:
         return Relaxed(reason=str(exc), wall_time=time.perf_counter() - started)
     except Exception as exc:  # a crash must not end the run
         return Relaxed(reason=f"{type(exc).__name__}: {exc}", wall_time=time.perf_counter() - started)

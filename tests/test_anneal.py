@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pesmith.errors import LabelingFailed
+from pesmith.errors import SimulationFailed
 from pesmith.plugins.references.morse import MorseCalculator
 from pesmith.search.amorphous import MeltQuenchSettings
 from pesmith.search.anneal import QuenchSettings, anneal
@@ -31,5 +31,5 @@ def test_anneal_relaxes_after_the_md_and_repeats_with_the_same_seed():
 
 def test_an_md_that_brings_atoms_too_close_fails_with_the_reason():
     atoms = amorphous_lisi(24, volume_per_atom=17.0, seed=2)
-    with pytest.raises(LabelingFailed, match="closer than 2.9 Å"):
+    with pytest.raises(SimulationFailed, match="closer than 2.9 Å"):
         anneal(atoms, MorseCalculator(), settings(min_distance=2.9), np.random.default_rng(5))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ase import units
 
-from pesmith.errors import LabelingFailed
+from pesmith.errors import SimulationFailed
 from pesmith.plugins.references.morse import MorseCalculator
 from pesmith.search.relaxation import RelaxSettings, relax
 from pesmith import ase_files
@@ -43,5 +43,5 @@ def test_stress_criterion_leaves_less_stress_than_the_cell_filter_alone(strained
 
 
 def test_a_relaxation_that_stops_short_fails_with_its_residuals(strained):
-    with pytest.raises(LabelingFailed, match=r"smax 0.001 GPa not reached in 5 steps \(cell\): max force .* max stress"):
+    with pytest.raises(SimulationFailed, match=r"smax 0.001 GPa not reached in 5 steps \(cell\): max force .* max stress"):
         relax(strained, MorseCalculator(), RelaxSettings(relax="cell", fmax=0.01, smax=0.001, steps=5))

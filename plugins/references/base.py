@@ -11,7 +11,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
-from pesmith.errors import LabelingFailed
+from pesmith.errors import LabelingFailed, SimulationFailed
 from pesmith.reference import Reference
 from pesmith.structures import has_full_cell
 
@@ -21,7 +21,8 @@ class CalculatorReference(Reference):
 
     Energies in eV, forces in eV/Å, stress in eV/Å^3 (ASE Voigt order and sign), computed only
     for structures with a full 3D periodic cell. Any exception of the calculator (no SCF
-    convergence, a crashed program) and any non-finite result become :class:`LabelingFailed`.
+    convergence, a crashed program) and any non-finite result become :class:`LabelingFailed`
+    (:class:`SimulationFailed` in :meth:`relax`).
     """
 
     @abstractmethod
@@ -45,7 +46,7 @@ class CalculatorReference(Reference):
         """FIRE relaxation of positions (and the cell with ``cell=True``, Fréchet cell filter).
 
         Returns a copy carrying its final energy, forces and stress; raises
-        :class:`LabelingFailed` if the calculator fails or ``fmax`` (eV/Å) is not reached in
+        :class:`SimulationFailed` if the calculator fails or ``fmax`` (eV/Å) is not reached in
         ``steps`` steps.
         """
         work = atoms.copy()
@@ -57,9 +58,9 @@ class CalculatorReference(Reference):
             if has_full_cell(work):
                 results["stress"] = work.get_stress(voigt=True)
         except Exception as exc:
-            raise LabelingFailed(f"relaxing {self._what(atoms)}: {type(exc).__name__}: {exc}") from exc
+            raise SimulationFailed(f"relaxing {self._what(atoms)}: {type(exc).__name__}: {exc}") from exc
         if not converged:
-            raise LabelingFailed(f"relaxing {self._what(atoms)}: fmax {fmax} eV/Å not reached in {steps} steps")
+            raise SimulationFailed(f"relaxing {self._what(atoms)}: fmax {fmax} eV/Å not reached in {steps} steps")
         work.calc = SinglePointCalculator(work, **results)
         return work
 

@@ -10,7 +10,7 @@ import time
 from ase import Atoms
 
 from pesmith import ase_files
-from pesmith.errors import ConfigError, DataError, LabelingFailed
+from pesmith.errors import CalculationFailed, ConfigError, DataError
 
 from ..config import SearchConfig
 from ..context import SearchContext
@@ -83,7 +83,7 @@ def _melt_quenched_start(ctx: SearchContext) -> Atoms:
         driver, calculator = config.reference.kind, ctx.reference.make_calculator()
     try:
         frames = melt_quench(cell, calculator, settings.melt_quench, ctx.rng)
-    except LabelingFailed as exc:
+    except CalculationFailed as exc:
         raise DataError(
             f"start: the melt-quench driven by {driver} failed ({exc}); set start.driver: reference (a model trained"
             " on few structures can be unstable in MD), lower start.melt_quench.timestep_fs, or give start.file"
