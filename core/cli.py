@@ -29,15 +29,6 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT (
 ARGUMENT_PATHS = "relative paths resolve against the current folder"
 
 
-def train_outputs(output: Path) -> list[Path]:
-    """Every file ``pesmith train`` writes for the model file ``output``: the model, its report
-    (JSON, markdown), parity plot and resolved config."""
-    from .report import report_paths
-
-    stem = output.with_suffix("")
-    return [output, *report_paths(stem), stem.with_name(stem.name + "_config.yaml")]
-
-
 def check_writable(path: Path, what: str) -> None:
     """Raise :class:`ConfigError` unless a file can be created at ``path``: it is not a folder, and
     its nearest existing folder accepts a new file (tried with a temporary file, which also
@@ -58,28 +49,18 @@ def check_writable(path: Path, what: str) -> None:
         ) from None
 
 
-def check_train_outputs(output: Path, config_path: Path, overwrite: bool) -> None:
-    """Before training: the outputs of ``output`` can be written and, unless ``overwrite``, none
-    of them exists yet (a second run would silently replace the first one's model)."""
-    check_writable(output, f"{config_path}: output")
-    existing = [path for path in train_outputs(output) if path.exists()]
-    if existing and not overwrite:
-        others = f" (and {len(existing) - 1} more output(s) of that run)" if len(existing) > 1 else ""
-        raise ConfigError(
-            f"{existing[0]} already exists{others}; pass --overwrite to replace the model, its reports,"
-            f" plot and config, or set another `output` in {config_path}"
-        )
-
-
 def train_command(config_path: Path, registry: Registry, overwrite: bool = False) -> dict:
     """``pesmith train``: fit the potential of ``config_path`` and write it with its report;
-    with ``overwrite`` an earlier run's outputs are replaced, otherwise they stop the run."""
+    with ``overwrite`` an earlier run's outputs are replaced, otherwise they stop the run
+    (:func:`pesmith.workflows.train` owns that rule)."""
     from .config import load_train_config
     from .workflows import train
 
     config = load_train_config(config_path, registry)
-    check_train_outputs(config.output, config_path, overwrite)
-    return train(config, registry, warn=lambda message: print(f"warning: {message}", file=sys.stderr)).report
+    check_writable(config.output, f"{config_path}: output")
+    return train(
+        config, registry, warn=lambda message: print(f"warning: {message}", file=sys.stderr), overwrite=overwrite, where=str(config_path)
+    ).report
 
 
 def saved_after_interrupt(report: dict) -> str:

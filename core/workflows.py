@@ -32,7 +32,7 @@ from .potential import Potential
 from .reference import Reference
 from .reference_db import Label
 from .registry import Registry
-from .report import write_report
+from .report import report_paths, write_report
 from .validation import Predictions, predict_dataset
 
 logger = logging.getLogger(__name__)
@@ -85,10 +85,45 @@ def no_validation_message(n_structures: int, validation_fraction: float) -> str:
     )
 
 
-def train(config: TrainConfig, registry: Registry, warn: Callable[[str], None] | None = None) -> TrainResult:
+def train_outputs(output: Path) -> list[Path]:
+    """Every file :func:`train` writes for the model file ``output``: the model, its report
+    (JSON, markdown), parity plot and resolved config."""
+    stem = output.with_suffix("")
+    return [output, *report_paths(stem), stem.with_name(stem.name + "_config.yaml")]
+
+
+def check_train_outputs(output: Path, overwrite: bool, where: str = "the train config") -> None:
+    """Unless ``overwrite``, refuse to train when an output of ``output`` exists (a second run
+    would silently replace the first one's model). ``where`` names the config in the message.
+
+    Raises
+    ------
+    ConfigError
+        Naming the existing file, the option that replaces it and the key that avoids it.
+    """
+    existing = [path for path in train_outputs(output) if path.exists()]
+    if existing and not overwrite:
+        others = f" (and {len(existing) - 1} more output(s) of that run)" if len(existing) > 1 else ""
+        raise ConfigError(
+            f"{existing[0]} already exists{others}; pass --overwrite (overwrite=True in pesmith.workflows.train)"
+            f" to replace the model, its reports, plot and config, or set another `output` in {where}"
+        )
+
+
+def train(
+    config: TrainConfig,
+    registry: Registry,
+    warn: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+    where: str = "the train config",
+) -> TrainResult:
     """Train the potential ``config`` describes; write the model file, its report (JSON,
     markdown, parity plot) and the resolved config beside ``config.output``. ``warn`` receives
     warnings for the user (default: the ``pesmith.workflows`` logger).
+
+    An earlier run's outputs stop the run before anything is read (:class:`ConfigError`, naming
+    the file) unless ``overwrite`` is true; ``where`` names the config in that message (the CLI
+    passes the config file).
 
     A float32 cache of feature derivatives, when the memory budget calls for one, lives in a
     temporary folder beside the output and is removed at the end.
@@ -100,6 +135,7 @@ def train(config: TrainConfig, registry: Registry, warn: Callable[[str], None] |
     the fit has a model to keep, Ctrl-C propagates as :class:`KeyboardInterrupt` and nothing is
     written.
     """
+    check_train_outputs(config.output, overwrite, where)
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
     dataset = read_dataset(config.data.train, allow_mixed_references=config.data.allow_mixed_references)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -421,6 +422,21 @@ def test_the_command_line_asks_openmp_to_wait_passively(monkeypatch, builtin_cli
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     cli.main(["plugins"])
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # a user's choice stays
+
+
+def test_workflows_train_refuses_to_replace_a_model_unless_told_to(write_config, tmp_path):
+    from pesmith.config import load_train_config
+    from pesmith.workflows import train
+
+    registry = Registry(entry_points=False)
+    config = load_train_config(write_config(output=str(tmp_path / "model.pt")), registry)
+    train(config, registry)
+    first = (tmp_path / "model.pt").read_bytes()
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'model.pt'} already exists") + r".*overwrite=True"):
+        train(config, registry)
+    assert (tmp_path / "model.pt").read_bytes() == first
+    report = train(config, registry, overwrite=True).report
+    assert report["model_file"] == str(tmp_path / "model.pt") and (tmp_path / "model.pt").is_file()
 
 
 # --- warm start -------------------------------------------------------------------------------

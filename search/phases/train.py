@@ -43,7 +43,7 @@ def run(ctx: SearchContext) -> None:
     config.training = validate_section(ctx.config_path, "potential.training", dict(potential.training) | {"progress": False}, model_cls.settings_schema)
     config.training.threads = config.training.threads or ctx.training_threads
     with torch_threads(config.training.threads):
-        result = train(config, ctx.registry, warn=ctx.echo)
+        result = train(config, ctx.registry, warn=ctx.echo, overwrite=True)  # a resumed step rewrites its model
     metrics = result.report["metrics"].get("validation", result.report["metrics"]["train"])
     state.model = str(config.output.relative_to(ctx.output))
     state.model_hash = checkpoint.file_hash(config.output)
