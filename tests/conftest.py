@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pesmith import cli
+from pesmith.data import Dataset
 from pesmith.registry import Registry
 
 # Tests run small workloads; one thread avoids OpenMP spin-waiting when cores are shared.
@@ -210,3 +212,38 @@ def morse_label_db():
         return path
 
     return make
+
+
+def write_xyz(dataset: Dataset, path: Path) -> Path:
+    """``dataset`` as an extended-XYZ file with its energies, forces and (where present) stresses."""
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for atoms, energy, forces, stress in zip(dataset.structures, dataset.energies, dataset.forces, dataset.stresses):
+        atoms = atoms.copy()
+        labels = {"energy": energy, "forces": forces} | ({"stress": stress} if stress is not None else {})
+        atoms.calc = SinglePointCalculator(atoms, **labels)
+        frames.append(atoms)
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def train_config(tmp_path: Path, data: Path, model: str, training: str) -> Path:
+    """A `pesmith train` config in ``tmp_path`` on ``data`` with a small Chebyshev descriptor;
+    ``model`` and ``training`` are the YAML mappings of those sections."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"data: {{train: {data}, validation_fraction: 0.2, seed: 0}}\n"
+        "descriptor: {kind: chebyshev, radial_cutoff: 6.0, angular_cutoff: 3.5, radial_order: 8, angular_order: 2}\n"
+        f"model: {model}\n"
+        f"training: {training}\n"
+        "output: out/model.pt\n"
+    )
+    return config
+
+
+@pytest.fixture
+def builtin_cli(monkeypatch):
+    """The CLI with the built-in plugins only (no outside entry points)."""
+    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))

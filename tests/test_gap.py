@@ -6,12 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import ase.io
 import numpy as np
 import pytest
 import torch
 from ase.calculators.fd import calculate_numerical_forces
-from ase.calculators.singlepoint import SinglePointCalculator
 
 from pesmith import cli
 from pesmith.calculator import PesmithCalculator
@@ -24,6 +22,8 @@ from pesmith.plugins.references.morse import Morse
 from pesmith.potential import ENERGY, ENERGY_STD, FORCES, STRESS, Potential
 from pesmith.registry import Registry
 from pesmith.testing import amorphous_lisi, check_gradients, check_model, potential_energy
+
+from conftest import train_config, write_xyz
 
 LISI = ("Li", "Si")
 
@@ -262,36 +262,9 @@ def test_a_singular_kernel_matrix_says_to_raise_the_jitter(registry, si_train):
         potential.fit(duplicated, None, settings)
 
 
-def write_xyz(dataset: Dataset, path: Path) -> Path:
-    frames = []
-    for atoms, energy, forces in zip(dataset.structures, dataset.energies, dataset.forces):
-        atoms = atoms.copy()
-        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
-        frames.append(atoms)
-    ase.io.write(path, frames, format="extxyz")
-    return path
-
-
-def gap_config(tmp_path: Path, data: Path, model: str, training: str) -> Path:
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        f"data: {{train: {data}, validation_fraction: 0.2, seed: 0}}\n"
-        "descriptor: {kind: chebyshev, radial_cutoff: 6.0, angular_cutoff: 3.5, radial_order: 8, angular_order: 2}\n"
-        f"model: {model}\n"
-        f"training: {training}\n"
-        "output: out/model.pt\n"
-    )
-    return config
-
-
-@pytest.fixture
-def builtin_cli(monkeypatch):
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
-
-
 def test_train_a_gap_through_the_cli_and_evaluate_it(tmp_path, lisi_train, builtin_cli, capsys):
     data = write_xyz(lisi_train, tmp_path / "morse.xyz")
-    config = gap_config(tmp_path, data, "{kind: gap, kernel: squared_exponential, theta: 5.0}",
+    config = train_config(tmp_path, data, "{kind: gap, kernel: squared_exponential, theta: 5.0}",
                         "{n_sparse: 20, sparse_method: fps, sigma_energy: 0.002, sigma_force: 0.05, progress: false}")
     assert cli.main(["train", str(config)]) == 0
     assert "force_rmse_eV_per_A" in capsys.readouterr().out
@@ -314,7 +287,7 @@ def test_train_a_gap_through_the_cli_and_evaluate_it(tmp_path, lisi_train, built
 )
 def test_bad_gap_settings_are_one_line(tmp_path, lisi_train, builtin_cli, capsys, model, training, message):
     data = write_xyz(lisi_train.subset(range(4)), tmp_path / "morse.xyz")
-    code = cli.main(["train", str(gap_config(tmp_path, data, model, training))])
+    code = cli.main(["train", str(train_config(tmp_path, data, model, training))])
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "out" / "model.pt").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +23,8 @@ from pesmith.structures import DTYPE
 from pesmith.testing import amorphous_lisi, check_model
 from pesmith.training import AdamSettings, take_step, train_one_epoch
 from pesmith.validation import predict_dataset
+
+from conftest import train_config, write_xyz
 
 SPECIES = ("Li", "Si")
 
@@ -322,40 +323,9 @@ def test_stress_weight_without_stress_labels_names_the_data(registry, tmp_path):
 # --- configs and the command line ------------------------------------------------------------
 
 
-def write_xyz(dataset: Dataset, path: Path) -> Path:
-    import ase.io
-    from ase.calculators.singlepoint import SinglePointCalculator
-
-    frames = []
-    for atoms, energy, forces, stress in zip(dataset.structures, dataset.energies, dataset.forces, dataset.stresses):
-        atoms = atoms.copy()
-        labels = {"energy": energy, "forces": forces} | ({"stress": stress} if stress is not None else {})
-        atoms.calc = SinglePointCalculator(atoms, **labels)
-        frames.append(atoms)
-    ase.io.write(path, frames, format="extxyz")
-    return path
-
-
-def train_config(tmp_path: Path, data: Path, model: str, training: str) -> Path:
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        f"data: {{train: {data}, validation_fraction: 0.2, seed: 0}}\n"
-        "descriptor: {kind: chebyshev, radial_cutoff: 6.0, angular_cutoff: 3.5, radial_order: 8, angular_order: 2}\n"
-        f"model: {{kind: {model}}}\n"
-        f"training: {training}\n"
-        "output: out/model.pt\n"
-    )
-    return config
-
-
-@pytest.fixture
-def builtin_cli(monkeypatch):
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
-
-
 def test_train_a_model_without_epochs_through_the_cli(tmp_path, morse_train, builtin_cli, capsys):
     data = write_xyz(morse_train, tmp_path / "morse.xyz")
-    config = train_config(tmp_path, data, "linear", "{force_weight: 0.1, stress_weight: 1.0, alpha: 1.0e-8, progress: false}")
+    config = train_config(tmp_path, data, "{kind: linear}", "{force_weight: 0.1, stress_weight: 1.0, alpha: 1.0e-8, progress: false}")
     assert cli.main(["train", str(config)]) == 0
     out = capsys.readouterr().out
     assert "stress_rmse_GPa" in out
@@ -377,7 +347,7 @@ def test_train_a_model_without_epochs_through_the_cli(tmp_path, morse_train, bui
 )
 def test_bad_training_settings_are_one_line(tmp_path, morse_train, builtin_cli, capsys, model, training, message):
     data = write_xyz(morse_train.subset(range(6)), tmp_path / "morse.xyz")
-    code = cli.main(["train", str(train_config(tmp_path, data, model, training))])
+    code = cli.main(["train", str(train_config(tmp_path, data, f"{{kind: {model}}}", training))])
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "out" / "model.pt").exists()
@@ -385,7 +355,7 @@ def test_bad_training_settings_are_one_line(tmp_path, morse_train, builtin_cli, 
 
 def test_stress_weight_without_stress_labels_through_the_cli(tmp_path, builtin_cli, capsys):
     data = write_xyz(morse_dataset(4, seed=4, with_stress=False), tmp_path / "nostress.xyz")
-    code = cli.main(["train", str(train_config(tmp_path, data, "nn", "{stress_weight: 1.0, epochs: 2, progress: false}"))])
+    code = cli.main(["train", str(train_config(tmp_path, data, "{kind: nn}", "{stress_weight: 1.0, epochs: 2, progress: false}"))])
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1 and "nostress.xyz" in err and "stress label" in err, err
 
