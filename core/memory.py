@@ -9,7 +9,9 @@ thread: ACSF 2.3, SOAP 2.3, Chebyshev 3.5; rounded up to 4).
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +26,12 @@ MAX_CHUNK_BYTES = 1.5 * GB  # larger chunks are not faster, only bigger
 DISK_SHARE = 0.5  # a disk cache may take at most this share of the free space (other jobs write too)
 LIGHT_BYTES_PER_ATOM = 200  # numbers, offsets, forces, structure index (int64 / float64)
 LIGHT_BYTES_PER_EDGE = 48  # edge index (2 x int64) and edge vector (3 x float64)
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, GB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / GB if sys.platform == "darwin" else peak * 1024 / GB  # bytes on macOS, KiB elsewhere
 
 
 def available_memory_bytes() -> int:

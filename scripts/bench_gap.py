@@ -92,6 +92,7 @@ def fit_pesmith(workdir: Path, n_sparse: int) -> dict[str, float]:
 
     from pesmith.calculator import PesmithCalculator
     from pesmith.data import read_dataset
+    from pesmith.memory import peak_rss_gb
     from pesmith.potential import Potential
     from pesmith.registry import Registry
 
@@ -108,7 +109,7 @@ def fit_pesmith(workdir: Path, n_sparse: int) -> dict[str, float]:
     started = time.perf_counter()
     potential.fit(train, None, settings)
     fit_s = time.perf_counter() - started
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    peak_gb = peak_rss_gb()
     result = errors_and_time(ase.io.read(workdir / "test.xyz", ":"), PesmithCalculator(potential))
     return result | {"fit_s": fit_s, "fit_peak_rss_gb": peak_gb}
 

@@ -49,8 +49,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import resource
-import sys
 import time
 from typing import Any, ClassVar, Iterator, Literal, Sequence
 
@@ -63,6 +61,7 @@ from pesmith.descriptor import species_lookup
 from pesmith.errors import ConfigError, DataError
 from pesmith.features import FeatureSet, evaluate
 from pesmith.fit_settings import FitSettings
+from pesmith.memory import peak_rss_gb
 from pesmith.model import FitSummary, Model, standardization
 from pesmith.structures import DTYPE
 
@@ -284,7 +283,7 @@ class GAPModel(Model):
             "sigma_force_eV_per_A": settings.sigma_force,
             "objective": float(r_aug[m, m] ** 2),
             "fit_s": time.perf_counter() - started,
-            "peak_rss_gb": peak_rss_gb(),
+            "peak_rss_gb": peak_rss_gb(),  # featurization included
             "train": evaluate(self, train_set, settings),
         }
         if validation is not None and validation.n_structures:
@@ -361,12 +360,6 @@ class GAPModel(Model):
             rows.index_add_(0, c, gradient)  # F_k = sum_{e: i=k} dE/dr_e - sum_{e: j=k} dE/dr_e
             rows.index_add_(0, neighbors[edges], -gradient)
         return rows.transpose(1, 2)
-
-
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process so far (featurization included), GB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9  # bytes on macOS, KiB elsewhere
 
 
 @hookimpl
