@@ -106,7 +106,8 @@ def li_per_si(li_fraction: float) -> float | None:
 
 
 def compare_with_baseline(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per composition (x in Li_xSi) where the baseline sampled: the lowest formation energy
+    """Per composition (x in Li_xSi) where the baseline sampled, from the hull rows of
+    :func:`write_phase_diagram` (each with its ``origin``): the lowest formation energy
     (eV/atom) of the search's structures and of the baseline's, how many of each,
     ``search_minus_baseline_meV_per_atom`` (negative: the search found lower), and
     ``search_lowest_by_origin``: the search's lowest per origin of its structures (``ga``,
@@ -119,8 +120,7 @@ def compare_with_baseline(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]
         lowest = min((r["formation_energy_eV_per_atom"] for r in search), default=None)
         by_origin: dict[str, float] = {}
         for r in search:
-            origin = r.get("origin") or r["kind"]
-            by_origin[origin] = min(by_origin.get(origin, np.inf), r["formation_energy_eV_per_atom"])
+            by_origin[r["origin"]] = min(by_origin.get(r["origin"], np.inf), r["formation_energy_eV_per_atom"])
         out.append({
             "li_per_si": x,
             "search_structures": len(search),
