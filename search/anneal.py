@@ -39,13 +39,15 @@ class QuenchSettings(Section):
 class AnnealSettings(QuenchSettings):
     """A pool annealed before confirmation: each step's ``candidates`` lowest unique GA
     candidates and ``melt_quenches`` random cells of the step's composition are annealed and
-    relaxed with the model, and the lowest ``confirm.candidates`` of the pool (model energy,
-    duplicates merged) go to the reference. Both 0 (the default): the GA's candidates go as
-    they are."""
+    relaxed with the model, and the lowest ``confirm.candidates`` of the pool (duplicates
+    merged) go to the reference: lowest in model energy, or with ``screen`` in the reference's
+    energy at the model-relaxed geometry (one single point per distinct member, labeled into
+    reference.db). Both counts 0 (the default): the GA's candidates go as they are."""
 
     candidates: int = Field(0, ge=0, le=10_000, description="GA candidates annealed per step (0: none)")
     melt_quenches: int = Field(0, ge=0, le=10_000, description="random cells melt-quenched into the pool per step (0: none)")
     volume_per_atom: float | None = Field(None, gt=5, lt=60, description="Å^3 of the random cells; default: interpolated between the hull's crystals")
+    screen: bool = Field(False, description="rank the pool by a reference single point of each distinct member instead of the model energy")
 
 
 def anneal(atoms: Atoms, calculator: Calculator, settings: QuenchSettings, rng: np.random.Generator) -> Relaxed:

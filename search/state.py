@@ -49,6 +49,8 @@ class StepRecord:
     failed_anneals: int = 0
     pool_from_ga: int = 0  # of the candidates sent to the reference: annealed GA candidates
     pool_from_melt_quench: int = 0  # ... and melt-quenched random cells
+    screened: int = 0  # distinct pool members given a reference single point (anneal.screen)
+    screen_energy_rmse_meV_per_atom: float | None = None  # the model against those single points, at the same geometries
     wall_time_ga_s: float = 0.0
     wall_time_anneal_s: float = 0.0
     wall_time_confirm_s: float = 0.0
@@ -98,13 +100,15 @@ class Entry:
 class Pick:
     """A candidate picked for the reference: its key, its GA row in candidates.db (``None`` for a
     melt-quenched pool member), its model energy (eV), and, when it was annealed, the annealed
-    structure's file (relative to the output folder) and where it came from."""
+    structure's file (relative to the output folder), where it came from and, when the pool was
+    screened, the reference's energy (eV) at the annealed geometry."""
 
     key: str
     row: int | None
     model_energy: float
     structure: str | None = None
     origin: str = "ga"
+    screen_energy: float | None = None
 
 
 @dataclass

@@ -160,7 +160,7 @@ def test_search_runs_the_loop_and_writes_the_phase_diagram(tmp_path, capsys):
 EXPLORE = {"frames": 3, "interval": 5, "temperature_K": 500.0, "timestep_fs": 1.0}
 SHORT_QUENCH = {"melt_quench": {"melt_K": 1200.0, "melt_ps": 0.02, "quench_ps": 0.04, "final_K": 300.0, "timestep_fs": 2.0, "interval": 10},
                 "relax": {"relax": "positions", "fmax": 0.1, "steps": 100}}
-POOL = {"anneal": {"candidates": 2, "melt_quenches": 1, **SHORT_QUENCH}, "baseline": {"enabled": True, **SHORT_QUENCH}}
+POOL = {"anneal": {"candidates": 2, "melt_quenches": 1, "screen": True, **SHORT_QUENCH}, "baseline": {"enabled": True, **SHORT_QUENCH}}
 
 
 def trained_sizes(lines: list[str]) -> list[int]:

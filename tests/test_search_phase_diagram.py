@@ -13,7 +13,7 @@ from pesmith import ase_files
 from pesmith.plugins.references.morse import MorseCalculator
 from pesmith.search.relaxation import RelaxSettings, relax
 
-from test_search_loop import POOL, run_search, tiny_config
+from test_search_loop import POOL, SHORT_QUENCH, run_search, tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::pesmith.calculator.ExtrapolationWarning")  # the pool's MD takes the linear model far from its data
 
@@ -92,3 +92,73 @@ def test_every_structure_on_the_hulls_is_converged(searched):
         lowered = row["energy_per_atom_eV"] - further.energy / len(atoms)
         assert -1e-4 <= lowered < 2e-3, row["structure"]  # eV/atom: FIRE may end a hair above where it began
         assert row["max_force_eV_per_A"] < CONFIRM["fmax"]
+
+
+def test_the_screen_sends_the_pool_members_lowest_in_reference_energy(searched):
+    output, result = searched
+    with ase_files.connect(output / "reference.db") as db:
+        for step in result.steps:
+            rows = list(db.select(source=f"step {step.step + 1} screen"))
+            assert len(rows) == step.screened >= step.candidates
+            assert all(row.get("status") == "ok" for row in rows)
+            assert step.screen_energy_rmse_meV_per_atom is not None
+            picked = sorted((output / "structures").glob(f"step{step.step + 1}_pool*.xyz"))
+            assert len(picked) == step.candidates
+
+            def screen_energy(path):
+                positions = ase_files.read(path, index=-1).positions
+                return min(rows, key=lambda row: np.abs(row.positions - positions).max()).energy
+
+            assert sorted(screen_energy(p) for p in picked) == sorted(row.energy for row in rows)[: step.candidates]
+
+
+def test_with_the_screen_the_reference_not_the_model_decides_which_members_go(tmp_path, monkeypatch):
+    """A screen that ranks the pool the other way round from the model (members arrive lowest
+    model energy first) sends the members highest in model energy."""
+    from pesmith.search.phases import anneal as anneal_phase
+
+    seen = []
+
+    def reversed_screen(ctx, members, source):
+        assert source == "step 1 screen"
+        seen.append([m.positions.copy() for m in members])
+        return [-float(k) for k in range(len(members))]
+
+    monkeypatch.setattr(anneal_phase, "screen", reversed_screen)
+    result = run_search(tiny_config(tmp_path, confirm=CONFIRM, path=[3.75, 3.0], **POOL))
+    [members] = seen
+    assert len(members) > CONFIRM["candidates"]
+    picked = [ase_files.read(p, index=-1).positions for p in sorted((tmp_path / "out" / "structures").glob("step1_pool*.xyz"))]
+    sent = sorted(min(range(len(members)), key=lambda k: np.abs(members[k] - positions).max()) for positions in picked)
+    assert sent == list(range(len(members)))[-CONFIRM["candidates"]:]
+    assert result.steps[0].screened == len(members)
+
+
+def test_with_the_screen_the_start_is_the_pool_cell_lowest_in_reference_energy(tmp_path, monkeypatch):
+    """start.pool with anneal.screen: a screen that ranks the cells the other way round from
+    the model makes the cell highest in model energy the start (workers: 1 runs the map here,
+    so results can be recorded)."""
+    from pesmith.search.phases import anneal as anneal_phase
+
+    quenched, sources = [], []
+
+    def recording(*args):
+        quenched.append(real(*args))
+        return quenched[-1]
+
+    def reversed_screen(ctx, members, source):
+        sources.append(source)
+        model_energy = {r.atoms.positions.tobytes(): r.energy for r in quenched if r.ok}
+        return [-model_energy[m.positions.tobytes()] for m in members]
+
+    real = anneal_phase.anneal_with_model
+    monkeypatch.setattr(anneal_phase, "anneal_with_model", recording)
+    monkeypatch.setattr(anneal_phase, "screen", reversed_screen)
+    start = {"atoms": 19, "melt_quench": dict(SHORT_QUENCH["melt_quench"]), "driver": "model", "pool": 3}
+    lines = []
+    run_search(tiny_config(tmp_path, start=start, confirm=CONFIRM, path=[3.75, 3.0], **POOL), echo=lines.append)
+    ok = [r for r in quenched[:3] if r.ok]
+    assert len(ok) >= 2
+    [line] = [line for line in lines if line.startswith("start: the lowest of")]
+    assert sources[0] == "start screen" and "by a reference single point" in line
+    assert f"{max(r.energy for r in ok) / 19:.4f} eV/atom with the model" in line

@@ -3,9 +3,11 @@
 The pool is the step's ``anneal.candidates`` lowest distinct GA candidates and
 ``anneal.melt_quenches`` random cells of the step's composition; each is run through
 :func:`pesmith.search.anneal.anneal_with_model` (MD on a melt-quench schedule, then a cell
-relaxation, with the current model). The lowest ``confirm.candidates`` distinct members (model
-energy) replace the GA's picks for phase *confirm*, each with its annealed structure and where
-it came from. A resumed run redoes the phase from the same seeds.
+relaxation, with the current model). The lowest ``confirm.candidates`` distinct members replace
+the GA's picks for phase *confirm*, each with its annealed structure and where it came from:
+lowest in model energy or, with ``anneal.screen``, in the reference's energy at the annealed
+geometry (one single point each, labeled into ``reference.db``: data at the new composition).
+A resumed run redoes the phase from the same seeds.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from __future__ import annotations
 import time
 from functools import partial
 
+import numpy as np
 from ase import Atoms
 
 from pesmith import ase_files
+from pesmith.labeling import label_one
 
 from ..amorphous import interpolated_volume_per_atom
 from ..anneal import SEED_KEY, QuenchSettings, anneal_with_model
 from ..baseline import sample_cells
 from ..comparator import StructureComparator
 from ..context import SearchContext
+from ..relaxation import Relaxed
 from ..state import ConfirmState, Pick
 
 ORIGIN_GA, ORIGIN_MELT_QUENCH = "anneal of ga", "melt-quench"
@@ -44,32 +49,64 @@ def run(ctx: SearchContext) -> None:
         structures += sample_cells(counts, volume_per_atom(ctx, counts, settings.volume_per_atom), settings.melt_quenches, ctx.rng)
     origins = [ORIGIN_GA] * len(seeds) + [ORIGIN_MELT_QUENCH] * (len(structures) - len(seeds))
     results = ctx.map_ordered(quench_task(ctx, settings), structures, f"step {step + 1}: annealing {len(structures)} candidates with the model")
-    ranked = sorted((r.energy, i) for i, r in enumerate(results) if r.ok)
-    comparator, picked = StructureComparator(), []
-    for energy, index in ranked:
-        atoms = results[index].atoms
-        if any(comparator.same(atoms, energy, other, other_energy) for other, other_energy, _ in picked):
-            continue
-        picked.append((atoms, energy, index))
-        if len(picked) == ctx.config.confirm.candidates:
-            break
-    state.confirm = ConfirmState(picked=[
-        Pick(
-            key=f"pool{index}", row=seeds[index].row if index < len(seeds) else None, model_energy=float(energy),
-            structure=ctx.write_structure(f"step{step + 1}_pool{index}.xyz", atoms), origin=origins[index],
-        )
-        for atoms, energy, index in picked
-    ])
+    members = distinct_members(results)  # every member has the step's composition: total energies rank them
+    ranked: list[tuple[tuple[float, int], float | None]] = [(member, None) for member in members]
+    if settings.screen:
+        screened = screen(ctx, [results[i].atoms for _, i in members], f"step {step + 1} screen")
+        record.screened = len(members)
+        record.screen_energy_rmse_meV_per_atom = _model_error(results, members, screened)
+        ranked = sorted(zip(members, screened), key=lambda pair: (pair[1] is None, pair[1] or 0.0, pair[0]))  # failed labels last
+    picks = []
+    for (energy, index), reference_energy in ranked[:ctx.config.confirm.candidates]:
+        structure = ctx.write_structure(f"step{step + 1}_pool{index}.xyz", results[index].atoms)
+        row = seeds[index].row if index < len(seeds) else None
+        picks.append(Pick(f"pool{index}", row, float(energy), structure, origins[index], reference_energy))
+    state.confirm = ConfirmState(picked=picks)
     record.annealed = sum(r.ok for r in results)
     record.failed_anneals = len(results) - record.annealed
     record.pool_from_ga = sum(p.origin == ORIGIN_GA for p in state.confirm.picked)
     record.pool_from_melt_quench = len(state.confirm.picked) - record.pool_from_ga
     record.candidates = len(state.confirm.picked)
     record.wall_time_anneal_s += time.perf_counter() - started
+    screening = ""
+    if screened is not None:
+        error = record.screen_energy_rmse_meV_per_atom
+        screening = f"; {record.screened} distinct ranked by reference single points (model {'-' if error is None else f'{error:.1f}'} meV/atom off on them)"
     ctx.echo(
         f"step {step + 1}: annealed {record.annealed} of {len(results)} ({len(seeds)} GA candidates, {len(results) - len(seeds)} melt-quenches)"
-        f" with the model; to the reference: {record.pool_from_ga} from the GA, {record.pool_from_melt_quench} melt-quenched"
+        f" with the model{screening}; to the reference: {record.pool_from_ga} from the GA, {record.pool_from_melt_quench} melt-quenched"
     )
+
+
+def distinct_members(results: list[Relaxed]) -> list[tuple[float, int]]:
+    """``(model energy, index)`` of the annealed pool's successful members, lowest first, each
+    duplicate (:class:`~pesmith.search.comparator.StructureComparator`) merged into the lower."""
+    members: list[tuple[float, int]] = []
+    comparator = StructureComparator()
+    for energy, index in sorted((r.energy, i) for i, r in enumerate(results) if r.ok):
+        atoms = results[index].atoms
+        if not any(comparator.same(atoms, energy, results[other].atoms, other_energy) for other_energy, other in members):
+            members.append((energy, index))
+    return members
+
+
+def screen(ctx: SearchContext, members: list[Atoms], source: str) -> list[float | None]:
+    """The reference's energy (eV) of each structure, ``None`` where labeling failed; the labels
+    go to ``reference.db`` as ``source`` (a redone phase replaces them)."""
+    database = ctx.database
+    database.delete_source(source)
+    bare = [Atoms(a.numbers, positions=a.positions, cell=a.cell, pbc=a.pbc) for a in members]
+    task = partial(label_one, ctx.reference, ctx.config.confirm.time_limit)
+    labels = dict(ctx.map(task, bare, f"{source}: reference single points of {len(bare)} structures"))
+    for index, atoms in enumerate(bare):
+        database.write(atoms, labels[index], source=source, source_index=index)
+    return [labels[i].energy if labels[i].ok else None for i in range(len(bare))]
+
+
+def _model_error(results: list[Relaxed], members: list[tuple[float, int]], screened: list[float | None]) -> float | None:
+    """RMSE (meV/atom) of the model's energies against the screen's at the same geometries."""
+    errors = [(energy - ref) / len(results[index].atoms) for (energy, index), ref in zip(members, screened) if ref is not None]
+    return 1000 * float(np.sqrt(np.mean(np.square(errors)))) if errors else None
 
 
 def quench_task(ctx: SearchContext, settings: QuenchSettings):

@@ -98,11 +98,12 @@ def _melt_quenched_start(ctx: SearchContext) -> Atoms:
 
 
 def _lowest_of_pool(ctx: SearchContext, counts: dict[str, int], volume: float, started: float) -> Atoms:
-    """The lowest (model energy) of ``start.pool`` random cells melt-quenched and relaxed with the
-    first model (:func:`pesmith.search.anneal.anneal_with_model`)."""
+    """The lowest of ``start.pool`` random cells melt-quenched and relaxed with the first model
+    (:func:`pesmith.search.anneal.anneal_with_model`): in model energy or, with ``anneal.screen``,
+    in a reference single point of each (:func:`pesmith.search.phases.anneal.screen`)."""
     from ..anneal import QuenchSettings
     from ..baseline import sample_cells
-    from .anneal import quench_task
+    from .anneal import quench_task, screen
 
     config = ctx.config
     settings = QuenchSettings(melt_quench=config.start.melt_quench, min_distance=config.anneal.min_distance, relax=config.anneal.relax)
@@ -114,9 +115,14 @@ def _lowest_of_pool(ctx: SearchContext, counts: dict[str, int], volume: float, s
             f"start: every one of the {len(cells)} melt-quenches with {ctx.state.model} failed ({grouped_reasons(r.reason for r in results)});"
             " set start.driver: reference and start.pool: 0 (a model trained on few structures can be unstable in MD), or give start.file"
         )
+    ranking = "its model energy"
     lowest = min(ok, key=lambda r: r.energy)
+    if config.anneal.screen:
+        screened = screen(ctx, [r.atoms for r in ok], "start screen")
+        lowest = min(zip(ok, screened), key=lambda pair: (pair[1] is None, pair[1] or 0.0, pair[0].energy))[0]  # failed labels last
+        ranking = "a reference single point"
     ctx.echo(
-        f"start: the lowest of {len(ok)} {lowest.atoms.get_chemical_formula()} cells melt-quenched and relaxed with {ctx.state.model}"
+        f"start: the lowest of {len(ok)} {lowest.atoms.get_chemical_formula()} cells melt-quenched and relaxed with {ctx.state.model}, by {ranking}"
         f" ({len(cells) - len(ok)} failed; {lowest.energy / len(lowest.atoms):.4f} eV/atom with the model, {time.perf_counter() - started:.0f} s)"
     )
     return lowest.atoms
