@@ -150,6 +150,11 @@ class SearchConfig(Section):
                 f"anneal.candidates + anneal.melt_quenches ({pool}) is fewer than confirm.candidates ({self.confirm.candidates}):"
                 " the reference relaxes the best of the annealed pool; raise them or set both to 0"
             )
+        if self.anneal.screen and not pool and not self.start.pool:
+            raise ValueError(
+                "anneal.screen ranks the annealed pool (anneal.candidates + anneal.melt_quenches) and the start pool"
+                " (start.pool), and all are 0: set a pool, or drop anneal.screen"
+            )
         return self
 
 

@@ -230,6 +230,7 @@ def test_cli_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
         ({"potential.training": {"epochs": 3}}, "potential.training.epochs"),
         ({"anneal": {"candidates": 1}}, "anneal.candidates + anneal.melt_quenches (1) is fewer than confirm.candidates (2)"),
         ({"anneal": {"candidates": 2, "melt_quench": {"timestep_fs": 50.0}}}, "anneal.melt_quench.timestep_fs"),
+        ({"anneal": {"screen": True}}, "anneal.screen ranks the annealed pool"),
         ({"baseline": {"enabled": True, "draws": 0}}, "baseline.draws"),
         ({"baseline": {"enabled": True, "melt_quench": {"melt_K": 20000.0}}}, "baseline.melt_quench.melt_K"),
     ],
