@@ -183,6 +183,8 @@ def test_save_and_load_give_identical_predictions_and_uncertainties(registry, li
     before, after = potential.predict(lisi_test.structures), loaded.predict(lisi_test.structures)
     for key in (ENERGY, FORCES, STRESS, ENERGY_STD):
         assert torch.equal(before[key], after[key]), key
+    batch = _batch(potential, lisi_test.structures)
+    assert torch.equal(potential.forces_std(batch), loaded.forces_std(batch))
 
 
 def exact_gp_energy_std(potential: Potential, train: Dataset, sigma_per_atom: float, structures) -> np.ndarray:

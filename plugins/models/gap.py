@@ -65,6 +65,7 @@ from pesmith.memory import peak_rss_gb
 from pesmith.model import FitSummary, Model, standardization
 from pesmith.structures import DTYPE
 
+from .gap_derivatives import force_and_virial_rows, force_prior_variance
 from .sparsify import SparseMethod, select_sparse
 
 logger = logging.getLogger(__name__)
@@ -209,10 +210,40 @@ class GAPModel(Model):
                 variance[s] = self._kernel_sum(x[atoms], index[atoms])
             if self.n_sparse:
                 q = torch.zeros(n_structures, self.n_sparse, dtype=DTYPE).index_add(0, structure_index, self._sparse_kernel(x, index))
-                explained = torch.linalg.solve_triangular(self.kmm_factor, q.T, upper=False)  # (M, n_structures)
-                posterior = torch.linalg.solve_triangular(self.posterior_factor.T, q.T, upper=False)
-                variance = variance - (explained**2).sum(0) + (posterior**2).sum(0)
+                variance = variance + self._variance_change(q)
         return variance.clamp_min(0.0).sqrt()
+
+    def forces_std(
+        self, features: torch.Tensor, numbers: torch.Tensor, edge_index: torch.Tensor, jacobian: torch.Tensor
+    ) -> torch.Tensor:
+        """(n_atoms, 3) predictive standard deviation of each force component, eV/Å; the prior
+        standard deviation before a fit.
+
+        The same deterministic-training-conditional variance as :meth:`energy_std`, for the
+        linear functional ``F_kc = -dE/dr_kc``: the prior variance of the force
+        (:func:`~.gap_derivatives.force_prior_variance`, the kernel's second derivative through
+        the descriptor Jacobian on both sides) minus ``q K_MM^-1 q^T`` plus ``q Sigma q^T``,
+        with ``q`` the force rows (the prior covariance of the force with the sparse values).
+        ``jacobian`` ``(n_edges, F, 3)`` holds ``dq_center/dr_edge`` of the ``edge_index`` edges.
+        """
+        with torch.no_grad():
+            features, jacobian = features.detach(), jacobian.detach()
+            variance = force_prior_variance(self, features, numbers, edge_index, jacobian)  # (n_atoms, 3)
+            if self.n_sparse:
+                rows, _ = force_and_virial_rows(self, features, numbers, edge_index, jacobian, self._block_edges())
+                variance = variance + self._variance_change(rows.reshape(-1, self.n_sparse)).reshape(variance.shape)
+        return variance.clamp_min(0.0).sqrt()
+
+    def _variance_change(self, q: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` ``-q K_MM^-1 q^T + q Sigma q^T`` per row of ``q`` ``(n, M)``, the prior
+        covariances of n predicted quantities with the sparse values."""
+        explained = torch.linalg.solve_triangular(self.kmm_factor, q.T, upper=False)  # (M, n)
+        posterior = torch.linalg.solve_triangular(self.posterior_factor.T, q.T, upper=False)
+        return (posterior**2).sum(0) - (explained**2).sum(0)
+
+    def _block_edges(self) -> int:
+        """Edges per block of force- and virial-row work within :data:`BLOCK_BYTES`."""
+        return max(1, BLOCK_BYTES // (8 * 3 * 3 * max(self.n_sparse, 1)))
 
     def _kernel_sum(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """sum_ij k(x_i, x_j), eV^2, over the atoms of one structure, in blocks of rows."""
@@ -315,7 +346,7 @@ class GAPModel(Model):
     def _observations(self, data: FeatureSet, settings: GAPSettings) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
         """(kind, weighted rows (r, M), weighted targets (r,)) blocks: total energies divided by
         ``sigma_energy sqrt(N)``, force components divided by ``sigma_force``."""
-        block_edges = max(1, BLOCK_BYTES // (8 * 3 * 3 * max(self.n_sparse, 1)))
+        block_edges = self._block_edges()
         limited = dataclasses.replace(data, chunk_edges=min(data.chunk_edges, block_edges))
         for part in limited.chunks():
             x, index = self._transform(part.features, part.numbers)
@@ -332,34 +363,8 @@ class GAPModel(Model):
         predicted forces are ``force_rows @ alpha``. Closed form from the kernel gradient and
         the stored feature Jacobians, equal to autograd through :meth:`forward` (tested);
         edges are taken ``block_edges`` at a time."""
-        x, index = self._transform(part.features, part.numbers)
-        kernel = self._sparse_kernel(x, index)  # (n_atoms, M)
-        # dk(x_i, x_m)/dx_i = a_im x_m + b_im x_i, both (n_atoms, M)
-        if self.kernel == "squared_exponential":
-            a = kernel / (self.n_features * self.theta**2)
-            b = -a
-        else:
-            same = (index[:, None] == self.sparse_species[None, :]).to(DTYPE)
-            a = self.delta**2 * self.zeta * (x @ self.sparse_points.T) ** (self.zeta - 1) * same
-            b = None  # the unit-norm projection of the Jacobian makes x_i . dx_i/dr zero
-        jacobian = part.load_jacobian()  # (n_edges, F, 3): dq_center/dr_edge
-        centers, neighbors = part.edge_index
-        rows = torch.zeros(part.n_atoms, self.n_sparse, 3, dtype=DTYPE)
-        for start in range(0, jacobian.shape[0], block_edges):
-            edges = slice(start, start + block_edges)
-            c, j = centers[edges], jacobian[edges]
-            if self.kernel == "squared_exponential":
-                jx = j / self.feature_scale[index[c]][:, :, None]  # (e, F, 3): dx_center/dr_edge
-            else:
-                along = torch.einsum("ef,efc->ec", x[c], j)  # (e, 3)
-                norm = part.features[c].norm(dim=1).clamp_min(1e-300)  # (e,) |q_center|
-                jx = (j - x[c][:, :, None] * along[:, None, :]) / norm[:, None, None]  # dx_center/dr_edge
-            gradient = a[c][:, :, None] * torch.einsum("mf,efc->emc", self.sparse_points, jx)  # (e, M, 3)
-            if b is not None:
-                gradient = gradient + b[c][:, :, None] * torch.einsum("ef,efc->ec", x[c], jx)[:, None, :]
-            rows.index_add_(0, c, gradient)  # F_k = sum_{e: i=k} dE/dr_e - sum_{e: j=k} dE/dr_e
-            rows.index_add_(0, neighbors[edges], -gradient)
-        return rows.transpose(1, 2)
+        rows, _ = force_and_virial_rows(self, part.features, part.numbers, part.edge_index, part.load_jacobian(), block_edges)
+        return rows
 
 
 @hookimpl
