@@ -146,3 +146,12 @@ def test_config_types_are_read_from_extxyz_info_and_ase_db_keys(tmp_path, si_dat
             db.write(atoms, **({"config_type": config_type} if config_type else {}))
     assert read_dataset(path).config_types == ["Vacancy", None, "Elastic"]
     assert si_data.config_types[0] == "Vacancy" and set(si_data.config_types) == {"AIMD-NVT", "Elastic", "Surface", "Vacancy"}
+
+
+def test_virial_sigmas_on_data_without_stress_fit_no_virials_and_say_so(registry, caplog):
+    train = morse_cells_with_stress(6, seed=12)
+    train.stresses = [None] * len(train)
+    potential = gap_potential(registry, LISI)
+    settings = potential.model.settings_schema(n_sparse=10, sigma_virial=0.01, progress=False)
+    info = potential.fit(train, None, settings).info
+    assert info["n_observations"]["virial"] == 0 and "no virials fitted" in caplog.text

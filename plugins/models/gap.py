@@ -94,7 +94,8 @@ class GAPSettings(FitSettings):
         None,
         gt=0,
         description="virial noise per atom and component, eV/atom, of V * stress; a structure of N atoms gets"
-        " sigma_virial * sqrt(N) eV; structures without a stress label are skipped; null fits no virials",
+        " sigma_virial * sqrt(N) eV; structures without a stress label are skipped; null fits no virials"
+        " (stress_weight > 0 reports the stress RMSE)",
     )
     config_type_sigma: dict[str, ConfigTypeSigma] = Field(
         default_factory=dict,
@@ -107,10 +108,15 @@ class GAPSettings(FitSettings):
     )
 
     @property
+    def fits_virials(self) -> bool:
+        """Whether any virial sigma is set (default or per config_type)."""
+        return self.sigma_virial is not None or any(s.virial is not None for s in self.config_type_sigma.values())
+
+    @property
     def needs_jacobian(self) -> bool:
         """Feature derivatives are needed to fit forces or virials or to report their errors."""
-        per_type = any(s.force is not None or s.virial is not None for s in self.config_type_sigma.values())
-        return self.sigma_force is not None or self.sigma_virial is not None or per_type or super().needs_jacobian
+        forces = self.sigma_force is not None or any(s.force is not None for s in self.config_type_sigma.values())
+        return forces or self.fits_virials or super().needs_jacobian
 
 
 class GAPModel(Model):
@@ -306,6 +312,8 @@ class GAPModel(Model):
                     pending = []
             if pending:
                 r_aug = torch.linalg.qr(torch.cat([r_aug, *pending]), mode="r")[1]
+            if n_rows["virial"] == 0 and settings.fits_virials:
+                logger.warning("virial sigmas are set but no training structure has a stress label and a 3D cell: no virials fitted")
             r_factor = r_aug[:m, :m]
             diagonal = r_factor.diagonal().abs()
             alpha = torch.linalg.solve_triangular(r_factor, r_aug[:m, m:], upper=True)[:, 0]
