@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from pesmith.data import Dataset, read_dataset
 from pesmith.errors import DataError
-from pesmith.features import featurize_dataset
+from pesmith.features import featurize_dataset, predict_labels
 from pesmith.plugins.models.gap_derivatives import force_and_virial_rows
 from pesmith.plugins.references.morse import Morse
 from pesmith.potential import ENERGY, STRESS, Potential
@@ -155,3 +156,47 @@ def test_virial_sigmas_on_data_without_stress_fit_no_virials_and_say_so(registry
     settings = potential.model.settings_schema(n_sparse=10, sigma_virial=0.01, progress=False)
     info = potential.fit(train, None, settings).info
     assert info["n_observations"]["virial"] == 0 and "no virials fitted" in caplog.text
+
+
+def test_the_fit_with_virials_and_config_type_sigmas_is_the_dense_projected_process_solution(registry):
+    """alpha equals (K_MM + jitter + A^T A)^-1 A^T b built densely, A's force and virial rows from
+    autograd (chain rule through the stored Jacobians, as predict_labels does), each row divided
+    by its structure's sigma: energy sigma_E sqrt(N), force sigma_F, virial sigma_V sqrt(N),
+    overridden per config_type; a structure without stress has no virial rows."""
+    train = morse_cells_with_stress(6, seed=13)
+    train.stresses[1] = None
+    for k, atoms in enumerate(train.structures):
+        atoms.info["config_type"] = "special" if k % 2 else "plain"
+    settings = {"n_sparse": 7, "sigma_energy": 0.004, "sigma_force": 0.08, "sigma_virial": 0.02, "jitter": 1e-6,
+                "config_type_sigma": {"special": {"energy": 0.0005, "virial": 0.3}}}
+    potential = gap_potential(registry, LISI, kernel="dot_product", zeta=3)
+    info = potential.fit(train, None, potential.model.settings_schema(progress=False, **settings)).info
+    model = potential.model
+    data = featurize_dataset(potential.descriptor, train, potential.reference)
+    special = np.array([k % 2 == 1 for k in range(len(train))])
+    root_n = np.sqrt(data.atoms_per_structure.numpy().astype(float))
+    sigma_e = np.where(special, 0.0005, 0.004) * root_n
+    sigma_v = np.where(special, 0.3, 0.02) * root_n
+    labelled = data.has_stress.numpy()
+    assert list(labelled) == [True, False, True, True, True, True]
+    energy_columns, force_columns, virial_columns = [], [], []
+    for m in range(model.n_sparse):
+        def column(features, numbers, m=m):
+            return model._sparse_kernel(*model._transform(features, numbers))[:, m]
+        labels = predict_labels(column, data, forces=True, stress=True, create_graph=False)
+        energy_columns.append(labels["energy"].detach().numpy())
+        force_columns.append(labels["forces"].numpy().reshape(-1))
+        virial_columns.append((labels["stress"].numpy() * data.volumes.numpy()[:, None])[labelled].reshape(-1))
+    virial_sigma = np.repeat(sigma_v[labelled], 6)
+    design = np.concatenate([
+        np.stack(energy_columns, 1) / sigma_e[:, None],
+        np.stack(force_columns, 1) / 0.08,
+        np.stack(virial_columns, 1) / virial_sigma[:, None],
+    ])
+    stresses = data.stresses.numpy()[labelled] * data.volumes.numpy()[labelled][:, None]
+    target = np.concatenate([data.energies.numpy() / sigma_e, data.forces.numpy().reshape(-1) / 0.08, stresses.reshape(-1) / virial_sigma])
+    with torch.no_grad():
+        kmm = model._kernel(model.sparse_points, model.sparse_species, model.sparse_points, model.sparse_species).numpy()
+    system = kmm + settings["jitter"] * model.delta**2 * np.eye(model.n_sparse) + design.T @ design
+    np.testing.assert_allclose(model.alpha.numpy(), np.linalg.solve(system, design.T @ target), rtol=1e-7, atol=1e-9)
+    assert info["n_observations"] == {"energy": 6, "force": 3 * data.n_atoms, "virial": 30}
