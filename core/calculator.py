@@ -9,7 +9,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from .model_file import load_potential
-from .potential import ATOM_ENERGIES, ENERGY, ENERGY_STD, FEATURES, FORCES, STRESS, Potential
+from .potential import ATOM_ENERGIES, ENERGY, ENERGY_STD, FEATURES, FORCES, FORCES_STD, STRESS, Potential
 from .registry import Registry
 from .structures import Batch, build_batch, check_close_pairs, check_finite_geometry
 
@@ -24,24 +24,28 @@ class PesmithCalculator(Calculator):
     A structure with a NaN or infinite position, or two atoms closer than
     :data:`pesmith.structures.MIN_DISTANCE`, raises :class:`~pesmith.errors.DataError` instead of
     returning NaN. Stress is computed for fully periodic cells only. A model with an uncertainty
-    estimate adds ``results["energy_std"]`` (eV), the standard deviation of the energy. The first
-    structure whose features
-    fall outside the per-feature range of the training data triggers one
+    estimate adds ``results["energy_std"]`` (eV), the standard deviation of the energy. A model
+    with a force uncertainty (``Model.has_forces_std``) gives ``results["forces_std"]`` (eV/Å,
+    (n_atoms, 3)) when it is asked for, by ``calc.get_property("forces_std", atoms)`` or for every
+    structure with ``forces_std=True``: it needs the feature derivatives, about the cost of the
+    forces again, so MD and relaxations do not pay for it by default. The first structure whose
+    features fall outside the per-feature range of the training data triggers one
     :class:`ExtrapolationWarning` per calculator, naming how many atoms and features.
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "forces_std"]
 
-    def __init__(self, potential: Potential, **kwargs):
+    def __init__(self, potential: Potential, forces_std: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.potential = potential
+        self.forces_std = forces_std
         self._warned = False
 
     @classmethod
-    def from_file(cls, path: str | Path, registry: Registry | None = None) -> "PesmithCalculator":
+    def from_file(cls, path: str | Path, registry: Registry | None = None, forces_std: bool = False) -> "PesmithCalculator":
         """Load a model file written by ``pesmith train``."""
         potential, _ = load_potential(path, registry)
-        return cls(potential)
+        return cls(potential, forces_std=forces_std)
 
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
@@ -60,6 +64,10 @@ class PesmithCalculator(Calculator):
             self.results["stress"] = results[STRESS][0].numpy().copy()
         if ENERGY_STD in results:
             self.results["energy_std"] = float(results[ENERGY_STD][0])
+        if self.forces_std or FORCES_STD in properties:
+            std = self.potential.forces_std(batch)
+            if std is not None:
+                self.results[FORCES_STD] = std.numpy().copy()
 
     def _checked_batch(self) -> Batch:
         """The :class:`~pesmith.structures.Batch` of ``self.atoms``, after checking that its positions

@@ -200,7 +200,8 @@ def _describe(path: Path, exc: ValidationError, schema: type[BaseModel], prefix:
         section = error["loc"][:-1]
         model: type[BaseModel] = schema
         for part in section:
-            model = _section_model(model.model_fields[part].annotation)
+            if part in model.model_fields:  # else a key of a mapping of sections (e.g. a config_type)
+                model = _section_model(model.model_fields[part].annotation)
         valid = ", ".join(model.model_fields)
         where = ".".join(map(str, (*prefix, *section)))
         return f"{path}: unknown key '{location}'; valid keys{' in ' + where if where else ''}: {valid}"
@@ -210,7 +211,8 @@ def _describe(path: Path, exc: ValidationError, schema: type[BaseModel], prefix:
 
 
 def _section_model(annotation: Any) -> type[BaseModel]:
-    """The model class of a section's annotation, ``Section`` or ``Section | None``."""
+    """The model class of a section's annotation, ``Section``, ``Section | None`` or
+    ``dict[str, Section]``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     return next(a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel))

@@ -50,6 +50,12 @@ class Dataset:
     def n_atoms(self) -> int:
         return sum(len(a) for a in self.structures)
 
+    @property
+    def config_types(self) -> list[str | None]:
+        """Each structure's ``atoms.info["config_type"]`` (an extxyz key, or an ase.db row's
+        key-value pair) as a string, ``None`` where absent."""
+        return [None if a.info.get("config_type") is None else str(a.info["config_type"]) for a in self.structures]
+
     def subset(self, rows: Sequence[int]) -> "Dataset":
         """The structures at positions ``rows`` (source indices are kept)."""
         rows = [int(r) for r in rows]
@@ -103,7 +109,7 @@ def _read_with_provenance(path: Path, skip_failed: bool, what: str) -> list[tupl
             with ase_files.connect(path) as db:
                 rows = sorted(db.select(), key=_written_order)
                 read = [
-                    (row.toatoms(), (row.get("method"), row.get("reference_hash")))
+                    (_row_atoms(row), (row.get("method"), row.get("reference_hash")))
                     for row in rows
                     if not (skip_failed and row.get("status", "ok") != "ok")
                 ]
@@ -116,6 +122,15 @@ def _read_with_provenance(path: Path, skip_failed: bool, what: str) -> list[tupl
     for index, (atoms, _) in enumerate(read):
         check_structure(atoms, f"{path}, structure {index} ({atoms.get_chemical_formula()})")
     return read
+
+
+def _row_atoms(row) -> Atoms:
+    """The structure of an ase.db row, with its ``config_type`` key (if any) in ``atoms.info``
+    as an extxyz frame carries it."""
+    atoms = row.toatoms()
+    if row.get("config_type") is not None:
+        atoms.info["config_type"] = row.get("config_type")
+    return atoms
 
 
 def _written_order(row) -> tuple[bool, str, int, int]:

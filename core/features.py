@@ -59,6 +59,7 @@ class FeatureSet:
     jacobian: JacobianStore | None = None  # dG_center/dr_edge; None when the fit needs none
     jacobian_rows: torch.Tensor | None = None  # (n_structures,) each structure's number in the store
     chunk_edges: int = 1 << 62  # most edges per chunk and minibatch part (the memory budget)
+    config_types: tuple[str | None, ...] | None = None  # (n_structures,) atoms.info["config_type"]; None: not recorded
 
     @property
     def n_structures(self) -> int:
@@ -108,6 +109,7 @@ class FeatureSet:
             atom_offsets=atom_offsets,
             edge_offsets=_offsets(n_edges),
             chunk_edges=self.chunk_edges,
+            config_types=tuple(self.config_types[r] for r in rows.tolist()) if self.config_types is not None else None,
         )
         if self.jacobian is not None:
             subset.jacobian, subset.jacobian_rows = self.jacobian, self.jacobian_rows[rows]
@@ -230,6 +232,7 @@ def featurize_dataset(
         jacobian=store,
         jacobian_rows=torch.arange(len(dataset)) if store is not None else None,
         chunk_edges=chunk_edges,
+        config_types=tuple(dataset.config_types),
     )
 
 
@@ -278,6 +281,7 @@ def concatenate_feature_sets(sets: Sequence[FeatureSet]) -> FeatureSet:
         atom_offsets=_offsets(torch.cat([s.atoms_per_structure for s in sets])),
         edge_offsets=_offsets(torch.cat([s.edges_per_structure for s in sets])),
         chunk_edges=min(s.chunk_edges for s in sets),
+        config_types=tuple(t for s in sets for t in (s.config_types or (None,) * s.n_structures)),
     )
     if sets[0].jacobian is not None:
         combined.jacobian = ConcatenatedJacobian([_RowView(s.jacobian, s.jacobian_rows) for s in sets])

@@ -78,6 +78,24 @@ class Model(torch.nn.Module, ABC):
         ``None`` when the model has no uncertainty estimate (the default)."""
         return None
 
+    def forces_std(
+        self, features: torch.Tensor, numbers: torch.Tensor, edge_index: torch.Tensor, jacobian: torch.Tensor
+    ) -> torch.Tensor | None:
+        """(n_atoms, 3) standard deviation of each predicted force component, eV/Å, or ``None``
+        when the model has no force uncertainty (the default).
+
+        ``jacobian`` ``(n_edges, F, 3)`` holds the feature derivatives ``dG_center/dr_edge``
+        (feature units / Å) of the ``edge_index`` ``(2, n_edges)`` edges, as
+        :meth:`pesmith.descriptor.Descriptor.features_and_jacobian` returns them.
+        """
+        return None
+
+    @property
+    def has_forces_std(self) -> bool:
+        """Whether :meth:`forces_std` is implemented (the caller then computes feature
+        derivatives for it)."""
+        return type(self).forces_std is not Model.forces_std
+
     def load_fitted_state(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load a saved ``state_dict``, first giving every buffer and parameter the saved shape."""
         for name, value in state.items():

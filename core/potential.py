@@ -22,7 +22,7 @@ from .model import FitSummary, Model
 from .structures import DTYPE, Batch, build_batch
 
 ENERGY, ATOM_ENERGIES, FORCES, STRESS, FEATURES = "energy", "energies", "forces", "stress", "features"
-ENERGY_STD = "energy_std"
+ENERGY_STD, FORCES_STD = "energy_std", "forces_std"
 
 
 class Potential(torch.nn.Module):
@@ -78,6 +78,18 @@ class Potential(torch.nn.Module):
         if std is not None:
             results[ENERGY_STD] = std
         return results
+
+    def forces_std(self, batch: Batch) -> torch.Tensor | None:
+        """(n_atoms, 3) standard deviation of the predicted forces, eV/Å, or ``None`` when the
+        model has no force uncertainty. Computes the feature derivatives of ``batch`` (about the
+        cost of the forces themselves), so it is asked for separately from :meth:`forward`."""
+        if not self.model.has_forces_std:
+            return None
+        self.descriptor.check_numbers(batch.numbers)
+        with torch.no_grad():
+            vectors = batch.edge_vectors()
+        features, jacobian = self.descriptor.features_and_jacobian(batch.numbers, batch.edge_index, vectors)
+        return self.model.forces_std(features.detach(), batch.numbers, batch.edge_index, jacobian.detach())
 
     def fit(
         self,

@@ -270,7 +270,8 @@ def check_descriptor(descriptor: Descriptor, seed: int = 0, verbose: bool = True
 
 
 def check_model(model: Model, descriptor: Descriptor, seed: int = 0, atol: float = 1e-10, verbose: bool = True) -> str:
-    """A model predicts the same energies, forces and stress after save -> load.
+    """A model predicts the same energies, forces and stress after save -> load (and, if it has
+    one, the same force uncertainty, finite, non-negative, one per force component).
 
     Returns (and with ``verbose`` prints) what was checked, with the largest differences found.
     """
@@ -286,6 +287,12 @@ def check_model(model: Model, descriptor: Descriptor, seed: int = 0, atol: float
     for key in (ENERGY, FORCES, STRESS):
         assert torch.allclose(before[key], after[key], atol=atol), f"{key} changes after save -> load"
     change = {key: float((before[key] - after[key]).abs().max()) for key in (ENERGY, FORCES, STRESS)}
+    if model.has_forces_std:
+        batch = build_batch(structures, descriptor.cutoff)
+        std, std_loaded = potential.forces_std(batch), loaded.forces_std(batch)
+        assert std.shape == (batch.n_atoms, 3), f"forces_std has shape {tuple(std.shape)}, expected ({batch.n_atoms}, 3)"
+        assert bool(torch.isfinite(std).all()) and bool((std >= 0).all()), "forces_std must be finite and non-negative"
+        assert torch.allclose(std, std_loaded, atol=atol), "forces_std changes after save -> load"
     summary = (
         f"check_model passed: {type(model).__name__} on {type(descriptor).__name__}, save -> load of"
         f" {len(structures)} random triclinic cells (seed {seed}) predicts the same energy (largest change"

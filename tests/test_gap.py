@@ -183,6 +183,8 @@ def test_save_and_load_give_identical_predictions_and_uncertainties(registry, li
     before, after = potential.predict(lisi_test.structures), loaded.predict(lisi_test.structures)
     for key in (ENERGY, FORCES, STRESS, ENERGY_STD):
         assert torch.equal(before[key], after[key]), key
+    batch = _batch(potential, lisi_test.structures)
+    assert torch.equal(potential.forces_std(batch), loaded.forces_std(batch))
 
 
 def exact_gp_energy_std(potential: Potential, train: Dataset, sigma_per_atom: float, structures) -> np.ndarray:
@@ -279,7 +281,11 @@ def test_train_a_gap_through_the_cli_and_evaluate_it(tmp_path, lisi_train, built
     [
         ("{kind: gap}", "{n_sparse: 0}", "key 'training.n_sparse': Input should be greater than or equal to 1"),
         ("{kind: gap}", "{sparse_method: kmeans}", "training.sparse_method"),
-        ("{kind: gap}", "{stress_weight: 1.0}", "does not fit stress"),
+        ("{kind: gap}", "{stress_weight: 1.0, progress: false}", "has no periodic structure with a stress label"),
+        ("{kind: gap}", "{sigma_virial: -1}", "key 'training.sigma_virial': Input should be greater than 0"),
+        ("{kind: gap}", "{config_type_sigma: {Bulk: {energy: 0}}}", "key 'training.config_type_sigma.Bulk.energy': Input should be greater than 0"),
+        ("{kind: gap}", "{config_type_sigma: {Bulk: {stress: 0.1}}}", "unknown key 'training.config_type_sigma.Bulk.stress'"),
+        ("{kind: gap}", "{config_type_sigma: {Bulk: {energy: 0.001}}, progress: false}", "names config_type Bulk, which no training structure has"),
         ("{kind: gap}", "{n_sparse: 10000, progress: false}", "set training.n_sparse to at most"),
         ("{kind: gap, kernel: rbf}", "{}", "model.kernel 'rbf' is not one of squared_exponential, dot_product"),
         ("{kind: gap, zeta: 2.5}", "{}", "model.zeta must be a positive integer"),

@@ -16,15 +16,17 @@ Kernels (``q`` = the descriptor's features, ``F`` of them):
   a SOAP power spectrum this is the SOAP kernel (Bartók et al. 2013).
 
 The fit is the projected-process (subset-of-regressors) solution with observations y of total
-energies (noise ``sigma_energy * sqrt(N_atoms)``) and force components (noise ``sigma_force``):
+energies (noise ``sigma_energy * sqrt(N_atoms)``), force components (noise ``sigma_force``) and
+virial components ``V * stress`` (noise ``sigma_virial * sqrt(N_atoms)``), per ``config_type``
+if asked (:mod:`.gap_fit`):
 
     alpha = (K_MM + K_MN L^-1 K_NM)^-1 K_MN L^-1 y,     L = diag(sigma^2),
 
-where the force rows of ``K_NM`` come from the kernel's gradient and the descriptor's exact
-Jacobians. It is solved in float64 as the least-squares problem of the stacked, weighted
-``[L^-1/2 K_NM; U]`` (``U^T U = K_MM + jitter delta^2 I``), whose QR factorisation is updated
-block by block: memory grows with n_sparse x (n_sparse + one block of observations), never with
-the number of observations squared.
+where the force and virial rows of ``K_NM`` come from the kernel's gradient and the
+descriptor's exact Jacobians (:mod:`.gap_derivatives`). It is solved in float64 as the
+least-squares problem of the stacked, weighted ``[L^-1/2 K_NM; U]`` (``U^T U = K_MM + jitter
+delta^2 I``), whose QR factorisation is updated block by block: memory grows with n_sparse x
+(n_sparse + one block of observations), never with the number of observations squared.
 
 The energy uncertainty (:meth:`GAPModel.energy_std`) is the deterministic-training-conditional
 predictive variance of a structure's energy E* = sum_i f(q_i), eV^2:
@@ -32,7 +34,9 @@ predictive variance of a structure's energy E* = sum_i f(q_i), eV^2:
     var E* = sum_ij k(q_i, q_j) - k*M K_MM^-1 kM* + k*M (K_MM + K_MN L^-1 K_NM)^-1 kM*,
 
 with k*M = sum_i k(q_i, q_M). It is about zero where the data fix the energy and returns to the
-prior variance far from all sparse points.
+prior variance far from all sparse points. :meth:`GAPModel.forces_std` is the same for each
+force component, with the prior force variance from the kernel's second derivative and the
+force rows in place of k*M (:mod:`.gap_derivatives`).
 
 References
 ----------
@@ -47,14 +51,13 @@ approximations and their predictive variances).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from typing import Any, ClassVar, Iterator, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from pesmith import hookimpl
 from pesmith.descriptor import species_lookup
@@ -65,6 +68,8 @@ from pesmith.memory import peak_rss_gb
 from pesmith.model import FitSummary, Model, standardization
 from pesmith.structures import DTYPE
 
+from .gap_derivatives import force_and_virial_rows, force_prior_variance
+from .gap_fit import ConfigTypeSigma, describe_sigmas, observations, structure_sigmas
 from .sparsify import SparseMethod, select_sparse
 
 logger = logging.getLogger(__name__)
@@ -85,22 +90,33 @@ class GAPSettings(FitSettings):
         0.002, gt=0, description="energy noise per atom, eV/atom; a structure of N atoms gets sigma_energy * sqrt(N) eV"
     )
     sigma_force: float | None = Field(0.1, gt=0, description="force noise per component, eV/Å; null fits energies only")
+    sigma_virial: float | None = Field(
+        None,
+        gt=0,
+        description="virial noise per atom and component, eV/atom, of V * stress; a structure of N atoms gets"
+        " sigma_virial * sqrt(N) eV; structures without a stress label are skipped; null fits no virials"
+        " (stress_weight > 0 reports the stress RMSE)",
+    )
+    config_type_sigma: dict[str, ConfigTypeSigma] = Field(
+        default_factory=dict,
+        description="sigmas per atoms.info['config_type'], e.g. {Vacancy: {energy: 0.001, force: 0.05, virial: 0.05}};"
+        " those left out take the defaults above",
+    )
     jitter: float = Field(1e-8, ge=0, description="added to the diagonal of K_MM as jitter * delta^2 (dimensionless)")
     force_weight: float = Field(
         0.1, ge=0, description="weight of the force MSE in the reported loss only (the fit weighs forces by sigma_force)"
     )
 
-    @field_validator("stress_weight")
-    @classmethod
-    def _no_stress_yet(cls, value: float) -> float:
-        if value != 0:
-            raise ValueError("the gap model does not fit stress (virials) yet; set stress_weight: 0 or leave it out")
-        return value
+    @property
+    def fits_virials(self) -> bool:
+        """Whether any virial sigma is set (default or per config_type)."""
+        return self.sigma_virial is not None or any(s.virial is not None for s in self.config_type_sigma.values())
 
     @property
     def needs_jacobian(self) -> bool:
-        """Feature derivatives are needed to fit forces or to report force errors."""
-        return self.sigma_force is not None or super().needs_jacobian
+        """Feature derivatives are needed to fit forces or virials or to report their errors."""
+        forces = self.sigma_force is not None or any(s.force is not None for s in self.config_type_sigma.values())
+        return forces or self.fits_virials or super().needs_jacobian
 
 
 class GAPModel(Model):
@@ -209,10 +225,40 @@ class GAPModel(Model):
                 variance[s] = self._kernel_sum(x[atoms], index[atoms])
             if self.n_sparse:
                 q = torch.zeros(n_structures, self.n_sparse, dtype=DTYPE).index_add(0, structure_index, self._sparse_kernel(x, index))
-                explained = torch.linalg.solve_triangular(self.kmm_factor, q.T, upper=False)  # (M, n_structures)
-                posterior = torch.linalg.solve_triangular(self.posterior_factor.T, q.T, upper=False)
-                variance = variance - (explained**2).sum(0) + (posterior**2).sum(0)
+                variance = variance + self._variance_change(q)
         return variance.clamp_min(0.0).sqrt()
+
+    def forces_std(
+        self, features: torch.Tensor, numbers: torch.Tensor, edge_index: torch.Tensor, jacobian: torch.Tensor
+    ) -> torch.Tensor:
+        """(n_atoms, 3) predictive standard deviation of each force component, eV/Å; the prior
+        standard deviation before a fit.
+
+        The same deterministic-training-conditional variance as :meth:`energy_std`, for the
+        linear functional ``F_kc = -dE/dr_kc``: the prior variance of the force
+        (:func:`~.gap_derivatives.force_prior_variance`, the kernel's second derivative through
+        the descriptor Jacobian on both sides) minus ``q K_MM^-1 q^T`` plus ``q Sigma q^T``,
+        with ``q`` the force rows (the prior covariance of the force with the sparse values).
+        ``jacobian`` ``(n_edges, F, 3)`` holds ``dq_center/dr_edge`` of the ``edge_index`` edges.
+        """
+        with torch.no_grad():
+            features, jacobian = features.detach(), jacobian.detach()
+            variance = force_prior_variance(self, features, numbers, edge_index, jacobian)  # (n_atoms, 3)
+            if self.n_sparse:
+                rows, _ = force_and_virial_rows(self, features, numbers, edge_index, jacobian, self._block_edges())
+                variance = variance + self._variance_change(rows.reshape(-1, self.n_sparse)).reshape(variance.shape)
+        return variance.clamp_min(0.0).sqrt()
+
+    def _variance_change(self, q: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` ``-q K_MM^-1 q^T + q Sigma q^T`` per row of ``q`` ``(n, M)``, the prior
+        covariances of n predicted quantities with the sparse values."""
+        explained = torch.linalg.solve_triangular(self.kmm_factor, q.T, upper=False)  # (M, n)
+        posterior = torch.linalg.solve_triangular(self.posterior_factor.T, q.T, upper=False)
+        return (posterior**2).sum(0) - (explained**2).sum(0)
+
+    def _block_edges(self) -> int:
+        """Edges per block of force- and virial-row work within :data:`BLOCK_BYTES`."""
+        return max(1, BLOCK_BYTES // (8 * 3 * 3 * max(self.n_sparse, 1)))
 
     def _kernel_sum(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """sum_ij k(x_i, x_j), eV^2, over the atoms of one structure, in blocks of rows."""
@@ -226,15 +272,18 @@ class GAPModel(Model):
 
     def fit(self, train_set: FeatureSet, validation: FeatureSet | None, settings: GAPSettings) -> FitSummary:
         """Choose sparse points per element, then solve the projected-process system on the
-        energies and (unless ``sigma_force`` is null) forces of ``train_set``.
+        energies, forces (unless ``sigma_force`` is null) and virials (if ``sigma_virial`` is
+        set) of ``train_set``, with per-config_type sigmas (:mod:`.gap_fit`).
 
         Raises
         ------
         DataError
-            ``n_sparse`` exceeds an element's training environments, or the system is singular
-            (the message says which of ``jitter``, ``sigma_energy``, ``sigma_force`` to raise).
+            ``n_sparse`` exceeds an element's training environments, a config_type of
+            ``config_type_sigma`` is not in the data, or the system is singular (the message
+            says which of ``jitter`` and the sigmas to raise).
         """
         started = time.perf_counter()
+        sigmas = structure_sigmas(train_set, settings)
         if self.kernel == "squared_exponential":
             mean, scale = standardization(train_set.features, train_set.numbers, self.species)
             self.feature_mean.copy_(mean)
@@ -254,8 +303,8 @@ class GAPModel(Model):
             r_aug = torch.zeros(m + 1, m + 1, dtype=DTYPE)
             r_aug[:m, :m] = kmm_factor.T
             pending: list[torch.Tensor] = []
-            n_rows = {"energy": 0, "force": 0}
-            for kind, rows, targets in self._observations(train_set, settings):
+            n_rows = {"energy": 0, "force": 0, "virial": 0}
+            for kind, rows, targets in observations(self, train_set, sigmas, self._block_edges()):
                 pending.append(torch.cat([rows, targets[:, None]], dim=1))
                 n_rows[kind] += rows.shape[0]
                 if sum(p.shape[0] for p in pending) >= max(m, FOLD_ROWS):
@@ -263,6 +312,8 @@ class GAPModel(Model):
                     pending = []
             if pending:
                 r_aug = torch.linalg.qr(torch.cat([r_aug, *pending]), mode="r")[1]
+            if n_rows["virial"] == 0 and settings.fits_virials:
+                logger.warning("virial sigmas are set but no training structure has a stress label and a 3D cell: no virials fitted")
             r_factor = r_aug[:m, :m]
             diagonal = r_factor.diagonal().abs()
             alpha = torch.linalg.solve_triangular(r_factor, r_aug[:m, m:], upper=True)[:, 0]
@@ -271,6 +322,7 @@ class GAPModel(Model):
                     f"the GAP system of {m} sparse points and {sum(n_rows.values())} observations is singular:"
                     f" raise training.jitter (now {settings.jitter:g}) or training.sigma_energy"
                     f" (now {settings.sigma_energy:g} eV/atom) / training.sigma_force (now {settings.sigma_force} eV/Å)"
+                    f" / training.sigma_virial (now {settings.sigma_virial} eV/atom) / training.config_type_sigma"
                 )
             self.alpha = alpha
             self.kmm_factor = kmm_factor
@@ -279,8 +331,7 @@ class GAPModel(Model):
             "n_sparse": {s: int((self.sparse_species == k).sum()) for k, s in enumerate(self.species)},
             "sparse_method": settings.sparse_method,
             "n_observations": n_rows,
-            "sigma_energy_eV_per_atom": settings.sigma_energy,
-            "sigma_force_eV_per_A": settings.sigma_force,
+            **describe_sigmas(settings),
             "objective": float(r_aug[m, m] ** 2),
             "fit_s": time.perf_counter() - started,
             "peak_rss_gb": peak_rss_gb(),  # featurization included
@@ -312,54 +363,13 @@ class GAPModel(Model):
         self.sparse_species = index[chosen_rows].clone()
         self.alpha = torch.zeros(len(chosen_rows), dtype=DTYPE)
 
-    def _observations(self, data: FeatureSet, settings: GAPSettings) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-        """(kind, weighted rows (r, M), weighted targets (r,)) blocks: total energies divided by
-        ``sigma_energy sqrt(N)``, force components divided by ``sigma_force``."""
-        block_edges = max(1, BLOCK_BYTES // (8 * 3 * 3 * max(self.n_sparse, 1)))
-        limited = dataclasses.replace(data, chunk_edges=min(data.chunk_edges, block_edges))
-        for part in limited.chunks():
-            x, index = self._transform(part.features, part.numbers)
-            kernel = self._sparse_kernel(x, index)  # (n_atoms, M)
-            rows = torch.zeros(part.n_structures, self.n_sparse, dtype=DTYPE).index_add(0, part.structure_index, kernel)
-            sigma = settings.sigma_energy * part.atoms_per_structure.to(DTYPE).sqrt()  # (n_structures,) eV
-            yield "energy", rows / sigma[:, None], part.energies / sigma
-            if settings.sigma_force is not None:
-                force_rows = self.force_rows(part, block_edges)  # (n_atoms, 3, M)
-                yield "force", force_rows.reshape(-1, self.n_sparse) / settings.sigma_force, part.forces.reshape(-1) / settings.sigma_force
-
     def force_rows(self, part: FeatureSet, block_edges: int) -> torch.Tensor:
         """``(n_atoms, 3, M)`` derivatives of the forces (eV/Å) with respect to ``alpha``: the
         predicted forces are ``force_rows @ alpha``. Closed form from the kernel gradient and
         the stored feature Jacobians, equal to autograd through :meth:`forward` (tested);
         edges are taken ``block_edges`` at a time."""
-        x, index = self._transform(part.features, part.numbers)
-        kernel = self._sparse_kernel(x, index)  # (n_atoms, M)
-        # dk(x_i, x_m)/dx_i = a_im x_m + b_im x_i, both (n_atoms, M)
-        if self.kernel == "squared_exponential":
-            a = kernel / (self.n_features * self.theta**2)
-            b = -a
-        else:
-            same = (index[:, None] == self.sparse_species[None, :]).to(DTYPE)
-            a = self.delta**2 * self.zeta * (x @ self.sparse_points.T) ** (self.zeta - 1) * same
-            b = None  # the unit-norm projection of the Jacobian makes x_i . dx_i/dr zero
-        jacobian = part.load_jacobian()  # (n_edges, F, 3): dq_center/dr_edge
-        centers, neighbors = part.edge_index
-        rows = torch.zeros(part.n_atoms, self.n_sparse, 3, dtype=DTYPE)
-        for start in range(0, jacobian.shape[0], block_edges):
-            edges = slice(start, start + block_edges)
-            c, j = centers[edges], jacobian[edges]
-            if self.kernel == "squared_exponential":
-                jx = j / self.feature_scale[index[c]][:, :, None]  # (e, F, 3): dx_center/dr_edge
-            else:
-                along = torch.einsum("ef,efc->ec", x[c], j)  # (e, 3)
-                norm = part.features[c].norm(dim=1).clamp_min(1e-300)  # (e,) |q_center|
-                jx = (j - x[c][:, :, None] * along[:, None, :]) / norm[:, None, None]  # dx_center/dr_edge
-            gradient = a[c][:, :, None] * torch.einsum("mf,efc->emc", self.sparse_points, jx)  # (e, M, 3)
-            if b is not None:
-                gradient = gradient + b[c][:, :, None] * torch.einsum("ef,efc->ec", x[c], jx)[:, None, :]
-            rows.index_add_(0, c, gradient)  # F_k = sum_{e: i=k} dE/dr_e - sum_{e: j=k} dE/dr_e
-            rows.index_add_(0, neighbors[edges], -gradient)
-        return rows.transpose(1, 2)
+        rows, _ = force_and_virial_rows(self, part.features, part.numbers, part.edge_index, part.load_jacobian(), block_edges)
+        return rows
 
 
 @hookimpl
