@@ -335,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = default_registry()
     try:
         if args.verb == "train":
+            from .model import STOP_REASON
+
             try:
                 report = train_command(args.config, registry, args.overwrite)
             except KeyboardInterrupt:
@@ -345,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "interrupted" in report:
                 print(f"interrupted {report['interrupted']}: {saved_after_interrupt(report)}", file=sys.stderr)
                 return EXIT_INTERRUPTED
+            if STOP_REASON in report["training"]:
+                print(f"training stopped: {report['training'][STOP_REASON]}")
             print(f"wrote {report['model_file']} and its report")
         elif args.verb == "evaluate":
             try:

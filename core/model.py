@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Sequence
 
 import torch
 
@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from .features import FeatureSet
 
 INTERRUPTED_AT_EPOCH = "interrupted_at_epoch"  # FitSummary.info key of a fit ended by Ctrl-C
+# FitSummary.info key of an iterative fit: the rule that ended it, "epochs" (all run), "patience"
+# (early stopping), "min_learning_rate" or "interrupted" (Ctrl-C)
+STOPPED_BY = "stopped_by"
+StopRule = Literal["epochs", "patience", "min_learning_rate", "interrupted"]
+STOP_REASON = "stop_reason"  # FitSummary.info key of an iterative fit: why it ended, one sentence for the user
 
 
 @dataclass
@@ -22,7 +27,8 @@ class FitSummary:
     ``best_epoch`` of an iterative fit, or the regularisation of a closed-form one) and, for
     an iterative fit, one entry per epoch with train and validation metrics. A fit that
     Ctrl-C ended early with a usable state records the epoch that was running under
-    :data:`INTERRUPTED_AT_EPOCH`."""
+    :data:`INTERRUPTED_AT_EPOCH`. An iterative fit says why it stopped: the rule under
+    :data:`STOPPED_BY` and a sentence under :data:`STOP_REASON`."""
 
     info: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] | None = None

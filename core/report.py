@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic_io import atomic_path, write_text_atomic
+from .model import STOP_REASON
 from .validation import Predictions
 
 METRIC_UNITS = {
@@ -42,6 +43,8 @@ def markdown(report: dict[str, Any]) -> str:
     training = report["training"]
     if "epochs_run" in training:
         lines += [f"- epochs run: {training['epochs_run']}, best epoch: {training['best_epoch']}"]
+    if STOP_REASON in training:
+        lines += [f"- training stopped: {training[STOP_REASON]}"]
     if "interrupted" in report:
         lines += [f"- interrupted (Ctrl-C) {report['interrupted']}: the model is the best state the fit had kept"]
     if "features" in training:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .features import FeatureSet, add_sums, error_sums, evaluate, metrics_from_sums
 from .fit_settings import FitSettings
 from .interrupt import interrupt_once
-from .model import INTERRUPTED_AT_EPOCH, FitSummary
+from .model import INTERRUPTED_AT_EPOCH, STOP_REASON, STOPPED_BY, FitSummary, StopRule
 from .threads import FIT_LOOP_THREADS, torch_threads
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,9 @@ def fit_loop(
 ) -> FitSummary:
     """Fit ``model``'s parameters; keep the weights with the best validation loss.
 
-    Returns a summary: epochs run, best epoch, and the per-epoch history of train/validation
+    Returns a summary: epochs run, best epoch, why the loop stopped (``info["stopped_by"]``:
+    ``"epochs"``, ``"patience"``, ``"min_learning_rate"`` or ``"interrupted"``, and the sentence
+    ``info["stop_reason"]``, see :func:`stop_reason`), and the per-epoch history of train/validation
     RMSE. The train entries are the epoch's running metrics (:func:`train_one_epoch`) when there
     is a validation set, else the whole training set evaluated after the epoch.
 
@@ -112,7 +114,8 @@ def fit_loop(
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     history = []
     bar = tqdm(total=settings.epochs, desc="training", unit="epoch", disable=not settings.progress)
-    epoch, interrupted = 0, False
+    epoch = 0
+    stopped_by: StopRule = "epochs"
     with interrupt_once():  # a second Ctrl-C must not cut short keeping the best epoch
         try:
             for epoch in range(1, settings.epochs + 1):
@@ -133,20 +136,51 @@ def fit_loop(
                 )
                 bar.update()
                 if epoch - best_epoch >= settings.patience:
-                    logger.info("early stopping at epoch %d (best %d)", epoch, best_epoch)
+                    stopped_by = "patience"
                     break
                 if optimizer.param_groups[0]["lr"] < settings.min_learning_rate:
-                    logger.info("learning rate below %g at epoch %d", settings.min_learning_rate, epoch)
+                    stopped_by = "min_learning_rate"
                     break
         except KeyboardInterrupt:  # Ctrl-C: stop as early stopping does, unless no epoch has finished
             if not history:
                 raise
-            interrupted = True
-            logger.info("interrupted at epoch %d (best %d)", epoch, best_epoch)
+            stopped_by = "interrupted"
         finally:
             bar.close()
         model.load_state_dict(best_state)
-    info = {"epochs_run": len(history), "best_epoch": best_epoch, "best_validation_loss": best_loss}
-    if interrupted:
+    monitored = "validation" if monitor is validation else "training-set"
+    reason = stop_reason(stopped_by, settings, epoch, best_epoch, optimizer.param_groups[0]["lr"], monitored)
+    logger.info("training stopped: %s", reason)
+    info = {
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "best_validation_loss": best_loss,
+        STOPPED_BY: stopped_by,
+        STOP_REASON: reason,
+    }
+    if stopped_by == "interrupted":
         info[INTERRUPTED_AT_EPOCH] = epoch
     return FitSummary(info=info, history=history)
+
+
+def stop_reason(
+    stopped_by: StopRule, settings: AdamSettings, epoch: int, best_epoch: int, learning_rate: float, monitored: str
+) -> str:
+    """One sentence saying why :func:`fit_loop` stopped after ``epoch`` under the rule
+    ``stopped_by`` (see :data:`pesmith.model.StopRule`), with the best epoch kept.
+    ``learning_rate`` is the Adam rate at the stop (dimensionless: the step size in the model's
+    parameters); ``monitored`` names the loss the best epoch is chosen on ("validation" or "training-set")."""
+    best = f"best epoch {best_epoch}"
+    if stopped_by == "patience":
+        return (
+            f"early stopping: no {monitored} improvement for {epoch - best_epoch} epochs"
+            f" (training.patience = {settings.patience}), {best}"
+        )
+    if stopped_by == "min_learning_rate":
+        return (
+            f"the learning rate fell to {learning_rate:.3g}, below training.min_learning_rate = {settings.min_learning_rate:.3g},"
+            f" at epoch {epoch}, {best}"
+        )
+    if stopped_by == "interrupted":
+        return f"interrupted (Ctrl-C) at epoch {epoch}, {best}"
+    return f"all {settings.epochs} epochs run (training.epochs), {best}"
