@@ -103,6 +103,12 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert commands[-1] == command, "the README test command should be the last thing .ci/run does"
 
 
+def test_ci_also_runs_the_slow_tests():
+    """The README command deselects the slow tests (pyproject's addopts); .ci/run runs them before it."""
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert any(line.endswith("/python -m pytest -m slow") for line in ci[:-1]), "\n".join(ci)
+
+
 BROADCASTING_ASE_CALLS = {"ase.db.connect", "ase.io.read", "ase.io.iread", "ase.io.write"}
 
 

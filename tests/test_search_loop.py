@@ -168,6 +168,7 @@ def trained_sizes(lines: list[str]) -> list[int]:
     return [int(re.search(r": (\d+) structures", line).group(1)) for line in lines if line.startswith("model models/")]
 
 
+@pytest.mark.slow  # two complete search loops
 def test_exploration_labels_md_frames_of_the_confirmed_structures_before_retraining(tmp_path):
     (tmp_path / "plain").mkdir()
     (tmp_path / "explore").mkdir()
@@ -282,6 +283,7 @@ class TrappedSearch(Search):
         return partial(crash_or_hang, self.marker_folder, model_path, self.config.fitness, self.worker_threads)
 
 
+@pytest.mark.slow  # a complete search loop
 def test_a_crashing_and_a_hanging_evaluation_fail_only_their_candidates(tmp_path):
     TrappedSearch.marker_folder = str(tmp_path)
     config = tiny_config(tmp_path, workers=2, path=[3.75, 3.0], fitness={"relax": "none", "time_limit": 3.0})
@@ -316,6 +318,7 @@ def reversed_map(fn, items, workers=1, progress=False, description=""):
     return reversed(list(parallel_map(fn, items)))
 
 
+@pytest.mark.slow  # two complete search loops
 def test_the_order_in_which_workers_finish_does_not_change_the_search(tmp_path):
     inorder, reversed_ = tmp_path / "inorder", tmp_path / "reversed"
     inorder.mkdir()
@@ -328,6 +331,7 @@ def test_the_order_in_which_workers_finish_does_not_change_the_search(tmp_path):
 
 
 @pytest.mark.parametrize("driver", ["model", "reference"])
+@pytest.mark.slow  # a complete search loop per driver
 def test_start_made_by_melt_quench(tmp_path, driver):
     melt = {"melt_K": 2000.0, "melt_ps": 0.1, "quench_ps": 0.1, "final_K": 300.0, "interval": 50}
     config = tiny_config(tmp_path, start={"atoms": 19, "melt_quench": melt, "driver": driver}, path=[3.75, 3.0])
@@ -340,6 +344,7 @@ def test_start_made_by_melt_quench(tmp_path, driver):
     assert result.steps[0].confirmed == 2
 
 
+@pytest.mark.slow  # a complete search loop
 def test_the_last_step_to_pure_silicon_has_one_arrangement(tmp_path):
     result = run_search(tiny_config(tmp_path, path=[3.75, 0.0], confirm={"candidates": 2, "relax": "positions", "fmax": 0.2, "steps": 100}))
     [step] = result.steps
@@ -348,6 +353,7 @@ def test_the_last_step_to_pure_silicon_has_one_arrangement(tmp_path):
     assert any(row["kind"] == "step 1" and row["formula"] == "Si4" for row in result.hull)
 
 
+@pytest.mark.slow  # two complete search loops
 def test_diversity_filter_skips_candidates_too_similar_to_one_picked(tmp_path):
     confirm = {"candidates": 2, "relax": "positions", "fmax": 0.2, "steps": 100, "frame_interval": 10}
     (tmp_path / "loose").mkdir()
@@ -358,6 +364,7 @@ def test_diversity_filter_skips_candidates_too_similar_to_one_picked(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::pesmith.calculator.ExtrapolationWarning")  # melt-quenches with the first linear model
+@pytest.mark.slow  # a complete search loop
 def test_start_is_the_lowest_of_a_pool_of_model_melt_quenches(tmp_path, monkeypatch):
     """start.pool: each random cell is melt-quenched and relaxed with the first model; the one
     with the lowest model energy is what the reference relaxes as the start (workers: 1 runs

@@ -15,7 +15,10 @@ from pesmith.search.relaxation import RelaxSettings, relax
 
 from test_search_loop import POOL, SHORT_QUENCH, run_search, tiny_config
 
-pytestmark = pytest.mark.filterwarnings("ignore::pesmith.calculator.ExtrapolationWarning")  # the pool's MD takes the linear model far from its data
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pesmith.calculator.ExtrapolationWarning"),  # the pool's MD takes the linear model far from its data
+    pytest.mark.slow,  # every test here runs a complete search loop (the module's fixture, or its own)
+]
 
 CONFIRM = {"candidates": 2, "relax": "positions", "fmax": 0.05, "steps": 400, "frame_interval": 10}
 

@@ -147,6 +147,7 @@ def test_failure_reasons_are_grouped_by_their_first_line_most_frequent_first():
 # ------------------------------------------------------------------ through the console script
 
 
+@pytest.mark.slow  # a failing search, then a complete resumed loop
 def test_every_candidate_failing_names_the_reasons_and_a_fixed_fitness_continues(tmp_path):
     failing = {"relax": "positions", "fmax": 0.001, "steps": 1}
     config = tiny_config(tmp_path, path=[3.75, 3.0], fitness=failing)
@@ -190,6 +191,7 @@ def test_every_candidate_failing_names_the_reasons_and_a_fixed_fitness_continues
     assert json.loads((output / "checkpoint.json").read_text())["phase"] == "done"
 
 
+@pytest.mark.slow  # a failing search, then a complete resumed loop
 def test_a_failed_start_relaxation_continues_once_the_confirm_settings_are_fixed(tmp_path):
     strict = {"candidates": 2, "relax": "positions", "fmax": 0.001, "steps": 2, "frame_interval": 10}
     config = tiny_config(tmp_path, path=[3.75, 3.0], confirm=strict)
@@ -227,6 +229,7 @@ class FailingConfirmations(Search):
         return partial(failing_for_candidates, self.reference, self.config.confirm, self.config.confirm.frame_interval)
 
 
+@pytest.mark.slow  # a failing search, then a complete resumed loop
 def test_every_confirmation_failing_names_the_reasons_and_they_run_again_after_a_fix(tmp_path):
     config_path = tiny_config(tmp_path, path=[3.75, 3.0])
     registry = default_registry()
@@ -287,6 +290,7 @@ def status_of(config: Path) -> str:
     return result.stdout.splitlines()[0].partition(": ")[2]
 
 
+@pytest.mark.slow  # a search killed and resumed three times: about a complete loop
 def test_status_the_resume_line_and_the_log_name_the_same_step(tmp_path):
     config = tiny_config(tmp_path)
     output = tmp_path / "out"
