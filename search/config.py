@@ -70,6 +70,10 @@ class StartSettings(Section):
         0, ge=0, le=10_000, description="with driver: model, this many random cells are melt-quenched and relaxed with the"
         " first model (anneal.relax, anneal.min_distance) and the lowest is the start (0: one cell, no relaxation)",
     )
+    draws: int = Field(
+        1, ge=1, le=100, description="a pool melt-quench that fails (the first model is unstable there) is replaced by the"
+        " next random cell, up to pool x draws cells",
+    )
 
     @model_validator(mode="after")
     def _pool_needs_the_model(self):

@@ -165,3 +165,28 @@ def test_with_the_screen_the_start_is_the_pool_cell_lowest_in_reference_energy(t
     [line] = [line for line in lines if line.startswith("start: the lowest of")]
     assert sources[0] == "start screen" and "by a reference single point" in line
     assert f"{max(r.energy for r in ok) / 19:.4f} eV/atom with the model" in line
+
+
+def test_a_failed_start_pool_melt_quench_is_replaced_by_the_next_cell(tmp_path, monkeypatch):
+    """start.draws: the first two model melt-quenches fail; the pool still reaches start.pool
+    cells from the replacements, and the start line counts the failures."""
+    from pesmith.search.phases import anneal as anneal_phase
+    from pesmith.search.relaxation import Relaxed
+
+    calls = []
+
+    def failing_first_two(*args):
+        calls.append(args[-1])
+        if len(calls) <= 2:
+            return Relaxed(reason="anneal MD stopped early: two atoms closer than 1.2 Å")
+        return real(*args)
+
+    real = anneal_phase.anneal_with_model
+    monkeypatch.setattr(anneal_phase, "anneal_with_model", failing_first_two)
+    start = {"atoms": 19, "melt_quench": dict(SHORT_QUENCH["melt_quench"]), "driver": "model", "pool": 3, "draws": 2}
+    lines = []
+    run_search(tiny_config(tmp_path, start=start, path=[3.75, 3.0], anneal=SHORT_QUENCH), echo=lines.append)
+    [line] = [line for line in lines if line.startswith("start: the lowest of")]
+    assert "the lowest of 3 Li15Si4 cells" in line and "(2 failed;" in line
+    seeds = [atoms.info["anneal_seed"] for atoms in calls[:5]]
+    assert len(set(seeds)) == 5  # five distinct cells: three first, then two replacements

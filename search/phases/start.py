@@ -99,7 +99,8 @@ def _melt_quenched_start(ctx: SearchContext) -> Atoms:
 
 def _lowest_of_pool(ctx: SearchContext, counts: dict[str, int], volume: float, started: float) -> Atoms:
     """The lowest of ``start.pool`` random cells melt-quenched and relaxed with the first model
-    (:func:`pesmith.search.anneal.anneal_with_model`): in model energy or, with ``anneal.screen``,
+    (:func:`pesmith.search.anneal.anneal_with_model`; a failed one is replaced by the next cell,
+    up to ``start.pool x start.draws`` cells): in model energy or, with ``anneal.screen``,
     in a reference single point of each (:func:`pesmith.search.phases.anneal.screen`)."""
     from ..anneal import QuenchSettings
     from ..baseline import sample_cells
@@ -107,12 +108,16 @@ def _lowest_of_pool(ctx: SearchContext, counts: dict[str, int], volume: float, s
 
     config = ctx.config
     settings = QuenchSettings(melt_quench=config.start.melt_quench, min_distance=config.anneal.min_distance, relax=config.anneal.relax)
-    cells = sample_cells(counts, volume, config.start.pool, ctx.rng)
-    results = ctx.map_ordered(quench_task(ctx, settings), cells, f"start: {len(cells)} melt-quenches with the model")
-    ok = [r for r in results if r.ok]
+    cells = sample_cells(counts, volume, config.start.pool * config.start.draws, ctx.rng)
+    results, ok = [], []
+    while len(ok) < config.start.pool and len(results) < len(cells):  # a failed melt-quench is replaced by the next cell
+        batch = cells[len(results):len(results) + config.start.pool - len(ok)]
+        done = ctx.map_ordered(quench_task(ctx, settings), batch, f"start: {len(batch)} melt-quenches with the model")
+        results += done
+        ok += [r for r in done if r.ok]
     if not ok:
         raise DataError(
-            f"start: every one of the {len(cells)} melt-quenches with {ctx.state.model} failed ({grouped_reasons(r.reason for r in results)});"
+            f"start: every one of the {len(results)} melt-quenches with {ctx.state.model} failed ({grouped_reasons(r.reason for r in results)});"
             " set start.driver: reference and start.pool: 0 (a model trained on few structures can be unstable in MD), or give start.file"
         )
     ranking = "its model energy"
@@ -123,6 +128,6 @@ def _lowest_of_pool(ctx: SearchContext, counts: dict[str, int], volume: float, s
         ranking = "a reference single point"
     ctx.echo(
         f"start: the lowest of {len(ok)} {lowest.atoms.get_chemical_formula()} cells melt-quenched and relaxed with {ctx.state.model}, by {ranking}"
-        f" ({len(cells) - len(ok)} failed; {lowest.energy / len(lowest.atoms):.4f} eV/atom with the model, {time.perf_counter() - started:.0f} s)"
+        f" ({len(results) - len(ok)} failed; {lowest.energy / len(lowest.atoms):.4f} eV/atom with the model, {time.perf_counter() - started:.0f} s)"
     )
     return lowest.atoms
