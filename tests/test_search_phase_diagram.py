@@ -11,7 +11,7 @@ import pytest
 
 from pesmith import ase_files
 from pesmith.plugins.references.morse import MorseCalculator
-from pesmith.search.relaxation import RelaxSettings, relax
+from pesmith.simulate.relax import RelaxSettings, relax
 
 from test_search_loop import POOL, SHORT_QUENCH, run_search, tiny_config
 
