@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Generic, Iterator, TypeVar
 
 import yaml
 from ase import Atoms
@@ -29,13 +29,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import ase_files, data
 from .atomic_io import write_text_atomic
 from .config import PluginSettings, check_plugin_options, parse_config, resolve_path
-from .errors import ConfigError, DataError, LabelingFailed, PesmithError
+from .errors import CalculationFailed, ConfigError, DataError, LabelingFailed, PesmithError
 from .reference import Reference
 from .reference_db import RUNNING, Label, ReferenceDB, structure_hash
 from .registry import Registry
 from .structures import has_full_cell
 
 MapFunction = Callable[..., Iterator[tuple[int, Label]]]
+A = TypeVar("A")
+T = TypeVar("T")
 
 
 class LabelConfig(BaseModel):
@@ -116,18 +118,55 @@ def check_cells(structures: list[Atoms], reference: Reference, kind: str, source
 
 def label_one(reference: Reference, time_limit: float | None, atoms: Atoms) -> Label:
     """Label one structure; any failure becomes a :class:`Label` with a ``reason``."""
+    done = attempt(reference.label, atoms, reference.prepare, time_limit)
+    if done.reason is not None:
+        return Label(reason=done.reason, wall_time=done.wall_time)
+    energy, forces, stress = done.value
+    return Label(energy=float(energy), forces=forces, stress=stress, wall_time=done.wall_time)
+
+
+@dataclass
+class Attempt(Generic[T]):
+    """What one calculation returned (``value``), or the ``reason`` it failed; ``wall_time`` in s."""
+
+    value: T | None = None
+    reason: str | None = None
+    wall_time: float = 0.0
+
+
+def attempt(
+    compute: Callable[[A], T], argument: A, prepare: Callable[[], object] | None = None, time_limit: float | None = None
+) -> Attempt[T]:
+    """``compute(argument)`` for one structure, its failure turned into a reason (never raised).
+
+    Parameters
+    ----------
+    compute
+        The calculation (a label, a relaxation, an MD run).
+    argument
+        What it is computed for, usually an ``Atoms``.
+    prepare
+        Called first, in this worker, so a time-limited forked child inherits what it loaded
+        (e.g. :meth:`Reference.prepare`); its failure is a failure of the attempt.
+    time_limit
+        s; ``compute`` then runs in a forked child killed after it (:func:`call_with_time_limit`).
+
+    Returns
+    -------
+    Attempt
+        The value, or the reason: a :class:`CalculationFailed`'s message, or the type and message
+        of any other exception (a crash of the calculator, model or reference must not end a run).
+    """
     started = time.perf_counter()
     try:
-        reference.prepare()  # in this worker, so forked children inherit it
-        if time_limit is None:
-            energy, forces, stress = reference.label(atoms)
-        else:
-            energy, forces, stress = call_with_time_limit(reference.label, atoms, time_limit)
-    except LabelingFailed as exc:
-        return Label(reason=str(exc), wall_time=time.perf_counter() - started)
-    except Exception as exc:  # a crash of the plugin must not end the run
-        return Label(reason=f"{type(exc).__name__}: {exc}", wall_time=time.perf_counter() - started)
-    return Label(energy=float(energy), forces=forces, stress=stress, wall_time=time.perf_counter() - started)
+        if prepare is not None:
+            prepare()
+        value = compute(argument) if time_limit is None else call_with_time_limit(compute, argument, time_limit)
+    except CalculationFailed as exc:
+        return Attempt(reason=str(exc), wall_time=time.perf_counter() - started)
+    except Exception as exc:  # a crash must not end the run
+        return Attempt(reason=f"{type(exc).__name__}: {exc}", wall_time=time.perf_counter() - started)
+    return Attempt(value=value, wall_time=time.perf_counter() - started)
 
 
 def call_with_time_limit(fn: Callable, argument, seconds: float):

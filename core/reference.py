@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+from .errors import ReferenceSetupError
 
 
 class Reference(ABC):
@@ -20,6 +23,11 @@ class Reference(ABC):
 
     ``periodic = True`` declares that the method needs a full 3D cell and ``pbc=True``
     (plane waves, periodic tight binding); labeling checks the input structures before starting.
+
+    A reference that wraps an ASE calculator overrides the optional :meth:`make_calculator`; the
+    MD and relaxations of :mod:`pesmith.simulate` (melt-quenches of ``pesmith generate``, the
+    search's reference relaxations, MD driven by the reference) then drive that calculator
+    directly. :meth:`has_calculator` says whether it does, on the class or an instance.
     """
 
     periodic: bool = False
@@ -31,6 +39,25 @@ class Reference(ABC):
     @abstractmethod
     def relax(self, atoms: Atoms, fmax: float = 0.05, steps: int = 200, cell: bool = False) -> Atoms:
         """Return a copy of ``atoms`` relaxed until every force is below ``fmax`` (eV/Å)."""
+
+    def make_calculator(self) -> Calculator:
+        """A new ASE calculator with this reference's parameters (energy in eV, forces in eV/Å,
+        stress in eV/Å^3). Optional: the default raises.
+
+        Raises
+        ------
+        ReferenceSetupError
+            This reference has no ASE calculator (:meth:`has_calculator` is False).
+        """
+        raise ReferenceSetupError(
+            f"{type(self).__name__} has no ASE calculator (it does not override Reference.make_calculator);"
+            " MD and relaxations that drive a calculator need a reference that has one (e.g. chgnet, sevennet, morse)"
+        )
+
+    @classmethod
+    def has_calculator(cls) -> bool:
+        """Whether :meth:`make_calculator` gives an ASE calculator (the class overrides it)."""
+        return cls.make_calculator is not Reference.make_calculator
 
     def prepare(self) -> None:
         """Load what labeling needs once per process (e.g. model weights), before structures are

@@ -1,6 +1,6 @@
 """Held-out amorphous Li_x Si cells labeled by a reference, for the search's learning curve.
 
-Random cells (``pesmith.search.amorphous.random_cell``) at compositions between and beyond the
+Random cells (``pesmith.simulate.packing.random_cell``) at compositions between and beyond the
 quickstart path are melt-quenched with the reference itself, and the last frames of each quench
 are labeled with it. The seed differs from every config's, so no frame is in a training set.
 
@@ -20,7 +20,9 @@ from pesmith import ase_files
 from pesmith.labeling import build_reference
 from pesmith.config import PluginSettings
 from pesmith.registry import default_registry
-from pesmith.search.amorphous import MeltQuenchSettings, composition_counts, interpolated_volume_per_atom, melt_quench, random_cell
+from pesmith.search.amorphous import composition_counts, interpolated_volume_per_atom
+from pesmith.simulate.md import MeltQuenchSettings, melt_quench
+from pesmith.simulate.packing import random_cell
 
 CRYSTALS = Path(__file__).resolve().parents[1] / "data" / "lisi_crystals"
 

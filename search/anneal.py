@@ -4,7 +4,7 @@ The GA only rearranges which Li atoms go and relaxes locally, so the Si network 
 previous composition is carried along (isolated Si at x = 3.75 stays isolated down to x = 1.5,
 where Si should form dimers, chains and rings). An anneal lets a candidate reorganise before it
 is sent to the reference: Langevin MD at ``melt_K`` for ``melt_ps``, a linear quench to
-``final_K`` over ``quench_ps`` (:func:`pesmith.search.amorphous.melt_quench`), then a
+``final_K`` over ``quench_ps`` (:func:`pesmith.simulate.md.melt_quench`), then a
 relaxation (positions and cell by default) with the same model. The same recipe from a random
 cell is melt-quench sampling, the search's baseline (:mod:`pesmith.search.baseline`).
 
@@ -20,10 +20,11 @@ from ase.calculators.calculator import Calculator
 from pydantic import Field
 
 from pesmith.errors import SimulationFailed
+from pesmith.simulate.md import MeltQuenchSettings, melt_quench
+from pesmith.simulate.relax import Relaxed, RelaxSettings, relax, relaxed_or_reason
 
-from .amorphous import MeltQuenchSettings, melt_quench
 from .initial_set import Section
-from .relaxation import RelaxSettings, Relaxed, model_calculator, relax, relaxed_or_reason
+from .relaxation import model_calculator
 
 SEED_KEY = "anneal_seed"  # Atoms.info key carrying each task's random seed into a worker
 

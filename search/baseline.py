@@ -1,7 +1,7 @@
 """The search's built-in baseline: plain melt-quench sampling at equal reference cost.
 
 At every composition the search visits, ``n`` random cells of the same composition and size
-(:func:`pesmith.search.amorphous.random_cell`, at the volume interpolated between the hull's
+(:func:`pesmith.simulate.packing.random_cell`, at the volume interpolated between the hull's
 crystals) are melt-quenched and relaxed with the model (:func:`pesmith.search.anneal.anneal`)
 and then relaxed with the reference, ``n`` being the number of reference relaxations the search
 spent there. What the search finds beyond the lowest of these is what the GA and its anneals
@@ -15,7 +15,9 @@ import numpy as np
 from ase import Atoms
 from pydantic import Field
 
-from .amorphous import MeltQuenchSettings, random_cell
+from pesmith.simulate.md import MeltQuenchSettings
+from pesmith.simulate.packing import random_cell
+
 from .anneal import SEED_KEY, QuenchSettings
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from ase import Atoms
 
 from pesmith import ase_files
+from pesmith.simulate.relax import Relaxed
 
 from .ga import Evaluation, Outcome
-from .relaxation import Relaxed
 
 
 class CandidateStore:

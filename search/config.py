@@ -16,14 +16,14 @@ from pydantic import Field, field_validator, model_validator
 from pesmith.config import PluginSettings, check_plugin_options, parse_config, resolve_path, validate_section
 from pesmith.errors import ConfigError
 from pesmith.registry import Registry
+from pesmith.simulate.md import MeltQuenchSettings
+from pesmith.simulate.relax import RelaxKind, RelaxSettings
 
-from .amorphous import MeltQuenchSettings
 from .anneal import AnnealSettings
 from .baseline import BaselineSettings
 from .explore import ExploreSettings
 from .ga import GASettings
 from .initial_set import GenerateConfig, Section
-from .relaxation import RelaxKind, RelaxSettings
 
 log = logging.getLogger(__name__)
 

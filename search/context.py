@@ -22,11 +22,11 @@ from pesmith.labeling import MapFunction
 from pesmith.reference import Reference
 from pesmith.reference_db import ReferenceDB
 from pesmith.registry import Registry
+from pesmith.simulate.relax import Relaxed
 
 from . import checkpoint
 from .candidates import CandidateStore
 from .config import SearchConfig
-from .relaxation import Relaxed
 from .state import SearchState
 
 
@@ -109,6 +109,6 @@ class SearchContext:
     # ----------------------------------------------------------------- checks
     def require_reference_calculator(self, key: str) -> None:
         """MD driven by the reference (``key`` set to ``reference``) needs its ASE calculator."""
-        if getattr(self.reference, "make_calculator", None) is None:
+        if not self.reference.has_calculator():
             raise ConfigError(f"{self.config_path}: {key} 'reference' needs a reference with an ASE calculator; {self.config.reference.kind} has none")
 

@@ -18,7 +18,6 @@ keeps no frame.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,9 +26,10 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from pydantic import Field, model_validator
 
-from pesmith.errors import CalculationFailed
+from pesmith.labeling import attempt
+from pesmith.reference import Reference
+from pesmith.simulate.md import MeltQuenchSettings, melt_quench
 
-from .amorphous import MeltQuenchSettings, melt_quench
 from .initial_set import Section
 from .relaxation import model_calculator
 
@@ -79,41 +79,32 @@ class Explored:
 def explore(atoms: Atoms, calculator: Calculator, settings: ExploreSettings, rng: np.random.Generator) -> Explored:
     """Langevin MD of ``atoms`` with ``calculator`` at ``settings.temperature_K``; the frames up to
     the first one closer than ``settings.min_distance`` (or up to a divergence or crash)."""
-    started = time.perf_counter()
-    try:
-        frames = melt_quench(atoms, calculator, settings.md_settings(), rng, min_distance=settings.min_distance)
-        reason = None
-        if len(frames) < settings.frames:
-            last = frames[-1].info["md_step"] if frames else 0
-            reason = f"stopped after MD step {last}: two atoms closer than {settings.min_distance} Å"
-    except CalculationFailed as exc:  # diverged: its frames are not trusted
-        frames, reason = [], str(exc)
-    except Exception as exc:  # a crash of the driver must not end the search
-        frames, reason = [], f"{type(exc).__name__}: {exc}"
+    done = attempt(lambda start: melt_quench(start, calculator, settings.md_settings(), rng, min_distance=settings.min_distance), atoms)
+    frames, reason = done.value or [], done.reason  # diverged or crashed: no frame is trusted
+    if reason is None and len(frames) < settings.frames:
+        last = frames[-1].info["md_step"] if frames else 0
+        reason = f"stopped after MD step {last}: two atoms closer than {settings.min_distance} Å"
     for frame in frames:
         frame.info = {key: frame.info[key] for key in ("md_step", "temperature_K") if key in frame.info}
-    return Explored(frames, reason, time.perf_counter() - started)
+    return Explored(frames, reason, done.wall_time)
 
 
 def explore_with_model(model_path: str, settings: ExploreSettings, threads: int, atoms: Atoms) -> Explored:
     """Mapped task: :func:`explore` driven by the model file, seeded by ``atoms.info[SEED_KEY]``."""
     rng = np.random.default_rng(int(atoms.info[SEED_KEY]))
-    try:
-        calculator = model_calculator(model_path, threads)
-    except Exception as exc:
-        return Explored(reason=f"loading {model_path}: {type(exc).__name__}: {exc}")
-    return explore(_bare(atoms), calculator, settings, rng)
+    loaded = attempt(lambda path: model_calculator(path, threads), model_path)
+    if loaded.reason is not None:
+        return Explored(reason=f"loading {model_path}: {loaded.reason}")
+    return explore(_bare(atoms), loaded.value, settings, rng)
 
 
-def explore_with_reference(reference, settings: ExploreSettings, atoms: Atoms) -> Explored:
+def explore_with_reference(reference: Reference, settings: ExploreSettings, atoms: Atoms) -> Explored:
     """Mapped task: :func:`explore` driven by the reference's ASE calculator."""
     rng = np.random.default_rng(int(atoms.info[SEED_KEY]))
-    try:
-        reference.prepare()
-        calculator = reference.make_calculator()
-    except Exception as exc:
-        return Explored(reason=f"reference calculator: {type(exc).__name__}: {exc}")
-    return explore(_bare(atoms), calculator, settings, rng)
+    made = attempt(lambda ref: ref.make_calculator(), reference, reference.prepare)
+    if made.reason is not None:
+        return Explored(reason=f"reference calculator: {made.reason}")
+    return explore(_bare(atoms), made.value, settings, rng)
 
 
 def _bare(atoms: Atoms) -> Atoms:

@@ -16,12 +16,12 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from ase import Atoms
 from ase.build import surface
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm import tqdm
 
 from pesmith import ase_files
@@ -30,16 +30,11 @@ from pesmith.config import PluginSettings, check_plugin_options, parse_config, r
 from pesmith.data import read_structures
 from pesmith.errors import CalculationFailed, ConfigError
 from pesmith.labeling import LabelConfig, LabelSummary, MapFunction, build_reference, label_structures
-from pesmith.plugins.references.base import CalculatorReference
 from pesmith.registry import Registry
-from pesmith.search.amorphous import (
-    MeltQuenchSettings,
-    composition_counts,
-    interpolated_volume_per_atom,
-    melt_quench,
-    random_cell,
-    relax_positions,
-)
+from pesmith.search.amorphous import composition_counts, interpolated_volume_per_atom
+from pesmith.simulate.md import MeltQuenchSettings, melt_quench
+from pesmith.simulate.packing import random_cell
+from pesmith.simulate.relax import RelaxSettings, relax_positions
 from pesmith.structures import has_full_cell
 
 log = logging.getLogger(__name__)
@@ -83,7 +78,8 @@ class ClusterSettings(Section):
 
 
 class MDSettings(Section):
-    """Langevin MD snapshots of each cell, driven by a trained pesmith model."""
+    """Langevin MD snapshots of each cell, driven by a trained pesmith model: a constant-temperature
+    schedule of :func:`pesmith.simulate.md.melt_quench`."""
 
     model: Path = Field(description="model file written by `pesmith train`")
     temperature_K: float = Field(1500.0, gt=0)
@@ -92,12 +88,18 @@ class MDSettings(Section):
     timestep_fs: float = Field(1.0, gt=0)
     friction: float = Field(0.02, gt=0, description="1/fs")
 
+    @property
+    def n_steps(self) -> int:
+        """MD steps run: ``steps`` rounded down to a multiple of ``interval`` (one snapshot per interval)."""
+        return self.steps // self.interval * self.interval
 
-class RelaxSettings(Section):
-    """FIRE relaxation of positions (cell fixed) with the reference's calculator."""
+    def target_K(self, step: int) -> float:
+        """Thermostat temperature (K) at every step: ``temperature_K``."""
+        return self.temperature_K
 
-    fmax: float = Field(0.1, gt=0, description="eV/Å; the last structure is kept even if not reached")
-    steps: int = Field(100, ge=1)
+
+# generate's relaxation of each amorphous cell's last frame, unless the config says otherwise
+AMORPHOUS_RELAX_DEFAULTS = {"relax": "positions", "fmax": 0.1, "steps": 100}
 
 
 class AmorphousSettings(Section):
@@ -118,7 +120,23 @@ class AmorphousSettings(Section):
     min_distance: float = Field(2.0, gt=0, description="Å, between atoms of the random start")
     melt_quench: MeltQuenchSettings = MeltQuenchSettings()
     snapshots: int = Field(5, ge=1, description="frames kept per cell, evenly spaced in time, the last one included")
-    relax: RelaxSettings | None = Field(None, description="also relax each cell's last frame")
+    relax: RelaxSettings | None = Field(
+        None, description="also relax each cell's last frame (defaults: positions, fmax 0.1 eV/Å, 100 steps); the last"
+        " structure is kept even if the criteria are not reached",
+    )
+
+    @field_validator("relax", mode="before")
+    @classmethod
+    def _relax_defaults(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {**AMORPHOUS_RELAX_DEFAULTS, **value}
+        return value
+
+    @model_validator(mode="after")
+    def _no_time_limit(self) -> "AmorphousSettings":
+        if self.relax is not None and self.relax.time_limit is not None:
+            raise ValueError("relax.time_limit is not used here (a cell's melt-quench and relaxation are one task); remove it")
+        return self
 
     @model_validator(mode="after")
     def _enough_frames(self) -> "AmorphousSettings":
@@ -165,10 +183,10 @@ def load_generate_config(path: str | Path, registry: Registry) -> GenerateConfig
     if config.amorphous is not None and config.amorphous.atoms > config.max_atoms:
         raise ConfigError(f"{path}: amorphous.atoms ({config.amorphous.atoms}) is above max_atoms ({config.max_atoms}); lower it")
     reference = check_plugin_options(path, "reference", config.reference, registry, implicit=())
-    if config.amorphous is not None and not issubclass(reference, CalculatorReference):
+    if config.amorphous is not None and not reference.has_calculator():
         raise ConfigError(
             f"{path}: amorphous: the melt-quench MD needs an ASE calculator, but reference kind"
-            f" '{config.reference.kind}' ({reference.__name__}) has no make_calculator (it is not a CalculatorReference);"
+            f" '{config.reference.kind}' ({reference.__name__}) has no make_calculator (it does not override Reference.make_calculator);"
             " use a calculator reference (e.g. chgnet) or remove the amorphous section"
         )
     return config
@@ -238,31 +256,9 @@ def clusters(crystal: Atoms, settings: ClusterSettings, rng: np.random.Generator
 
 def md_snapshots(cell: Atoms, settings: MDSettings, rng: np.random.Generator) -> list[Atoms]:
     """Langevin snapshots of ``cell`` every ``interval`` steps with the model of ``settings``."""
-    from ase import units
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import thermalize_momenta
-    from ase.parallel import DummyMPI
-
     from pesmith import load_calculator
 
-    atoms = cell.copy()
-    atoms.calc = load_calculator(str(settings.model))
-    thermalize_momenta(atoms, temperature_K=settings.temperature_K, rng=rng, comm=DummyMPI())
-    dynamics = Langevin(
-        atoms,
-        settings.timestep_fs * units.fs,
-        temperature_K=settings.temperature_K,
-        friction=settings.friction / units.fs,
-        fixcm=False,
-        rng=rng,
-        comm=DummyMPI(),  # not ASE's MPI world: its broadcast of the random forces hangs outside rank 0
-    )
-    snapshots = []
-    for _ in range(settings.steps // settings.interval):
-        dynamics.run(settings.interval)
-        snapshot = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=True)
-        snapshots.append(snapshot)
-    return snapshots
+    return melt_quench(cell, load_calculator(str(settings.model)), settings, rng)
 
 
 def generate_structures(config: GenerateConfig) -> list[Atoms]:
@@ -334,13 +330,11 @@ def melt_quench_cell(
 ) -> tuple[list[Atoms], str | None]:
     """In a worker: build the reference, melt-quench ``job`` with its calculator and return
     ``settings.snapshots`` evenly spaced frames (and the relaxed last frame), or the reason it failed."""
-    calculator_reference = build_reference(reference, registry, where)
-    assert isinstance(calculator_reference, CalculatorReference)  # load_generate_config checked the kind
-    calculator = calculator_reference.make_calculator()
+    calculator = build_reference(reference, registry, where).make_calculator()  # load_generate_config checked it has one
     try:
         frames = melt_quench(job.start, calculator, settings.melt_quench, job.rng)
         if settings.relax is not None:
-            frames.append(relax_positions(frames[-1], calculator, settings.relax.fmax, settings.relax.steps))
+            frames.append(relax_positions(frames[-1], calculator, settings.relax))
     except CalculationFailed as exc:
         return [], str(exc)
     n = settings.melt_quench.n_snapshots

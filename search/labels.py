@@ -9,9 +9,9 @@ from ase import Atoms
 from pesmith import ase_files
 from pesmith.data import Dataset
 from pesmith.reference_db import Label
+from pesmith.simulate.relax import Relaxed
 
 from .context import SearchContext
-from .relaxation import Relaxed
 
 
 def reference_relax(ctx: SearchContext, structures: list[Atoms], description: str, source: str) -> list[Relaxed]:

@@ -40,13 +40,14 @@ from pesmith.errors import ConfigError
 from pesmith.labeling import MapFunction, build_reference
 from pesmith.parallel import mpi_workers, parallel_map, threads_per_worker
 from pesmith.registry import Registry
+from pesmith.simulate.relax import Relaxed
 
 from . import checkpoint, status
 from .config import SearchConfig
 from .context import SearchContext
 from .ga import GAState
 from .phases import anneal, baseline, confirm, explore, ga, hull, initial, start, train
-from .relaxation import Relaxed, relax_with_model, relax_with_reference
+from .relaxation import relax_with_model, relax_with_reference
 from .state import PHASES, SearchState, StepRecord
 
 __all__ = ["PHASES", "Search", "SearchResult", "StepRecord"]

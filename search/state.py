@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .ga import GAState
 
 if TYPE_CHECKING:
-    from .relaxation import Relaxed
+    from pesmith.simulate.relax import Relaxed
 
 PHASES = ("initial", "train", "start", "ga", "anneal", "confirm", "baseline", "explore", "hull", "done")
 

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 from pesmith.errors import ConfigError
 from pesmith.plugins.references.base import CalculatorReference
 from pesmith.plugins.references.morse import Morse
-from pesmith.search.amorphous import MeltQuenchSettings, melt_quench, min_image_distance, random_cell
+from pesmith.simulate.md import MeltQuenchSettings, melt_quench
+from pesmith.simulate.packing import min_image_distance, random_cell
 
 
 @pytest.mark.parametrize("n_atoms", [30, 120, 500])

@@ -7,9 +7,9 @@ import pytest
 
 from pesmith.errors import SimulationFailed
 from pesmith.plugins.references.morse import MorseCalculator
-from pesmith.search.amorphous import MeltQuenchSettings
+from pesmith.simulate.md import MeltQuenchSettings
 from pesmith.search.anneal import QuenchSettings, anneal
-from pesmith.search.relaxation import RelaxSettings, relax
+from pesmith.simulate.relax import RelaxSettings, relax
 from pesmith.testing import amorphous_lisi
 
 SHORT = MeltQuenchSettings(melt_K=1500.0, melt_ps=0.02, quench_ps=0.04, final_K=300.0, timestep_fs=2.0, interval=10)

@@ -14,7 +14,7 @@ def test_every_folder_with_init_is_a_listed_package():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     package_dir = setuptools["package-dir"]
     listed = set(setuptools["packages"])
-    assert {"core", "plugins", "search"} <= set(package_dir.values())
+    assert {"core", "plugins", "search", "simulate"} <= set(package_dir.values())
     missing = []
     for package, folder in package_dir.items():
         for init in sorted((ROOT / folder).rglob("__init__.py")):
@@ -53,15 +53,44 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_layers_depend_one_way_search_plugins_core():
-    """ARCHITECTURE: search -> plugins -> core. Only core/cli.py, the composition root that
-    dispatches every verb, may reach up (lazily) into pesmith.search."""
+# What each layer must not import. ARCHITECTURE: search -> simulate -> core, plugins -> core; the
+# simulate layer imports only core, search no plugin (it reaches plugins through the registry), and
+# the built-in references relax with pesmith.simulate. Only core/cli.py, the composition root that
+# dispatches every verb, may reach up (lazily) into pesmith.search.
+FORBIDDEN_IMPORTS = {
+    "core": ("pesmith.plugins", "pesmith.search", "pesmith.simulate"),
+    "simulate": ("pesmith.plugins", "pesmith.search"),
+    "plugins": ("pesmith.search",),
+    "search": ("pesmith.plugins",),
+}
+
+
+def _is_under(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_layers_depend_one_way():
     offenders = []
-    for layer, forbidden in (("core", ("pesmith.plugins", "pesmith.search")), ("plugins", ("pesmith.search",))):
+    for layer, forbidden in FORBIDDEN_IMPORTS.items():
         for path in sorted((ROOT / layer).rglob("*.py")):
             if path != ROOT / "core" / "cli.py":
-                offenders += [f"{path.relative_to(ROOT)} imports {m}" for m in sorted(imported_modules(path)) if m.startswith(forbidden)]
+                offenders += [f"{path.relative_to(ROOT)} imports {m}" for m in sorted(imported_modules(path)) if _is_under(m, forbidden)]
+            else:
+                offenders += [f"{path.relative_to(ROOT)} imports {m}" for m in sorted(imported_modules(path)) if _is_under(m, ("pesmith.plugins", "pesmith.simulate"))]
     assert not offenders, "; ".join(offenders)
+
+
+def test_no_layer_duck_types_the_reference_calculator():
+    """``Reference.make_calculator`` is part of the contract (``Reference.has_calculator()`` says
+    whether a reference has one): nothing asks for it with ``getattr`` / ``hasattr``."""
+    offenders = []
+    for layer in FORBIDDEN_IMPORTS:
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr"):
+                    if any(isinstance(a, ast.Constant) and a.value == "make_calculator" for a in node.args):
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.func.id}")
+    assert not offenders, "use Reference.has_calculator(): " + "; ".join(offenders)
 
 
 def module_name(path: Path) -> str:
@@ -128,7 +157,7 @@ def ase_calls(path: Path) -> list[str]:
 def test_ase_files_are_opened_only_through_the_mpi_safe_wrappers():
     """Under MPI, ase.db and ase.io broadcast from rank 0 unless told not to (pesmith.ase_files)."""
     offenders = []
-    for layer in ("core", "plugins", "search"):
+    for layer in FORBIDDEN_IMPORTS:
         for path in sorted((ROOT / layer).rglob("*.py")):
             if path != ROOT / "core" / "ase_files.py":
                 offenders += [f"{path.relative_to(ROOT)}: {call}" for call in ase_calls(path)]
@@ -142,7 +171,7 @@ COMM_BROADCASTING_CALLS = {"Langevin", "thermalize_momenta", "MaxwellBoltzmannDi
 def test_md_in_workers_does_not_broadcast_over_mpi():
     """Called in a worker rank, a broadcast over COMM_WORLD waits for ranks that never come."""
     offenders = []
-    for layer in ("core", "plugins", "search"):
+    for layer in FORBIDDEN_IMPORTS:
         for path in sorted((ROOT / layer).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in COMM_BROADCASTING_CALLS:

@@ -10,7 +10,7 @@ from ase import units
 
 from pesmith.errors import SimulationFailed
 from pesmith.plugins.references.morse import MorseCalculator
-from pesmith.search.relaxation import RelaxSettings, relax
+from pesmith.simulate.relax import RelaxSettings, relax
 from pesmith import ase_files
 
 CRYSTALS = Path(__file__).resolve().parents[1] / "data" / "lisi_crystals"

@@ -267,7 +267,7 @@ def crash_or_hang(marker_folder: str, model_path: str, settings, threads: int, a
             act()
 
         from pesmith.errors import LabelingFailed
-        from pesmith.search.relaxation import Relaxed
+        from pesmith.simulate.relax import Relaxed
 
         try:
             call_with_time_limit(misbehave, atoms, settings.time_limit)

@@ -11,7 +11,7 @@ import pytest
 
 from pesmith import ase_files
 from pesmith.plugins.references.morse import MorseCalculator
-from pesmith.search.relaxation import RelaxSettings, relax
+from pesmith.simulate.relax import RelaxSettings, relax
 
 from test_search_loop import POOL, SHORT_QUENCH, run_search, tiny_config
 
@@ -171,7 +171,7 @@ def test_a_failed_start_pool_melt_quench_is_replaced_by_the_next_cell(tmp_path, 
     """start.draws: the first two model melt-quenches fail; the pool still reaches start.pool
     cells from the replacements, and the start line counts the failures."""
     from pesmith.search.phases import anneal as anneal_phase
-    from pesmith.search.relaxation import Relaxed
+    from pesmith.simulate.relax import Relaxed
 
     calls = []
 

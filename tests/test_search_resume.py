@@ -21,8 +21,9 @@ from pesmith.registry import default_registry
 from pesmith.search import checkpoint
 from pesmith.search.config import load_search_config
 from pesmith.search.loop import Search
-from pesmith.search.relaxation import Relaxed, relax_with_reference
+from pesmith.search.relaxation import relax_with_reference
 from pesmith.search.status import grouped_reasons
+from pesmith.simulate.relax import Relaxed
 
 from test_search_loop import tiny_config
 from test_search_state import a_state

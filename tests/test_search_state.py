@@ -12,7 +12,7 @@ from pesmith.errors import ConfigError
 from pesmith.search import checkpoint
 from pesmith.search.candidates import CandidateStore
 from pesmith.search.ga import Evaluation, GAState, GenerationRecord
-from pesmith.search.relaxation import Relaxed
+from pesmith.simulate.relax import Relaxed
 from pesmith.search.state import ConfirmState, Entry, ModelRecord, Pick, SearchState, StepRecord
 from pesmith.search.status import describe
 

@@ -1,4 +1,5 @@
-"""Shared machinery of the built-in references: label and relax with an ASE calculator."""
+"""Shared machinery of the built-in references: label with an ASE calculator, and relax with it
+through :func:`pesmith.simulate.relax.optimize`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.filters import FrechetCellFilter
-from ase.optimize import FIRE
 
 from pesmith.errors import LabelingFailed, SimulationFailed
 from pesmith.reference import Reference
@@ -49,11 +48,12 @@ class CalculatorReference(Reference):
         :class:`SimulationFailed` if the calculator fails or ``fmax`` (eV/Å) is not reached in
         ``steps`` steps.
         """
+        from pesmith.simulate.relax import RelaxSettings, optimize  # here: `pesmith plugins` need not import it
+
         work = atoms.copy()
         work.calc = self.make_calculator()
-        target = FrechetCellFilter(work) if cell else work
         try:
-            converged = FIRE(target, logfile=None).run(fmax=fmax, steps=steps)
+            converged, _ = optimize(work, RelaxSettings(relax="cell" if cell else "positions", fmax=fmax, steps=steps))
             results = {"energy": work.get_potential_energy(), "forces": work.get_forces()}
             if has_full_cell(work):
                 results["stress"] = work.get_stress(voigt=True)

@@ -20,13 +20,13 @@ from ase import Atoms
 
 from pesmith import ase_files
 from pesmith.labeling import label_one
+from pesmith.simulate.relax import Relaxed
 
 from ..amorphous import interpolated_volume_per_atom
 from ..anneal import SEED_KEY, QuenchSettings, anneal_with_model
 from ..baseline import sample_cells
 from ..comparator import StructureComparator
 from ..context import SearchContext
-from ..relaxation import Relaxed
 from ..state import ConfirmState, Pick
 
 ORIGIN_GA, ORIGIN_MELT_QUENCH = "anneal of ga", "melt-quench"

@@ -64,7 +64,10 @@ def check_start(config: SearchConfig, atoms: Atoms) -> None:
 def _melt_quenched_start(ctx: SearchContext) -> Atoms:
     """A random cell at the path's first composition, melt-quenched with the first model or
     the reference (``start.driver``)."""
-    from ..amorphous import composition_counts, interpolated_volume_per_atom, melt_quench, random_cell
+    from pesmith.simulate.md import melt_quench
+    from pesmith.simulate.packing import random_cell
+
+    from ..amorphous import composition_counts, interpolated_volume_per_atom
     from ..relaxation import model_calculator
 
     config = ctx.config
