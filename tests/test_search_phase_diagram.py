@@ -190,3 +190,14 @@ def test_a_failed_start_pool_melt_quench_is_replaced_by_the_next_cell(tmp_path, 
     assert "the lowest of 3 Li15Si4 cells" in line and "(2 failed;" in line
     seeds = [atoms.info["anneal_seed"] for atoms in calls[:5]]
     assert len(set(seeds)) == 5  # five distinct cells: three first, then two replacements
+
+
+def test_without_the_screen_the_pool_members_lowest_in_model_energy_go(tmp_path):
+    pool = {**POOL, "anneal": {**POOL["anneal"], "screen": False}}
+    lines = []
+    result = run_search(tiny_config(tmp_path, confirm=CONFIRM, path=[3.75, 3.0], **pool), echo=lines.append)
+    [line] = [line for line in lines if line.startswith("step 1: annealed")]
+    assert "reference single points" not in line
+    assert result.steps[0].screened == 0 and result.steps[0].candidates == CONFIRM["candidates"]
+    with ase_files.connect(tmp_path / "out" / "reference.db") as db:
+        assert not list(db.select(source="step 1 screen"))

@@ -69,7 +69,7 @@ def run(ctx: SearchContext) -> None:
     record.candidates = len(state.confirm.picked)
     record.wall_time_anneal_s += time.perf_counter() - started
     screening = ""
-    if screened is not None:
+    if settings.screen:
         error = record.screen_energy_rmse_meV_per_atom
         screening = f"; {record.screened} distinct ranked by reference single points (model {'-' if error is None else f'{error:.1f}'} meV/atom off on them)"
     ctx.echo(
