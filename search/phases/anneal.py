@@ -114,6 +114,19 @@ def quench_task(ctx: SearchContext, settings: QuenchSettings):
     return partial(anneal_with_model, str(ctx.model_path), settings, ctx.worker_threads)
 
 
+def quench_until(ctx: SearchContext, settings: QuenchSettings, cells: list[Atoms], wanted: int, what: str) -> tuple[list[Relaxed], list[Relaxed]]:
+    """Anneal ``cells`` with the model in batches until ``wanted`` succeed or the cells run out (a
+    failed run is replaced by the next cell); every result in cell order, and the successful ones."""
+    results: list[Relaxed] = []
+    ok: list[Relaxed] = []
+    while len(ok) < wanted and len(results) < len(cells):
+        batch = cells[len(results):len(results) + wanted - len(ok)]
+        done = ctx.map_ordered(quench_task(ctx, settings), batch, f"{what}: {len(batch)} melt-quenches with the model")
+        results += done
+        ok += [r for r in done if r.ok]
+    return results, ok
+
+
 def target_counts(ctx: SearchContext) -> dict[str, int]:
     """Li and Si of the step's target composition, from the current structure's Si."""
     current = ctx.read_structure(ctx.state.current)

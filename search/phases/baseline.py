@@ -16,7 +16,7 @@ import time
 from ..baseline import sample_cells
 from ..context import SearchContext
 from ..state import Entry
-from .anneal import ORIGIN_MELT_QUENCH, quench_task, volume_per_atom
+from .anneal import ORIGIN_MELT_QUENCH, quench_until, volume_per_atom
 
 
 def run(ctx: SearchContext) -> None:
@@ -27,12 +27,7 @@ def run(ctx: SearchContext) -> None:
     x = counts["Li"] / counts["Si"]
     budget = 1 if state.step == 0 else len(state.confirm.picked)  # reference relaxations the search spent at x
     cells = sample_cells(counts, volume_per_atom(ctx, counts, settings.volume_per_atom), budget * settings.draws, ctx.rng)
-    quenched, chosen = [], []
-    while len(chosen) < budget and len(quenched) < len(cells):  # a failed model run is replaced by the next cell
-        batch = cells[len(quenched):len(quenched) + budget - len(chosen)]
-        results = ctx.map_ordered(quench_task(ctx, settings), batch, f"baseline at x = {x:.2f}: {len(batch)} melt-quenches with the model")
-        quenched += results
-        chosen += [q for q in results if q.ok]
+    quenched, chosen = quench_until(ctx, settings, cells, budget, f"baseline at x = {x:.2f}")
     relaxed = ctx.map_ordered(ctx.reference_task(), [q.atoms for q in chosen], f"baseline at x = {x:.2f}: reference relaxations")
     entries = []
     for index, (model, result) in enumerate(zip(chosen, relaxed)):

@@ -107,17 +107,12 @@ def _lowest_of_pool(ctx: SearchContext, counts: dict[str, int], volume: float, s
     in a reference single point of each (:func:`pesmith.search.phases.anneal.screen`)."""
     from ..anneal import QuenchSettings
     from ..baseline import sample_cells
-    from .anneal import quench_task, screen
+    from .anneal import quench_until, screen
 
     config = ctx.config
     settings = QuenchSettings(melt_quench=config.start.melt_quench, min_distance=config.anneal.min_distance, relax=config.anneal.relax)
     cells = sample_cells(counts, volume, config.start.pool * config.start.draws, ctx.rng)
-    results, ok = [], []
-    while len(ok) < config.start.pool and len(results) < len(cells):  # a failed melt-quench is replaced by the next cell
-        batch = cells[len(results):len(results) + config.start.pool - len(ok)]
-        done = ctx.map_ordered(quench_task(ctx, settings), batch, f"start: {len(batch)} melt-quenches with the model")
-        results += done
-        ok += [r for r in done if r.ok]
+    results, ok = quench_until(ctx, settings, cells, config.start.pool, "start")
     if not ok:
         raise DataError(
             f"start: every one of the {len(results)} melt-quenches with {ctx.state.model} failed ({grouped_reasons(r.reason for r in results)});"
