@@ -19,7 +19,7 @@ from ase.build import bulk
 
 from pesmith.plugins.references.morse import Morse
 from pesmith.labeling import label_one
-from pesmith.parallel import mpi_workers, parallel_map
+from pesmith.parallel import THREAD_VARIABLES, mpi_workers, parallel_map
 from pesmith.reference_db import structure_hash
 from pesmith.testing import distorted_lisi
 
@@ -46,6 +46,12 @@ def thread_counts(_: int) -> tuple[int, str | None]:
     return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
 
 
+def blas_threads(_: int) -> int:
+    from threadpoolctl import threadpool_info
+
+    return max(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+
+
 def fail_on_three(x: int) -> int:
     if x == 3:
         raise ValueError("three")
@@ -66,6 +72,20 @@ def test_two_workers_are_two_processes():
 def test_each_worker_gets_its_share_of_the_cores():
     share = max(1, (os.cpu_count() or 1) // 2)
     assert {counts for _, counts in parallel_map(thread_counts, range(6), workers=2)} == {(share, str(share))}
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every process gets the one core")
+def test_workers_limit_blas_threads_when_the_environment_does_not():
+    """The README's command sets no OMP_NUM_THREADS: numpy's OpenBLAS, loaded by the forkserver,
+    would then run a thread per core in every worker (2 workers x 2 threads on 2 cores)."""
+    env = {key: value for key, value in os.environ.items() if key not in THREAD_VARIABLES}
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_parallel import blas_threads\nfrom pesmith.parallel import parallel_map\n"
+        "if __name__ == '__main__':\n    print(sorted({n for _, n in parallel_map(blas_threads, range(4), workers=2)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == str([max(1, os.cpu_count() // 2)])
 
 
 def test_workers_are_not_forked_from_the_caller_and_see_its_sys_path():
