@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -29,35 +28,14 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT (
 ARGUMENT_PATHS = "relative paths resolve against the current folder"
 
 
-def check_writable(path: Path, what: str) -> None:
-    """Raise :class:`ConfigError` unless a file can be created at ``path``: it is not a folder, and
-    its nearest existing folder accepts a new file (tried with a temporary file, which also
-    catches read-only file systems). ``what`` names the path in the message."""
-    if path.is_dir():
-        raise ConfigError(f"{what} {path} is a directory; give a file name")
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ConfigError(f"{what} {path} cannot be written: {folder} is a file, not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise ConfigError(
-            f"{what} {path} cannot be written ({folder}: {exc.strerror}); choose a writable folder"
-        ) from None
-
-
 def train_command(config_path: Path, registry: Registry, overwrite: bool = False) -> dict:
     """``pesmith train``: fit the potential of ``config_path`` and write it with its report;
     with ``overwrite`` an earlier run's outputs are replaced, otherwise they stop the run
-    (:func:`pesmith.workflows.train` owns that rule)."""
+    (:func:`pesmith.workflows.train` owns that rule and the check that the output is writable)."""
     from .config import load_train_config
     from .workflows import train
 
     config = load_train_config(config_path, registry)
-    check_writable(config.output, f"{config_path}: output")
     return train(
         config, registry, warn=lambda message: print(f"warning: {message}", file=sys.stderr), overwrite=overwrite, where=str(config_path)
     ).report
@@ -99,6 +77,7 @@ def evaluate_command(
     from .data import check_structure_file, read_dataset
     from .model_file import load_potential
     from .validation import predict_dataset
+    from .workflows import check_writable
 
     check_structure_file(data_path, "DATA argument", paths=ARGUMENT_PATHS)
     if json_path:
@@ -145,6 +124,7 @@ def hull_command(
     from pesmith.search.hull import formation_energies
 
     from .data import check_structure_file, read_dataset
+    from .workflows import check_writable
 
     check_structure_file(data_path, "DATA argument", paths=ARGUMENT_PATHS)
     if json_path:
@@ -200,6 +180,7 @@ def search_command(config_path: Path, registry: Registry, resume: bool, workers:
     from pesmith.search.loop import Search
 
     from .interrupt import RunInterrupted, interrupt_run
+    from .workflows import check_writable
 
     check_not_plain_mpi("search", config_path)
     config = load_search_config(config_path, registry, warn=lambda message: print(f"warning: {message}", file=sys.stderr))
