@@ -33,7 +33,7 @@ PESMITH = Path(sys.executable).with_name("pesmith")
 
 @pytest.fixture(autouse=True)
 def builtin_registry(monkeypatch):
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
 
 
 def li_si_cells(n: int, atoms_per_cell: int = 2) -> list:
