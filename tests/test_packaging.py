@@ -57,8 +57,9 @@ def imported_modules(path: Path) -> set[str]:
 # plugins -> core); a layer is a folder mapped in pyproject's package-dir. cli is the composition
 # root: the one layer above search, so the only one (besides search itself) that may import it.
 # No layer but plugins imports a plugin: everything concrete is reached through the registry.
-# plugins may import simulate: the built-in references relax with pesmith.simulate (imported
-# lazily), a library layer that needs nothing but core, so plugins still sit on core alone.
+# plugins -> simulate is allowed on purpose: the built-in references relax with pesmith.simulate
+# (imported lazily, inside the method). simulate is a library layer that imports only core, so this
+# opens no path from plugins to search or cli.
 ALLOWED_IMPORTS = {
     "cli": {"cli", "search", "simulate", "core"},
     "search": {"search", "simulate", "core"},
