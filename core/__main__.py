@@ -6,7 +6,7 @@ below keeps them serving tasks instead of running the command.
 
 import sys
 
-from .cli import main
+from pesmith.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,9 +12,7 @@ two runs on one database never compute a structure twice (:meth:`ReferenceDB.cla
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-import traceback
 from concurrent.futures.process import BrokenProcessPool
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from . import ase_files, data
 from .atomic_io import write_text_atomic
 from .config import PluginSettings, check_plugin_options, parse_config, resolve_path
 from .errors import CalculationFailed, ConfigError, DataError, LabelingFailed, PesmithError
+from .parallel import call_with_time_limit
 from .reference import Reference
 from .reference_db import RUNNING, Label, ReferenceDB, structure_hash
 from .registry import Registry
@@ -149,7 +148,7 @@ def attempt(
         Called first, in this worker, so a time-limited forked child inherits what it loaded
         (e.g. :meth:`Reference.prepare`); its failure is a failure of the attempt.
     time_limit
-        s; ``compute`` then runs in a forked child killed after it (:func:`call_with_time_limit`).
+        s; ``compute`` then runs in a forked child killed after it (:func:`pesmith.parallel.call_with_time_limit`).
 
     Returns
     -------
@@ -167,58 +166,6 @@ def attempt(
     except Exception as exc:  # a crash must not end the run
         return Attempt(reason=f"{type(exc).__name__}: {exc}", wall_time=time.perf_counter() - started)
     return Attempt(value=value, wall_time=time.perf_counter() - started)
-
-
-def call_with_time_limit(fn: Callable, argument, seconds: float):
-    """``fn(argument)`` in a forked child process, killed after ``seconds``.
-
-    This fork is deliberate. It runs in a map worker (a forkserver child of
-    :func:`pesmith.parallel.parallel_map`, or an MPI rank), which only imported modules and
-    ran :meth:`Reference.prepare`, no torch or OpenMP computation, so there is no thread pool
-    to copy in a broken state. The child inherits what ``prepare`` loaded, and starting it costs
-    about 56 ms (fork: 79 ms per 8-atom morse label vs 23 ms in-process). A forkserver or spawn
-    child re-imports torch and pesmith for every structure: 5.1 s and 6.6 s each, measured on 2
-    shared cores. With ``workers=1`` the fork comes from the calling process itself.
-
-    Raises
-    ------
-    LabelingFailed
-        On time-out, or when the child dies without an answer (e.g. a segfault).
-    Exception
-        Whatever ``fn`` raised, re-raised in the caller (its traceback as text in the message).
-    """
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_run_and_send, args=(fn, argument, sender), daemon=True)
-    child.start()
-    sender.close()
-    try:
-        if not receiver.poll(seconds):
-            child.kill()
-            raise LabelingFailed(f"time limit of {seconds:g} s exceeded")
-        try:
-            ok, value = receiver.recv()
-        except EOFError:
-            child.join()
-            raise LabelingFailed(f"the labeling process died (exit code {child.exitcode})") from None
-    finally:
-        receiver.close()
-        child.join()
-    if not ok:
-        raise value
-    return value
-
-
-def _run_and_send(fn: Callable, argument, sender) -> None:
-    try:
-        sender.send((True, fn(argument)))
-    except Exception as exc:
-        try:
-            sender.send((False, exc))
-        except Exception:  # an exception that does not pickle: send its text
-            sender.send((False, LabelingFailed(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")))
-    finally:
-        sender.close()
 
 
 def label_structures(config: LabelConfig, registry: Registry, map_fn: MapFunction, where: str = "label config") -> LabelSummary:

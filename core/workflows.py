@@ -1,7 +1,9 @@
 """What the command line and the search call: train a potential from a config, label structures
 in memory.
 
-The CLI only parses arguments and prints; everything a run computes and writes is here.
+The CLI only parses arguments and prints; everything a run computes and writes is here, with the
+rules for its outputs: they must be writable (:func:`check_writable`), and a training does not
+replace an earlier one's files unless told to (:func:`check_train_outputs`).
 """
 
 from __future__ import annotations
@@ -85,6 +87,26 @@ def no_validation_message(n_structures: int, validation_fraction: float) -> str:
     )
 
 
+def check_writable(path: Path, what: str) -> None:
+    """Raise :class:`ConfigError` unless a file can be created at ``path``: it is not a folder, and
+    its nearest existing folder accepts a new file (tried with a temporary file, which also
+    catches read-only file systems). ``what`` names the path in the message."""
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory; give a file name")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{what} {path} cannot be written: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"{what} {path} cannot be written ({folder}: {exc.strerror}); choose a writable folder"
+        ) from None
+
+
 def train_outputs(output: Path) -> list[Path]:
     """Every file :func:`train` writes for the model file ``output``: the model, its report
     (JSON, markdown), parity plot and resolved config."""
@@ -121,9 +143,10 @@ def train(
     markdown, parity plot) and the resolved config beside ``config.output``. ``warn`` receives
     warnings for the user (default: the ``pesmith.workflows`` logger).
 
-    An earlier run's outputs stop the run before anything is read (:class:`ConfigError`, naming
-    the file) unless ``overwrite`` is true; ``where`` names the config in that message (the CLI
-    passes the config file).
+    An output that cannot be written (:func:`check_writable`) and, unless ``overwrite`` is true,
+    an earlier run's outputs (:func:`check_train_outputs`) stop the run before anything is read
+    (:class:`ConfigError`, naming the file); ``where`` names the config in those messages (the
+    CLI passes the config file).
 
     A float32 cache of feature derivatives, when the memory budget calls for one, lives in a
     temporary folder beside the output and is removed at the end.
@@ -135,6 +158,7 @@ def train(
     the fit has a model to keep, Ctrl-C propagates as :class:`KeyboardInterrupt` and nothing is
     written.
     """
+    check_writable(config.output, f"{where}: output")
     check_train_outputs(config.output, overwrite, where)
     if config.training.threads:
         torch.set_num_threads(config.training.threads)

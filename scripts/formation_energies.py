@@ -28,7 +28,7 @@ import ase.io  # noqa: E402
 import yaml  # noqa: E402
 
 from pesmith.errors import CalculationFailed  # noqa: E402
-from pesmith.labeling import call_with_time_limit  # noqa: E402
+from pesmith.parallel import call_with_time_limit  # noqa: E402
 from pesmith.registry import Registry  # noqa: E402
 from pesmith.search.hull import formation_energies  # noqa: E402
 

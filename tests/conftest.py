@@ -246,4 +246,4 @@ def train_config(tmp_path: Path, data: Path, model: str, training: str) -> Path:
 @pytest.fixture
 def builtin_cli(monkeypatch):
     """The CLI with the built-in plugins only (no outside entry points)."""
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))

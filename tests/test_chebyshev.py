@@ -296,7 +296,7 @@ def test_bad_hyperparameters_name_the_key(kwargs, message):
     ],
 )
 def test_cli_bad_chebyshev_key_exits_2_naming_it(write_config, capsys, monkeypatch, descriptor, parts):
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
     config = write_config(descriptor={"kind": "chebyshev", "radial_cutoff": 4.0, "angular_cutoff": 3.5, **descriptor})
     code = cli.main(["train", str(config)])
     err = capsys.readouterr().err
@@ -312,7 +312,7 @@ def test_cli_trains_a_chebyshev_model_on_two_files(tmp_path, small_si_xyz, small
     and a calculator from the written model that reproduces the report's energies."""
     import pesmith
 
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
     config = {
         "data": {"train": [str(small_li_xyz), str(small_si_xyz)], "validation_fraction": 0.2, "seed": 0},
         "descriptor": {"kind": "chebyshev", "radial_cutoff": 4.5, "angular_cutoff": 3.5, "radial_order": 4,

@@ -25,7 +25,7 @@ PESMITH = Path(sys.executable).with_name("pesmith")  # the console script of thi
 @pytest.fixture(autouse=True)
 def builtin_registry(monkeypatch):
     """The CLI's registry, without whatever outside plugins the environment has installed."""
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -339,7 +339,7 @@ def test_plugins_lists_kind_name_package_description(capsys):
 
 def test_plugins_reports_a_broken_plugin_on_stderr(plugin_module, monkeypatch, capsys):
     broken = plugin_module("broken_cli_plugin", "raise ImportError('libxc not found')\n")
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False, modules=[broken]))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False, modules=[broken]))
     code, out, err = run(capsys, "plugins")
     assert code == 0 and "acsf" in out
     assert err == "failed to load plugin broken_cli_plugin: ImportError: libxc not found\n"

@@ -24,7 +24,7 @@ CRYSTALS = DATA / "lisi_crystals"
 
 @pytest.fixture(autouse=True)
 def builtin_registry(monkeypatch):
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
 
 
 def small_recipe(tmp_path: Path, **overrides) -> Path:

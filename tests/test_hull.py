@@ -74,7 +74,7 @@ def test_missing_element_and_foreign_element_are_named():
 
 
 def test_hull_command_prints_and_writes_json(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
     structures = []
     for symbols, energy in (("Li2", -4.0), ("Si2", -10.0), ("LiSi", -7.6)):
         atoms = cell(symbols)
@@ -98,7 +98,7 @@ def write_labeled(path, pairs) -> None:
 
 
 def test_hull_without_pure_si_tells_the_option_that_exists(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
     data = tmp_path / "no_si.xyz"
     write_labeled(data, [("Li2", -4.0), ("LiSi", -7.6)])
     code = cli.main(["hull", str(data)])
@@ -112,7 +112,7 @@ def test_hull_without_pure_si_tells_the_option_that_exists(tmp_path, capsys, mon
 
 
 def test_hull_references_replace_the_pure_structures(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
     data = tmp_path / "labeled.xyz"
     write_labeled(data, [("Li2", -4.0), ("Si2", -10.0), ("LiSi", -7.6)])
     assert cli.main(["hull", str(data), "--references", "Li=-1.90,Si=-5.42", "--json", str(tmp_path / "h.json")]) == 0
@@ -122,7 +122,7 @@ def test_hull_references_replace_the_pure_structures(tmp_path, capsys, monkeypat
 
 @pytest.mark.parametrize("text,message", [("Li:-1.9", "expected ELEMENT=ENERGY pairs"), ("Cu=-3.7", "names ['Cu']")])
 def test_hull_bad_references_are_one_line(tmp_path, capsys, monkeypatch, text, message):
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
     data = tmp_path / "labeled.xyz"
     write_labeled(data, [("Li2", -4.0), ("Si2", -10.0)])
     code = cli.main(["hull", str(data), "--references", text])

@@ -48,7 +48,7 @@ def python_sigint_handler():
 
 @pytest.fixture(autouse=True)
 def builtin_registry(monkeypatch):
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
 
 
 class Training:

@@ -21,7 +21,7 @@ from ase.build import bulk
 from pesmith import cli, workflows
 from pesmith.data import read_dataset
 from pesmith.errors import LabelingFailed
-from pesmith.labeling import call_with_time_limit
+from pesmith.parallel import call_with_time_limit
 from pesmith.plugins.references.morse import Morse
 from pesmith.reference_db import ReferenceDB, structure_hash
 from pesmith.plugins.references.ase_calculator import AseReference
@@ -33,7 +33,7 @@ PESMITH = Path(sys.executable).with_name("pesmith")
 
 @pytest.fixture(autouse=True)
 def builtin_registry(monkeypatch):
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
 
 
 def li_si_cells(n: int, atoms_per_cell: int = 2) -> list:

@@ -1,4 +1,4 @@
-"""Packaging and CI: every subpackage is listed in pyproject.toml; .ci/run runs the README's tests."""
+"""Packaging and CI: every subpackage is listed in pyproject.toml; the layers import one way; .ci/run runs the README's tests."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def test_every_folder_with_init_is_a_listed_package():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     package_dir = setuptools["package-dir"]
     listed = set(setuptools["packages"])
-    assert {"core", "plugins", "search", "simulate"} <= set(package_dir.values())
+    assert {"core", "plugins", "search", "simulate", "cli"} <= set(package_dir.values())
     missing = []
     for package, folder in package_dir.items():
         for init in sorted((ROOT / folder).rglob("__init__.py")):
@@ -53,30 +53,57 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-# What each layer must not import. ARCHITECTURE: search -> simulate -> core, plugins -> core; the
-# simulate layer imports only core, search no plugin (it reaches plugins through the registry), and
-# the built-in references relax with pesmith.simulate. Only core/cli.py, the composition root that
-# dispatches every verb, may reach up (lazily) into pesmith.search.
-FORBIDDEN_IMPORTS = {
-    "core": ("pesmith.plugins", "pesmith.search", "pesmith.simulate"),
-    "simulate": ("pesmith.plugins", "pesmith.search"),
-    "plugins": ("pesmith.search",),
-    "search": ("pesmith.plugins",),
+# What each layer may import of pesmith (ARCHITECTURE: cli -> search -> simulate -> core,
+# plugins -> core); a layer is a folder mapped in pyproject's package-dir. cli is the composition
+# root: the one layer above search, so the only one (besides search itself) that may import it.
+# No layer but plugins imports a plugin: everything concrete is reached through the registry.
+# plugins -> simulate is allowed on purpose: the built-in references relax with pesmith.simulate
+# (imported lazily, inside the method). simulate is a library layer that imports only core, so this
+# opens no path from plugins to search or cli.
+ALLOWED_IMPORTS = {
+    "cli": {"cli", "search", "simulate", "core"},
+    "search": {"search", "simulate", "core"},
+    "simulate": {"simulate", "core"},
+    "plugins": {"plugins", "simulate", "core"},
+    "core": {"core"},
 }
+# ``python -m pesmith`` runs core/__main__.py, which can only start the command line by importing it.
+ALLOWED_EXTRA = {Path("core") / "__main__.py": {"cli"}}
 
 
-def _is_under(module: str, packages: tuple[str, ...]) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in packages)
+def layer_of(module: str) -> str | None:
+    """The folder (layer) a pesmith module lives in, by the longest package-dir prefix; ``None``
+    for a module outside pesmith."""
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    matches = [package for package in package_dir if module == package or module.startswith(package + ".")]
+    return package_dir[max(matches, key=len)] if matches else None
+
+
+def source_files(layer: str) -> list[Path]:
+    return sorted(p for p in (ROOT / layer).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_every_layer_is_in_the_table():
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    assert set(package_dir.values()) == set(ALLOWED_IMPORTS)
+
+
+def test_only_the_cli_imports_search_and_search_no_plugin():
+    """The table itself: search is imported by the cli package alone (no part of core, package
+    pesmith, does), and search reaches plugins only through the registry."""
+    assert {layer for layer, allowed in ALLOWED_IMPORTS.items() if "search" in allowed} == {"cli", "search"}
+    assert "plugins" not in ALLOWED_IMPORTS["search"]
+    assert not any("cli" in allowed for layer, allowed in ALLOWED_IMPORTS.items() if layer != "cli")
 
 
 def test_layers_depend_one_way():
     offenders = []
-    for layer, forbidden in FORBIDDEN_IMPORTS.items():
-        for path in sorted((ROOT / layer).rglob("*.py")):
-            if path != ROOT / "core" / "cli.py":
-                offenders += [f"{path.relative_to(ROOT)} imports {m}" for m in sorted(imported_modules(path)) if _is_under(m, forbidden)]
-            else:
-                offenders += [f"{path.relative_to(ROOT)} imports {m}" for m in sorted(imported_modules(path)) if _is_under(m, ("pesmith.plugins", "pesmith.simulate"))]
+    for layer, allowed in ALLOWED_IMPORTS.items():
+        for path in source_files(layer):
+            permitted = allowed | ALLOWED_EXTRA.get(path.relative_to(ROOT), set())
+            for module in sorted(imported_modules(path)):
+                if layer_of(module) not in (None, *permitted):
+                    offenders.append(f"{path.relative_to(ROOT)} imports {module}")
     assert not offenders, "; ".join(offenders)
 
 
@@ -84,7 +111,7 @@ def test_no_layer_duck_types_the_reference_calculator():
     """``Reference.make_calculator`` is part of the contract (``Reference.has_calculator()`` says
     whether a reference has one): nothing asks for it with ``getattr`` / ``hasattr``."""
     offenders = []
-    for layer in FORBIDDEN_IMPORTS:
+    for layer in ALLOWED_IMPORTS:
         for path in sorted((ROOT / layer).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr"):
@@ -157,7 +184,7 @@ def ase_calls(path: Path) -> list[str]:
 def test_ase_files_are_opened_only_through_the_mpi_safe_wrappers():
     """Under MPI, ase.db and ase.io broadcast from rank 0 unless told not to (pesmith.ase_files)."""
     offenders = []
-    for layer in FORBIDDEN_IMPORTS:
+    for layer in ALLOWED_IMPORTS:
         for path in sorted((ROOT / layer).rglob("*.py")):
             if path != ROOT / "core" / "ase_files.py":
                 offenders += [f"{path.relative_to(ROOT)}: {call}" for call in ase_calls(path)]
@@ -171,7 +198,7 @@ COMM_BROADCASTING_CALLS = {"Langevin", "thermalize_momenta", "MaxwellBoltzmannDi
 def test_md_in_workers_does_not_broadcast_over_mpi():
     """Called in a worker rank, a broadcast over COMM_WORLD waits for ranks that never come."""
     offenders = []
-    for layer in FORBIDDEN_IMPORTS:
+    for layer in ALLOWED_IMPORTS:
         for path in sorted((ROOT / layer).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in COMM_BROADCASTING_CALLS:

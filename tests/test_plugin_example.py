@@ -101,7 +101,7 @@ def test_cli_main_trains_and_evaluates_with_outside_plugin(
 def test_model_needing_a_missing_plugin_says_which_kind(example_plugin, write_config, small_si_xyz, monkeypatch, capsys):
     config = write_config(descriptor=EXAMPLE_DESCRIPTOR)
     model_file = Path(cli.train_command(config, Registry(entry_points=True))["model_file"])
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))  # plugin "uninstalled"
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))  # plugin "uninstalled"
     assert cli.main(["evaluate", str(model_file), str(small_si_xyz)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown descriptor kind 'example-radial'" in err and "acsf" in err

@@ -315,7 +315,7 @@ def test_sevennet_through_pesmith_label(tmp_path, capsys, monkeypatch):
     from pesmith.registry import Registry
 
     sevennet()
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
     ase.io.write(tmp_path / "structures.xyz", [li_si_cell(seed) for seed in range(2)], format="extxyz")
     config = {"structures": "structures.xyz", "database": "labels.db", "progress": False}
     (tmp_path / "label.yaml").write_text(yaml.safe_dump({**config, "reference": {"kind": "sevennet"}}))  # the default model

@@ -239,7 +239,7 @@ def python_sigint_handler():
 
 @pytest.fixture
 def builtin_registry(monkeypatch):
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
 
 
 

@@ -261,7 +261,7 @@ def crash_or_hang(marker_folder: str, model_path: str, settings, threads: int, a
             os.close(os.open(os.path.join(marker_folder, name), os.O_CREAT | os.O_EXCL))
         except FileExistsError:
             continue
-        from pesmith.labeling import call_with_time_limit
+        from pesmith.parallel import call_with_time_limit
 
         def misbehave(_):
             act()

@@ -149,7 +149,7 @@ def test_cli_bad_soap_key_exits_2_naming_it(write_config, capsys, monkeypatch, d
     from pesmith import cli
     from pesmith.registry import Registry
 
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
     config = write_config(descriptor={"kind": "soap", "cutoff": 4.0, "n_max": 2, "l_max": 2, **descriptor})
     code = cli.main(["train", str(config)])
     lines = capsys.readouterr().err.splitlines()
@@ -170,7 +170,7 @@ def test_pesmith_train_with_soap_writes_a_model_that_reproduces_its_report(small
     from pesmith.registry import Registry
     from pesmith.validation import predict_dataset
 
-    monkeypatch.setattr(cli, "default_registry", lambda: Registry(entry_points=False))
+    monkeypatch.setattr(cli.app, "default_registry", lambda: Registry(entry_points=False))
     config = write_config(descriptor={"kind": "soap", "cutoff": 4.5, "n_max": 3, "l_max": 3},
                           training={"epochs": 5, "batch_size": 4, "progress": False, "seed": 0, "force_weight": 1.0})
     assert cli.main(["train", str(config)]) == 0
