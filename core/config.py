@@ -188,6 +188,17 @@ def check_plugin_options(
     return cls
 
 
+def output_folder(path: str | Path) -> Path:
+    """The ``output`` key of the config file ``path``, resolved against its folder, read without
+    validating the rest (no plugin, model or torch is loaded: for reports on a run, such as
+    ``pesmith search --status``)."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("output"), str):
+        raise ConfigError(f"{path}: key 'output' (the run's folder) is missing or not a path")
+    return resolve_path(path.resolve().parent, Path(raw["output"]))
+
+
 def resolve_path(base: Path, path: Path) -> Path:
     """``path`` itself if absolute, else ``base / path`` (the config's folder)."""
     return path if path.is_absolute() else (base / path).resolve()

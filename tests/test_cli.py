@@ -396,6 +396,26 @@ def test_help_imports_no_torch(argv):
     assert result.stderr.strip() == "[]"
 
 
+def test_search_status_reads_the_checkpoint_without_torch(tmp_path):
+    """`pesmith search CONFIG --status` reads only the config's output and the checkpoint."""
+    config = tmp_path / "search.yaml"
+    config.write_text("output: run\nreference: {kind: no-such-plugin}\n")  # nothing else is read
+    code = (
+        "import sys\nfrom pesmith import cli\ncode = cli.main(sys.argv[1:])\n"
+        f"print([m for m in {HEAVY_MODULES!r} if m in sys.modules], file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, "search", str(config), "--status"], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == f"no search has started in {tmp_path / 'run'} (no checkpoint.json)"
+    assert result.stderr.strip() == "[]"
+
+
+def test_search_status_without_an_output_key_is_one_line(tmp_path, capsys):
+    config = tmp_path / "search.yaml"
+    config.write_text("seed: 0\n")
+    assert cli.main(["search", str(config), "--status"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {config}: key 'output' (the run's folder) is missing or not a path"]
+
+
 # --- structures the models cannot describe ------------------------------------------------------
 
 
