@@ -16,6 +16,7 @@ from .label import generate_command, label_command, print_label_summary
 from .plugins import print_plugins
 from .search import check_not_plain_mpi, interrupted_search, print_search_summary, search_command, search_status
 from .train import saved_after_interrupt, train_command
+from .validate import validate_command
 
 __all__ = [
     "ARGUMENT_PATHS",
@@ -40,5 +41,6 @@ __all__ = [
     "search_command",
     "search_status",
     "train_command",
+    "validate_command",
     "write_json",
 ]

@@ -16,7 +16,7 @@ from pesmith.errors import PesmithError
 from pesmith.registry import default_registry
 from pesmith.threads import prefer_passive_waiting
 
-from . import evaluate, hull, label, plugins, search, train
+from . import evaluate, hull, label, plugins, search, train, validate
 from .common import EXIT_USER_ERROR
 
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     train.add_parser(verbs)
     evaluate.add_parser(verbs)
+    validate.add_parser(verbs)
     label.add_parsers(verbs)  # label, generate
     hull.add_parser(verbs)
     search.add_parser(verbs)

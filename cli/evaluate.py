@@ -26,12 +26,13 @@ def print_metrics(metrics: dict[str, dict]) -> None:
     from pesmith.report import METRIC_UNITS
 
     names = list(metrics)
-    print(f"{'metric':<28}{'unit':<10}" + "".join(f"{n:>12}" for n in names))
+    width = max(12, *(len(n) + 2 for n in names))
+    print(f"{'metric':<28}{'unit':<10}" + "".join(f"{n:>{width}}" for n in names))
     for key in ("n_structures", *METRIC_UNITS):
         if not any(key in metrics[n] for n in names):
             continue
         unit = METRIC_UNITS.get(key, "")
-        print(f"{key:<28}{unit:<10}" + "".join(f"{metrics[n].get(key, float('nan')):>12.4g}" for n in names))
+        print(f"{key:<28}{unit:<10}" + "".join(f"{metrics[n].get(key, float('nan')):>{width}.4g}" for n in names))
 
 
 def evaluate_command(

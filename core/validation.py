@@ -1,4 +1,6 @@
-"""Accuracy of a potential on labeled data: RMSE/MAE of energies, forces and stress, parity data."""
+"""Accuracy of a potential on labeled data: RMSE/MAE of energies, forces and stress (overall, per
+``config_type`` and, for forces, per element), parity data, and how many atoms the potential saw
+outside the descriptor range of its training data (extrapolation)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,12 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
 from .data import Dataset
 from .features import EV_PER_A3_IN_GPA
-from .potential import ENERGY, FORCES, STRESS, Potential
+from .potential import ENERGY, FEATURES, FORCES, STRESS, Potential
 from .structures import has_full_cell
 
 
@@ -25,6 +28,12 @@ class Predictions:
     forces_pred: np.ndarray
     stress_ref: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)))  # (n_labeled, 6) eV/Å^3
     stress_pred: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)))
+    numbers: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # (n_atoms,) atomic numbers
+    atom_structure: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # (n_atoms,) structure of each atom
+    stress_structure: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # (n_labeled,) structure of each stress row
+    config_types: list[str] = field(default_factory=list)  # (n_structures,) ``config_type`` ("-" where none)
+    atoms_outside: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (n_atoms,) any feature outside the training range
+    features_outside: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # (F,) atoms with that feature outside it
 
     def metrics(self) -> dict[str, float]:
         """n_structures, energy RMSE/MAE (meV/atom), force RMSE/MAE (eV/Å, over components) and,
@@ -44,6 +53,57 @@ class Predictions:
             metrics["stress_mae_GPa"] = float(np.mean(np.abs(ds)))
         return metrics
 
+    def subset(self, structures: np.ndarray) -> "Predictions":
+        """The predictions of the structures where the boolean mask ``structures`` is true."""
+        keep = np.flatnonzero(structures)
+        renumber = np.full(len(structures), -1)
+        renumber[keep] = np.arange(len(keep))
+        atoms = np.isin(self.atom_structure, keep)
+        stress = np.isin(self.stress_structure, keep)
+        return Predictions(
+            energy_per_atom_ref=self.energy_per_atom_ref[keep],
+            energy_per_atom_pred=self.energy_per_atom_pred[keep],
+            forces_ref=self.forces_ref[atoms],
+            forces_pred=self.forces_pred[atoms],
+            stress_ref=self.stress_ref[stress],
+            stress_pred=self.stress_pred[stress],
+            numbers=self.numbers[atoms],
+            atom_structure=renumber[self.atom_structure[atoms]],
+            stress_structure=renumber[self.stress_structure[stress]],
+            config_types=[self.config_types[i] for i in keep],
+            atoms_outside=self.atoms_outside[atoms] if len(self.atoms_outside) else self.atoms_outside,
+            features_outside=self.features_outside,
+        )
+
+    def metrics_per_config_type(self) -> dict[str, dict[str, float]]:
+        """:meth:`metrics` of the structures of each ``config_type`` ("-": none given)."""
+        types = np.array(self.config_types)
+        return {name: self.subset(types == name).metrics() for name in sorted(set(self.config_types))}
+
+    def force_metrics_per_element(self) -> dict[str, dict[str, float]]:
+        """Force RMSE and MAE (eV/Å, over components) on the atoms of each element, and their count."""
+        out = {}
+        for z in sorted(set(self.numbers.tolist())):
+            df = self.forces_pred[self.numbers == z] - self.forces_ref[self.numbers == z]
+            out[chemical_symbols[z]] = {
+                "n_atoms": int(len(df)),
+                "force_rmse_eV_per_A": float(np.sqrt(np.mean(df**2))),
+                "force_mae_eV_per_A": float(np.mean(np.abs(df))),
+            }
+        return out
+
+    def extrapolation(self) -> dict[str, float]:
+        """Atoms with at least one descriptor feature outside the range of the training data: their
+        count and fraction, overall and per element, and how many features were ever outside."""
+        if not len(self.atoms_outside):
+            return {}
+        out = {"n_atoms": int(len(self.atoms_outside)), "atoms_outside": int(self.atoms_outside.sum()),
+               "fraction_outside": float(self.atoms_outside.mean()), "features_outside": int((self.features_outside > 0).sum()),
+               "n_features": int(len(self.features_outside))}
+        for z in sorted(set(self.numbers.tolist())):
+            out[f"fraction_outside_{chemical_symbols[z]}"] = float(self.atoms_outside[self.numbers == z].mean())
+        return out
+
 
 def predict_dataset(
     potential: Potential, dataset: Dataset, chunk_atoms: int = 4000, progress: bool = False, description: str = "predicting"
@@ -58,15 +118,19 @@ def predict_dataset(
     """
     numbers = {int(z) for atoms in dataset.structures for z in np.unique(atoms.numbers)}
     potential.descriptor.check_numbers(torch.tensor(sorted(numbers), dtype=torch.int64))  # before any work
-    energies, forces, stresses = [], [], []
+    energies, forces, stresses, outside = [], [], [], []
+    features_outside = np.zeros(potential.descriptor.n_features, dtype=int)
     with tqdm(total=len(dataset), desc=description, unit="structure", disable=not progress, leave=False) as bar:
         for chunk in _chunks(dataset, chunk_atoms):
             results = potential.predict(chunk, stress=True)  # stress of cells without a 3D cell is dropped below
             energies.append(results[ENERGY].numpy())
             forces.append(results[FORCES].numpy())
             stresses.append(results[STRESS].numpy())
+            beyond = ((results[FEATURES] < potential.feature_min) | (results[FEATURES] > potential.feature_max)).numpy()
+            outside.append(beyond.any(1))
+            features_outside += beyond.sum(0)
             bar.update(len(chunk))
-    labeled = [s is not None and has_full_cell(a) for a, s in zip(dataset.structures, dataset.stresses)]
+    labeled = np.array([s is not None and has_full_cell(a) for a, s in zip(dataset.structures, dataset.stresses)], dtype=bool)
     sizes = np.array([len(a) for a in dataset.structures])
     return Predictions(
         energy_per_atom_ref=dataset.energies / sizes,
@@ -75,6 +139,12 @@ def predict_dataset(
         forces_pred=np.concatenate(forces),
         stress_ref=np.array([s for s, has in zip(dataset.stresses, labeled) if has]).reshape(-1, 6),
         stress_pred=np.concatenate(stresses)[labeled].reshape(-1, 6),
+        numbers=np.concatenate([a.numbers for a in dataset.structures]),
+        atom_structure=np.repeat(np.arange(len(sizes)), sizes),
+        stress_structure=np.flatnonzero(labeled),
+        config_types=[t if t is not None else "-" for t in dataset.config_types],
+        atoms_outside=np.concatenate(outside),
+        features_outside=features_outside,
     )
 
 

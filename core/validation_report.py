@@ -1,0 +1,117 @@
+"""The ``pesmith validate`` report: a potential's errors on labeled data, written to one folder.
+
+``report.json`` and ``report.md`` hold energy (meV/atom), force (eV/Å) and stress (GPa) RMSE and
+MAE overall and per ``config_type``, force errors per element, and the share of atoms with
+descriptor features outside the training range; ``parity.png`` (predicted against reference),
+``errors.png`` (histograms of the energy and force-component errors) and ``extrapolation.png``
+(per feature, the share of atoms outside its training range) beside them. Every file is written
+atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic_io import atomic_path, write_text_atomic
+from .report import METRIC_UNITS, parity_plot
+from .validation import Predictions
+
+FILES = ("report.json", "report.md", "parity.png", "errors.png", "extrapolation.png")
+
+
+def validation_report(predictions: Predictions, model_file: str, data: str) -> dict[str, Any]:
+    """The report's content (JSON-ready) from the predictions of ``model_file`` on ``data``."""
+    return {
+        "model_file": model_file,
+        "data": data,
+        "metrics": predictions.metrics(),
+        "per_config_type": predictions.metrics_per_config_type(),
+        "force_per_element": predictions.force_metrics_per_element(),
+        "extrapolation": predictions.extrapolation(),
+    }
+
+
+def write_validation_report(folder: Path, report: dict[str, Any], predictions: Predictions) -> list[Path]:
+    """Write :data:`FILES` into ``folder`` (created if needed); return their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / name for name in FILES]
+    write_text_atomic(paths[0], json.dumps(report, indent=2))
+    write_text_atomic(paths[1], markdown(report))
+    parity_plot(paths[2], {Path(report["data"]).name: predictions})
+    error_histograms(paths[3], predictions)
+    extrapolation_plot(paths[4], predictions)
+    return paths
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as markdown tables."""
+    lines = [f"# pesmith validation: `{report['model_file']}` on `{report['data']}`", ""]
+    sets = {"all": report["metrics"], **report["per_config_type"]}
+    lines += ["| metric | unit | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+    lines.append("| n_structures |  | " + " | ".join(str(m["n_structures"]) for m in sets.values()) + " |")
+    for key, unit in METRIC_UNITS.items():
+        if any(key in m for m in sets.values()):
+            lines.append(f"| {key} | {unit} | " + " | ".join(f"{m[key]:.4g}" if key in m else "-" for m in sets.values()) + " |")
+    lines += ["", "Forces per element:", "", "| element | atoms | RMSE (eV/Å) | MAE (eV/Å) |", "|---|---|---|---|"]
+    for symbol, m in report["force_per_element"].items():
+        lines.append(f"| {symbol} | {m['n_atoms']} | {m['force_rmse_eV_per_A']:.4g} | {m['force_mae_eV_per_A']:.4g} |")
+    extrapolation = report["extrapolation"]
+    if extrapolation:
+        lines += [
+            "",
+            f"Outside the training range: {extrapolation['atoms_outside']} of {extrapolation['n_atoms']} atoms"
+            f" ({100 * extrapolation['fraction_outside']:.1f} %) have at least one descriptor feature beyond the"
+            f" values seen in training; {extrapolation['features_outside']} of {extrapolation['n_features']} features"
+            " were ever outside. Per element: "
+            + ", ".join(f"{k.removeprefix('fraction_outside_')} {100 * v:.1f} %" for k, v in extrapolation.items() if k.startswith("fraction_outside_"))
+            + ". Predictions there are extrapolations.",
+        ]
+    return "\n".join(lines + [""])
+
+
+def error_histograms(path: Path, predictions: Predictions) -> None:
+    """Histograms of the energy error (meV/atom) and of the force-component errors (eV/Å)."""
+    plt = _pyplot()
+    fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_e.hist(1000 * (predictions.energy_per_atom_pred - predictions.energy_per_atom_ref), bins=40)
+    ax_e.set_xlabel("energy error (meV/atom)")
+    ax_e.set_ylabel("structures")
+    ax_f.hist((predictions.forces_pred - predictions.forces_ref).ravel(), bins=60)
+    ax_f.set_xlabel("force component error (eV/Å)")
+    ax_f.set_ylabel("components")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def extrapolation_plot(path: Path, predictions: Predictions) -> None:
+    """Per descriptor feature, the share of atoms whose value lies outside the training range."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    n_atoms = max(1, len(predictions.atoms_outside))
+    ax.bar(np.arange(len(predictions.features_outside)), 100 * predictions.features_outside / n_atoms, width=1.0)
+    ax.set_xlabel("descriptor feature")
+    ax.set_ylabel("atoms outside the training range (%)")
+    ax.set_title(f"{100 * predictions.atoms_outside.mean() if len(predictions.atoms_outside) else 0:.1f} % of atoms have a feature outside")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, dpi=120, format="png")
+    plt.close(fig)
