@@ -27,6 +27,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "pesmith.plugins.descriptors.acsf",
     "pesmith.plugins.descriptors.chebyshev",
     "pesmith.plugins.descriptors.soap",
+    "pesmith.plugins.models.committee",
     "pesmith.plugins.models.gap",
     "pesmith.plugins.models.linear",
     "pesmith.plugins.models.nn",

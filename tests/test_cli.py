@@ -73,7 +73,7 @@ def test_yaml_that_is_not_a_mapping(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "section,kind,available",
-    [("descriptor", "soapz", "available: acsf"), ("model", "gapz", "available: gap, linear, nn")],
+    [("descriptor", "soapz", "available: acsf"), ("model", "gapz", "available: committee, gap, linear, nn")],
 )
 def test_unknown_plugin_kind_lists_available(write_config, capsys, section, kind, available):
     config = write_config(**{section: {"kind": kind}})

@@ -164,7 +164,7 @@ def test_plugin_hook_that_raises_is_reported(plugin_module):
         "    raise ValueError('bad model table')\n",
     )
     registry = Registry(entry_points=False, modules=[name])
-    assert registry.names("model") == ["gap", "linear", "nn"]
+    assert registry.names("model") == ["committee", "gap", "linear", "nn"]
     assert PluginFailure(name, "ValueError: bad model table") in registry.failures
 
 
@@ -177,7 +177,7 @@ def test_unknown_kind_names_the_failed_plugins(plugin_module):
     assert "broken_descriptor_pkg (ImportError: needs numpy>=9)" in message
 
 
-@pytest.mark.parametrize("kind,name,available", [("descriptor", "soapy", "acsf, chebyshev, soap"), ("model", "krr", "gap, linear, nn")])
+@pytest.mark.parametrize("kind,name,available", [("descriptor", "soapy", "acsf, chebyshev, soap"), ("model", "krr", "committee, gap, linear, nn")])
 def test_unknown_kind_lists_the_available_ones(registry, kind, name, available):
     with pytest.raises(PluginError) as error:
         registry.get(kind, name)
