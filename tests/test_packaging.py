@@ -56,12 +56,14 @@ def imported_modules(path: Path) -> set[str]:
 # What each layer must not import. ARCHITECTURE: search -> simulate -> core, plugins -> core; the
 # simulate layer imports only core, search no plugin (it reaches plugins through the registry), and
 # the built-in references relax with pesmith.simulate. Only core/cli.py, the composition root that
-# dispatches every verb, may reach up (lazily) into pesmith.search.
+# dispatches every verb, may reach up (lazily) into pesmith.search. Analysis takes trajectories and
+# returns arrays: of pesmith it needs only pesmith.errors, and never torch.
 FORBIDDEN_IMPORTS = {
     "core": ("pesmith.plugins", "pesmith.search", "pesmith.simulate"),
     "simulate": ("pesmith.plugins", "pesmith.search"),
     "plugins": ("pesmith.search",),
     "search": ("pesmith.plugins",),
+    "analysis": ("torch", "pesmith.plugins", "pesmith.search", "pesmith.simulate", "pesmith.core"),
 }
 
 
