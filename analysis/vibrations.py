@@ -10,8 +10,8 @@ tapered by a Hann window w(t) that falls to zero at ``max_lag_fs`` (the resoluti
 
 Units: time in fs, frequencies in THz (1 THz = 33.356 cm^-1 = 4.1357 meV); the VDOS in states/THz;
 velocities in any unit (the result is normalised). Memory: the velocities, 24 bytes x n_atoms x
-n_frames, plus FFT work for ``chunk_atoms`` atoms at a time (about 100 bytes x chunk_atoms x
-n_frames).
+n_frames, plus FFT work for ``chunk_atoms`` atoms at a time (about 180 bytes x chunk_atoms x
+n_frames: 56 MB at the default 32 atoms and 10,000 frames, measured).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def velocities_of(trajectory: Iterable[Atoms]) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(frames), masses
 
 
-def vacf(velocities: np.ndarray, masses: np.ndarray | None = None, chunk_atoms: int = 4096) -> np.ndarray:
+def vacf(velocities: np.ndarray, masses: np.ndarray | None = None, chunk_atoms: int = 32) -> np.ndarray:
     """Weighted VACF summed over atoms and components, averaged over time origins.
 
     Parameters

@@ -69,6 +69,8 @@ def test_species_separately_from_wrapped_frames():
         assert result[symbol].D_err == pytest.approx(direct[symbol].D_err, rel=1e-9)
         assert result[symbol].D == pytest.approx(D_true, rel=0.25)  # 40 and 20 atoms: a loose check
     assert result["Li"].msd.shape == (n,) and result["Li"].time_fs[1] == 10.0
+    only_o = diffusion_coefficients(frames, timestep_fs=10.0, n_blocks=4, species=["O"])  # keeps only O in memory
+    assert set(only_o) == {"O"} and only_o["O"].D == pytest.approx(result["O"].D, rel=1e-12)
 
 
 def test_bad_inputs_are_clear_errors():
