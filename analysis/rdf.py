@@ -93,8 +93,10 @@ def rdf(
             species = sorted(set(atoms.numbers.tolist()))
             sums = {"g": np.zeros((len(species), len(species), n_bins)), "n": np.zeros((len(species), len(species), n_bins)), "total": np.zeros(n_bins)}
         kinds = _species_index(atoms.numbers, species, index)
-        i, j, d = pair_list(atoms)
+        i, j, d, half = pair_list(atoms)
         counts = _pair_histogram(kinds[i], kinds[j], d, len(species), r_max / n_bins, n_bins)  # (s, s, n_bins)
+        if half:  # each unordered pair once: add the reversed pairs
+            counts = counts + counts.transpose(1, 0, 2)
         _accumulate(sums, counts, np.bincount(kinds, minlength=len(species)), volume, edges)
         n_frames += 1
     if species is None:
@@ -185,16 +187,17 @@ def _species_index(numbers: np.ndarray, species: list[int], index: int) -> np.nd
 
 
 def _pair_function(neighbors: str, r_max: float):
-    """A function atoms -> (i, j, d) of all ordered pairs with d <= r_max (every image)."""
+    """A function atoms -> (i, j, d, half) of the pairs with d <= r_max over every image: all
+    ordered pairs (half False, ASE), or each unordered pair once (half True, vesin: 1.5x faster)."""
     cutoff = r_max * (1.0 + 1e-9) + 1e-9  # keep d == r_max, as ASE's (r, r + dr] bins do
     if neighbors == "vesin":
         from vesin import NeighborList  # lazy: vesin imports torch when it is installed
 
-        calculator = NeighborList(cutoff=cutoff, full_list=True)
-        return lambda atoms: calculator.compute(atoms.positions, atoms.cell[:], atoms.pbc, quantities="ijd")
+        calculator = NeighborList(cutoff=cutoff, full_list=False)
+        return lambda atoms: (*calculator.compute(atoms.positions, atoms.cell[:], atoms.pbc, quantities="ijd"), True)
     from ase.neighborlist import neighbor_list
 
-    return lambda atoms: neighbor_list("ijd", atoms, cutoff)
+    return lambda atoms: (*neighbor_list("ijd", atoms, cutoff), False)
 
 
 def _pair_histogram(kind_i: np.ndarray, kind_j: np.ndarray, d: np.ndarray, n_species: int, dr: float, n_bins: int) -> np.ndarray:
