@@ -19,7 +19,7 @@ table (seconds, ms per frame, ratio to pesmith, peak RSS) and writes JSON::
     python scripts/bench_analysis.py                                  # 1,000 atoms x 10,000 frames
     python scripts/bench_analysis.py --frames 1000 --peer-frames 20   # a quick look
 
-Needs MDAnalysis and tidynamics (``pip install MDAnalysis tidynamics``); without them those rows
+Needs MDAnalysis and tidynamics (``pip install MDAnalysis tidynamics``, both in the bench extra); without them those rows
 are skipped with the reason.
 """
 
