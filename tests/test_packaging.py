@@ -59,13 +59,15 @@ def imported_modules(path: Path) -> set[str]:
 # No layer but plugins imports a plugin: everything concrete is reached through the registry.
 # plugins -> simulate is allowed on purpose: the built-in references relax with pesmith.simulate
 # (imported lazily, inside the method). simulate is a library layer that imports only core, so this
-# opens no path from plugins to search or cli.
+# opens no path from plugins to search or cli. analysis takes trajectories and returns arrays: of
+# pesmith it needs only core (pesmith.errors), and never torch (test below).
 ALLOWED_IMPORTS = {
     "cli": {"cli", "search", "simulate", "core"},
     "search": {"search", "simulate", "core"},
     "simulate": {"simulate", "core"},
     "plugins": {"plugins", "simulate", "core"},
     "core": {"core"},
+    "analysis": {"analysis", "core"},
 }
 # ``python -m pesmith`` runs core/__main__.py, which can only start the command line by importing it.
 ALLOWED_EXTRA = {Path("core") / "__main__.py": {"cli"}}
@@ -104,6 +106,11 @@ def test_layers_depend_one_way():
             for module in sorted(imported_modules(path)):
                 if layer_of(module) not in (None, *permitted):
                     offenders.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert not offenders, "; ".join(offenders)
+
+
+def test_analysis_imports_no_torch():
+    offenders = [f"{p.relative_to(ROOT)} imports {m}" for p in source_files("analysis") for m in sorted(imported_modules(p)) if m == "torch" or m.startswith("torch.")]
     assert not offenders, "; ".join(offenders)
 
 

@@ -1,0 +1,222 @@
+"""Partial radial distribution functions g_ab(r) and coordination numbers of a trajectory.
+
+g_ab(r) follows ASE (``ase.geometry.rdf``, >= 3.27) and LAMMPS ``compute rdf``: for each frame
+
+    g_ab(r) = n_ab(r) / (N_a * (N_b / V) * 4/3 pi ((r + dr)^3 - r^3)),
+
+where n_ab(r) counts ordered pairs (i of species a, j of species b, i != j, every periodic image)
+whose distance lies in the bin (r, r + dr]; the frames' g are averaged. So g_ab = g_ba, and the
+total g(r) = sum_ab c_a c_b g_ab(r). Distances come from a neighbour list over all periodic images
+(``ase.neighborlist.neighbor_list``, or vesin), so cells thinner than 2 r_max are handled: an atom
+then meets several images of one neighbour, as it would in the infinite crystal.
+
+The coordination number CN_ab = mean number of b atoms within r_min of an a atom, r_min the first
+minimum of g_ab after its first peak (or a radius given by the caller).
+
+Units: Å for distances, Å^3 for volumes; g is dimensionless. Memory: frames are read one at a
+time (pass a generator such as ``ase.io.iread`` for long trajectories); the extra memory is the
+pair list of one frame, about 40 bytes x N x (4/3 pi r_max^3 rho) — 3 MB for 1,000 atoms at
+r_max = 6 Å — plus (n_species^2 + 1) x n_bins floats of accumulators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from ase import Atoms
+from ase.data import chemical_symbols
+
+from pesmith.errors import ConfigError, DataError
+
+Pair = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class RDF:
+    """Frame-averaged radial distribution functions.
+
+    Attributes
+    ----------
+    r : (n_bins,) bin centres, Å.
+    edges : (n_bins + 1,) bin edges, Å; bin k holds distances in (edges[k], edges[k + 1]].
+    total : (n_bins,) g(r) over all pairs.
+    partial : g_ab(r) for every ordered pair of species symbols (a, b), each (n_bins,).
+    cumulative : mean number of b atoms within edges[k + 1] of an a atom, each (n_bins,).
+    n_frames : frames averaged.
+    """
+
+    r: np.ndarray
+    edges: np.ndarray
+    total: np.ndarray
+    partial: dict[Pair, np.ndarray]
+    cumulative: dict[Pair, np.ndarray]
+    n_frames: int
+
+
+def rdf(
+    trajectory: Iterable[Atoms],
+    r_max: float,
+    n_bins: int = 200,
+    neighbors: Literal["ase", "vesin"] = "ase",
+) -> RDF:
+    """Partial and total RDFs averaged over the frames of a trajectory.
+
+    Parameters
+    ----------
+    trajectory : frames (``ase.Atoms`` with a cell of non-zero volume); any iterable, read once.
+    r_max : largest distance, Å; may exceed half the cell.
+    n_bins : number of bins of width r_max / n_bins.
+    neighbors : neighbour list: ``"ase"`` (``ase.neighborlist.neighbor_list``, numpy only) or
+        ``"vesin"`` (about 20x faster; vesin imports torch when it is installed).
+
+    Returns
+    -------
+    RDF
+
+    Raises
+    ------
+    DataError : a frame without a cell, a species that was not in the first frame, no frames.
+    ConfigError : r_max <= 0, n_bins < 1 or an unknown ``neighbors``.
+    """
+    _check_settings(r_max, n_bins, neighbors)
+    edges = np.linspace(0.0, r_max, n_bins + 1)
+    pair_list = _pair_function(neighbors, r_max)
+    species: list[int] | None = None
+    sums: dict[str, np.ndarray] = {}
+    n_frames = 0
+    for index, atoms in enumerate(trajectory):
+        volume = _volume(atoms, index)
+        if species is None:
+            species = sorted(set(atoms.numbers.tolist()))
+            sums = {"g": np.zeros((len(species), len(species), n_bins)), "n": np.zeros((len(species), len(species), n_bins)), "total": np.zeros(n_bins)}
+        kinds = _species_index(atoms.numbers, species, index)
+        i, j, d, half = pair_list(atoms)
+        counts = _pair_histogram(kinds[i], kinds[j], d, len(species), r_max / n_bins, n_bins)  # (s, s, n_bins)
+        if half:  # each unordered pair once: add the reversed pairs
+            counts = counts + counts.transpose(1, 0, 2)
+        _accumulate(sums, counts, np.bincount(kinds, minlength=len(species)), volume, edges)
+        n_frames += 1
+    if species is None:
+        raise DataError("the trajectory has no frames: RDF needs at least one frame with a cell")
+    symbols = [chemical_symbols[z] for z in species]
+    partial = {(a, b): sums["g"][p, q] / n_frames for p, a in enumerate(symbols) for q, b in enumerate(symbols)}
+    cumulative = {(a, b): np.cumsum(sums["n"][p, q]) / n_frames for p, a in enumerate(symbols) for q, b in enumerate(symbols)}
+    return RDF(0.5 * (edges[:-1] + edges[1:]), edges, sums["total"] / n_frames, partial, cumulative, n_frames)
+
+
+def coordination_numbers(result: RDF, r_cut: float | None = None, smooth: int = 1) -> dict[Pair, tuple[float, float]]:
+    """Coordination numbers CN_ab for every ordered pair of species.
+
+    Parameters
+    ----------
+    result : output of :func:`rdf`.
+    r_cut : integrate to this radius, Å, for every pair; None: to the first minimum of each g_ab
+        after its first peak (see :func:`first_minimum`).
+    smooth : running-mean window (bins) applied before the peak and minimum are located.
+
+    Returns
+    -------
+    {(a, b): (CN_ab, r_min in Å)}: the mean number of b atoms within r_min of an a atom. A pair
+    whose g_ab has no peak and minimum inside r_max is left out.
+    """
+    out = {}
+    for pair, g in result.partial.items():
+        if r_cut is not None:
+            k = int(np.searchsorted(result.edges[1:], r_cut, side="right")) - 1
+            if k >= 0:
+                out[pair] = (float(result.cumulative[pair][k]), float(result.edges[k + 1]))
+            continue
+        k = first_minimum(g, smooth)
+        if k is not None:
+            out[pair] = (float(result.cumulative[pair][k]), float(result.r[k]))
+    return out
+
+
+def first_minimum(g: np.ndarray, smooth: int = 1) -> int | None:
+    """Bin index of the first minimum of g after its first peak, or None if there is none.
+
+    The first peak is the first local maximum reached by climbing from the first bin where g
+    exceeds 1; the minimum is where g stops decreasing after it (for a crystal at 0 K, the first
+    empty bin after the first shell). ``smooth`` > 1 applies a running mean of that many bins
+    first, against noise in short trajectories.
+    """
+    if smooth > 1:
+        g = np.convolve(g, np.ones(smooth) / smooth, mode="same")
+    above = np.flatnonzero(g > 1.0)
+    if above.size == 0:
+        return None
+    k = int(above[0])
+    while k + 1 < g.size and g[k + 1] > g[k]:
+        k += 1
+    while k + 1 < g.size and g[k + 1] < g[k]:
+        k += 1
+    return k if k + 1 < g.size else None
+
+
+def _check_settings(r_max: float, n_bins: int, neighbors: str) -> None:
+    if not r_max > 0:
+        raise ConfigError(f"r_max must be a positive distance in Å, got {r_max}")
+    if n_bins < 1:
+        raise ConfigError(f"n_bins must be at least 1, got {n_bins}")
+    if neighbors not in ("ase", "vesin"):
+        raise ConfigError(f"neighbors must be 'ase' or 'vesin', got {neighbors!r}")
+
+
+def _volume(atoms: Atoms, index: int) -> float:
+    volume = abs(float(np.linalg.det(atoms.cell[:]))) if atoms.cell.rank == 3 else 0.0
+    if volume < 1e-10:
+        raise DataError(
+            f"frame {index} has no cell (volume {volume:.3g} Å^3): an RDF needs the cell of every frame; "
+            "write the trajectory with its cell (extxyz Lattice=, ASE .traj) or set atoms.cell"
+        )
+    return volume
+
+
+def _species_index(numbers: np.ndarray, species: list[int], index: int) -> np.ndarray:
+    """Index of each atom's species in ``species``: (n_atoms,)."""
+    unknown = sorted(set(numbers.tolist()) - set(species))
+    if unknown:
+        raise DataError(
+            f"frame {index} has species {[chemical_symbols[z] for z in unknown]} absent from the first frame "
+            f"({[chemical_symbols[z] for z in species]}): analyse trajectories of one composition"
+        )
+    return np.searchsorted(species, numbers)
+
+
+def _pair_function(neighbors: str, r_max: float):
+    """A function atoms -> (i, j, d, half) of the pairs with d <= r_max over every image: all
+    ordered pairs (half False, ASE), or each unordered pair once (half True, vesin: 1.5x faster)."""
+    cutoff = r_max * (1.0 + 1e-9) + 1e-9  # keep d == r_max, as ASE's (r, r + dr] bins do
+    if neighbors == "vesin":
+        from vesin import NeighborList  # lazy: vesin imports torch when it is installed
+
+        calculator = NeighborList(cutoff=cutoff, full_list=False)
+        return lambda atoms: (*calculator.compute(atoms.positions, atoms.cell[:], atoms.pbc, quantities="ijd"), True)
+    from ase.neighborlist import neighbor_list
+
+    return lambda atoms: (*neighbor_list("ijd", atoms, cutoff), False)
+
+
+def _pair_histogram(kind_i: np.ndarray, kind_j: np.ndarray, d: np.ndarray, n_species: int, dr: float, n_bins: int) -> np.ndarray:
+    """Pair counts per (species of i, species of j, bin): (n_species, n_species, n_bins).
+
+    Bin k (0-based) holds (k dr, (k + 1) dr], as ``ceil(d / dr)`` in ASE; farther pairs are dropped.
+    """
+    bins = np.ceil(d / dr).astype(np.int64) - 1  # (n_pairs,)
+    keep = (bins >= 0) & (bins < n_bins)
+    flat = (kind_i[keep] * n_species + kind_j[keep]) * n_bins + bins[keep]
+    return np.bincount(flat, minlength=n_species * n_species * n_bins).reshape(n_species, n_species, n_bins).astype(float)
+
+
+def _accumulate(sums: dict[str, np.ndarray], counts: np.ndarray, n_per_species: np.ndarray, volume: float, edges: np.ndarray) -> None:
+    """Add one frame's g_ab, total g and neighbours per centre to the running sums."""
+    shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)  # (n_bins,) Å^3
+    n = n_per_species.astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ideal = np.outer(n, n)[:, :, None] / volume * shell  # (s, s, n_bins): pairs of an ideal gas
+        sums["g"] += np.where(ideal > 0, counts / ideal, 0.0)
+        sums["n"] += np.where(n[:, None, None] > 0, counts / n[:, None, None], 0.0)
+    sums["total"] += counts.sum(axis=(0, 1)) / (n.sum() ** 2 / volume * shell)
