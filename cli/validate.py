@@ -29,8 +29,9 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 def validate_command(model_path: Path, data_path: Path, output: Path | None, registry: Registry, overwrite: bool = False, progress: bool = True) -> list[Path]:
     """``pesmith validate``: predict ``data_path`` with the model, print the overall and
-    per-``config_type`` errors and write the report (:mod:`pesmith.validation_report`) into
-    ``output``; return the files written.
+    per-``config_type`` errors (and, for a model with an uncertainty, how its spread tracks
+    them) and write the report (:mod:`pesmith.validation_report`) into ``output``; return the
+    files written.
 
     Raises
     ------
@@ -40,24 +41,26 @@ def validate_command(model_path: Path, data_path: Path, output: Path | None, reg
     from pesmith.data import check_structure_file, read_dataset
     from pesmith.model_file import load_potential
     from pesmith.validation import predict_dataset
-    from pesmith.validation_report import FILES, validation_report, write_validation_report
+    from pesmith.validation_report import FILES, UNCERTAINTY_FILE, validation_report, write_validation_report
     from pesmith.workflows import check_writable
 
     check_structure_file(data_path, "DATA argument", paths=ARGUMENT_PATHS)
     output = output or Path(f"validation_{model_path.stem}_{data_path.stem}")
-    existing = [name for name in FILES if (output / name).exists()]
+    existing = [name for name in (*FILES, UNCERTAINTY_FILE) if (output / name).exists()]
     if existing and not overwrite:
         raise ConfigError(f"{output} already holds a validation report ({', '.join(existing)}); pass --overwrite or choose --output")
     check_writable(output / FILES[0], "--output")
     potential, _ = load_potential(model_path, registry)
     dataset = read_dataset(data_path)
     started = time.perf_counter()
-    predictions = predict_dataset(potential, dataset, progress=progress, description=f"validating on {data_path.name}")
+    predictions = predict_dataset(potential, dataset, progress=progress, description=f"validating on {data_path.name}", uncertainty=True)
     report = validation_report(predictions, str(model_path), str(data_path)) | {"wall_time_s": time.perf_counter() - started}
     print_metrics({"all": report["metrics"], **report["per_config_type"]})
     extrapolation = report["extrapolation"]
     print(f"atoms with a descriptor feature outside the training range: {extrapolation['atoms_outside']} of {extrapolation['n_atoms']}"
           f" ({100 * extrapolation['fraction_outside']:.1f} %)")
+    for key, value in report["uncertainty"].items():
+        print(f"uncertainty: {key} {value:.3f}")
     paths = write_validation_report(output, report, predictions)
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return paths

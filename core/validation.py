@@ -14,8 +14,8 @@ from tqdm.auto import tqdm
 
 from .data import Dataset
 from .features import EV_PER_A3_IN_GPA
-from .potential import ENERGY, FEATURES, FORCES, STRESS, Potential
-from .structures import has_full_cell
+from .potential import ENERGY, ENERGY_STD, FEATURES, FORCES, STRESS, Potential
+from .structures import build_batch, has_full_cell
 
 
 @dataclass
@@ -34,6 +34,8 @@ class Predictions:
     config_types: list[str] = field(default_factory=list)  # (n_structures,) ``config_type`` ("-" where none)
     atoms_outside: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (n_atoms,) any feature outside the training range
     features_outside: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # (F,) atoms with that feature outside it
+    energy_std: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n_structures,) eV/atom, a model with an uncertainty only
+    forces_std: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (n_atoms, 3) eV/Å, likewise
 
     def metrics(self) -> dict[str, float]:
         """n_structures, energy RMSE/MAE (meV/atom), force RMSE/MAE (eV/Å, over components) and,
@@ -73,6 +75,8 @@ class Predictions:
             config_types=[self.config_types[i] for i in keep],
             atoms_outside=self.atoms_outside[atoms] if len(self.atoms_outside) else self.atoms_outside,
             features_outside=self.features_outside,
+            energy_std=self.energy_std[keep] if len(self.energy_std) else self.energy_std,
+            forces_std=self.forces_std[atoms] if len(self.forces_std) else self.forces_std,
         )
 
     def metrics_per_config_type(self) -> dict[str, dict[str, float]]:
@@ -92,6 +96,25 @@ class Predictions:
             }
         return out
 
+    def uncertainty(self) -> dict[str, float]:
+        """How well the model's own uncertainty tracks its errors (models that give one): the
+        Spearman rank correlation between predicted spread and true error, per structure for
+        energies and per atom for forces (vector norms), and the 1-sigma coverage (the share of
+        energies, and of force components, whose error is within one predicted standard deviation;
+        0.68 for calibrated Gaussian errors)."""
+        from scipy.stats import spearmanr
+
+        out: dict[str, float] = {}
+        if len(self.energy_std):
+            error = np.abs(self.energy_per_atom_pred - self.energy_per_atom_ref)
+            out["energy_spearman"] = float(spearmanr(self.energy_std, error)[0]) if len(error) > 2 else float("nan")
+            out["energy_coverage_1sigma"] = float(np.mean(error <= self.energy_std))
+        if len(self.forces_std):
+            error = self.forces_pred - self.forces_ref
+            out["force_spearman"] = float(spearmanr(np.linalg.norm(self.forces_std, axis=1), np.linalg.norm(error, axis=1))[0])
+            out["force_coverage_1sigma"] = float(np.mean(np.abs(error) <= self.forces_std))
+        return out
+
     def extrapolation(self) -> dict[str, float]:
         """Atoms with at least one descriptor feature outside the range of the training data: their
         count and fraction, overall and per element, and how many features were ever outside."""
@@ -106,10 +129,17 @@ class Predictions:
 
 
 def predict_dataset(
-    potential: Potential, dataset: Dataset, chunk_atoms: int = 4000, progress: bool = False, description: str = "predicting"
+    potential: Potential,
+    dataset: Dataset,
+    chunk_atoms: int = 4000,
+    progress: bool = False,
+    description: str = "predicting",
+    uncertainty: bool = False,
 ) -> Predictions:
     """Predict every structure of ``dataset`` in chunks of about ``chunk_atoms`` atoms; with
     ``progress`` a bar on stderr (``description``, counting structures) shows the chunks done.
+    With ``uncertainty``, also the model's energy and force standard deviations where it gives
+    them (a committee, a GAP; the forces' costs about a second evaluation with derivatives).
 
     Raises
     ------
@@ -118,7 +148,7 @@ def predict_dataset(
     """
     numbers = {int(z) for atoms in dataset.structures for z in np.unique(atoms.numbers)}
     potential.descriptor.check_numbers(torch.tensor(sorted(numbers), dtype=torch.int64))  # before any work
-    energies, forces, stresses, outside = [], [], [], []
+    energies, forces, stresses, outside, energy_std, forces_std = [], [], [], [], [], []
     features_outside = np.zeros(potential.descriptor.n_features, dtype=int)
     with tqdm(total=len(dataset), desc=description, unit="structure", disable=not progress, leave=False) as bar:
         for chunk in _chunks(dataset, chunk_atoms):
@@ -129,6 +159,10 @@ def predict_dataset(
             beyond = ((results[FEATURES] < potential.feature_min) | (results[FEATURES] > potential.feature_max)).numpy()
             outside.append(beyond.any(1))
             features_outside += beyond.sum(0)
+            if uncertainty and ENERGY_STD in results:
+                energy_std.append(results[ENERGY_STD].numpy())
+            if uncertainty and potential.model.has_forces_std:
+                forces_std.append(potential.forces_std(build_batch(chunk, potential.descriptor.cutoff)).numpy())
             bar.update(len(chunk))
     labeled = np.array([s is not None and has_full_cell(a) for a, s in zip(dataset.structures, dataset.stresses)], dtype=bool)
     sizes = np.array([len(a) for a in dataset.structures])
@@ -145,6 +179,8 @@ def predict_dataset(
         config_types=[t if t is not None else "-" for t in dataset.config_types],
         atoms_outside=np.concatenate(outside),
         features_outside=features_outside,
+        energy_std=np.concatenate(energy_std) / sizes if energy_std else np.zeros(0),
+        forces_std=np.concatenate(forces_std) if forces_std else np.zeros((0, 3)),
     )
 
 

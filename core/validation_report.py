@@ -4,8 +4,10 @@
 MAE overall and per ``config_type``, force errors per element, and the share of atoms with
 descriptor features outside the training range; ``parity.png`` (predicted against reference),
 ``errors.png`` (histograms of the energy and force-component errors) and ``extrapolation.png``
-(per feature, the share of atoms outside its training range) beside them. Every file is written
-atomically.
+(per feature, the share of atoms outside its training range) beside them; for a model with an
+uncertainty (a committee, a GAP) also how its predicted spread tracks the true errors (Spearman
+correlation, 1-sigma coverage) and ``uncertainty.png`` (spread against error). Every file is
+written atomically.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .report import METRIC_UNITS, parity_plot
 from .validation import Predictions
 
 FILES = ("report.json", "report.md", "parity.png", "errors.png", "extrapolation.png")
+UNCERTAINTY_FILE = "uncertainty.png"  # written for a model with an uncertainty
 
 
 def validation_report(predictions: Predictions, model_file: str, data: str) -> dict[str, Any]:
@@ -32,6 +35,7 @@ def validation_report(predictions: Predictions, model_file: str, data: str) -> d
         "per_config_type": predictions.metrics_per_config_type(),
         "force_per_element": predictions.force_metrics_per_element(),
         "extrapolation": predictions.extrapolation(),
+        "uncertainty": predictions.uncertainty(),
     }
 
 
@@ -44,6 +48,9 @@ def write_validation_report(folder: Path, report: dict[str, Any], predictions: P
     parity_plot(paths[2], {Path(report["data"]).name: predictions})
     error_histograms(paths[3], predictions)
     extrapolation_plot(paths[4], predictions)
+    if report["uncertainty"]:
+        paths.append(folder / UNCERTAINTY_FILE)
+        uncertainty_plot(paths[-1], predictions)
     return paths
 
 
@@ -70,6 +77,13 @@ def markdown(report: dict[str, Any]) -> str:
             + ", ".join(f"{k.removeprefix('fraction_outside_')} {100 * v:.1f} %" for k, v in extrapolation.items() if k.startswith("fraction_outside_"))
             + ". Predictions there are extrapolations.",
         ]
+    uncertainty = report["uncertainty"]
+    if uncertainty:
+        lines += ["", "The model's uncertainty against its true errors (Spearman rank correlation; 1-sigma coverage, 0.68 if calibrated):", ""]
+        if "energy_spearman" in uncertainty:
+            lines.append(f"- energies: Spearman {uncertainty['energy_spearman']:.2f}, coverage {uncertainty['energy_coverage_1sigma']:.2f}")
+        if "force_spearman" in uncertainty:
+            lines.append(f"- forces (per atom, norms): Spearman {uncertainty['force_spearman']:.2f}; coverage per component {uncertainty['force_coverage_1sigma']:.2f}")
     return "\n".join(lines + [""])
 
 
@@ -96,6 +110,25 @@ def extrapolation_plot(path: Path, predictions: Predictions) -> None:
     ax.set_xlabel("descriptor feature")
     ax.set_ylabel("atoms outside the training range (%)")
     ax.set_title(f"{100 * predictions.atoms_outside.mean() if len(predictions.atoms_outside) else 0:.1f} % of atoms have a feature outside")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def uncertainty_plot(path: Path, predictions: Predictions) -> None:
+    """Predicted standard deviation against true error: energies (meV/atom) and per-atom forces (eV/Å)."""
+    plt = _pyplot()
+    panels = []
+    if len(predictions.energy_std):
+        panels.append(("energy (meV/atom)", 1000 * predictions.energy_std, 1000 * np.abs(predictions.energy_per_atom_pred - predictions.energy_per_atom_ref)))
+    if len(predictions.forces_std):
+        panels.append(("force (eV/Å, per atom)", np.linalg.norm(predictions.forces_std, axis=1), np.linalg.norm(predictions.forces_pred - predictions.forces_ref, axis=1)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    for ax, (label, spread, error) in zip(axes[0], panels):
+        ax.scatter(spread, error, s=4, alpha=0.5)
+        top = max(float(spread.max()), float(error.max()), 1e-12)
+        ax.plot([0, top], [0, top], "k--", lw=0.8)
+        ax.set_xlabel(f"predicted std, {label}")
+        ax.set_ylabel(f"|error|, {label}")
     fig.tight_layout()
     _save(fig, path)
 

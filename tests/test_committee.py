@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +88,12 @@ def test_a_trained_committee_gives_its_spread_through_the_calculator(tmp_path, s
     forces_std = atoms.calc.get_property("forces_std", atoms)
     assert np.isfinite(energy) and std > 0
     assert forces_std.shape == (len(atoms), 3) and (forces_std > 0).any()
+    report = tmp_path / "report"
+    assert cli.main(["validate", str(tmp_path / "committee.pt"), str(small_si_xyz), "--output", str(report), "--no-progress"]) == 0
+    uncertainty = json.loads((report / "report.json").read_text())["uncertainty"]
+    assert set(uncertainty) == {"energy_spearman", "energy_coverage_1sigma", "force_spearman", "force_coverage_1sigma"}
+    assert 0 <= uncertainty["force_coverage_1sigma"] <= 1 and -1 <= uncertainty["force_spearman"] <= 1
+    assert (report / "uncertainty.png").is_file() and "Spearman" in (report / "report.md").read_text()
 
 
 def test_a_committee_of_one_is_refused_in_one_line(tmp_path, small_si_xyz, capsys):

@@ -61,6 +61,20 @@ def test_force_errors_per_element():
     assert per_element["Si"] == pytest.approx({"n_atoms": 1, "force_rmse_eV_per_A": np.sqrt(0.09 / 3), "force_mae_eV_per_A": 0.5 / 3})
 
 
+def test_uncertainty_statistics_by_hand():
+    predictions = Predictions(
+        energy_per_atom_ref=np.zeros(4), energy_per_atom_pred=np.array([0.1, -0.2, 0.3, 0.05]),
+        forces_ref=np.zeros((3, 3)), forces_pred=np.array([[0.1, 0.0, 0.0], [0.0, 0.4, 0.0], [0.2, 0.2, 0.2]]),
+        energy_std=np.array([0.05, 0.25, 0.4, 0.01]), forces_std=np.array([[0.2, 0.2, 0.2], [0.1, 0.1, 0.5], [0.3, 0.1, 0.3]]),
+    )
+    stats = predictions.uncertainty()
+    assert stats["energy_coverage_1sigma"] == pytest.approx(2 / 4)  # 0.2 <= 0.25 and 0.3 <= 0.4
+    assert stats["energy_spearman"] == pytest.approx(1.0)  # the spreads rank the errors exactly
+    assert stats["force_coverage_1sigma"] == pytest.approx(7 / 9)  # all but 0.4 > 0.1 and 0.2 > 0.1
+    assert stats["force_spearman"] == pytest.approx(1.0)  # per-atom norms: spreads 0.35, 0.52, 0.44; errors 0.10, 0.40, 0.35
+    assert Predictions(energy_per_atom_ref=np.zeros(1), energy_per_atom_pred=np.zeros(1), forces_ref=np.zeros((1, 3)), forces_pred=np.zeros((1, 3))).uncertainty() == {}
+
+
 def test_extrapolation_counts_match_the_features_against_the_training_range(tiny_si_model, typed_xyz):
     potential, _ = load_potential(tiny_si_model, Registry(entry_points=False))
     structures = ase.io.read(typed_xyz, index=":")
