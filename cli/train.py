@@ -18,18 +18,38 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     train = verbs.add_parser("train", help="train a model from a YAML config")
     train.add_argument("config", type=Path)
     train.add_argument("--overwrite", action="store_true", help="replace the model and report of an earlier run")
+    train.add_argument(
+        "--committee", type=int, metavar="K", help="fit K networks of the config's nn model (seeds and training subsamples differ) into one committee model"
+    )
     train.set_defaults(run=run_train)
 
 
-def train_command(config_path: Path, registry: Registry, overwrite: bool = False) -> dict[str, Any]:
+def train_command(config_path: Path, registry: Registry, overwrite: bool = False, committee: int | None = None) -> dict[str, Any]:
     """``pesmith train``: fit the potential of ``config_path`` and write it with its report;
     with ``overwrite`` an earlier run's outputs are replaced, otherwise they stop the run
-    (:func:`pesmith.workflows.train` owns that rule and the check that the output is writable)."""
+    (:func:`pesmith.workflows.train` owns that rule and the check that the output is writable).
+    With ``committee`` K, the config's ``nn`` model becomes a ``committee`` of K such networks."""
     from pesmith.config import load_train_config
     from pesmith.workflows import train
 
     config = load_train_config(config_path, registry)
+    if committee is not None:
+        config = as_committee(config, committee, registry, config_path)
     return train(config, registry, warn=print_warning, overwrite=overwrite, where=str(config_path)).report
+
+
+def as_committee(config, members: int, registry: Registry, config_path: Path):
+    """``config`` with its ``nn`` model replaced by a ``committee`` of ``members`` networks of the
+    same architecture, its training settings checked against the committee's."""
+    from pesmith.config import PluginSettings, validate_section
+    from pesmith.errors import ConfigError
+
+    if config.model.kind != "nn":
+        raise ConfigError(f"{config_path}: --committee needs model kind 'nn' (it fits several nn networks), got {config.model.kind!r}")
+    model = PluginSettings(kind="committee", **config.model.options, members=members)
+    schema = registry.get("model", "committee").settings_schema
+    training = validate_section(config_path, "training", config.training.model_dump(exclude_unset=True), schema)
+    return config.model_copy(update={"model": model, "training": training})
 
 
 def saved_after_interrupt(report: dict[str, Any]) -> str:
@@ -45,7 +65,7 @@ def run_train(args: argparse.Namespace, registry: Registry) -> int:
     from pesmith.model import STOP_REASON
 
     try:
-        report = train_command(args.config, registry, args.overwrite)
+        report = train_command(args.config, registry, args.overwrite, args.committee)
     except KeyboardInterrupt:
         print("interrupted before the fit had a model to keep: nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED

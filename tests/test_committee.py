@@ -11,6 +11,7 @@ import yaml
 
 from pesmith import cli
 from pesmith.calculator import PesmithCalculator
+from pesmith.model_file import load_potential
 from pesmith.potential import ENERGY, ENERGY_STD, FORCES, Potential
 from pesmith.structures import build_batch
 from test_gap import chebyshev, morse_cells
@@ -109,3 +110,20 @@ def test_a_committee_of_one_is_refused_in_one_line(tmp_path, small_si_xyz, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: model.members must be at least 2 (a committee of one has no spread), got 1"]
     assert not (tmp_path / "c.pt").exists()
+
+
+def test_train_committee_flag_turns_the_nn_config_into_a_committee(tmp_path, write_config):
+    config = write_config(output=str(tmp_path / "flag.pt"))
+    assert cli.main(["train", str(config), "--committee", "3"]) == 0
+    potential, header = load_potential(tmp_path / "flag.pt")
+    assert header["model"]["kind"] == "committee" and len(potential.model.networks) == 3
+    assert header["model"]["hidden"] == yaml.safe_load(config.read_text())["model"]["hidden"]
+
+
+def test_train_committee_flag_needs_an_nn_model(tmp_path, write_config, capsys):
+    config = write_config(output=str(tmp_path / "gap.pt"), model={"kind": "gap"}, training={"n_sparse": 5})
+    assert cli.main(["train", str(config), "--committee", "3"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {config}: --committee needs model kind 'nn' (it fits several nn networks), got 'gap'"
+    ]
+    assert not (tmp_path / "gap.pt").exists()
