@@ -62,7 +62,7 @@ def imported_modules(path: Path) -> set[str]:
 # opens no path from plugins to search or cli. analysis takes trajectories and returns arrays: of
 # pesmith it needs only core (pesmith.errors), and never torch (test below).
 ALLOWED_IMPORTS = {
-    "cli": {"cli", "search", "simulate", "core"},
+    "cli": {"cli", "search", "simulate", "analysis", "core"},
     "search": {"search", "simulate", "core"},
     "simulate": {"simulate", "core"},
     "plugins": {"plugins", "simulate", "core"},

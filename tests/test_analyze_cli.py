@@ -1,0 +1,79 @@
+"""pesmith analyze rdf|msd|vdos: the analysis functions on a trajectory file, as CSV, JSON and PNG."""
+
+from __future__ import annotations
+
+import json
+
+import ase.io
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+from pesmith import cli
+from pesmith.analysis.diffusion import diffusion_coefficients
+from pesmith.analysis.vibrations import vdos
+
+
+def test_rdf_of_fcc_frames_gives_coordination_12(tmp_path, capsys):
+    frames = []
+    for seed in range(3):
+        atoms = bulk("Al", "fcc", a=4.05, cubic=True).repeat(3)
+        atoms.rattle(0.02, seed=seed)
+        frames.append(atoms)
+    trajectory = tmp_path / "al.xyz"
+    ase.io.write(trajectory, frames, format="extxyz")
+    assert cli.main(["analyze", "rdf", str(trajectory), "--r-max", "4.0", "--bins", "160"]) == 0
+    out = capsys.readouterr().out
+    assert "CN Al-Al: 12.00 within" in out
+    summary = json.loads((tmp_path / "al_rdf.json").read_text())
+    assert summary["frames"] == 3 and summary["coordination"]["Al-Al"]["CN"] == pytest.approx(12.0)
+    header = (tmp_path / "al_rdf.csv").read_text().splitlines()[0]
+    assert header == "r_A,g_total,g_Al-Al"
+    table = np.loadtxt(tmp_path / "al_rdf.csv", delimiter=",", skiprows=1)
+    assert table[np.argmax(table[:, 1]), 0] == pytest.approx(4.05 / np.sqrt(2), abs=0.05)
+    assert (tmp_path / "al_rdf.png").is_file()
+
+
+def test_msd_gives_the_library_diffusion_coefficient(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    n_frames, n_atoms, step = 400, 40, 0.05  # Å per component per frame
+    positions = np.cumsum(rng.normal(0, step, size=(n_frames, n_atoms, 3)), axis=0) + rng.uniform(0, 20, size=(n_atoms, 3))
+    frames = [Atoms(["Li"] * 30 + ["Si"] * 10, positions=p, cell=[20, 20, 20], pbc=True) for p in positions]
+    for atoms in frames:
+        atoms.wrap()
+    trajectory = tmp_path / "walk.xyz"
+    ase.io.write(trajectory, frames, format="extxyz")
+    assert cli.main(["analyze", "msd", str(trajectory), "--timestep-fs", "10", "--species", "Li", "--output", str(tmp_path / "walk")]) == 0
+    summary = json.loads((tmp_path / "walk.json").read_text())
+    expected = diffusion_coefficients(ase.io.read(trajectory, index=":"), 10.0, species=["Li"])["Li"]
+    assert summary["Li"]["D_A2_per_fs"] == pytest.approx(expected.D, rel=1e-12)
+    assert summary["Li"]["D_A2_per_fs"] == pytest.approx(step**2 / (2 * 10.0), rel=0.1)  # MSD = 3 sigma^2 t / dt = 6 D t
+    assert "D(Li) = " in capsys.readouterr().out
+
+
+def test_vdos_uses_every_nth_frame_with_its_time_step(tmp_path):
+    t = np.arange(600) * 2.0  # fs
+    omega = 2 * np.pi * 5.0e-3  # 5 THz in rad/fs
+    frames = []
+    for k, time in enumerate(t):
+        atoms = Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]], cell=[10, 10, 10], pbc=True)
+        velocity = np.array([[np.cos(omega * time), 0, 0], [-np.cos(omega * time), 0, 0]]) * 0.01
+        atoms.set_velocities(velocity)
+        frames.append(atoms)
+    trajectory = tmp_path / "osc.xyz"
+    ase.io.write(trajectory, frames, format="extxyz")
+    assert cli.main(["analyze", "vdos", str(trajectory), "--timestep-fs", "2", "--every", "2", "--output", str(tmp_path / "osc")]) == 0
+    summary = json.loads((tmp_path / "osc.json").read_text())
+    direct = vdos(ase.io.read(trajectory, index="::2"), 4.0)
+    assert summary["peak_THz"] == pytest.approx(float(direct.frequency_THz[np.argmax(direct.dos)]))
+    assert summary["peak_THz"] == pytest.approx(5.0, abs=0.1)
+
+
+def test_rdf_of_a_trajectory_without_a_cell_is_one_line(tmp_path, capsys):
+    trajectory = tmp_path / "molecule.xyz"
+    ase.io.write(trajectory, [Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]])], format="extxyz")
+    assert cli.main(["analyze", "rdf", str(trajectory)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "cell" in err[0]
+    assert not list(tmp_path.glob("molecule_rdf*"))
