@@ -16,7 +16,7 @@ from pesmith.errors import PesmithError
 from pesmith.registry import default_registry
 from pesmith.threads import prefer_passive_waiting
 
-from . import analyze, evaluate, hull, label, plugins, relax, search, train, validate
+from . import analyze, evaluate, hull, label, md, plugins, relax, search, train, validate
 from .common import EXIT_USER_ERROR
 
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_parser(verbs)
     plugins.add_parser(verbs)
     relax.add_parser(verbs)
+    md.add_parser(verbs)
     analyze.add_parser(verbs)
     return parser
 

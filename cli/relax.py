@@ -21,16 +21,21 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     """Add the ``relax`` verb to the ``pesmith`` parser's ``verbs``."""
     relax = verbs.add_parser("relax", help="relax structures (positions, or with --cell positions and cell) with a model or a reference")
     relax.add_argument("structures", type=Path, help="extxyz file or ase.db")
-    source = relax.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", type=Path, help="a pesmith model file")
-    source.add_argument("--reference", help="a reference plugin kind with an ASE calculator (sevennet, chgnet, xtb, gpaw, ase, morse)")
-    relax.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a reference option (value read as YAML), repeatable")
+    add_calculator_arguments(relax)
     relax.add_argument("--cell", action="store_true", help="relax the cell too (Fréchet cell filter)")
     relax.add_argument("--fmax", type=float, default=0.05, help="eV/Å (default 0.05)")
     relax.add_argument("--smax", type=float, default=0.1, help="GPa, with --cell (default 0.1)")
     relax.add_argument("--steps", type=int, default=500, help="FIRE steps at most (default 500)")
     relax.add_argument("--output", type=Path, help="extxyz of the relaxed structures (default: <structures>_relaxed.xyz)")
     relax.set_defaults(run=run_relax)
+
+
+def add_calculator_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model`` or ``--reference`` (with ``--option``): what computes energies and forces."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, help="a pesmith model file")
+    source.add_argument("--reference", help="a reference plugin kind with an ASE calculator (sevennet, chgnet, xtb, gpaw, ase, morse)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a reference option (value read as YAML), repeatable")
 
 
 def reference_options(pairs: list[str]) -> dict[str, Any]:
@@ -55,13 +60,11 @@ def run_relax(args: argparse.Namespace, registry: Registry) -> int:
     from pesmith.workflows import check_writable
 
     check_structure_file(args.structures, "STRUCTURES argument", paths=ARGUMENT_PATHS)
-    if args.option and args.model:
-        raise ConfigError("--option sets reference options; it does not apply to --model")
     settings = RelaxSettings(relax="cell" if args.cell else "positions", fmax=args.fmax, smax=args.smax if args.cell else None, steps=args.steps)
     output = args.output or args.structures.with_name(f"{args.structures.stem}_relaxed.xyz")
     check_writable(output, "--output")
     structures = read_structures(args.structures, what="STRUCTURES argument")
-    calculator = _calculator(args, registry)
+    calculator = calculator_of(args, registry)
     relaxed, failed = [], []
     for index, atoms in enumerate(structures):
         started = time.perf_counter()
@@ -87,8 +90,10 @@ def run_relax(args: argparse.Namespace, registry: Registry) -> int:
     return EXIT_ALL_FAILED if failed and not relaxed else 0
 
 
-def _calculator(args: argparse.Namespace, registry: Registry):
+def calculator_of(args: argparse.Namespace, registry: Registry):
     """The ASE calculator of ``--model`` or of ``--reference`` with its ``--option`` values."""
+    if args.option and args.model:
+        raise ConfigError("--option sets reference options; it does not apply to --model")
     if args.model:
         from pesmith.calculator import PesmithCalculator
 
