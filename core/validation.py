@@ -152,7 +152,8 @@ def predict_dataset(
     features_outside = np.zeros(potential.descriptor.n_features, dtype=int)
     with tqdm(total=len(dataset), desc=description, unit="structure", disable=not progress, leave=False) as bar:
         for chunk in _chunks(dataset, chunk_atoms):
-            results = potential.predict(chunk, stress=True)  # stress of cells without a 3D cell is dropped below
+            batch = build_batch(chunk, potential.descriptor.cutoff)
+            results = potential(batch, forces=True, stress=True)  # stress of cells without a 3D cell is dropped below
             energies.append(results[ENERGY].numpy())
             forces.append(results[FORCES].numpy())
             stresses.append(results[STRESS].numpy())
@@ -162,7 +163,7 @@ def predict_dataset(
             if uncertainty and ENERGY_STD in results:
                 energy_std.append(results[ENERGY_STD].numpy())
             if uncertainty and potential.model.has_forces_std:
-                forces_std.append(potential.forces_std(build_batch(chunk, potential.descriptor.cutoff)).numpy())
+                forces_std.append(potential.forces_std(batch).numpy())
             bar.update(len(chunk))
     labeled = np.array([s is not None and has_full_cell(a) for a, s in zip(dataset.structures, dataset.stresses)], dtype=bool)
     sizes = np.array([len(a) for a in dataset.structures])

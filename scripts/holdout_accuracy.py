@@ -77,11 +77,13 @@ def main(argv: list[str] | None = None) -> dict:
     wall_time = time.perf_counter() - started
 
     sets = {"train": train_set, "validation": validation, "holdout": holdout}
-    metrics = {name: predict_dataset(potential, data).metrics() for name, data in sets.items() if len(data)}
+    predictions = {name: predict_dataset(potential, data) for name, data in sets.items() if len(data)}
+    metrics = {name: p.metrics() for name, p in predictions.items()}
     by_type: dict[str, list[int]] = defaultdict(list)
     for row, atoms in enumerate(holdout.structures):
         by_type[str(atoms.info.get("config_type", "unknown"))].append(row)
-    holdout_by_type = {name: predict_dataset(potential, holdout.subset(rows)).metrics() for name, rows in sorted(by_type.items())}
+    structures = np.arange(len(holdout))
+    holdout_by_type = {name: predictions["holdout"].subset(np.isin(structures, rows)).metrics() for name, rows in sorted(by_type.items())}
 
     result = {
         "config_path": str(args.config),

@@ -36,6 +36,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     test_predictions = predict_dataset(result.potential, test)
     groups = rows_by_config_type(test.config_types)
-    by_type = {name: predict_dataset(result.potential, test.subset(rows)).metrics() for name, rows in groups.items()}
+    structures = np.arange(len(test))
+    by_type = {name: test_predictions.subset(np.isin(structures, rows)).metrics() for name, rows in groups.items()}
     metrics = dict(result.report["metrics"]) | {"test": test_predictions.metrics()}
 
     training = result.report["training"]
