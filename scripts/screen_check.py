@@ -6,7 +6,10 @@ reference. This script relaxes *every* screened member of a finished run with th
 the run's own ``confirm`` criteria, and reports per screen (``start screen``, ``step k screen``)
 the single-point and relaxed energies (eV/atom), the relaxation gain, the Spearman rank
 correlation between single point and relaxed energy, and where the members the screen sent to the
-reference rank among all of them. A correlation near 0 means the screen chose at random.
+reference rank among all of them. A correlation near 0 means the screen chose at random. With
+``--after-steps 20 40`` it also gives the correlation between the energy after that many FIRE
+steps of the reference relaxation and the relaxed energy: what a short reference pre-relaxation
+of every member would rank (its cost: that many force evaluations per member).
 
     OMP_NUM_THREADS=1 python scripts/screen_check.py configs/quickstart.yaml [--screens "step 1 screen"] [--workers 2]
 
@@ -36,6 +39,7 @@ from pesmith.parallel import parallel_map  # noqa: E402
 from pesmith.registry import default_registry  # noqa: E402
 from pesmith.search.config import load_search_config  # noqa: E402
 from pesmith.search.relaxation import relax_with_reference  # noqa: E402
+from pesmith.simulate.relax import Relaxed  # noqa: E402
 
 
 def screened_members(database: Path, screen: str) -> list[tuple[int, Atoms, float]]:
@@ -60,7 +64,7 @@ def summarise(screen: str, members: list[tuple[int, Atoms, float]], relaxed: dic
             "relaxed_eV_per_atom": None if energy is None else energy / len(atoms),
         })
     done = [r for r in rows if r["relaxed_eV_per_atom"] is not None]
-    rho = float(spearmanr([r["single_point_eV_per_atom"] for r in done], [r["relaxed_eV_per_atom"] for r in done])[0]) if len(done) > 2 else None
+    rho = _spearman([r["single_point_eV_per_atom"] for r in done], [r["relaxed_eV_per_atom"] for r in done])
     by_screen = sorted(done, key=lambda r: r["single_point_eV_per_atom"])
     by_relaxed = sorted(done, key=lambda r: r["relaxed_eV_per_atom"])
     chosen = [r["member"] for r in by_screen[:picked]]
@@ -76,11 +80,31 @@ def summarise(screen: str, members: list[tuple[int, Atoms, float]], relaxed: dic
     }
 
 
+def _spearman(a: list[float], b: list[float]) -> float | None:
+    return float(spearmanr(a, b)[0]) if len(a) > 2 else None
+
+
+def ranks_after_steps(paths: dict[int, np.ndarray], steps: list[int]) -> dict[int, float | None]:
+    """Spearman rho between each member's energy after ``n`` FIRE steps (its last if it
+    converged sooner) and its relaxed energy, per ``n`` of ``steps``; ``paths`` holds each relaxed
+    member's energies (eV/atom) from the start to the end of its relaxation."""
+    final = [float(path[-1]) for path in paths.values()]
+    return {n: _spearman([float(path[min(n, len(path) - 1)]) for path in paths.values()], final) for n in steps}
+
+
+def energy_path(single_point: float, relaxed: Relaxed) -> np.ndarray:
+    """The energy (eV) after 0, 1, ..., ``relaxed.steps`` FIRE steps: the single point, every
+    step's frame (``frame_interval`` 1), the relaxed energy last."""
+    frames = [energy for _, energy, _, _ in relaxed.frames]
+    return np.array(([single_point] + frames)[: relaxed.steps] + [relaxed.energy])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", type=Path, help="the search config whose run finished")
     parser.add_argument("--screens", nargs="*", help="sources to check (default: every '... screen' in reference.db)")
     parser.add_argument("--workers", type=int, default=2, help="processes (one thread each)")
+    parser.add_argument("--after-steps", type=int, nargs="*", default=[], help="also rank by the energy after these many FIRE steps")
     args = parser.parse_args()
     registry = default_registry()
     config = load_search_config(args.config, registry)
@@ -89,7 +113,8 @@ def main() -> None:
         raise SystemExit(f"{database}: no reference.db; run `pesmith search {args.config}` first")
     screens = args.screens or sorted({row.source for row in connect(database).select() if str(row.get("source", "")).endswith(" screen")})
     reference = build_reference(config.reference, registry, str(args.config))
-    task = partial(relax_with_reference, reference, config.confirm, 0)  # the run's own confirmation criteria, no frames
+    frames = 1 if args.after_steps else 0  # every step's energy, for --after-steps
+    task = partial(relax_with_reference, reference, config.confirm, frames)  # the run's own confirmation criteria
     report = []
     for screen in screens:
         members = screened_members(database, screen)
@@ -97,6 +122,10 @@ def main() -> None:
         relaxed = {members[i][0]: (results[i].energy if results[i].ok else None) for i in range(len(members))}
         picked = 1 if screen == "start screen" else config.confirm.candidates
         summary = summarise(screen, members, relaxed, picked)
+        if args.after_steps:
+            paths = {members[i][0]: energy_path(members[i][2], results[i]) / len(members[i][1]) for i in range(len(members)) if results[i].ok}
+            summary["spearman_after_steps"] = ranks_after_steps(paths, args.after_steps)
+            summary["relaxation_steps"] = {index: len(path) - 1 for index, path in paths.items()}
         report.append(summary)
         rho = "-" if summary["spearman"] is None else f"{summary['spearman']:.2f}"
         print(f"\n{screen}: {summary['relaxed']} of {len(members)} relaxed, Spearman rho (single point vs relaxed) {rho};"
@@ -107,6 +136,8 @@ def main() -> None:
             gain = "-" if after is None else f"{row['single_point_eV_per_atom'] - after:8.4f}"
             relaxed_text = "failed" if after is None else f"{after:.4f}"
             print(f"{row['member']:>6} {row['atoms']:>5} {row['single_point_eV_per_atom']:13.4f} {relaxed_text:>10} {gain:>8}")
+        for n, value in summary.get("spearman_after_steps", {}).items():
+            print(f"  after {n} reference FIRE steps: Spearman rho {'-' if value is None else f'{value:.2f}'}")
     out = config.output / "screen_check.json"
     out.write_text(json.dumps(report, indent=1))
     rhos = [s["spearman"] for s in report if s["spearman"] is not None]
