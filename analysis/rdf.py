@@ -10,13 +10,21 @@ total g(r) = sum_ab c_a c_b g_ab(r). Distances come from a neighbour list over a
 (``ase.neighborlist.neighbor_list``, or vesin), so cells thinner than 2 r_max are handled: an atom
 then meets several images of one neighbour, as it would in the infinite crystal.
 
+Consecutive frames of an MD trajectory share most of their pairs, so the list is built with a
+margin (``skin``, Å) and reused, as LAMMPS and every MD code do with Verlet lists: each frame's
+positions are unwrapped against the previous frame (minimum image of the step, so an atom that
+crossed the cell boundary keeps its pairs), the listed pairs' distances are recomputed, and the
+list is rebuilt once an atom has moved more than skin / 2 since the last build (no pair within
+r_max can then be missing) or the cell or the atom count changed. ``skin=0`` builds the list at
+every frame. The result is the same either way, to rounding.
+
 The coordination number CN_ab = mean number of b atoms within r_min of an a atom, r_min the first
 minimum of g_ab after its first peak (or a radius given by the caller).
 
 Units: Å for distances, Å^3 for volumes; g is dimensionless. Memory: frames are read one at a
 time (pass a generator such as ``ase.io.iread`` for long trajectories); the extra memory is the
-pair list of one frame, about 40 bytes x N x (4/3 pi r_max^3 rho) — 3 MB for 1,000 atoms at
-r_max = 6 Å — plus (n_species^2 + 1) x n_bins floats of accumulators.
+pair list, about 60 bytes x N x (4/3 pi (r_max + skin)^3 rho) — 10 MB for 1,000 atoms at
+r_max = 6 Å, skin 2 Å and 0.06 atoms/Å^3 — plus (n_species^2 + 1) x n_bins floats of accumulators.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ def rdf(
     r_max: float,
     n_bins: int = 200,
     neighbors: Literal["ase", "vesin"] = "ase",
+    skin: float = 2.0,
 ) -> RDF:
     """Partial and total RDFs averaged over the frames of a trajectory.
 
@@ -71,6 +80,8 @@ def rdf(
     n_bins : number of bins of width r_max / n_bins.
     neighbors : neighbour list: ``"ase"`` (``ase.neighborlist.neighbor_list``, numpy only) or
         ``"vesin"`` (about 20x faster; vesin imports torch when it is installed).
+    skin : margin of the reused pair list, Å (see the module docstring; 2 Å as LAMMPS' default
+        for metal units); 0 rebuilds every frame.
 
     Returns
     -------
@@ -79,11 +90,11 @@ def rdf(
     Raises
     ------
     DataError : a frame without a cell, a species that was not in the first frame, no frames.
-    ConfigError : r_max <= 0, n_bins < 1 or an unknown ``neighbors``.
+    ConfigError : r_max <= 0, n_bins < 1, skin < 0 or an unknown ``neighbors``.
     """
-    _check_settings(r_max, n_bins, neighbors)
+    _check_settings(r_max, n_bins, neighbors, skin)
     edges = np.linspace(0.0, r_max, n_bins + 1)
-    pair_list = _pair_function(neighbors, r_max)
+    pair_list = _VerletPairs(_pair_function(neighbors, r_max + skin), skin)
     species: list[int] | None = None
     sums: dict[str, np.ndarray] = {}
     n_frames = 0
@@ -93,8 +104,8 @@ def rdf(
             species = sorted(set(atoms.numbers.tolist()))
             sums = {"g": np.zeros((len(species), len(species), n_bins)), "n": np.zeros((len(species), len(species), n_bins)), "total": np.zeros(n_bins)}
         kinds = _species_index(atoms.numbers, species, index)
-        i, j, d, half = pair_list(atoms)
-        counts = _pair_histogram(kinds[i], kinds[j], d, len(species), r_max / n_bins, n_bins)  # (s, s, n_bins)
+        code, d, half = pair_list.pairs(atoms, kinds, len(species))
+        counts = _pair_histogram(code, d, len(species), r_max / n_bins, n_bins)  # (s, s, n_bins)
         if half:  # each unordered pair once: add the reversed pairs
             counts = counts + counts.transpose(1, 0, 2)
         _accumulate(sums, counts, np.bincount(kinds, minlength=len(species)), volume, edges)
@@ -156,9 +167,11 @@ def first_minimum(g: np.ndarray, smooth: int = 1) -> int | None:
     return k if k + 1 < g.size else None
 
 
-def _check_settings(r_max: float, n_bins: int, neighbors: str) -> None:
+def _check_settings(r_max: float, n_bins: int, neighbors: str, skin: float) -> None:
     if not r_max > 0:
         raise ConfigError(f"r_max must be a positive distance in Å, got {r_max}")
+    if not skin >= 0:
+        raise ConfigError(f"skin must be a distance >= 0 in Å (0: a new pair list every frame), got {skin}")
     if n_bins < 1:
         raise ConfigError(f"n_bins must be at least 1, got {n_bins}")
     if neighbors not in ("ase", "vesin"):
@@ -186,28 +199,67 @@ def _species_index(numbers: np.ndarray, species: list[int], index: int) -> np.nd
     return np.searchsorted(species, numbers)
 
 
-def _pair_function(neighbors: str, r_max: float):
-    """A function atoms -> (i, j, d, half) of the pairs with d <= r_max over every image: all
-    ordered pairs (half False, ASE), or each unordered pair once (half True, vesin: 1.5x faster)."""
-    cutoff = r_max * (1.0 + 1e-9) + 1e-9  # keep d == r_max, as ASE's (r, r + dr] bins do
+def _pair_function(neighbors: str, cutoff: float):
+    """A function atoms -> (i, j, S, half) of the pairs closer than ``cutoff`` (Å) over every
+    image, S the integer cell shift of j (vector r_j - r_i + S @ cell): all ordered pairs (half
+    False, ASE), or each unordered pair once (half True, vesin: 1.5x faster)."""
+    cutoff = cutoff * (1.0 + 1e-9) + 1e-9  # keep d == r_max, as ASE's (r, r + dr] bins do
     if neighbors == "vesin":
         from vesin import NeighborList  # lazy: vesin imports torch when it is installed
 
         calculator = NeighborList(cutoff=cutoff, full_list=False)
-        return lambda atoms: (*calculator.compute(atoms.positions, atoms.cell[:], atoms.pbc, quantities="ijd"), True)
+        return lambda atoms: (*calculator.compute(atoms.positions, atoms.cell[:], atoms.pbc, quantities="ijS"), True)
     from ase.neighborlist import neighbor_list
 
-    return lambda atoms: (*neighbor_list("ijd", atoms, cutoff), False)
+    return lambda atoms: (*neighbor_list("ijS", atoms, cutoff), False)
 
 
-def _pair_histogram(kind_i: np.ndarray, kind_j: np.ndarray, d: np.ndarray, n_species: int, dr: float, n_bins: int) -> np.ndarray:
-    """Pair counts per (species of i, species of j, bin): (n_species, n_species, n_bins).
+class _VerletPairs:
+    """Pair distances of successive frames from one pair list while it stays valid (see the
+    module docstring)."""
+
+    def __init__(self, build, skin: float):
+        self.build, self.skin = build, skin
+        self.cell: np.ndarray | None = None
+
+    def pairs(self, atoms: Atoms, kinds: np.ndarray, n_species: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """``(code, d, half)`` of the frame's pairs: code = kinds[i] * n_species + kinds[j]
+        (``kinds``: each atom's species index), d in Å, half as in the list."""
+        cell = atoms.cell[:]
+        if self.cell is not None and np.array_equal(cell, self.cell) and np.array_equal(atoms.numbers, self.numbers):
+            step = atoms.positions - self.last
+            if atoms.pbc.any():  # an atom that crossed the boundary moved by a cell vector: take the minimum image
+                fractional = np.linalg.solve(cell.T, step.T).T
+                fractional[:, atoms.pbc] -= np.round(fractional[:, atoms.pbc])
+                step = fractional @ cell
+            self.unwrapped += step
+            self.last = atoms.positions.copy()
+            moved = np.max(np.einsum("ij,ij->i", self.unwrapped - self.at_build, self.unwrapped - self.at_build))
+            if 4.0 * moved <= self.skin**2:
+                return self.code, self._distances(), self.half
+        self.i, self.j, shifts, self.half = self.build(atoms)
+        self.cell, self.numbers, self.last = cell.copy(), atoms.numbers.copy(), atoms.positions.copy()
+        self.unwrapped, self.at_build = self.last.copy(), self.last.copy()
+        self.offsets = shifts @ cell  # (n_pairs, 3) Å
+        self.code = kinds[self.i] * n_species + kinds[self.j]
+        return self.code, self._distances(), self.half
+
+    def _distances(self) -> np.ndarray:
+        vectors = self.unwrapped[self.j] - self.unwrapped[self.i]
+        vectors += self.offsets
+        return np.sqrt(np.einsum("ij,ij->i", vectors, vectors))
+
+
+def _pair_histogram(code: np.ndarray, d: np.ndarray, n_species: int, dr: float, n_bins: int) -> np.ndarray:
+    """Pair counts per (species of i, species of j, bin): (n_species, n_species, n_bins); ``code``
+    is each pair's species pair, species index of i times ``n_species`` plus that of j.
 
     Bin k (0-based) holds (k dr, (k + 1) dr], as ``ceil(d / dr)`` in ASE; farther pairs are dropped.
     """
-    bins = np.ceil(d / dr).astype(np.int64) - 1  # (n_pairs,)
+    near = d < (n_bins + 1) * dr  # most of a reused list lies beyond r_max: drop it first
+    bins = np.ceil(d[near] / dr).astype(np.int64) - 1  # (n_near,)
     keep = (bins >= 0) & (bins < n_bins)
-    flat = (kind_i[keep] * n_species + kind_j[keep]) * n_bins + bins[keep]
+    flat = code[near][keep] * n_bins + bins[keep]
     return np.bincount(flat, minlength=n_species * n_species * n_bins).reshape(n_species, n_species, n_bins).astype(float)
 
 

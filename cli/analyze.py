@@ -23,6 +23,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     rdf = kinds.add_parser("rdf", help="partial RDFs g_ab(r) and coordination numbers")
     rdf.add_argument("--r-max", type=float, default=6.0, help="largest distance, Å (default 6)")
     rdf.add_argument("--bins", type=int, default=200, help="histogram bins (default 200)")
+    rdf.add_argument("--skin", type=float, default=2.0, help="margin of the reused pair list, Å (default 2; 0: a new list every frame)")
+    rdf.add_argument("--neighbors", choices=("ase", "vesin"), default="ase", help="neighbour list (default ase; vesin is faster but imports torch)")
     msd = kinds.add_parser("msd", help="mean squared displacement per species and D with a block error bar")
     msd.add_argument("--species", nargs="*", help="chemical symbols (default: all)")
     msd.add_argument("--fit-fs", type=float, nargs=2, metavar=("START", "END"), help="linear-fit window, fs (default 0.1-0.5 of a block)")
@@ -64,7 +66,7 @@ def run_analyze(args: argparse.Namespace, registry: Registry) -> int:
 def _rdf(frames, args, _step) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
     from pesmith.analysis.rdf import coordination_numbers, rdf
 
-    result = rdf(frames, r_max=args.r_max, n_bins=args.bins)
+    result = rdf(frames, r_max=args.r_max, n_bins=args.bins, neighbors=args.neighbors, skin=args.skin)
     cn = coordination_numbers(result)
     table = {"r_A": result.r, "g_total": result.total} | {f"g_{a}-{b}": g for (a, b), g in result.partial.items()}
     lines = [f"CN {a}-{b}: {n:.2f} within {r:.2f} Å" for (a, b), (n, r) in cn.items()]

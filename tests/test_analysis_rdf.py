@@ -106,3 +106,46 @@ def test_bad_settings_and_empty_trajectory():
 def test_generator_is_read_once():
     frames = (_lithium_copper(seed) for seed in range(2))
     assert rdf(frames, r_max=5.0, n_bins=10).n_frames == 2
+
+
+@pytest.mark.parametrize("neighbors", ["ase", "vesin"])
+def test_reused_pair_list_equals_a_new_list_every_frame(neighbors, monkeypatch):
+    """A random walk wrapped into the cell (atoms cross the boundary), with the cell rescaled
+    halfway as in NPT: the Verlet-style reuse gives the RDF of a list rebuilt every frame, and
+    it does reuse (fewer builds than frames)."""
+    import pesmith.analysis.rdf as module
+
+    rng = np.random.default_rng(7)
+    base = _lithium_copper(seed=1)
+    frames, positions = [], base.positions.copy()
+    for index in range(40):
+        positions = positions + rng.normal(0.0, 0.06, positions.shape)
+        atoms = base.copy()
+        if index >= 20:
+            atoms.set_cell(base.cell * 1.02, scale_atoms=False)
+        atoms.positions = positions * (1.02 if index >= 20 else 1.0)
+        atoms.wrap()
+        frames.append(atoms)
+    assert any(np.abs(frames[k].positions - frames[k - 1].positions).max() > 5.0 for k in range(1, 40))  # someone crossed
+    builds = []
+    real = module._pair_function
+
+    def counting(kind, cutoff):
+        build = real(kind, cutoff)
+        return lambda atoms: (builds.append(1), build(atoms))[1]
+
+    monkeypatch.setattr(module, "_pair_function", counting)
+    reused = rdf(frames, r_max=6.0, n_bins=120, neighbors=neighbors, skin=2.0)
+    n_reused = len(builds)
+    fresh = rdf(frames, r_max=6.0, n_bins=120, neighbors=neighbors, skin=0.0)
+    assert len(builds) - n_reused == 40
+    assert 2 <= n_reused < 20  # one build per cell at least, far fewer than frames
+    np.testing.assert_allclose(reused.total, fresh.total, rtol=0, atol=1e-12)
+    for pair in fresh.partial:
+        np.testing.assert_allclose(reused.partial[pair], fresh.partial[pair], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(reused.cumulative[pair], fresh.cumulative[pair], rtol=0, atol=1e-12)
+
+
+def test_negative_skin_is_refused():
+    with pytest.raises(ConfigError, match="skin"):
+        rdf([_lithium_copper()], r_max=3.0, skin=-0.5)
