@@ -155,3 +155,18 @@ def test_the_console_script_exits_2_with_one_line(endpoint_files, tmp_path):
     run = subprocess.run([script, "neb", str(initial), str(one_atom), *EMT_OPTIONS, "--output", str(tmp_path / "out")], capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [f"error: INITIAL {initial} has 13 atoms and FINAL {one_atom} 1: the endpoints of a band hold the same atoms; make the two structures match"]
+
+
+def test_a_model_file_computes_the_band(tiny_si_model, small_si_xyz, tmp_path):
+    from pesmith.calculator import PesmithCalculator
+
+    initial = ase.io.read(small_si_xyz, index=0)
+    initial.calc = None
+    final = initial.copy()
+    final.positions[0] += [0.2, 0.0, 0.0]
+    result = run_neb(initial, final, tiny_si_model, NEBSettings(images=1, steps=2, relax_endpoints=False), tmp_path / "band.xyz")
+    model = PesmithCalculator.from_file(tiny_si_model)
+    assert result.steps == 2 and len(result.energies) == 3
+    assert result.energies[[0, -1]] == pytest.approx([model.get_potential_energy(initial), model.get_potential_energy(final)], abs=1e-6)
+    middle = ase.io.read(tmp_path / "band.xyz", index=1)
+    assert result.energies[1] == pytest.approx(model.get_potential_energy(middle), abs=1e-6)
