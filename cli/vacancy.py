@@ -31,6 +31,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 def run_vacancy(args: argparse.Namespace, registry: Registry) -> int:
     """Run ``pesmith vacancy`` for the parsed ``args``; return the exit code."""
+    from pydantic import ValidationError
+
     from pesmith import ase_files
     from pesmith.atomic_io import write_text_atomic
     from pesmith.data import check_structure_file
@@ -40,15 +42,18 @@ def run_vacancy(args: argparse.Namespace, registry: Registry) -> int:
     from pesmith.workflows import check_writable
 
     check_structure_file(args.structure, "STRUCTURE argument", paths=ARGUMENT_PATHS)
-    if args.fmax <= 0 or args.steps < 1:
-        raise ConfigError(f"pesmith vacancy: --fmax must be > 0 and --steps >= 1 (got {args.fmax}, {args.steps})")
+    try:
+        settings = RelaxSettings(fmax=args.fmax, steps=args.steps)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConfigError(f"pesmith vacancy: --{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
     sites = None if args.sites == "all" else _indices(args.sites)
     check_writable(args.output / "vacancies.csv", "--output")
     bulk = ase_files.read(args.structure, index=-1)
     bulk.calc = None
     if "Li" not in bulk.symbols:
         raise DataError(f"STRUCTURE {args.structure} ({bulk.get_chemical_formula()}) has no Li atom: give a structure with Li to remove")
-    vacancies = vacancy_formation(bulk, calculator_of(args, registry), sites, "Li", args.mu_li, RelaxSettings(fmax=args.fmax, steps=args.steps))
+    vacancies = vacancy_formation(bulk, calculator_of(args, registry), sites, "Li", args.mu_li, settings)
     columns = [field.name for field in fields(Vacancy)]
     rows = [",".join(str(getattr(v, name)) for name in columns) for v in vacancies]
     args.output.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,8 @@ def run_neb(
         ``band`` exists and ``resume`` is not set (nothing is overwritten), or ``resume`` without
         a band, or with a band of another number of images.
     SimulationFailed
-        An endpoint relaxation did not converge in ``settings.steps`` steps.
+        An endpoint relaxation did not converge in ``settings.steps`` steps, or the calculator
+        failed (the message says where).
     """
     from ase.mep import NEB
     from ase.optimize import FIRE
@@ -116,7 +117,10 @@ def run_neb(
         _write_band(band, images, neb, done + optimizer.nsteps)
 
     optimizer.attach(after_step, interval=1)
-    converged = bool(optimizer.run(fmax=settings.fmax, steps=max(0, settings.steps - done)))
+    try:
+        converged = bool(optimizer.run(fmax=settings.fmax, steps=max(0, settings.steps - done)))
+    except Exception as exc:  # the calculator failed (an element it has no parameters for, a crash)
+        raise SimulationFailed(f"the band at step {done + optimizer.nsteps}: {_reason(exc)}") from exc
     if optimizer.nsteps == 0:  # a resumed band with no steps left: the observer did not run
         after_step()
     energies = np.array(neb.energies, dtype=float)
@@ -189,19 +193,27 @@ def _endpoint(atoms: Atoms, template: Atoms, calculator: Calculator, settings: N
     if settings.relax_endpoints:
         try:
             result = relax(endpoint, calculator, RelaxSettings(relax="positions", fmax=settings.fmax, steps=settings.steps))
-        except SimulationFailed as exc:
-            raise SimulationFailed(f"relaxing the {name}: {exc}") from exc
+        except Exception as exc:  # not converged, or the calculator failed
+            raise SimulationFailed(f"relaxing the {name}: {_reason(exc)}") from exc
         endpoint.set_positions(result.atoms.positions, apply_constraint=False)
         energy, forces = result.energy, result.forces
     else:
-        energy, forces = calculator.get_potential_energy(endpoint), calculator.get_forces(endpoint)
+        try:
+            energy, forces = calculator.get_potential_energy(endpoint), calculator.get_forces(endpoint)
+        except Exception as exc:
+            raise SimulationFailed(f"the {name}: {_reason(exc)}") from exc
     endpoint.calc = SinglePointCalculator(endpoint, energy=float(energy), forces=np.array(forces))
     return endpoint
 
 
+def _reason(exc: Exception) -> str:
+    """The message of a :class:`SimulationFailed`, else the exception's type and message."""
+    return str(exc) if isinstance(exc, SimulationFailed) else f"{type(exc).__name__}: {exc}"
+
+
 def _write_band(band: Path, images: list[Atoms], neb, step: int) -> None:
-    """Every image with its energy (eV) and unconstrained forces (eV/Å), ``info["neb_step"]``,
-    written to ``band`` through a temporary file and a rename."""
+    """Every image with its energy (eV) and forces (eV/Å; unconstrained for the images between
+    the endpoints), ``info["neb_step"]``, written to ``band`` through a temporary file and a rename."""
     forces = neb.real_forces.copy()  # zero for the endpoints, whose forces are frozen on them
     forces[0], forces[-1] = images[0].get_forces(apply_constraint=False), images[-1].get_forces(apply_constraint=False)
     frames = []

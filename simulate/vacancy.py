@@ -17,10 +17,10 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from pesmith.errors import DataError
+from pesmith.errors import DataError, SimulationFailed
 from pesmith.structures import neighbor_pairs
 
-from .relax import RelaxSettings, relax
+from .relax import Relaxed, RelaxSettings, relax
 
 
 @dataclass
@@ -61,7 +61,7 @@ def vacancy_formation(
     DataError
         ``bulk`` has no ``element`` atom, or a site is out of range or of another element.
     SimulationFailed
-        A relaxation did not converge.
+        A relaxation did not converge, or the calculator failed (the message says which).
     """
     settings = settings or RelaxSettings(fmax=0.01, steps=1000)
     classes = equivalent_sites(bulk, element)
@@ -72,13 +72,13 @@ def vacancy_formation(
             raise DataError(f"site {site} of {bulk.get_chemical_formula()} is {found}, not {element}; give indices of {element} atoms (0-based)")
     positions = settings.model_copy(update={"relax": "positions"})
     mu = reference_chemical_potential(element, calculator, settings) if chemical_potential is None else float(chemical_potential)
-    relaxed = relax(bulk, calculator, positions)
+    relaxed = _relaxed(bulk, calculator, positions, f"the bulk {bulk.get_chemical_formula()}")
     out = []
     for site in sites:
         site = site % len(bulk)
         defect = relaxed.atoms.copy()
         del defect[site]
-        result = relax(defect, calculator, positions)
+        result = _relaxed(defect, calculator, positions, f"the vacancy at site {site}")
         out.append(Vacancy(
             site=site, element=element, multiplicity=next(len(members) for members in classes if site in members),
             formation_energy=result.energy - relaxed.energy + mu, defect_energy=result.energy, bulk_energy=relaxed.energy,
@@ -93,7 +93,7 @@ def reference_chemical_potential(element: str, calculator: Calculator, settings:
     from ase.build import bulk
 
     crystal = bulk(element)
-    result = relax(crystal, calculator, settings.model_copy(update={"relax": "cell"}))
+    result = _relaxed(crystal, calculator, settings.model_copy(update={"relax": "cell"}), f"the reference crystal of {element}")
     return result.energy / len(crystal)
 
 
@@ -127,3 +127,13 @@ def equivalent_sites(atoms: Atoms, element: str, cutoff: float = 6.0, tolerance:
         else:
             classes[match].append(int(site))
     return classes
+
+
+def _relaxed(atoms: Atoms, calculator: Calculator, settings: RelaxSettings, what: str) -> Relaxed:
+    """:func:`relax`, any failure (not converged, the calculator failed) a :class:`SimulationFailed`
+    that names ``what`` was relaxed."""
+    try:
+        return relax(atoms, calculator, settings)
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, SimulationFailed) else f"{type(exc).__name__}: {exc}"
+        raise SimulationFailed(f"relaxing {what}: {reason}") from exc

@@ -115,3 +115,9 @@ def test_a_site_that_is_not_li_is_refused(li_bulk, tmp_path, capsys):
         vacancy_formation(ase.io.read(li_bulk), MorseCalculator(), sites=[99])
     assert cli.main(["vacancy", str(li_bulk), "--reference", "morse", "--sites", "1,x", "--output", str(tmp_path)]) == 2
     assert "--sites '1,x'" in capsys.readouterr().err
+
+
+def test_a_calculator_without_li_parameters_is_one_line(li_bulk, tmp_path, capsys):
+    emt = ["--reference", "ase", "--option", "calculator=ase.calculators.emt.EMT"]
+    assert cli.main(["vacancy", str(li_bulk), *emt, "--mu-li", "-1.9", "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: relaxing the bulk Li54: NotImplementedError: No EMT-potential for Li"]
