@@ -116,13 +116,11 @@ def run_neb(
         max_force = float(np.linalg.norm(neb.get_forces(), axis=1).max())  # the images' results are cached
         _write_band(band, images, neb, done + optimizer.nsteps)
 
-    optimizer.attach(after_step, interval=1)
+    optimizer.attach(after_step, interval=1)  # also called at the start, before the first step
     try:
         converged = bool(optimizer.run(fmax=settings.fmax, steps=max(0, settings.steps - done)))
     except Exception as exc:  # the calculator failed (an element it has no parameters for, a crash)
         raise SimulationFailed(f"the band at step {done + optimizer.nsteps}: {_reason(exc)}") from exc
-    if optimizer.nsteps == 0:  # a resumed band with no steps left: the observer did not run
-        after_step()
     energies = np.array(neb.energies, dtype=float)
     top = int(np.argmax(energies))
     return NEBResult(

@@ -170,3 +170,11 @@ def test_a_model_file_computes_the_band(tiny_si_model, small_si_xyz, tmp_path):
     assert result.energies[[0, -1]] == pytest.approx([model.get_potential_energy(initial), model.get_potential_energy(final)], abs=1e-6)
     middle = ase.io.read(tmp_path / "band.xyz", index=1)
     assert result.energies[1] == pytest.approx(model.get_potential_energy(middle), abs=1e-6)
+
+
+def test_a_band_resumed_with_no_steps_left_reports_its_state(band, tmp_path):
+    path = tmp_path / "band.xyz"
+    shutil.copy(band.band, path)
+    again = run_neb(*tutorial_endpoints(), EMT(), NEBSettings(images=3, fmax=FMAX, steps=band.steps), path, resume=True)
+    assert again.converged and again.steps == band.steps and again.max_force == pytest.approx(band.max_force, abs=1e-6)  # positions stored to 1e-8 Å
+    assert again.energies == pytest.approx(band.energies, abs=1e-6)
