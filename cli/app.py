@@ -16,7 +16,7 @@ from pesmith.errors import PesmithError
 from pesmith.registry import default_registry
 from pesmith.threads import prefer_passive_waiting
 
-from . import analyze, evaluate, hull, label, md, plugins, relax, search, train, validate
+from . import analyze, evaluate, hull, label, md, neb, plugins, relax, search, train, vacancy, validate
 from .common import EXIT_USER_ERROR
 
 
@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_parser(verbs)
     relax.add_parser(verbs)
     md.add_parser(verbs)
+    neb.add_parser(verbs)
+    vacancy.add_parser(verbs)
     analyze.add_parser(verbs)
     return parser
 
