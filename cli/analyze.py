@@ -1,4 +1,4 @@
-"""``pesmith analyze rdf|msd|vdos TRAJECTORY``: trajectory analysis (:mod:`pesmith.analysis`) as
+"""``pesmith analyze rdf|msd|vdos|sites TRAJECTORY``: trajectory analysis (:mod:`pesmith.analysis`) as
 CSV tables, a JSON summary and a plot, written atomically beside ``--output``."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .common import ARGUMENT_PATHS
 
 def add_parser(verbs: argparse._SubParsersAction) -> None:
     """Add ``analyze`` and its subverbs to the ``pesmith`` parser's ``verbs``."""
-    analyze = verbs.add_parser("analyze", help="RDF, diffusion (MSD) or vibrational DOS of a trajectory (no model needed)")
+    analyze = verbs.add_parser("analyze", help="RDF, diffusion (MSD), vibrational DOS or sites of a mobile species from a trajectory (no model needed)")
     kinds = analyze.add_subparsers(dest="analysis", required=True)
     rdf = kinds.add_parser("rdf", help="partial RDFs g_ab(r) and coordination numbers")
     rdf.add_argument("--r-max", type=float, default=6.0, help="largest distance, Å (default 6)")
@@ -31,9 +31,16 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     msd.add_argument("--blocks", type=int, default=5, help="blocks for the error bar (default 5)")
     vdos = kinds.add_parser("vdos", help="vibrational density of states from the velocity autocorrelation (frames need momenta)")
     vdos.add_argument("--max-lag-fs", type=float, help="longest VACF lag, fs (default: half the trajectory)")
+    sites = kinds.add_parser("sites", help="sites of a mobile species (Li) from an MD trajectory, with the hops seen between them: a kMC site network")
+    sites.add_argument("--species", default="Li", help="chemical symbol of the mobile atoms (default Li)")
+    sites.add_argument("--spacing", type=float, default=0.2, help="density grid spacing, Å (default 0.2)")
+    sites.add_argument("--smoothing", type=float, default=0.3, help="Gaussian width of the density, Å (default 0.3)")
+    sites.add_argument("--min-separation", type=float, default=1.2, help="closest two sites may be, Å (default 1.2)")
+    sites.add_argument("--radius", type=float, default=0.8, help="a position belongs to its nearest site within this, Å (default 0.8)")
+    sites.add_argument("--min-occupancy", type=float, default=0.01, help="fewest atoms per frame a site holds on average (default 0.01)")
     for parser in (msd, vdos):
         parser.add_argument("--timestep-fs", type=float, required=True, help="time between stored frames, fs")
-    for parser in (rdf, msd, vdos):
+    for parser in (rdf, msd, vdos, sites):
         parser.add_argument("trajectory", type=Path, help="frames readable by ase.io (extxyz, ASE .traj, ...)")
         parser.add_argument("--every", type=int, default=1, help="use every n-th frame (default 1)")
         parser.add_argument("--output", type=Path, help="stem of the files written (default: <trajectory>_<analysis>)")
@@ -55,8 +62,15 @@ def run_analyze(args: argparse.Namespace, registry: Registry) -> int:
     if step is not None:
         step *= args.every
     table, summary, plot = ANALYSES[args.analysis](frames, args, step)
+    structures = summary.pop("structures", None)
     written = [_write_csv(stem.with_name(stem.name + ".csv"), table), _write_json(stem.with_name(stem.name + ".json"), summary)]
     written.append(plot(stem.with_name(stem.name + ".png")))
+    if structures is not None:
+        from pesmith.atomic_io import atomic_path
+
+        written.append(stem.with_name(stem.name + ".xyz"))
+        with atomic_path(written[-1]) as temporary:
+            ase_files.write(temporary, structures, format="extxyz")
     for line in summary.get("lines", []):
         print(line)
     print(f"wrote {', '.join(str(p) for p in written)}")
@@ -99,7 +113,27 @@ def _vdos(frames, args, step) -> tuple[dict[str, np.ndarray], dict[str, Any], An
     return table, summary, lambda path: _plot(path, result.frequency_THz, {"VDOS": result.dos}, "frequency (THz)", "states per THz")
 
 
-ANALYSES = {"rdf": _rdf, "msd": _msd, "vdos": _vdos}
+def _sites(frames, args, _step) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
+    from pesmith.analysis.sites import find_sites
+
+    found = find_sites(frames, args.species, spacing=args.spacing, smoothing=args.smoothing, min_separation=args.min_separation,
+                       radius=args.radius, min_occupancy=args.min_occupancy)
+    order = np.argsort(-found.occupancy, kind="stable")
+    table = {"site": np.arange(len(order)), "x_A": found.positions[order, 0], "y_A": found.positions[order, 1], "z_A": found.positions[order, 2],
+             "occupancy": found.occupancy[order]}
+    hops = found.transitions[np.ix_(order, order)]
+    pairs = found.hop_pairs()
+    summary = {
+        "species": args.species, "frames": found.n_frames, "sites": len(order), "assigned_share": found.assigned,
+        "hops_seen": int(hops.sum()), "site_pairs_with_hops": len(pairs), "transitions": hops.tolist(),
+        "lines": [f"{len(order)} {args.species} sites from {found.n_frames} frames ({100 * found.assigned:.1f} % of positions within"
+                  f" {args.radius} Å of one); {int(hops.sum())} hops seen between {len(pairs)} site pairs"],
+    }
+    summary["structures"] = found.atoms()[order]  # <stem>.xyz: the sites with their occupancy, a kMC network's input
+    return table, summary, lambda path: _plot(path, table["site"], {"occupancy": table["occupancy"]}, "site (by occupancy)", f"{args.species} per frame")
+
+
+ANALYSES = {"rdf": _rdf, "msd": _msd, "vdos": _vdos, "sites": _sites}
 
 
 def _write_csv(path: Path, table: dict[str, np.ndarray]) -> Path:

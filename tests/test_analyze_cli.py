@@ -1,4 +1,4 @@
-"""pesmith analyze rdf|msd|vdos: the analysis functions on a trajectory file, as CSV, JSON and PNG."""
+"""pesmith analyze rdf|msd|vdos|sites: the analysis functions on a trajectory file, as CSV, JSON and PNG."""
 
 from __future__ import annotations
 
@@ -77,3 +77,36 @@ def test_rdf_of_a_trajectory_without_a_cell_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "cell" in err[0]
     assert not list(tmp_path.glob("molecule_rdf*"))
+
+
+def test_sites_of_li_hopping_between_two_places(tmp_path, capsys):
+    """Two Li in a cubic Si host: each sits at one of its two places and swaps place halfway;
+    the sites file holds the 4 places (occupancy 0.5 each) and the JSON the 2 hops seen."""
+    rng = np.random.default_rng(0)
+    places = np.array([[2.0, 2.0, 2.0], [4.5, 2.0, 2.0], [2.0, 7.0, 7.0], [2.0, 7.0, 4.5]])
+    host = np.array([[7.0, 7.0, 7.0], [7.0, 2.0, 7.0]])
+    frames = []
+    for index in range(200):
+        li = places[[0, 2]] if index < 100 else places[[1, 3]]
+        positions = np.vstack([li + rng.normal(0, 0.1, (2, 3)), host])
+        frames.append(Atoms("Li2Si2", positions=positions, cell=[10.0] * 3, pbc=True))
+    trajectory = tmp_path / "lisi.xyz"
+    ase.io.write(trajectory, frames, format="extxyz")
+    assert cli.main(["analyze", "sites", str(trajectory), "--species", "Li"]) == 0
+    assert "4 Li sites from 200 frames" in capsys.readouterr().out
+    sites = ase.io.read(tmp_path / "lisi_sites.xyz")
+    assert len(sites) == 4
+    np.testing.assert_allclose(sites.arrays["occupancy"], 0.5)
+    nearest = np.linalg.norm(places[:, None, :] - sites.positions[None, :, :], axis=2).min(axis=1)
+    assert nearest.max() < 0.1  # each place found (100 positions, 0.1 Å per axis)
+    summary = json.loads((tmp_path / "lisi_sites.json").read_text())
+    assert summary["hops_seen"] == 2 and summary["site_pairs_with_hops"] == 2
+    assert (tmp_path / "lisi_sites.png").is_file() and (tmp_path / "lisi_sites.csv").is_file()
+
+
+def test_sites_of_a_species_that_is_absent_is_one_line(tmp_path, capsys):
+    trajectory = tmp_path / "si.xyz"
+    ase.io.write(trajectory, [bulk("Si", "diamond", a=5.43, cubic=True)], format="extxyz")
+    assert cli.main(["analyze", "sites", str(trajectory)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no Li atom" in err
