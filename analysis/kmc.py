@@ -16,7 +16,7 @@ n_records (n_records = duration_s / record_every_s + 1).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +103,24 @@ def network_within(sites: Atoms, r_cut: float, barrier_eV: float | Callable[[np.
     return _checked(SiteNetwork(sites.positions.copy(), i, j, vector, np.asarray(barriers, float)))
 
 
+def network_from_table(sites: Atoms, r_cut: float, table: Mapping[tuple[int, int], float], default_eV: float | None = None) -> SiteNetwork:
+    """Hops between sites closer than ``r_cut`` (Å) with a barrier from ``table``, as NEB gives them.
+
+    ``table[(source, target)]`` is the barrier (eV) of that directed hop (give both directions
+    of a pair, they may differ); a hop not in the table gets ``default_eV``, or is left out when
+    that is None. A table entry for a pair farther apart than ``r_cut`` is an error.
+    """
+    i, j, shift, d = neighbor_list("ijSd", sites, r_cut)
+    known = {(int(a), int(b)) for a, b in zip(i, j)}
+    far = sorted(set(table) - known)
+    if far:
+        raise DataError(f"barrier table hops {far[:5]} join sites farther apart than r_cut = {r_cut} Å (or not sites at all): raise r_cut or fix the table")
+    barriers = np.array([table.get((int(a), int(b)), np.nan if default_eV is None else default_eV) for a, b in zip(i, j)], float)
+    keep = np.isfinite(barriers)
+    vector = sites.positions[j] + shift @ sites.cell[:] - sites.positions[i]
+    return _checked(SiteNetwork(sites.positions.copy(), i[keep], j[keep], vector[keep], barriers[keep]))
+
+
 def chain(n_sites: int, a: float, barrier_eV: float) -> SiteNetwork:
     """A periodic 1-D chain along x of ``n_sites`` sites ``a`` Å apart (2 hops per site)."""
     sites = Atoms(f"X{n_sites}", positions=[[k * a, 0, 0] for k in range(n_sites)], cell=[n_sites * a, 10 * a, 10 * a], pbc=[True, False, False])
@@ -183,6 +201,23 @@ def kmc(
         state.hop(cumulative, u[1] * total, u[2])
         t, n_hops = t_next, n_hops + 1
     return KMCResult(record_times, recorded, n_hops, False)
+
+
+def diffusion_at(
+    network: SiteNetwork, occupied: np.ndarray, temperature_K: float, hops_per_carrier: float, rng: np.random.Generator, nu: float = NU_DEFAULT
+) -> tuple[float, float, KMCResult]:
+    """Tracer D (Å^2/s, mean of the 3 directions) and its standard error from one kMC run of about
+    ``hops_per_carrier`` attempted hops per carrier (the duration is that many over the mean total
+    rate out of the occupied sites; blocked hops make the real count lower), recorded 1,000 times."""
+    if not hops_per_carrier >= 50:
+        raise ConfigError(f"hops_per_carrier must be at least 50 for a diffusion coefficient, got {hops_per_carrier}")
+    k = rates(network, temperature_K, nu)
+    out = np.bincount(network.source, weights=k, minlength=len(network.positions))  # (n_sites,) 1/s
+    occupied = _check_occupied(occupied, len(network.positions))
+    duration = hops_per_carrier / float(np.mean(out[occupied]))
+    result = kmc(network, occupied, temperature_K, duration, duration / 1000, rng, nu)
+    D, D_err = tracer_diffusion(result)
+    return float(D.mean()), float(np.sqrt(np.sum(D_err**2)) / 3), result
 
 
 def tracer_diffusion(result: KMCResult, n_blocks: int = 5, fit_s: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:

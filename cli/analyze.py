@@ -1,5 +1,6 @@
-"""``pesmith analyze rdf|msd|vdos|sites TRAJECTORY``: trajectory analysis (:mod:`pesmith.analysis`) as
-CSV tables, a JSON summary and a plot, written atomically beside ``--output``."""
+"""``pesmith analyze rdf|msd|vdos|sites TRAJECTORY`` and ``pesmith analyze kmc SITES``: analysis
+(:mod:`pesmith.analysis`) as CSV tables, a JSON summary and a plot, written atomically beside
+``--output``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from pesmith.errors import ConfigError
+from pesmith.errors import ConfigError, DataError
 from pesmith.registry import Registry
 
 from .common import ARGUMENT_PATHS
@@ -38,6 +39,17 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     sites.add_argument("--min-separation", type=float, default=1.2, help="closest two sites may be, Å (default 1.2)")
     sites.add_argument("--radius", type=float, default=0.8, help="a position belongs to its nearest site within this, Å (default 0.8)")
     sites.add_argument("--min-occupancy", type=float, default=0.01, help="fewest atoms per frame a site holds on average (default 0.01)")
+    kmc = kinds.add_parser("kmc", help="kinetic Monte Carlo of Li hops between sites (pesmith analyze sites' .xyz) at temperatures -> D, Arrhenius Ea")
+    kmc.add_argument("trajectory", metavar="SITES", type=Path, help="the sites: pesmith analyze sites' <stem>.xyz or any structure file of sites")
+    kmc.add_argument("--r-cut", type=float, required=True, help="longest hop, Å")
+    kmc.add_argument("--barrier", type=float, help="barrier of every hop within --r-cut, eV (with --barriers: of hops not in the table)")
+    kmc.add_argument("--barriers", type=Path, help="CSV with columns source,target,barrier_eV (site indices; e.g. from pesmith neb)")
+    kmc.add_argument("--temperature", type=float, nargs="+", required=True, help="K; 2 or more give an Arrhenius fit")
+    kmc.add_argument("--carriers", type=int, help="carriers on the most occupied sites (default: the sites' total occupancy, rounded)")
+    kmc.add_argument("--hops", type=float, default=2000, help="attempted hops per carrier and temperature (default 2000)")
+    kmc.add_argument("--nu", type=float, default=1e13, help="attempt frequency, 1/s (default 1e13)")
+    kmc.add_argument("--seed", type=int, default=0)
+    kmc.add_argument("--output", type=Path, help="stem of the files written (default: <sites>_kmc)")
     for parser in (msd, vdos):
         parser.add_argument("--timestep-fs", type=float, required=True, help="time between stored frames, fs")
     for parser in (rdf, msd, vdos, sites):
@@ -52,16 +64,25 @@ def run_analyze(args: argparse.Namespace, registry: Registry) -> int:
     from pesmith import ase_files
     from pesmith.data import check_structure_file
 
+    if args.analysis == "kmc":
+        check_structure_file(args.trajectory, "SITES argument", paths=ARGUMENT_PATHS)
+        return _write_outputs(args.output or args.trajectory.with_name(f"{args.trajectory.stem}_kmc"), *_kmc(ase_files.read(args.trajectory, index=-1), args))
     check_structure_file(args.trajectory, "TRAJECTORY argument", paths=ARGUMENT_PATHS)
     if args.every < 1:
         raise ConfigError(f"--every must be at least 1, got {args.every}")
     frames = ase_files.read(args.trajectory, index=f"::{args.every}")
     stem = args.output or args.trajectory.with_name(f"{args.trajectory.stem}_{args.analysis}")
-    stem.parent.mkdir(parents=True, exist_ok=True)
     step = getattr(args, "timestep_fs", None)
     if step is not None:
         step *= args.every
-    table, summary, plot = ANALYSES[args.analysis](frames, args, step)
+    return _write_outputs(stem, *ANALYSES[args.analysis](frames, args, step))
+
+
+def _write_outputs(stem: Path, table: dict[str, np.ndarray], summary: dict[str, Any], plot) -> int:
+    """``<stem>.csv``, ``.json``, ``.png`` (and ``.xyz`` of ``summary["structures"]``); the summary's lines on stdout."""
+    from pesmith import ase_files
+
+    stem.parent.mkdir(parents=True, exist_ok=True)
     structures = summary.pop("structures", None)
     written = [_write_csv(stem.with_name(stem.name + ".csv"), table), _write_json(stem.with_name(stem.name + ".json"), summary)]
     written.append(plot(stem.with_name(stem.name + ".png")))
@@ -131,6 +152,52 @@ def _sites(frames, args, _step) -> tuple[dict[str, np.ndarray], dict[str, Any], 
     }
     summary["structures"] = found.atoms()[order]  # <stem>.xyz: the sites with their occupancy, a kMC network's input
     return table, summary, lambda path: _plot(path, table["site"], {"occupancy": table["occupancy"]}, "site (by occupancy)", f"{args.species} per frame")
+
+
+def _kmc(sites, args) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
+    from pesmith.analysis.diffusion import arrhenius
+    from pesmith.analysis.kmc import diffusion_at, network_from_table, network_within
+
+    if args.barriers is None and args.barrier is None:
+        raise ConfigError("pesmith analyze kmc needs --barrier EV or --barriers CSV (source,target,barrier_eV)")
+    network = network_from_table(sites, args.r_cut, _barrier_table(args.barriers), args.barrier) if args.barriers else network_within(sites, args.r_cut, args.barrier)
+    occupancy = sites.arrays.get("occupancy", np.zeros(len(sites)))
+    carriers = args.carriers if args.carriers is not None else int(round(float(occupancy.sum())))
+    if not 1 <= carriers < len(sites):
+        raise ConfigError(f"--carriers must be 1 to {len(sites) - 1} (fewer than the {len(sites)} sites), got {carriers}; give --carriers when the sites file has no occupancy")
+    occupied = np.argsort(-occupancy, kind="stable")[:carriers]
+    rng = np.random.default_rng(args.seed)
+    temperatures = sorted(args.temperature)
+    D, D_err = np.zeros(len(temperatures)), np.zeros(len(temperatures))
+    lines = []
+    for index, temperature in enumerate(temperatures):
+        D[index], D_err[index], result = diffusion_at(network, occupied, temperature, args.hops, rng, args.nu)
+        lines.append(f"T = {temperature:.0f} K: D = {D[index] * 1e-16:.3e} ± {D_err[index] * 1e-16:.1e} cm^2/s ({result.n_hops} hops of {carriers} carriers)")
+    table = {"temperature_K": np.array(temperatures), "D_cm2_per_s": D * 1e-16, "D_err_cm2_per_s": D_err * 1e-16}
+    summary: dict[str, Any] = {"sites": len(sites), "hops_in_network": int(network.source.size), "carriers": carriers, "nu_per_s": args.nu}
+    if len(set(temperatures)) >= 2:
+        fit = arrhenius(temperatures, D, D_err)
+        summary |= {"Ea_eV": fit.Ea_eV, "Ea_err_eV": fit.Ea_err_eV, "D0_cm2_per_s": fit.D0 * 1e-16, "D0_err_cm2_per_s": fit.D0_err * 1e-16}
+        lines.append(f"Arrhenius: Ea = {fit.Ea_eV:.3f} ± {fit.Ea_err_eV:.3f} eV, D0 = {fit.D0 * 1e-16:.2e} cm^2/s")
+    summary["lines"] = lines
+    inverse = 1000.0 / np.array(temperatures)
+    return table, summary, lambda path: _plot(path, inverse, {"ln D (cm^2/s)": np.log(D * 1e-16)}, "1000 / T (1/K)", "ln D")
+
+
+def _barrier_table(path: Path) -> dict[tuple[int, int], float]:
+    """``{(source, target): barrier_eV}`` from a CSV with those three columns."""
+    import csv
+
+    if not path.is_file():
+        raise ConfigError(f"--barriers {path}: no such file")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not {"source", "target", "barrier_eV"} <= set(reader.fieldnames or []):
+            raise DataError(f"{path}: needs the columns source,target,barrier_eV, has {reader.fieldnames}")
+        try:
+            return {(int(row["source"]), int(row["target"])): float(row["barrier_eV"]) for row in reader}
+        except ValueError as exc:
+            raise DataError(f"{path}: {exc}; source and target are site indices, barrier_eV a number") from None
 
 
 ANALYSES = {"rdf": _rdf, "msd": _msd, "vdos": _vdos, "sites": _sites}

@@ -1,4 +1,4 @@
-"""pesmith analyze rdf|msd|vdos|sites: the analysis functions on a trajectory file, as CSV, JSON and PNG."""
+"""pesmith analyze rdf|msd|vdos|sites|kmc: the analysis functions on a trajectory (or sites) file, as CSV, JSON and PNG."""
 
 from __future__ import annotations
 
@@ -110,3 +110,64 @@ def test_sites_of_a_species_that_is_absent_is_one_line(tmp_path, capsys):
     assert cli.main(["analyze", "sites", str(trajectory)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no Li atom" in err
+
+
+def _simple_cubic_sites(n: int, a: float) -> Atoms:
+    grid = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3) * a
+    return Atoms(f"X{n**3}", positions=grid, cell=[n * a] * 3, pbc=True)
+
+
+def test_kmc_on_a_sites_file_recovers_the_barrier(tmp_path, capsys):
+    """20 carriers on 512 simple-cubic sites (3 Å), one barrier of 0.30 eV: D = a^2 k per
+    direction up to the small blocking at 4 % occupancy, and the Arrhenius fit over 500 and
+    1000 K gives Ea back."""
+    from ase import units
+
+    sites = _simple_cubic_sites(8, 3.0)
+    occupancy = np.zeros(len(sites))
+    occupancy[::26] = 1.0  # 20 sites hold a carrier: the default --carriers
+    sites.set_array("occupancy", occupancy)
+    path = tmp_path / "sites.xyz"
+    ase.io.write(path, sites, format="extxyz")
+    assert cli.main(["analyze", "kmc", str(path), "--r-cut", "3.1", "--barrier", "0.30", "--temperature", "500", "1000", "--hops", "8000"]) == 0
+    assert "Arrhenius: Ea = " in capsys.readouterr().out
+    summary = json.loads((tmp_path / "sites_kmc.json").read_text())
+    assert summary["carriers"] == 20 and summary["hops_in_network"] == 6 * 512
+    assert summary["Ea_eV"] == pytest.approx(0.30, rel=0.07)
+    table = np.loadtxt(tmp_path / "sites_kmc.csv", delimiter=",", skiprows=1)
+    exact = 9.0 * 1e13 * np.exp(-0.30 / (units.kB * table[:, 0])) * 1e-16  # a^2 k, cm^2/s
+    np.testing.assert_allclose(table[:, 1], exact, rtol=0.12)
+    assert (tmp_path / "sites_kmc.png").is_file()
+
+
+def test_kmc_barrier_table_keeps_only_its_hops(tmp_path):
+    from pesmith.analysis.kmc import network_from_table
+
+    sites = _simple_cubic_sites(4, 3.0)
+    x_neighbour = {s: int(np.flatnonzero(np.all(np.isclose(sites.positions, (sites.positions[s] + [3.0, 0, 0]) % 12.0), axis=1))[0]) for s in range(64)}
+    table = {(s, t): 0.2 for s, t in x_neighbour.items()} | {(t, s): 0.4 for s, t in x_neighbour.items()}
+    network = network_from_table(sites, 3.1, table)
+    assert network.source.size == 128
+    assert np.all(np.abs(network.vector[:, 1:]) < 1e-9)  # only hops along x
+    forward = network.vector[:, 0] > 0
+    np.testing.assert_allclose(network.barrier_eV[forward], 0.2)
+    np.testing.assert_allclose(network.barrier_eV[~forward], 0.4)
+    with_default = network_from_table(sites, 3.1, table, default_eV=0.5)
+    assert with_default.source.size == 6 * 64
+
+
+def test_kmc_bad_input_is_one_line(tmp_path, capsys):
+    sites = _simple_cubic_sites(4, 3.0)
+    path = tmp_path / "sites.xyz"
+    ase.io.write(path, sites, format="extxyz")
+    far = tmp_path / "far.csv"
+    far.write_text("source,target,barrier_eV\n0,63,0.3\n")
+    cases = [
+        (["--temperature", "500", "--carriers", "3"], "needs --barrier"),
+        (["--barriers", str(far), "--temperature", "500", "--carriers", "3"], "farther apart than r_cut"),
+        (["--barrier", "0.3", "--temperature", "500"], "--carriers must be"),
+    ]
+    for extra, message in cases:
+        assert cli.main(["analyze", "kmc", str(path), "--r-cut", "3.1", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err
