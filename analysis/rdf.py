@@ -29,7 +29,10 @@ r_max = 6 Å, skin 2 Å and 0.06 atoms/Å^3 — plus (n_species^2 + 1) x n_bins 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import collections
+import itertools
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,6 +73,8 @@ def rdf(
     n_bins: int = 200,
     neighbors: Literal["ase", "vesin"] = "ase",
     skin: float = 2.0,
+    workers: int = 1,
+    chunk_frames: int = 500,
 ) -> RDF:
     """Partial and total RDFs averaged over the frames of a trajectory.
 
@@ -82,6 +87,10 @@ def rdf(
         ``"vesin"`` (about 20x faster; vesin imports torch when it is installed).
     skin : margin of the reused pair list, Å (see the module docstring; 2 Å as LAMMPS' default
         for metal units); 0 rebuilds every frame.
+    workers : processes; above 1, blocks of ``chunk_frames`` frames go to a process pool (spawned,
+        one thread each; at most 2 blocks per worker in flight, so memory stays at about
+        2 x workers x chunk_frames frames) and their sums are added in frame order.
+    chunk_frames : frames per block with ``workers`` > 1 (each block builds its own pair list).
 
     Returns
     -------
@@ -90,32 +99,90 @@ def rdf(
     Raises
     ------
     DataError : a frame without a cell, a species that was not in the first frame, no frames.
-    ConfigError : r_max <= 0, n_bins < 1, skin < 0 or an unknown ``neighbors``.
+    ConfigError : r_max <= 0, n_bins < 1, skin < 0, workers or chunk_frames < 1, or an unknown
+        ``neighbors``.
     """
     _check_settings(r_max, n_bins, neighbors, skin)
-    edges = np.linspace(0.0, r_max, n_bins + 1)
-    pair_list = _VerletPairs(_pair_function(neighbors, r_max + skin), skin)
-    species: list[int] | None = None
-    sums: dict[str, np.ndarray] = {}
-    n_frames = 0
-    for index, atoms in enumerate(trajectory):
-        volume = _volume(atoms, index)
-        if species is None:
-            species = sorted(set(atoms.numbers.tolist()))
-            sums = {"g": np.zeros((len(species), len(species), n_bins)), "n": np.zeros((len(species), len(species), n_bins)), "total": np.zeros(n_bins)}
-        kinds = _species_index(atoms.numbers, species, index)
-        code, d, half = pair_list.pairs(atoms, kinds, len(species))
-        counts = _pair_histogram(code, d, len(species), r_max / n_bins, n_bins)  # (s, s, n_bins)
-        if half:  # each unordered pair once: add the reversed pairs
-            counts = counts + counts.transpose(1, 0, 2)
-        _accumulate(sums, counts, np.bincount(kinds, minlength=len(species)), volume, edges)
-        n_frames += 1
-    if species is None:
+    if workers < 1 or chunk_frames < 1:
+        raise ConfigError(f"workers and chunk_frames must be at least 1, got {workers} and {chunk_frames}")
+    frames = iter(trajectory)
+    first = next(frames, None)
+    if first is None:
         raise DataError("the trajectory has no frames: RDF needs at least one frame with a cell")
+    species = sorted(set(first.numbers.tolist()))
+    settings = (r_max, n_bins, neighbors, skin, species)
+    blocks = _blocks(itertools.chain([first], frames), chunk_frames)
+    if workers == 1:
+        parts = (_frame_sums(block, start, *settings) for start, block in blocks)
+        total = _added(parts)
+    else:
+        total = _added(_in_pool(blocks, settings, workers))
+    sums, n_frames = total
+    edges = np.linspace(0.0, r_max, n_bins + 1)
     symbols = [chemical_symbols[z] for z in species]
     partial = {(a, b): sums["g"][p, q] / n_frames for p, a in enumerate(symbols) for q, b in enumerate(symbols)}
     cumulative = {(a, b): np.cumsum(sums["n"][p, q]) / n_frames for p, a in enumerate(symbols) for q, b in enumerate(symbols)}
     return RDF(0.5 * (edges[:-1] + edges[1:]), edges, sums["total"] / n_frames, partial, cumulative, n_frames)
+
+
+def _frame_sums(frames: list[Atoms], start: int, r_max: float, n_bins: int, neighbors: str, skin: float, species: list[int]) -> tuple[dict[str, np.ndarray], int]:
+    """Summed g_ab, neighbour counts and total g of consecutive ``frames`` (the first is frame
+    ``start`` of the trajectory, for messages), and how many frames."""
+    edges = np.linspace(0.0, r_max, n_bins + 1)
+    pair_list = _VerletPairs(_pair_function(neighbors, r_max + skin), skin)
+    n = len(species)
+    sums = {"g": np.zeros((n, n, n_bins)), "n": np.zeros((n, n, n_bins)), "total": np.zeros(n_bins)}
+    for offset, atoms in enumerate(frames):
+        index = start + offset
+        volume = _volume(atoms, index)
+        kinds = _species_index(atoms.numbers, species, index)
+        code, d, half = pair_list.pairs(atoms, kinds, n)
+        counts = _pair_histogram(code, d, n, r_max / n_bins, n_bins)  # (s, s, n_bins)
+        if half:  # each unordered pair once: add the reversed pairs
+            counts = counts + counts.transpose(1, 0, 2)
+        _accumulate(sums, counts, np.bincount(kinds, minlength=n), volume, edges)
+    return sums, len(frames)
+
+
+def _blocks(frames: Iterable[Atoms], size: int) -> Iterator[tuple[int, list[Atoms]]]:
+    """``(index of the block's first frame, frames)`` in blocks of ``size``."""
+    iterator, start = iter(frames), 0
+    while block := list(itertools.islice(iterator, size)):
+        yield start, block
+        start += len(block)
+
+
+def _added(parts: Iterable[tuple[dict[str, np.ndarray], int]]) -> tuple[dict[str, np.ndarray], int]:
+    total: dict[str, np.ndarray] = {}
+    n_frames = 0
+    for sums, n in parts:
+        total = {key: total[key] + value for key, value in sums.items()} if total else sums
+        n_frames += n
+    return total, n_frames
+
+
+def _in_pool(blocks: Iterator[tuple[int, list[Atoms]]], settings: tuple, workers: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """:func:`_frame_sums` of each block in ``workers`` spawned processes, in block order, with at
+    most 2 blocks per worker waiting."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool:
+        pending: collections.deque = collections.deque()
+        for start, block in blocks:
+            pending.append(pool.submit(_frame_sums, block, start, *settings))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _one_thread() -> None:
+    """Worker start: one thread per process (numpy's BLAS and vesin's OpenMP)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
 
 
 def coordination_numbers(result: RDF, r_cut: float | None = None, smooth: int = 1) -> dict[Pair, tuple[float, float]]:

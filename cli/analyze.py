@@ -26,6 +26,7 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     rdf.add_argument("--bins", type=int, default=200, help="histogram bins (default 200)")
     rdf.add_argument("--skin", type=float, default=2.0, help="margin of the reused pair list, Å (default 2; 0: a new list every frame)")
     rdf.add_argument("--neighbors", choices=("ase", "vesin"), default="ase", help="neighbour list (default ase; vesin is faster but imports torch)")
+    rdf.add_argument("--workers", type=int, default=1, help="processes, blocks of 500 frames each (default 1)")
     msd = kinds.add_parser("msd", help="mean squared displacement per species and D with a block error bar")
     msd.add_argument("--species", nargs="*", help="chemical symbols (default: all)")
     msd.add_argument("--fit-fs", type=float, nargs=2, metavar=("START", "END"), help="linear-fit window, fs (default 0.1-0.5 of a block)")
@@ -101,7 +102,7 @@ def _write_outputs(stem: Path, table: dict[str, np.ndarray], summary: dict[str, 
 def _rdf(frames, args, _step) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
     from pesmith.analysis.rdf import coordination_numbers, rdf
 
-    result = rdf(frames, r_max=args.r_max, n_bins=args.bins, neighbors=args.neighbors, skin=args.skin)
+    result = rdf(frames, r_max=args.r_max, n_bins=args.bins, neighbors=args.neighbors, skin=args.skin, workers=args.workers)
     cn = coordination_numbers(result)
     table = {"r_A": result.r, "g_total": result.total} | {f"g_{a}-{b}": g for (a, b), g in result.partial.items()}
     lines = [f"CN {a}-{b}: {n:.2f} within {r:.2f} Å" for (a, b), (n, r) in cn.items()]

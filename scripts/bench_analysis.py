@@ -6,13 +6,15 @@ axis), frames wrapped into the cell. Every tool runs in its own process (its pea
 own), on the same positions:
 
 - RDF, r_max 6 Å, 200 bins: pesmith (vesin neighbour list, reused between frames with a
-  ``--skin`` margin, default 2 Å; 0 builds it every frame) on every frame; ``ase.geometry.rdf``
+  ``--skin`` margin, default 2 Å; 0 builds it every frame; ``--workers`` processes, default 2) on
+  every frame; ``ase.geometry.rdf``
   and MDAnalysis ``InterRDF`` (self pairs excluded, so its g is N/(N - 1) times ours) on the
   first ``--peer-frames`` frames, which is as long as they take; ratios are per frame.
 - MSD of Li with every time origin (FFT): pesmith from the wrapped frames (unwrapping included)
   and MDAnalysis ``EinsteinMSD(fft=True)`` (needs tidynamics) from the unwrapped positions.
 
 The outputs are compared (max |difference|) where the tools compute the same quantity. Peak RSS
+of pesmith's RDF worker processes (the largest one) is in the JSON as ``worker_peak_rss_mb``. Peak RSS
 is each child's whole process: the synthetic positions it builds (24 bytes x atoms x frames, 240 MB
 at the defaults) and, for pesmith's RDF, torch, which vesin imports when it is installed. Prints a
 table (seconds, ms per frame, ratio to pesmith, peak RSS) and writes JSON::
@@ -91,7 +93,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
         from pesmith.analysis.rdf import rdf
 
         start = time.perf_counter()
-        result = rdf(frames(positions, numbers, cell), R_MAX, N_BINS, neighbors="vesin", skin=args.skin)
+        result = rdf(frames(positions, numbers, cell), R_MAX, N_BINS, neighbors="vesin", skin=args.skin, workers=args.workers)
         seconds = time.perf_counter() - start
         check = rdf(frames(positions, numbers, cell, peer), R_MAX, N_BINS, neighbors="vesin", skin=args.skin).total
         return {"seconds": seconds, "frames": args.frames, "g": check.tolist(), "g_all_frames_peak": float(result.total.max())}
@@ -129,12 +131,13 @@ def run_task(task: str, args: argparse.Namespace) -> dict:
 def child(task: str, args: argparse.Namespace) -> None:
     out = run_task(task, args)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    out["worker_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0  # the largest worker process, if any
     print(json.dumps(out))
 
 
 def measure(task: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--child", task, "--atoms", str(args.atoms), "--frames", str(args.frames),
-               "--peer-frames", str(args.peer_frames), "--seed", str(args.seed), "--skin", str(args.skin)]
+               "--peer-frames", str(args.peer_frames), "--seed", str(args.seed), "--skin", str(args.skin), "--workers", str(args.workers)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["failed"])[-1]
@@ -175,6 +178,7 @@ def main() -> None:
     parser.add_argument("--peer-frames", type=int, default=200, help="frames for ASE's and MDAnalysis' RDF (ratios are per frame)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skin", type=float, default=2.0, help="Å, margin of pesmith's reused pair list (0: built every frame)")
+    parser.add_argument("--workers", type=int, default=2, help="processes of pesmith's RDF (blocks of 500 frames)")
     parser.add_argument("--json", default="bench_analysis.json")
     parser.add_argument("--child", choices=TASKS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -187,11 +191,11 @@ def main() -> None:
         results[task] = measure(task, args)
         print(f"{task}: {results[task].get('seconds', results[task].get('skipped'))}", file=sys.stderr, flush=True)
     compare(results)
-    print(f"{args.atoms} atoms, {args.frames} frames ({args.peer_frames} for the peers' RDF), r_max {R_MAX} Å, {N_BINS} bins, skin {args.skin} Å")
+    print(f"{args.atoms} atoms, {args.frames} frames ({args.peer_frames} for the peers' RDF), r_max {R_MAX} Å, {N_BINS} bins, skin {args.skin} Å, {args.workers} workers for pesmith's RDF")
     print("\n".join(table(results)))
     slim = {task: {k: v for k, v in r.items() if k not in ("g", "msd")} for task, r in results.items()}
     Path(args.json).write_text(json.dumps({"atoms": args.atoms, "frames": args.frames, "peer_frames": args.peer_frames,
-                                           "seed": args.seed, "skin": args.skin, "r_max": R_MAX, "n_bins": N_BINS, "results": slim}, indent=1))
+                                           "seed": args.seed, "skin": args.skin, "workers": args.workers, "r_max": R_MAX, "n_bins": N_BINS, "results": slim}, indent=1))
     print(f"wrote {args.json}")
 
 

@@ -149,3 +149,29 @@ def test_reused_pair_list_equals_a_new_list_every_frame(neighbors, monkeypatch):
 def test_negative_skin_is_refused():
     with pytest.raises(ConfigError, match="skin"):
         rdf([_lithium_copper()], r_max=3.0, skin=-0.5)
+
+
+def test_two_workers_give_the_serial_rdf():
+    """Blocks of 7 frames in 2 spawned processes: the same g, cumulative counts and frame count as
+    one process; a frame without a cell in a worker's block is named by its trajectory index."""
+    rng = np.random.default_rng(5)
+    base = _lithium_copper(seed=2)
+    frames = []
+    for _ in range(30):
+        atoms = base.copy()
+        atoms.positions += rng.normal(0.0, 0.08, atoms.positions.shape)
+        atoms.wrap()
+        frames.append(atoms)
+    serial = rdf(frames, r_max=6.0, n_bins=60)
+    parallel = rdf(iter(frames), r_max=6.0, n_bins=60, workers=2, chunk_frames=7)
+    assert parallel.n_frames == serial.n_frames == 30
+    np.testing.assert_allclose(parallel.total, serial.total, rtol=0, atol=1e-12)
+    for pair in serial.partial:
+        np.testing.assert_allclose(parallel.partial[pair], serial.partial[pair], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(parallel.cumulative[pair], serial.cumulative[pair], rtol=0, atol=1e-12)
+    broken = [atoms.copy() for atoms in frames]
+    broken[23].cell = None
+    with pytest.raises(DataError, match="frame 23 has no cell"):
+        rdf(broken, r_max=6.0, n_bins=60, workers=2, chunk_frames=7)
+    with pytest.raises(ConfigError, match="workers"):
+        rdf(frames, r_max=6.0, workers=0)
