@@ -29,6 +29,11 @@ COUNTING_PLUGIN = textwrap.dedent(
 )
 
 
+def descriptor_hook(body: str, imports: str = "") -> str:
+    """Source of a plugin module whose descriptor hook runs ``body`` (one line)."""
+    return f"from pesmith import hookimpl\n{imports}\n@hookimpl\ndef pesmith_register_descriptors(register):\n    {body}\n"
+
+
 def claiming_plugin(name: str, class_name: str) -> str:
     """Source of a plugin module that registers an ACSF subclass as descriptor ``name``."""
     return textwrap.dedent(
@@ -109,11 +114,7 @@ def test_entry_point_is_imported_on_first_use_only(example_plugin):
 
 
 def test_class_registered_by_target_is_listed_and_imported_when_used(plugin_module):
-    name = plugin_module(
-        "lazy_target_plugin",
-        "from pesmith import hookimpl\n\n@hookimpl\ndef pesmith_register_descriptors(register):\n"
-        "    register('lazy', 'lazy_target_class:Lazy', 'A descriptor imported on use.')\n",
-    )
+    name = plugin_module("lazy_target_plugin", descriptor_hook("register('lazy', 'lazy_target_class:Lazy', 'A descriptor imported on use.')"))
     plugin_module("lazy_target_class", COUNTING_PLUGIN.replace("class Counted(ACSF)", "class Lazy(ACSF)"))
     registry = Registry(entry_points=False, modules=[name])
     (info,) = [p for p in registry.plugins() if p.name == "lazy"]
@@ -132,11 +133,7 @@ def test_class_registered_by_target_is_listed_and_imported_when_used(plugin_modu
     ],
 )
 def test_target_that_cannot_be_loaded_is_listed_and_fails_when_used(plugin_module, target, message):
-    name = plugin_module(
-        f"bad_target_{abs(hash(target))}",
-        f"from pesmith import hookimpl\n\n@hookimpl\ndef pesmith_register_descriptors(register):\n"
-        f"    register('missing', {target!r}, 'Listed, not importable.')\n",
-    )
+    name = plugin_module(f"bad_target_{abs(hash(target))}", descriptor_hook(f"register('missing', {target!r}, 'Listed, not importable.')"))
     registry = Registry(entry_points=False, modules=[name])
     assert "missing" in registry.names("descriptor") and registry.failures == []
     with pytest.raises(PluginError) as error:
@@ -287,10 +284,6 @@ def test_pesmith_plugins_selects_entry_points(example_plugin, fake_distribution,
     ],
 )
 def test_register_rejects_bad_arguments(plugin_module, body, match):
-    name = plugin_module(
-        f"bad_register_{abs(hash(body))}",
-        "from pesmith import hookimpl\nfrom pesmith.plugins.descriptors.acsf import ACSF\n\n"
-        f"@hookimpl\ndef pesmith_register_descriptors(register):\n    {body}\n",
-    )
+    name = plugin_module(f"bad_register_{abs(hash(body))}", descriptor_hook(body, "from pesmith.plugins.descriptors.acsf import ACSF\n"))
     with pytest.raises(PluginError, match=match):
         Registry(entry_points=False, modules=[name]).plugins()
