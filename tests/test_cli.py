@@ -412,9 +412,7 @@ def test_search_status_reads_the_checkpoint_without_torch(tmp_path):
 def test_plugins_lists_every_plugin_without_importing_one(example_plugin):
     """`pesmith plugins` lists the built-ins and an outside plugin from their registrations alone:
     no plugin class's module is imported, and no torch."""
-    from conftest import PLUGIN_EXAMPLE
-
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(example_plugin), str(PLUGIN_EXAMPLE)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(example_plugin), str(Path(__file__).resolve().parent / "plugin_example")]))
     code = (
         "import sys\nfrom pesmith import cli\ncode = cli.main(['plugins'])\n"
         "classes = ('pesmith.plugins.descriptors.', 'pesmith.plugins.models.', 'pesmith.plugins.references.', 'pesmith_example.plugin')\n"
