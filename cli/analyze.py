@@ -221,21 +221,13 @@ def _write_json(path: Path, summary: dict[str, Any]) -> Path:
 
 
 def _plot(path: Path, x: np.ndarray, curves: dict[str, np.ndarray], xlabel: str, ylabel: str) -> Path:
-    import matplotlib
+    from pesmith.plots import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pesmith.atomic_io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for name, y in curves.items():
         ax.plot(x, y, label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, dpi=120, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

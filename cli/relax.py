@@ -52,10 +52,9 @@ def reference_options(pairs: list[str]) -> dict[str, Any]:
 def run_relax(args: argparse.Namespace, registry: Registry) -> int:
     """Run ``pesmith relax`` for the parsed ``args``; return the exit code (1 when every
     structure failed)."""
-    from ase.calculators.singlepoint import SinglePointCalculator
-
     from pesmith import ase_files
     from pesmith.data import check_structure_file, read_structures
+    from pesmith.simulate.frames import labeled_frame
     from pesmith.simulate.relax import RelaxSettings, relax
     from pesmith.workflows import check_writable
 
@@ -75,11 +74,10 @@ def run_relax(args: argparse.Namespace, registry: Registry) -> int:
             failed.append(f"structure {index} ({atoms.get_chemical_formula()}): {exc}".splitlines()[0])
             print(f"{index:>4} {atoms.get_chemical_formula():<14} failed: {failed[-1]}")
             continue
-        final = result.atoms
+        final = labeled_frame(result.atoms, result.energy, result.forces, result.stress)
         final.info.update(relax_steps=result.steps, max_force_eV_per_A=result.max_force, source_index=index)
         if result.max_stress_GPa is not None:
             final.info["max_stress_GPa"] = result.max_stress_GPa
-        final.calc = SinglePointCalculator(final, energy=result.energy, forces=result.forces, **({"stress": result.stress} if result.stress is not None else {}))
         relaxed.append(final)
         stress = "" if result.max_stress_GPa is None else f", max stress {result.max_stress_GPa:.3f} GPa"
         print(f"{index:>4} {final.get_chemical_formula():<14} {result.energy / len(final):.5f} eV/atom in {result.steps} steps,"

@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-from pesmith.errors import ConfigError
 from pesmith.registry import Registry
 
 from .common import ARGUMENT_PATHS, EXIT_INTERRUPTED
@@ -42,13 +41,14 @@ def validate_command(model_path: Path, data_path: Path, output: Path | None, reg
     from pesmith.model_file import load_potential
     from pesmith.validation import predict_dataset
     from pesmith.validation_report import FILES, UNCERTAINTY_FILE, validation_report, write_validation_report
-    from pesmith.workflows import check_writable
+    from pesmith.workflows import check_not_replacing, check_writable
 
     check_structure_file(data_path, "DATA argument", paths=ARGUMENT_PATHS)
     output = output or Path(f"validation_{model_path.stem}_{data_path.stem}")
-    existing = [name for name in (*FILES, UNCERTAINTY_FILE) if (output / name).exists()]
-    if existing and not overwrite:
-        raise ConfigError(f"{output} already holds a validation report ({', '.join(existing)}); pass --overwrite or choose --output")
+    check_not_replacing(
+        [output / name for name in (*FILES, UNCERTAINTY_FILE)], overwrite,
+        lambda existing: f"{output} already holds a validation report ({', '.join(p.name for p in existing)}); pass --overwrite or choose --output",
+    )
     check_writable(output / FILES[0], "--output")
     potential, _ = load_potential(model_path, registry)
     dataset = read_dataset(data_path)

@@ -114,7 +114,7 @@ def load_potential(path: str | Path, registry: Registry | None = None) -> tuple[
 
 
 def _kind_name(registry: Registry, obj: object) -> str:
-    for info in registry.plugins():
-        if info.cls is type(obj):
-            return info.name
+    name = registry.name_of(type(obj))
+    if name is not None:
+        return name
     raise ModelFileError(f"{type(obj).__qualname__} is not a registered plugin; register it to save models using it")

@@ -1,7 +1,10 @@
 """The plugin registry: built-in and outside plugins, registered through the same hooks.
 
-Loading is lazy (on first use) and idempotent. Outside plugins come from the ``pesmith``
-entry-point group; set ``PESMITH_DISABLE_ENTRY_POINTS=1`` to switch them off (tests) or
+A plugin is known by its kind, its name, its one-line description and where its class lives
+(``"module:Class"``); the module is imported when the class is first used (:meth:`Registry.get`,
+:attr:`PluginInfo.cls`), so listing the plugins imports none of them (and no torch). Loading the
+hooks is lazy (on first use) and idempotent. Outside plugins come from the ``pesmith`` entry-point
+group; set ``PESMITH_DISABLE_ENTRY_POINTS=1`` to switch them off (tests) or
 ``PESMITH_PLUGINS=name1,name2`` to load only those entry points.
 """
 
@@ -10,7 +13,9 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
-from dataclasses import dataclass
+import re
+import sys
+from dataclasses import dataclass, field
 from functools import lru_cache
 from types import ModuleType
 from typing import Callable, Iterable, Literal
@@ -23,42 +28,60 @@ from .errors import PluginError
 Kind = Literal["descriptor", "model", "reference"]
 KINDS: tuple[Kind, ...] = ("descriptor", "model", "reference")
 ENTRY_POINT_GROUP = "pesmith"
-BUILTIN_PLUGINS: tuple[str, ...] = (
-    "pesmith.plugins.descriptors.acsf",
-    "pesmith.plugins.descriptors.chebyshev",
-    "pesmith.plugins.descriptors.soap",
-    "pesmith.plugins.models.committee",
-    "pesmith.plugins.models.gap",
-    "pesmith.plugins.models.linear",
-    "pesmith.plugins.models.nn",
-    "pesmith.plugins.references.ase_calculator",
-    "pesmith.plugins.references.chgnet",
-    "pesmith.plugins.references.gpaw",
-    "pesmith.plugins.references.morse",
-    "pesmith.plugins.references.sevennet",
-    "pesmith.plugins.references.xtb",
+BUILTIN_PLUGINS: tuple[str, ...] = (  # each registers its classes by "module:Class", importing none
+    "pesmith.plugins.descriptors",
+    "pesmith.plugins.models",
+    "pesmith.plugins.references",
 )
 _HOOK_OF_KIND = {
     "descriptor": "pesmith_register_descriptors",
     "model": "pesmith_register_models",
     "reference": "pesmith_register_references",
 }
+_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """One registered class: its kind, the name configs use, and who provides it."""
+    """One registered plugin: its kind, the name configs use, where its class lives
+    (``"module:Class"``), its one-line description and who provides it."""
 
     kind: Kind
     name: str
-    cls: type
+    target: str
+    description: str
     provider: str
+    registered_class: type | None = field(default=None, compare=False, repr=False)  # registered as a class, not a target
 
     @property
-    def description(self) -> str:
-        """The first line of the class docstring."""
-        doc = (self.cls.__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else ""
+    def cls(self) -> type:
+        """The class, its module imported now if it was not yet.
+
+        Raises
+        ------
+        PluginError
+            If the module cannot be imported or ``target`` does not name a class in it.
+        """
+        if self.registered_class is not None:
+            return self.registered_class
+        module_name, _, attributes = self.target.partition(":")
+        try:
+            obj = importlib.import_module(module_name)
+            for attribute in attributes.split("."):
+                obj = getattr(obj, attribute)
+        except Exception as exc:
+            raise PluginError(
+                f"the {self.kind} {self.name!r} (from {self.provider}) cannot be loaded from {self.target}:"
+                f" {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(obj, type):
+            raise PluginError(f"the {self.kind} {self.name!r} (from {self.provider}): {self.target} is {obj!r}, not a class")
+        return obj
+
+    @property
+    def imported(self) -> bool:
+        """Whether the class is at hand without importing anything (its module is loaded)."""
+        return self.registered_class is not None or self.target.partition(":")[0] in sys.modules
 
 
 @dataclass(frozen=True)
@@ -90,12 +113,13 @@ class Registry:
         self._failures: list[PluginFailure] = []
 
     def get(self, kind: Kind, name: str) -> type:
-        """Return the class registered as ``name`` for ``kind``.
+        """Return the class registered as ``name`` for ``kind``, importing its module.
 
         Raises
         ------
         PluginError
-            If no plugin of that kind has that name; the message lists the available ones.
+            If no plugin of that kind has that name (the message lists the available ones), or
+            its module cannot be imported.
         """
         plugins = self._load()
         if (kind, name) not in plugins:
@@ -113,12 +137,21 @@ class Registry:
         return sorted(name for (k, name) in self._load() if k == kind)
 
     def plugins(self) -> list[PluginInfo]:
-        """Every registered class, sorted by kind and name."""
+        """Every registered plugin, sorted by kind and name; no plugin module is imported."""
         return sorted(self._load().values(), key=lambda p: (KINDS.index(p.kind), p.name))
+
+    def name_of(self, cls: type) -> str | None:
+        """The name ``cls`` is registered under, or ``None``. Only plugins whose module is already
+        imported are compared (the class of an existing object always is), so none is imported."""
+        for info in self._load().values():
+            if info.imported and info.cls is cls:
+                return info.name
+        return None
 
     @property
     def failures(self) -> list[PluginFailure]:
-        """Plugin modules that failed to import or register, with the reason."""
+        """Hook modules that failed to import or register, with the reason (a plugin's own
+        module is imported only when its class is used, and reports there)."""
         self._load()
         return list(self._failures)
 
@@ -176,22 +209,43 @@ class Registry:
     @staticmethod
     def _register_callback(
         plugins: dict[tuple[Kind, str], PluginInfo], kind: Kind, provider: str
-    ) -> Callable[[str, type], None]:
-        def register(name: str, cls: type) -> None:
+    ) -> Callable[..., None]:
+        def register(name: str, plugin: type | str, description: str | None = None) -> None:
+            """``register(name, "module:Class", "one line")``, or ``register(name, Class)`` (the
+            description is then the first line of its docstring)."""
             if not isinstance(name, str) or not name:
                 raise PluginError(f"{provider} registered a {kind} with an invalid name {name!r}")
-            if not isinstance(cls, type):
-                raise PluginError(f"{provider} registered {kind} {name!r} as {cls!r}, which is not a class")
+            if isinstance(plugin, type):
+                info = PluginInfo(kind, name, f"{plugin.__module__}:{plugin.__qualname__}",
+                                  _first_line(plugin.__doc__) if description is None else description, provider, plugin)
+            elif isinstance(plugin, str) and _TARGET.fullmatch(plugin):
+                if not isinstance(description, str):
+                    raise PluginError(f"{provider} registered {kind} {name!r} as {plugin!r} without its one-line description")
+                info = PluginInfo(kind, name, plugin, description, provider)
+            else:
+                raise PluginError(
+                    f"{provider} registered {kind} {name!r} as {plugin!r}, which is not a class (nor a 'module:Class' string)"
+                )
             if (kind, name) in plugins:
                 other = plugins[(kind, name)]
                 raise PluginError(
-                    f"two plugins claim the {kind} name {name!r}: {other.cls.__module__}.{other.cls.__qualname__}"
-                    f" (from {other.provider}) and {cls.__module__}.{cls.__qualname__} (from {provider});"
-                    " uninstall one of them or rename its registration"
+                    f"two plugins claim the {kind} name {name!r}: {_dotted(other.target)} (from {other.provider})"
+                    f" and {_dotted(info.target)} (from {provider}); uninstall one of them or rename its registration"
                 )
-            plugins[(kind, name)] = PluginInfo(kind, name, cls, provider)
+            plugins[(kind, name)] = info
 
         return register
+
+
+def _first_line(doc: str | None) -> str:
+    """The first line of a docstring ("" without one)."""
+    doc = (doc or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def _dotted(target: str) -> str:
+    """``"pkg.mod:Class"`` as ``"pkg.mod.Class"``."""
+    return target.replace(":", ".")
 
 
 @lru_cache(maxsize=1)

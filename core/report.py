@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .atomic_io import atomic_path, write_text_atomic
+from .atomic_io import write_text_atomic
 from .model import STOP_REASON
+from .plots import pyplot, save_png
 from .validation import Predictions
 
 METRIC_UNITS = {
@@ -71,12 +72,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def parity_plot(path: Path, predictions: dict[str, Predictions]) -> None:
     """Energy-per-atom and force-component parity plots, one colour per set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(10, 4.5))
+    fig, (ax_e, ax_f) = pyplot().subplots(1, 2, figsize=(10, 4.5))
     for name, p in predictions.items():
         m = p.metrics()
         ax_e.scatter(p.energy_per_atom_ref, p.energy_per_atom_pred, s=8, alpha=0.7,
@@ -90,6 +86,4 @@ def parity_plot(path: Path, predictions: dict[str, Predictions]) -> None:
         ax.set_ylabel(f"predicted {unit}")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)

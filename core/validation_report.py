@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .atomic_io import atomic_path, write_text_atomic
+from .atomic_io import write_text_atomic
+from .plots import pyplot, save_png
 from .report import METRIC_UNITS, parity_plot
 from .validation import Predictions
 
@@ -89,7 +90,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def error_histograms(path: Path, predictions: Predictions) -> None:
     """Histograms of the energy error (meV/atom) and of the force-component errors (eV/Å)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(10, 4))
     ax_e.hist(1000 * (predictions.energy_per_atom_pred - predictions.energy_per_atom_ref), bins=40)
     ax_e.set_xlabel("energy error (meV/atom)")
@@ -98,12 +99,12 @@ def error_histograms(path: Path, predictions: Predictions) -> None:
     ax_f.set_xlabel("force component error (eV/Å)")
     ax_f.set_ylabel("components")
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def extrapolation_plot(path: Path, predictions: Predictions) -> None:
     """Per descriptor feature, the share of atoms whose value lies outside the training range."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 3.5))
     n_atoms = max(1, len(predictions.atoms_outside))
     ax.bar(np.arange(len(predictions.features_outside)), 100 * predictions.features_outside / n_atoms, width=1.0)
@@ -111,12 +112,12 @@ def extrapolation_plot(path: Path, predictions: Predictions) -> None:
     ax.set_ylabel("atoms outside the training range (%)")
     ax.set_title(f"{100 * predictions.atoms_outside.mean() if len(predictions.atoms_outside) else 0:.1f} % of atoms have a feature outside")
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def uncertainty_plot(path: Path, predictions: Predictions) -> None:
     """Predicted standard deviation against true error: energies (meV/atom) and per-atom forces (eV/Å)."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = []
     if len(predictions.energy_std):
         panels.append(("energy (meV/atom)", 1000 * predictions.energy_std, 1000 * np.abs(predictions.energy_per_atom_pred - predictions.energy_per_atom_ref)))
@@ -130,21 +131,4 @@ def uncertainty_plot(path: Path, predictions: Predictions) -> None:
         ax.set_xlabel(f"predicted std, {label}")
         ax.set_ylabel(f"|error|, {label}")
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, dpi=120, format="png")
-    plt.close(fig)
+    save_png(fig, path)

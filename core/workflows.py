@@ -114,22 +114,39 @@ def train_outputs(output: Path) -> list[Path]:
     return [output, *report_paths(stem), stem.with_name(stem.name + "_config.yaml")]
 
 
+def check_not_replacing(paths: Sequence[Path], overwrite: bool, refusal: Callable[[list[Path]], str]) -> None:
+    """The overwrite rule of the commands that write a set of files (train, validate): unless
+    ``overwrite``, any of ``paths`` that exists stops the run before anything is written (a
+    second run would silently replace the first one's files).
+
+    Raises
+    ------
+    ConfigError
+        With ``refusal(existing)`` as its message, ``existing`` the paths found, in order.
+    """
+    existing = [path for path in paths if path.exists()]
+    if existing and not overwrite:
+        raise ConfigError(refusal(existing))
+
+
 def check_train_outputs(output: Path, overwrite: bool, where: str = "the train config") -> None:
-    """Unless ``overwrite``, refuse to train when an output of ``output`` exists (a second run
-    would silently replace the first one's model). ``where`` names the config in the message.
+    """Unless ``overwrite``, refuse to train when an output of ``output`` exists
+    (:func:`check_not_replacing`). ``where`` names the config in the message.
 
     Raises
     ------
     ConfigError
         Naming the existing file, the option that replaces it and the key that avoids it.
     """
-    existing = [path for path in train_outputs(output) if path.exists()]
-    if existing and not overwrite:
+
+    def refusal(existing: list[Path]) -> str:
         others = f" (and {len(existing) - 1} more output(s) of that run)" if len(existing) > 1 else ""
-        raise ConfigError(
+        return (
             f"{existing[0]} already exists{others}; pass --overwrite (overwrite=True in pesmith.workflows.train)"
             f" to replace the model, its reports, plot and config, or set another `output` in {where}"
         )
+
+    check_not_replacing(train_outputs(output), overwrite, refusal)
 
 
 def train(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from ase import Atoms
 
@@ -53,3 +55,9 @@ def model_errors(ctx: SearchContext, label_rows: list[int]) -> tuple[float | Non
     potential, _ = load_potential(ctx.model_path, ctx.registry)
     metrics = predict_dataset(potential, dataset).metrics()
     return metrics["energy_rmse_meV_per_atom"], metrics["force_rmse_eV_per_A"]
+
+
+def failed_labels_last(reference_energy: float | None, then: Any) -> tuple[bool, float, Any]:
+    """Sort key of a screened candidate: by its reference energy (eV), the ones whose label
+    failed (``None``) after every labeled one, ties by ``then`` (its model energy)."""
+    return reference_energy is None, reference_energy or 0.0, then

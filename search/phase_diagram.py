@@ -12,7 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 from ase import Atoms
 
-from pesmith.atomic_io import atomic_path, write_text_atomic
+from pesmith.atomic_io import write_text_atomic
+from pesmith.plots import pyplot, save_png
 
 from .hull import HullEntry, elemental_references, formation_energies, hull_energy, voltage_profile
 
@@ -157,22 +158,13 @@ def _csv(rows: Sequence[dict]) -> str:
     return buffer.getvalue()
 
 
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 HULL_STYLE = {"crystal": ("s", "k"), "baseline": ("^", "tab:orange")}  # marker, colour; the search's kinds: o, tab:blue
 
 
 def _plot_hull(path: Path, rows: Sequence[dict]) -> None:
     """Formation energy against x in Li_xSi (pure Li, at infinite x, is left out), the
     crystalline hull (black) and the amorphous one (blue), hull points labeled by composition."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     shown = [r for r in rows if r["li_per_si"] is not None]
     x_max = max([r["li_per_si"] for r in shown] + [1.0]) * 1.05
@@ -202,12 +194,13 @@ def _plot_hull(path: Path, rows: Sequence[dict]) -> None:
     ax.set_xlabel("x in Li$_x$Si")
     ax.set_ylabel("formation energy (eV/atom)")
     ax.legend(fontsize=7)
-    _save(fig, path, plt)
+    fig.tight_layout()
+    save_png(fig, path)
 
 
 def _plot_voltage(path: Path, voltages: dict[str, Sequence[dict]]) -> None:
     """The voltage profiles (V against x in Li_xSi) of each hull, the measured a-Si window as bands."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for (label, (low, high)), colour in zip(MEASURED_WINDOWS.items(), ("tab:green", "tab:red")):
         ax.axhspan(low, high, color=colour, alpha=0.12, label=label)
@@ -222,12 +215,13 @@ def _plot_voltage(path: Path, voltages: dict[str, Sequence[dict]]) -> None:
     ax.set_xlabel("x in Li$_x$Si")
     ax.set_ylabel("voltage vs Li/Li$^+$ (V)")
     ax.legend(fontsize=7)
-    _save(fig, path, plt)
+    fig.tight_layout()
+    save_png(fig, path)
 
 
 def _plot_convergence(path: Path, ga_logs: Sequence[list[dict]], steps: Sequence[dict]) -> None:
     """Best model energy per generation of each step, relative to that step's final best (meV/atom)."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for log, step in zip(ga_logs, steps):
         if not log:
@@ -240,11 +234,5 @@ def _plot_convergence(path: Path, ga_logs: Sequence[list[dict]], steps: Sequence
     ax.set_ylabel("best model energy above the step's best (meV/atom)")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    _save(fig, path, plt)
-
-
-def _save(fig, path: Path, plt) -> None:
     fig.tight_layout()
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, dpi=120)
-    plt.close(fig)
+    save_png(fig, path)

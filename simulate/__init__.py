@@ -3,7 +3,9 @@
 - :mod:`pesmith.simulate.relax`: relaxations (positions, or cell with a stress criterion) and the
   wrapper that turns a failed relaxation into a reason;
 - :mod:`pesmith.simulate.md`: Langevin MD on a temperature schedule (a melt-quench is one);
-- :mod:`pesmith.simulate.packing`: random periodic packings.
+- :mod:`pesmith.simulate.packing`: random periodic packings;
+- :mod:`pesmith.simulate.frames`: a structure and its computed energy, forces and stress as one
+  frame to write.
 
 Layers: the search, generate and the built-in references call it; it imports only ``pesmith``
 (core), never ``pesmith.plugins`` or ``pesmith.search``.

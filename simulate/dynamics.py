@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pesmith import ase_files
 from pesmith.errors import ConfigError, DataError, SimulationFailed
 
+from .frames import labeled_frame
+
 Ensemble = Literal["nve", "langevin", "bussi"]
 LOG_COLUMNS = "step,time_fs,temperature_K,epot_eV,ekin_eV,etot_eV"
 
@@ -125,11 +127,8 @@ def run_md(atoms: Atoms, calculator: Calculator, settings: MDSettings, trajector
 
 def _append(trajectory: Path, log: Path, atoms: Atoms, step: int, timestep_fs: float) -> None:
     """One frame and one log line, flushed."""
-    from ase.calculators.singlepoint import SinglePointCalculator
-
     epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
-    frame = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc, momenta=atoms.get_momenta())
-    frame.calc = SinglePointCalculator(frame, energy=epot, forces=atoms.get_forces())
+    frame = labeled_frame(atoms, epot, atoms.get_forces())
     frame.info["md_step"] = step
     ase_files.write(trajectory, frame, format="extxyz", append=True)
     with open(log, "a") as handle:

@@ -185,7 +185,7 @@ def example_plugin(fake_distribution, monkeypatch) -> Path:
     """
     monkeypatch.delenv("PESMITH_DISABLE_ENTRY_POINTS", raising=False)
     monkeypatch.delenv("PESMITH_PLUGINS", raising=False)
-    info = fake_distribution("pesmith-example", {"example": "pesmith_example.plugin"})
+    info = fake_distribution("pesmith-example", {"example": "pesmith_example"})
     monkeypatch.syspath_prepend(str(PLUGIN_EXAMPLE))
     _forget_example_modules()
     yield info.parent

@@ -409,6 +409,21 @@ def test_search_status_reads_the_checkpoint_without_torch(tmp_path):
     assert result.stderr.strip() == "[]"
 
 
+def test_plugins_lists_every_plugin_without_importing_one(example_plugin):
+    """`pesmith plugins` lists the built-ins and an outside plugin from their registrations alone:
+    no plugin class's module is imported, and no torch."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(example_plugin), str(Path(__file__).resolve().parent / "plugin_example")]))
+    code = (
+        "import sys\nfrom pesmith import cli\ncode = cli.main(['plugins'])\n"
+        "classes = ('pesmith.plugins.descriptors.', 'pesmith.plugins.models.', 'pesmith.plugins.references.', 'pesmith_example.plugin')\n"
+        f"print([m for m in sys.modules if m in {HEAVY_MODULES!r} or m.startswith(classes)], file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    names = [line.split()[1] for line in result.stdout.splitlines()[1:]]
+    assert "acsf" in names and "xtb" in names and "example-radial" in names
+    assert result.stderr.strip() == "[]"
+
+
 def test_search_status_without_an_output_key_is_one_line(tmp_path, capsys):
     config = tmp_path / "search.yaml"
     config.write_text("seed: 0\n")

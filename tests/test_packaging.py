@@ -7,6 +7,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,21 +38,33 @@ def test_listed_packages_exist():
         assert (path / "__init__.py").is_file(), f"{package} is listed but {path} has no __init__.py"
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Absolute names of what a file imports, relative imports resolved through package-dir."""
+def imported_modules(path: Path, source: str | None = None) -> set[str]:
+    """Absolute names of what a file imports, relative imports resolved through package-dir, and
+    the constant names it passes to ``importlib.import_module`` or ``__import__``. ``source`` is
+    the file's text (default: read from ``path``, which need not exist when it is given)."""
     package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     relative = path.relative_to(ROOT)
     prefix = next(name for name, folder in package_dir.items() if relative.parts[0] == folder)
     package = [*prefix.split("."), *relative.parent.parts[1:]]
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text() if source is None else source)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = ".".join(package[: len(package) - node.level + 1] if node.level else [])
             module = ".".join(filter(None, [base, node.module or ""]))
             names.update(f"{module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call) and _called_name(node.func) in ("import_module", "__import__"):
+            if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+                names.add(node.args[0].value)
     return names
+
+
+def _called_name(func: ast.expr) -> str | None:
+    """``f`` of a call ``f(...)`` or ``module.f(...)``."""
+    if isinstance(func, ast.Name):
+        return func.id
+    return func.attr if isinstance(func, ast.Attribute) else None
 
 
 # What each layer may import of pesmith (ARCHITECTURE: cli -> search -> simulate -> core,
@@ -60,15 +74,17 @@ def imported_modules(path: Path) -> set[str]:
 # plugins -> simulate is allowed on purpose: the built-in references relax with pesmith.simulate
 # (imported lazily, inside the method). simulate is a library layer that imports only core, so this
 # opens no path from plugins to search or cli. analysis takes trajectories and returns arrays: of
-# pesmith it needs only core (pesmith.errors), and never torch (test below).
+# pesmith it needs only pesmith.errors (ALLOWED_MODULES), and never torch (test below).
 ALLOWED_IMPORTS = {
     "cli": {"cli", "search", "simulate", "analysis", "core"},
     "search": {"search", "simulate", "core"},
     "simulate": {"simulate", "core"},
     "plugins": {"plugins", "simulate", "core"},
     "core": {"core"},
-    "analysis": {"analysis", "core"},
+    "analysis": {"analysis"},
 }
+# Single modules a layer may import from a layer it may not: analysis raises pesmith's errors.
+ALLOWED_MODULES = {"analysis": {"pesmith.errors"}}
 # ``python -m pesmith`` runs core/__main__.py, which can only start the command line by importing it.
 ALLOWED_EXTRA = {Path("core") / "__main__.py": {"cli"}}
 
@@ -98,15 +114,61 @@ def test_only_the_cli_imports_search_and_search_no_plugin():
     assert not any("cli" in allowed for layer, allowed in ALLOWED_IMPORTS.items() if layer != "cli")
 
 
+def layer_offences(path: Path, source: str | None = None) -> list[str]:
+    """``"<file> imports <module>"`` for each pesmith module the file at ``path`` (``source``: its
+    text, as in :func:`imported_modules`) imports against ALLOWED_IMPORTS."""
+    relative = path.relative_to(ROOT)
+    layer = relative.parts[0]
+    permitted = ALLOWED_IMPORTS[layer] | ALLOWED_EXTRA.get(relative, set())
+    single = ALLOWED_MODULES.get(layer, set())
+    return [
+        f"{relative} imports {module}"
+        for module in sorted(imported_modules(path, source))
+        if layer_of(module) not in (None, *permitted) and not any(module == m or module.startswith(m + ".") for m in single)
+    ]
+
+
 def test_layers_depend_one_way():
-    offenders = []
-    for layer, allowed in ALLOWED_IMPORTS.items():
-        for path in source_files(layer):
-            permitted = allowed | ALLOWED_EXTRA.get(path.relative_to(ROOT), set())
-            for module in sorted(imported_modules(path)):
-                if layer_of(module) not in (None, *permitted):
-                    offenders.append(f"{path.relative_to(ROOT)} imports {module}")
+    offenders = [offence for layer in ALLOWED_IMPORTS for path in source_files(layer) for offence in layer_offences(path)]
     assert not offenders, "; ".join(offenders)
+
+
+@pytest.mark.parametrize(
+    "where,source",
+    [
+        ("core/probe.py", "from pesmith.search.loop import Search"),
+        ("core/probe.py", "from .search import loop"),
+        ("core/probe.py", "def build():\n    from pesmith.plugins.models.nn import BehlerParrinello"),
+        ("core/probe.py", "import importlib\napp = importlib.import_module('pesmith.cli.app')"),
+        ("core/probe.py", "from pesmith import simulate"),
+        ("simulate/probe.py", "from pesmith.search import labels"),
+        ("simulate/probe.py", "from ..plugins.references import morse"),
+        ("search/phases/probe.py", "from ...plugins.references import morse"),
+        ("search/probe.py", "import pesmith.cli"),
+        ("plugins/models/probe.py", "from pesmith.search.hull import HullEntry"),
+        ("analysis/probe.py", "from pesmith.data import Dataset"),
+        ("analysis/probe.py", "import pesmith"),
+    ],
+)
+def test_the_layer_check_finds_a_forbidden_import(where, source):
+    """The checker on a module that is not in the tree: each import breaks the picture."""
+    (offence,) = layer_offences(ROOT / where, source)
+    assert offence.startswith(f"{where} imports pesmith")
+
+
+@pytest.mark.parametrize(
+    "where,source",
+    [
+        ("cli/probe.py", "from pesmith.search.loop import Search\nfrom pesmith.analysis import rdf"),
+        ("search/phases/probe.py", "from ..labels import reference_relax\nfrom pesmith.simulate.relax import relax"),
+        ("plugins/references/probe.py", "from pesmith.simulate.relax import optimize\nfrom pesmith.reference import Reference"),
+        ("analysis/probe.py", "from pesmith.errors import DataError\nfrom .diffusion import diffusion_coefficients"),
+        ("core/__main__.py", "from pesmith.cli import main"),
+        ("core/probe.py", "import numpy\nimport importlib\nmodule = importlib.import_module(name)"),
+    ],
+)
+def test_the_layer_check_lets_the_picture_through(where, source):
+    assert layer_offences(ROOT / where, source) == []
 
 
 def test_analysis_imports_no_torch():

@@ -29,6 +29,11 @@ COUNTING_PLUGIN = textwrap.dedent(
 )
 
 
+def descriptor_hook(body: str, imports: str = "") -> str:
+    """Source of a plugin module whose descriptor hook runs ``body`` (one line)."""
+    return f"from pesmith import hookimpl\n{imports}\n@hookimpl\ndef pesmith_register_descriptors(register):\n    {body}\n"
+
+
 def claiming_plugin(name: str, class_name: str) -> str:
     """Source of a plugin module that registers an ACSF subclass as descriptor ``name``."""
     return textwrap.dedent(
@@ -62,21 +67,33 @@ def test_plugins_are_sorted_by_kind_then_name(registry):
     assert keys == sorted(keys, key=lambda k: (order.index(k[0]), k[1]))
 
 
-def test_nothing_is_imported_before_first_use():
-    """In a fresh interpreter: importing pesmith and building a Registry imports no plugin."""
+def test_listing_imports_no_plugin_class_and_get_imports_one():
+    """In a fresh interpreter: building a Registry imports nothing, listing imports only the
+    modules holding the hooks (no plugin class, no torch), ``get`` imports that class's module."""
     code = textwrap.dedent(
-        f"""
+        """
         import sys
-        from pesmith.registry import Registry
-        builtins = {BUILTIN_PLUGINS!r}
+        from pesmith.registry import BUILTIN_PLUGINS, Registry
         registry = Registry(entry_points=False)
-        assert not [m for m in builtins if m in sys.modules], [m for m in builtins if m in sys.modules]
-        assert "acsf" in registry.names("descriptor")
-        assert all(m in sys.modules for m in builtins)
+        assert not [m for m in BUILTIN_PLUGINS if m in sys.modules]
+        modules = {info.target.partition(":")[0] for info in registry.plugins()}
+        assert len(modules) == 13 and all(m in sys.modules for m in BUILTIN_PLUGINS)
+        assert not [m for m in modules if m in sys.modules] and "torch" not in sys.modules, sorted(sys.modules)
+        registry.get("descriptor", "acsf")
+        assert [m for m in modules if m in sys.modules] == ["pesmith.plugins.descriptors.acsf"]
         """
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_builtin_registrations_match_their_classes(registry):
+    """Each built-in's "module:Class" is where its class lives, and its description is the first
+    line of the class docstring (what `pesmith plugins` showed when it imported them)."""
+    for info in registry.plugins():
+        cls = info.cls
+        assert info.target == f"{cls.__module__}:{cls.__qualname__}"
+        assert info.description == cls.__doc__.strip().splitlines()[0], info.name
 
 
 def test_extra_module_is_imported_on_first_use_only(plugin_module):
@@ -89,9 +106,46 @@ def test_extra_module_is_imported_on_first_use_only(plugin_module):
 
 def test_entry_point_is_imported_on_first_use_only(example_plugin):
     registry = Registry(entry_points=True)
-    assert "pesmith_example.plugin" not in sys.modules
+    assert "pesmith_example" not in sys.modules
     assert "example-radial" in registry.names("descriptor")
-    assert "pesmith_example.plugin" in sys.modules
+    assert "pesmith_example" in sys.modules  # the hook's module
+    assert "pesmith_example.plugin" not in sys.modules  # the class's, not yet
+    assert registry.get("descriptor", "example-radial").__module__ == "pesmith_example.plugin"
+
+
+def test_class_registered_by_target_is_listed_and_imported_when_used(plugin_module):
+    name = plugin_module("lazy_target_plugin", descriptor_hook("register('lazy', 'lazy_target_class:Lazy', 'A descriptor imported on use.')"))
+    plugin_module("lazy_target_class", COUNTING_PLUGIN.replace("class Counted(ACSF)", "class Lazy(ACSF)"))
+    registry = Registry(entry_points=False, modules=[name])
+    (info,) = [p for p in registry.plugins() if p.name == "lazy"]
+    assert (info.kind, info.target, info.description, info.provider) == ("descriptor", "lazy_target_class:Lazy", "A descriptor imported on use.", name)
+    assert "lazy_target_class" not in sys.modules
+    assert registry.get("descriptor", "lazy").__name__ == "Lazy"
+    assert "lazy_target_class" in sys.modules
+
+
+@pytest.mark.parametrize(
+    "target,message",
+    [
+        ("missing_plugin_module:Thing", "ModuleNotFoundError: No module named 'missing_plugin_module'"),
+        ("pesmith.plugins.descriptors.acsf:NoSuchClass", "AttributeError: module 'pesmith.plugins.descriptors.acsf' has no attribute 'NoSuchClass'"),
+        ("pesmith.plugins.descriptors.acsf:torch", "is <module 'torch'"),
+    ],
+)
+def test_target_that_cannot_be_loaded_is_listed_and_fails_when_used(plugin_module, target, message):
+    name = plugin_module(f"bad_target_{abs(hash(target))}", descriptor_hook(f"register('missing', {target!r}, 'Listed, not importable.')"))
+    registry = Registry(entry_points=False, modules=[name])
+    assert "missing" in registry.names("descriptor") and registry.failures == []
+    with pytest.raises(PluginError) as error:
+        registry.get("descriptor", "missing")
+    assert f"the descriptor 'missing' (from {name})" in str(error.value) and message in str(error.value)
+
+
+def test_name_of_a_registered_class(registry):
+    from pesmith.plugins.models.nn import BehlerParrinello
+
+    assert registry.name_of(BehlerParrinello) == "nn"
+    assert registry.name_of(int) is None
 
 
 def test_loading_is_idempotent(plugin_module):
@@ -225,13 +279,11 @@ def test_pesmith_plugins_selects_entry_points(example_plugin, fake_distribution,
         ("register('', ACSF)", "invalid name ''"),
         ("register(3, ACSF)", "invalid name 3"),
         ("register('thing', ACSF(['Si']))", "which is not a class"),
+        ("register('thing', 'acsf.ACSF', 'dotted, no colon')", "which is not a class"),
+        ("register('thing', 'pesmith.plugins.descriptors.acsf:ACSF')", "without its one-line description"),
     ],
 )
 def test_register_rejects_bad_arguments(plugin_module, body, match):
-    name = plugin_module(
-        f"bad_register_{abs(hash(body))}",
-        "from pesmith import hookimpl\nfrom pesmith.plugins.descriptors.acsf import ACSF\n\n"
-        f"@hookimpl\ndef pesmith_register_descriptors(register):\n    {body}\n",
-    )
+    name = plugin_module(f"bad_register_{abs(hash(body))}", descriptor_hook(body, "from pesmith.plugins.descriptors.acsf import ACSF\n"))
     with pytest.raises(PluginError, match=match):
         Registry(entry_points=False, modules=[name]).plugins()

@@ -15,7 +15,6 @@ from typing import Any, NamedTuple, Sequence
 
 import torch
 
-from pesmith import hookimpl
 from pesmith.descriptor import Descriptor, check_cutoff, normalize_species, species_lookup
 from pesmith.errors import ConfigError
 from pesmith.jacobian import add_to_jacobian, refuse_second_derivatives, row_derivatives
@@ -403,8 +402,3 @@ def _check_params(key: str, params: Sequence[Sequence[float]], width: int) -> li
     if width == 3 and any(r[2] not in (-1.0, 1.0) for r in rows):
         raise ConfigError(f"descriptor.{key}: lambda must be -1 or +1, got {params!r}")
     return rows
-
-
-@hookimpl
-def pesmith_register_descriptors(register) -> None:
-    register("acsf", ACSF)

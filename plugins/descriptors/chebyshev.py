@@ -18,7 +18,6 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from pesmith import hookimpl
 from pesmith.descriptor import Descriptor, check_cutoff, normalize_species, species_lookup
 from pesmith.errors import ConfigError
 from pesmith.jacobian import add_to_jacobian, refuse_second_derivatives, row_derivatives
@@ -338,8 +337,3 @@ def _check_weights(weights: Any, species: tuple[str, ...]) -> dict[str, float]:
             raise ConfigError(f"descriptor.weights.{symbol} must be a finite number, got {value!r}")
         result[symbol] = float(value)
     return result
-
-
-@hookimpl
-def pesmith_register_descriptors(register) -> None:
-    register("chebyshev", Chebyshev)

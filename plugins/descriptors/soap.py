@@ -22,7 +22,6 @@ import scipy.linalg
 import scipy.special
 import torch
 
-from pesmith import hookimpl
 from pesmith.descriptor import Descriptor, check_cutoff, normalize_species, species_lookup
 from pesmith.errors import ConfigError
 from pesmith.jacobian import row_derivatives
@@ -280,8 +279,3 @@ def slots_in_groups(group: torch.Tensor, n_groups: int) -> torch.Tensor:
     slots = torch.empty_like(group)
     slots[order] = torch.arange(group.shape[0], device=group.device) - first[group[order]]
     return slots
-
-
-@hookimpl
-def pesmith_register_descriptors(register) -> None:
-    register("soap", SOAP)

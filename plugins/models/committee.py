@@ -18,7 +18,6 @@ from typing import Any, ClassVar, Sequence
 import torch
 from pydantic import Field
 
-from pesmith import hookimpl
 from pesmith.errors import ConfigError
 from pesmith.features import FeatureSet
 from pesmith.model import INTERRUPTED_AT_EPOCH, STOP_REASON, STOPPED_BY, FitSummary, Model
@@ -113,8 +112,3 @@ def _combined(summaries: list[FitSummary], members: int) -> FitSummary:
     if INTERRUPTED_AT_EPOCH in summaries[-1].info:
         info[INTERRUPTED_AT_EPOCH] = summaries[-1].info[INTERRUPTED_AT_EPOCH]
     return FitSummary(info=info, history=summaries[0].history)
-
-
-@hookimpl
-def pesmith_register_models(register) -> None:
-    register("committee", Committee)

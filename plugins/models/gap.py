@@ -59,7 +59,6 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from pesmith import hookimpl
 from pesmith.descriptor import species_lookup
 from pesmith.errors import ConfigError, DataError
 from pesmith.features import FeatureSet, evaluate
@@ -370,8 +369,3 @@ class GAPModel(Model):
         edges are taken ``block_edges`` at a time."""
         rows, _ = force_and_virial_rows(self, part.features, part.numbers, part.edge_index, part.load_jacobian(), block_edges)
         return rows
-
-
-@hookimpl
-def pesmith_register_models(register) -> None:
-    register("gap", GAPModel)

@@ -19,7 +19,6 @@ from typing import Any, ClassVar, Sequence
 import torch
 from pydantic import Field
 
-from pesmith import hookimpl
 from pesmith.descriptor import species_lookup
 from pesmith.errors import DataError
 from pesmith.features import FeatureSet, evaluate
@@ -160,8 +159,3 @@ class LinearModel(Model):
         if validation is not None and validation.n_structures:
             info["validation"] = evaluate(self, validation, settings)
         return FitSummary(info=info)
-
-
-@hookimpl
-def pesmith_register_models(register) -> None:
-    register("linear", LinearModel)

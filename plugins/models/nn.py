@@ -14,7 +14,6 @@ from typing import Any, ClassVar, Sequence
 import torch
 from ase.data import atomic_numbers
 
-from pesmith import hookimpl
 from pesmith.errors import ConfigError
 from pesmith.features import FeatureSet
 from pesmith.model import FitSummary, Model, standardization
@@ -94,8 +93,3 @@ class BehlerParrinello(Model):
             self.feature_mean.copy_(mean)
             self.feature_scale.copy_(scale)
         return fit_adam(self, train_set, validation, settings)
-
-
-@hookimpl
-def pesmith_register_models(register) -> None:
-    register("nn", BehlerParrinello)

@@ -8,7 +8,6 @@ from typing import Any, Mapping
 
 from ase.calculators.calculator import Calculator
 
-from pesmith import hookimpl
 from pesmith.errors import ReferenceSetupError
 from pesmith.reference import package_version
 
@@ -96,8 +95,3 @@ class AseReference(CalculatorReference):
 
     def code_version(self) -> str:
         return package_version(self._cls.__module__)
-
-
-@hookimpl
-def pesmith_register_references(register):
-    register("ase", AseReference)

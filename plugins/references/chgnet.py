@@ -17,7 +17,6 @@ from typing import Any
 
 from ase.calculators.calculator import Calculator
 
-from pesmith import hookimpl
 from pesmith.errors import ReferenceSetupError
 from pesmith.reference import package_version
 
@@ -88,8 +87,3 @@ class CHGNetReference(CalculatorReference):
 
     def code_version(self) -> str:
         return f"{package_version('chgnet')} (model {self.model})"
-
-
-@hookimpl
-def pesmith_register_references(register):
-    register("chgnet", CHGNetReference)

@@ -26,7 +26,6 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from pesmith import hookimpl
 from pesmith.atomic_io import write_text_atomic
 from pesmith.errors import LabelingFailed, ReferenceSetupError
 from pesmith.reference import package_version
@@ -144,11 +143,6 @@ def main(given: str, result: str) -> None:
         answer = {"error": str(exc)}
     if world.rank == 0:  # every rank is rank 0 of its own world when GPAW was built without MPI
         write_text_atomic(Path(result), json.dumps(answer))
-
-
-@hookimpl
-def pesmith_register_references(register):
-    register("gpaw", GPAWReference)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import atomic_numbers
 
-from pesmith import hookimpl
 from pesmith.errors import LabelingFailed, ReferenceSetupError
 from pesmith.structures import neighbor_pairs
 
@@ -117,8 +116,3 @@ class Morse(CalculatorReference):
         from pesmith import __version__
 
         return f"pesmith {__version__} (analytic)"
-
-
-@hookimpl
-def pesmith_register_references(register):
-    register("morse", Morse)

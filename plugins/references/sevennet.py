@@ -18,7 +18,6 @@ from unittest import mock
 
 from ase.calculators.calculator import Calculator
 
-from pesmith import hookimpl
 from pesmith.errors import ReferenceSetupError
 from pesmith.reference import package_version
 
@@ -141,8 +140,3 @@ class SevenNetReference(CalculatorReference):
     def code_version(self) -> str:
         modal = f", modal {self.modal}" if self.modal else ""
         return f"{package_version('sevenn')} (model {self.model}{modal})"
-
-
-@hookimpl
-def pesmith_register_references(register):
-    register("sevennet", SevenNetReference)

@@ -14,7 +14,6 @@ from typing import Any
 
 from ase.calculators.calculator import Calculator
 
-from pesmith import hookimpl
 from pesmith.errors import ReferenceSetupError
 from pesmith.reference import package_version
 
@@ -86,8 +85,3 @@ class XTB(CalculatorReference):
 
     def code_version(self) -> str:
         return package_version("tblite")
-
-
-@hookimpl
-def pesmith_register_references(register):
-    register("xtb", XTB)

@@ -27,6 +27,7 @@ from ..anneal import SEED_KEY, QuenchSettings, anneal_with_model
 from ..baseline import sample_cells
 from ..comparator import StructureComparator
 from ..context import SearchContext
+from ..labels import failed_labels_last
 from ..state import ConfirmState, Pick
 
 ORIGIN_GA, ORIGIN_MELT_QUENCH = "anneal of ga", "melt-quench"
@@ -55,7 +56,7 @@ def run(ctx: SearchContext) -> None:
         screened = screen(ctx, [results[i].atoms for _, i in members], f"step {step + 1} screen")
         record.screened = len(members)
         record.screen_energy_rmse_meV_per_atom = _model_error(results, members, screened)
-        ranked = sorted(zip(members, screened), key=lambda pair: (pair[1] is None, pair[1] or 0.0, pair[0]))  # failed labels last
+        ranked = sorted(zip(members, screened), key=lambda pair: failed_labels_last(pair[1], pair[0]))
     picks = []
     for (energy, index), reference_energy in ranked[:ctx.config.confirm.candidates]:
         structure = ctx.write_structure(f"step{step + 1}_pool{index}.xyz", results[index].atoms)

@@ -14,7 +14,7 @@ from pesmith.errors import CalculationFailed, ConfigError, DataError
 
 from ..config import SearchConfig
 from ..context import SearchContext
-from ..labels import reference_relax
+from ..labels import failed_labels_last, reference_relax
 from ..state import Entry
 from ..status import grouped_reasons
 
@@ -122,7 +122,7 @@ def _lowest_of_pool(ctx: SearchContext, counts: dict[str, int], volume: float, s
     lowest = min(ok, key=lambda r: r.energy)
     if config.anneal.screen:
         screened = screen(ctx, [r.atoms for r in ok], "start screen")
-        lowest = min(zip(ok, screened), key=lambda pair: (pair[1] is None, pair[1] or 0.0, pair[0].energy))[0]  # failed labels last
+        lowest = min(zip(ok, screened), key=lambda pair: failed_labels_last(pair[1], pair[0].energy))[0]
         ranking = "a reference single point"
     ctx.echo(
         f"start: the lowest of {len(ok)} {lowest.atoms.get_chemical_formula()} cells melt-quenched and relaxed with {ctx.state.model}, by {ranking}"

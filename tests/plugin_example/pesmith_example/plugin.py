@@ -1,4 +1,4 @@
-"""The plugin module named by the ``pesmith`` entry point: one descriptor, one hook."""
+"""The descriptor class, imported (with torch) only when a config or model uses ``example-radial``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any, Sequence
 
 import torch
 
-from pesmith import hookimpl
 from pesmith.descriptor import Descriptor, normalize_species, species_lookup
 from pesmith.errors import ConfigError
 
@@ -52,8 +51,3 @@ class RadialGaussians(Descriptor):
 
     def get_config(self) -> dict[str, Any]:
         return {"species": list(self.species), "cutoff": self.cutoff, "n_radial": self.n_radial}
-
-
-@hookimpl
-def pesmith_register_descriptors(register) -> None:
-    register("example-radial", RadialGaussians)
