@@ -53,6 +53,7 @@ def run_relax(args: argparse.Namespace, registry: Registry) -> int:
     """Run ``pesmith relax`` for the parsed ``args``; return the exit code (1 when every
     structure failed)."""
     from pesmith import ase_files
+    from pesmith.atomic_io import atomic_path
     from pesmith.data import check_structure_file, read_structures
     from pesmith.simulate.frames import labeled_frame
     from pesmith.simulate.relax import RelaxSettings, relax
@@ -83,7 +84,9 @@ def run_relax(args: argparse.Namespace, registry: Registry) -> int:
         print(f"{index:>4} {final.get_chemical_formula():<14} {result.energy / len(final):.5f} eV/atom in {result.steps} steps,"
               f" max force {result.max_force:.4f} eV/Å{stress} ({time.perf_counter() - started:.1f} s)")
     if relaxed:
-        ase_files.write(output, relaxed, format="extxyz")
+        output.parent.mkdir(parents=True, exist_ok=True)  # check_writable accepted the folders still to make
+        with atomic_path(output) as temporary:
+            ase_files.write(temporary, relaxed, format="extxyz")
         print(f"wrote {len(relaxed)} relaxed structures to {output}" + (f"; {len(failed)} failed" if failed else ""))
     return EXIT_ALL_FAILED if failed and not relaxed else 0
 

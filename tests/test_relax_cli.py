@@ -27,7 +27,7 @@ def strained_cu(tmp_path):
 
 
 def test_cell_relaxation_with_an_ase_calculator_meets_both_criteria(strained_cu, tmp_path, capsys):
-    output = tmp_path / "relaxed.xyz"
+    output = tmp_path / "new" / "folder" / "relaxed.xyz"  # folders still to make
     assert cli.main(["relax", str(strained_cu), *EMT_OPTIONS, "--cell", "--fmax", "0.01", "--smax", "0.05", "--output", str(output)]) == 0
     relaxed = ase.io.read(output, index=":")
     assert len(relaxed) == 2
