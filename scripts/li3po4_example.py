@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from functools import partial
@@ -415,10 +416,11 @@ def stage_vacancies(config: Li3PO4Config, registry: Registry) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def vacancy_hops(bulk: Atoms, n: int, max_hop: float) -> list[tuple[int, int, float]]:
-    """The ``n`` shortest inequivalent Li-Li pairs (i, j, distance in Å) of ``bulk`` up to
-    ``max_hop`` Å: Li i hops into the vacancy at j. Two pairs are equivalent when their sites are
-    of the same classes (:func:`equivalent_sites`) and their lengths agree to 0.01 Å.
+def vacancy_hops(bulk: Atoms, n: int, max_hop: float) -> list[tuple[int, int, np.ndarray]]:
+    """The ``n`` shortest inequivalent Li-Li pairs (i, j, vector from i to the image of j in Å)
+    of ``bulk`` up to ``max_hop`` Å: Li i hops into the vacancy at j. Two pairs are equivalent
+    when their sites are of the same classes (:func:`equivalent_sites`) and their lengths agree
+    to 0.01 Å.
 
     Raises
     ------
@@ -426,24 +428,24 @@ def vacancy_hops(bulk: Atoms, n: int, max_hop: float) -> list[tuple[int, int, fl
         Fewer than ``n`` such pairs.
     """
     classes = {site: k for k, members in enumerate(equivalent_sites(bulk, "Li")) for site in members}
-    i, j, d = neighbor_list("ijd", bulk, max_hop)
+    i, j, d, vectors = neighbor_list("ijdD", bulk, max_hop)
     seen, hops = set(), []
-    for a, b, length in sorted(zip(i.tolist(), j.tolist(), d.tolist()), key=lambda x: x[2]):
+    for k in np.argsort(d, kind="stable"):
+        a, b = int(i[k]), int(j[k])
         if a in classes and b in classes:
-            key = (*sorted((classes[a], classes[b])), round(length, 2))
+            key = (*sorted((classes[a], classes[b])), round(float(d[k]), 2))
             if key not in seen:
                 seen.add(key)
-                hops.append((a, b, length))
+                hops.append((a, b, vectors[k]))
     if len(hops) < n:
         raise ConfigError(f"neb.hops: {n} hops asked, but {bulk.get_chemical_formula()} has {len(hops)} inequivalent Li-Li pairs within max_hop = {max_hop} Å; raise max_hop")
     return hops[:n]
 
 
-def hop_endpoints(bulk: Atoms, i: int, j: int) -> tuple[Atoms, Atoms]:
-    """The cells before and after Li ``i`` hops into the vacancy at ``j`` (atom j removed from
-    both; in the final cell atom i sits at j's position, the periodic image nearest to i)."""
+def hop_endpoints(bulk: Atoms, i: int, j: int, vector: np.ndarray) -> tuple[Atoms, Atoms]:
+    """The cells before and after Li ``i`` hops by ``vector`` (Å) into the vacancy at ``j`` (atom
+    j removed from both; in the final cell atom i sits on the image of j at the hop's end)."""
     initial = bulk.copy()
-    vector = bulk.get_distance(i, j, mic=True, vector=True)
     del initial[j]
     final = initial.copy()
     moved = i - (i > j)
@@ -457,9 +459,9 @@ def stage_neb(config: Li3PO4Config, registry: Registry) -> dict[str, Any]:
     bulk = read_crystal(config.data.crystal).repeat(config.vacancies.supercell)
     calculators = {"network": network(config), "reference": reference_calculator(config, registry)}
     hops = []
-    for k, (i, j, length) in enumerate(vacancy_hops(bulk, config.neb.hops, config.neb.max_hop)):
-        initial, final = hop_endpoints(bulk, i, j)
-        entry: dict[str, Any] = {"from_site": i, "to_site": j, "length_A": length}
+    for k, (i, j, vector) in enumerate(vacancy_hops(bulk, config.neb.hops, config.neb.max_hop)):
+        initial, final = hop_endpoints(bulk, i, j, vector)
+        entry: dict[str, Any] = {"from_site": i, "to_site": j, "length_A": float(np.linalg.norm(vector))}
         for name, calculator in calculators.items():
             band = config.output / "neb" / f"hop{k}_{name}.xyz"
             result = run_neb(initial, final, calculator, config.neb.band, band, resume=band.exists())
@@ -584,9 +586,10 @@ def run_stages(config: Li3PO4Config, registry: Registry, echo: Callable[[str], N
             echo(f"{name}: done before ({results[name]['time_s']:.0f} s), skipped")
             continue
         echo(f"{name}: running")
-        started = time.perf_counter()
+        started, load = time.perf_counter(), os.getloadavg()[0]
         result = stage(config, registry)
         result["time_s"] = round(time.perf_counter() - started, 1)
+        result["load_1min"] = [load, os.getloadavg()[0]]  # of the machine, at the start and the end: shared cores run slower
         write_text_atomic(done, to_json(result))
         results[name] = json.loads(done.read_text())
         write_text_atomic(config.output / "results.json", to_json(results))
@@ -612,11 +615,12 @@ def to_json(value: Any) -> str:
 
 def summary(results: dict[str, Any]) -> str:
     """The finished stages' times and main numbers as markdown."""
-    lines = ["# Li3PO4 example", "", "| stage | time (s) | result |", "|---|---|---|"]
+    lines = ["# Li3PO4 example", "", "| stage | time (s) | load (1 min, start-end) | result |", "|---|---|---|---|"]
     for name, _ in STAGES:
         if name in results:
-            lines.append(f"| {name} | {results[name]['time_s']:.0f} | {_headline(name, results[name])} |")
-    lines.append(f"| total | {sum(r['time_s'] for r in results.values()):.0f} | |")
+            r = results[name]
+            lines.append(f"| {name} | {r['time_s']:.0f} | {r['load_1min'][0]:.1f}-{r['load_1min'][1]:.1f} | {_headline(name, r)} |")
+    lines.append(f"| total | {sum(r['time_s'] for r in results.values()):.0f} | | |")
     return "\n".join(lines) + "\n"
 
 
