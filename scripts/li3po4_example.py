@@ -136,7 +136,7 @@ class NEBStage(Section):
 
     hops: int = Field(2, ge=1, le=10, description="hops, shortest first")
     max_hop: float = Field(3.6, gt=0, description="Å, longest Li-Li distance taken as a hop")
-    band: NEBSettings = Field(default_factory=lambda: NEBSettings(images=3, fmax=0.1, steps=200))
+    band: NEBSettings = Field(default_factory=lambda: NEBSettings(images=3, fmax=0.1, steps=200, relax_endpoints=False))
 
 
 class SiteSettings(Section):
@@ -342,18 +342,20 @@ def network(config: Li3PO4Config):
 # ---------------------------------------------------------------------------------------------
 
 
-def rdf_summary(frames: list[Atoms], r_max: float, bins: int, path: Path) -> dict[str, Any]:
+def rdf_summary(frames: list[Atoms], r_max: float, bins: int, path: Path, r_cut: dict[str, float] | None = None) -> dict[str, Any]:
     """Partial RDFs of ``frames`` written to ``path`` (CSV: r in Å, then g of each pair); the
-    first peak (Å) and coordination number (to the first minimum) of P-O, Li-O and O-O."""
+    first peak (Å) and coordination number of P-O, Li-O and O-O, counted to the first minimum of
+    g or, for a pair "A-B" in ``r_cut``, to that radius (Å; a crystal's g has no smooth minimum)."""
     g = rdf(frames, r_max=r_max, n_bins=bins)
     pairs = [("P", "O"), ("Li", "O"), ("O", "O"), ("Li", "Li")]
     columns = np.column_stack([g.r, g.total, *(g.partial[p] for p in pairs)])
     header = "r_A,total," + ",".join(f"{a}-{b}" for a, b in pairs)
     write_text_atomic(path, header + "\n" + "\n".join(",".join(f"{v:.6g}" for v in row) for row in columns) + "\n")
-    cn = coordination_numbers(g, smooth=3)
     out = {}
     for pair in pairs[:3]:
         entry = {"peak_A": float(g.r[int(np.argmax(g.partial[pair]))])}
+        radius = (r_cut or {}).get(f"{pair[0]}-{pair[1]}")
+        cn = coordination_numbers(g, r_cut=radius, smooth=3)
         if pair in cn:
             entry.update(cn=cn[pair][0], r_min_A=cn[pair][1])
         out[f"{pair[0]}-{pair[1]}"] = entry
@@ -375,6 +377,8 @@ def stage_amorphous(config: Li3PO4Config, registry: Registry) -> dict[str, Any]:
     nvt = ase_files.read(trajectory, index=":", format="extxyz")
     relaxed.calc = calculator
     mq = settings.melt_quench
+    amorphous = rdf_summary(nvt, settings.r_max, settings.bins, config.output / "rdf_amorphous.csv")
+    radii = {pair: entry["r_min_A"] for pair, entry in amorphous.items() if "r_min_A" in entry}
     return {
         "atoms": len(start), "formula": start.get_chemical_formula(),
         "melt_K": mq.melt_K, "melt_ps": mq.melt_ps, "quench_ps": mq.quench_ps, "final_K": mq.final_K,
@@ -383,8 +387,8 @@ def stage_amorphous(config: Li3PO4Config, registry: Registry) -> dict[str, Any]:
         "relax_converged": bool(relaxed.info["relax_converged"]),
         "energy_per_atom_eV": float(relaxed.get_potential_energy()) / len(relaxed),
         "nvt_K": settings.nvt.temperature_K, "nvt_mean_K": run.mean_temperature_K, "nvt_frames": len(nvt),
-        "rdf": rdf_summary(nvt, settings.r_max, settings.bins, config.output / "rdf_amorphous.csv"),
-        "rdf_crystal": rdf_summary([start], settings.r_max, settings.bins, config.output / "rdf_crystal.csv"),
+        "rdf": amorphous,
+        "rdf_crystal": rdf_summary([start], settings.r_max, settings.bins, config.output / "rdf_crystal.csv", radii),
     }
 
 
@@ -399,15 +403,20 @@ def reference_calculator(config: Li3PO4Config, registry: Registry):
 
 
 def stage_vacancies(config: Li3PO4Config, registry: Registry) -> dict[str, Any]:
-    """E_f of one Li vacancy per class of equivalent Li sites, with the network and the reference."""
+    """E_f of one Li vacancy per class of equivalent Li sites, with the network and the reference,
+    each with mu_Li of its own bcc Li; for the network also with the reference's mu_Li
+    (``E_f_mu_reference_eV``: the defect energy difference alone, if bcc Li is far from its data)."""
     bulk = read_crystal(config.data.crystal).repeat(config.vacancies.supercell)
     out: dict[str, Any] = {"atoms": len(bulk)}
-    for name, calculator in (("network", network(config)), ("reference", reference_calculator(config, registry))):
+    for name, calculator in (("reference", reference_calculator(config, registry)), ("network", network(config))):
         vacancies = vacancy_formation(bulk, calculator, element="Li", settings=config.vacancies.relax)
         out[name] = {
             "mu_Li_eV": vacancies[0].chemical_potential,
             "sites": [{"site": v.site, "multiplicity": v.multiplicity, "E_f_eV": v.formation_energy, "steps": v.steps} for v in vacancies],
         }
+    shift = out["reference"]["mu_Li_eV"] - out["network"]["mu_Li_eV"]
+    for site in out["network"]["sites"]:
+        site["E_f_mu_reference_eV"] = site["E_f_eV"] + shift
     return out
 
 
@@ -455,7 +464,8 @@ def hop_endpoints(bulk: Atoms, i: int, j: int, vector: np.ndarray) -> tuple[Atom
 
 def stage_neb(config: Li3PO4Config, registry: Registry) -> dict[str, Any]:
     """Barriers of the shortest Li vacancy hops with the network and the reference, same endpoints
-    (each relaxes them with its own calculator). Bands go to ``neb/``; a rerun continues them."""
+    (each relaxes them with its own calculator on ``vacancies.relax``, then the band's own
+    ``relax_endpoints`` may tighten them). Bands go to ``neb/``; a rerun continues them."""
     bulk = read_crystal(config.data.crystal).repeat(config.vacancies.supercell)
     calculators = {"network": network(config), "reference": reference_calculator(config, registry)}
     hops = []
@@ -464,10 +474,12 @@ def stage_neb(config: Li3PO4Config, registry: Registry) -> dict[str, Any]:
         entry: dict[str, Any] = {"from_site": i, "to_site": j, "length_A": float(np.linalg.norm(vector))}
         for name, calculator in calculators.items():
             band = config.output / "neb" / f"hop{k}_{name}.xyz"
-            result = run_neb(initial, final, calculator, config.neb.band, band, resume=band.exists())
+            ends = [relax_positions(atoms, calculator, config.vacancies.relax) for atoms in (initial, final)]
+            result = run_neb(*ends, calculator, config.neb.band, band, resume=band.exists())
             entry[name] = {
                 "barrier_forward_eV": result.barrier_forward, "barrier_backward_eV": result.barrier_backward,
                 "converged": result.converged, "steps": result.steps, "max_force_eV_per_A": result.max_force,
+                "endpoints_relaxed": all(bool(end.info["relax_converged"]) for end in ends),
             }
         hops.append(entry)
     return {"atoms": len(bulk) - 1, "images": config.neb.band.images, "hops": hops}
@@ -636,7 +648,8 @@ def _headline(name: str, r: dict[str, Any]) -> str:
         cn = f", CN {po['cn']:.2f}" if "cn" in po else ""
         return f"{r['atoms']} atoms, {r['quench_rate_K_per_ps']:.0f} K/ps, quench completed {r['melt_quench_completed']}; P-O peak {po['peak_A']:.2f} Å{cn}"
     if name == "vacancies":
-        return "; ".join(f"{who}: E_f " + ", ".join(f"{s['E_f_eV']:.2f}" for s in r[who]["sites"]) + " eV" for who in ("network", "reference"))
+        own = "; ".join(f"{who}: E_f " + ", ".join(f"{s['E_f_eV']:.2f}" for s in r[who]["sites"]) + " eV" for who in ("network", "reference"))
+        return own + "; network with the reference's mu_Li: " + ", ".join(f"{s['E_f_mu_reference_eV']:.2f}" for s in r["network"]["sites"]) + " eV"
     if name == "neb":
         return "; ".join(f"{h['length_A']:.2f} Å hop: network {h['network']['barrier_forward_eV']:.2f} eV, reference {h['reference']['barrier_forward_eV']:.2f} eV" for h in r["hops"])
     md, km = r["md"]["arrhenius"], r["kmc"]["arrhenius"]

@@ -59,7 +59,7 @@ vacancies:
   relax: {{relax: positions, fmax: 0.2, steps: 500}}
 neb:
   hops: 1
-  band: {{images: 1, fmax: 0.3, steps: 300}}
+  band: {{images: 1, fmax: 0.3, steps: 100, relax_endpoints: false}}
 diffusion:
   temperatures_K: [1000.0, 2000.0]
   md: {{ensemble: bussi, timestep_fs: 1.0, steps: 200, interval: 5, seed: 1}}
