@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from ase import Atoms
+from ase import Atoms, units
 from ase.neighborlist import neighbor_list
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -150,10 +150,11 @@ class SiteSettings(Section):
 
 
 class KMCSettings(Section):
-    """kMC on the Li site network, one barrier for every hop (the mean network NEB barrier)."""
+    """kMC on the Li site network, one barrier for every hop: the mean NEB barrier of the network,
+    and for comparison of the reference (:func:`mean_barrier`)."""
 
     r_cut: float = Field(3.5, gt=0, description="Å, longest hop between sites")
-    hops_per_carrier: float = Field(200.0, gt=0, description="run length in mean hops per Li at the lowest temperature")
+    hops_per_carrier: float = Field(200.0, gt=0, description="run length at each temperature, in hops per Li if no hop were blocked")
     records: int = Field(200, ge=10, description="recorded frames per run")
     copies: int = Field(8, ge=1, description="independent copies of the network in one run (statistics)")
     nu: float = Field(1e13, gt=0, description="1/s, attempt frequency")
@@ -344,8 +345,9 @@ def network(config: Li3PO4Config):
 
 def rdf_summary(frames: list[Atoms], r_max: float, bins: int, path: Path, r_cut: dict[str, float] | None = None) -> dict[str, Any]:
     """Partial RDFs of ``frames`` written to ``path`` (CSV: r in Å, then g of each pair); the
-    first peak (Å) and coordination number of P-O, Li-O and O-O, counted to the first minimum of
-    g or, for a pair "A-B" in ``r_cut``, to that radius (Å; a crystal's g has no smooth minimum)."""
+    highest bin of g (Å: the first peak for P-O and Li-O) and the coordination number of P-O,
+    Li-O and O-O, counted to the first minimum of g or, for a pair "A-B" in ``r_cut``, to that
+    radius (Å; a crystal's g has no smooth minimum)."""
     g = rdf(frames, r_max=r_max, n_bins=bins)
     pairs = [("P", "O"), ("Li", "O"), ("O", "O"), ("Li", "Li")]
     columns = np.column_stack([g.r, g.total, *(g.partial[p] for p in pairs)])
@@ -545,31 +547,39 @@ def kmc_diffusion(config: Li3PO4Config, frames: list[Atoms], barrier_eV: float) 
     net = replicas(base, copies)
     occupied = np.concatenate([occupied + c * len(sites.positions) for c in range(copies)])
     rng = np.random.default_rng(config.seed)
-    k_min = settings.kmc.nu * np.exp(-barrier_eV / (8.617333262e-5 * min(settings.temperatures_K)))
     hops_per_site = base.source.size / len(sites.positions)
-    duration = settings.kmc.hops_per_carrier / (k_min * hops_per_site)
     runs = []
-    for temperature in settings.temperatures_K:
+    for temperature in settings.temperatures_K:  # the same number of hops at every temperature
+        rate = settings.kmc.nu * np.exp(-barrier_eV / (units.kB * temperature))  # 1/s, of one hop
+        duration = settings.kmc.hops_per_carrier / (rate * hops_per_site)  # s
         result = kmc(net, occupied, temperature, duration, duration / settings.kmc.records, rng, nu=settings.kmc.nu)
         D, D_err = tracer_diffusion(result)
         runs.append({"T_K": temperature, "D_A2_per_s": float(D.mean()), "D_err_A2_per_s": float(np.sqrt(np.sum(D_err**2)) / 3),
-                     "hops": result.n_hops, "blocked": result.blocked})
+                     "duration_s": duration, "hops": result.n_hops, "blocked": result.blocked})
     return {
         "sites": len(sites.positions), "li_atoms": n_li, "carriers": carriers, "assigned": sites.assigned,
-        "hops_in_network": int(base.source.size), "barrier_eV": barrier_eV, "duration_s": duration, "runs": runs,
+        "hops_in_network": int(base.source.size), "barrier_eV": barrier_eV, "runs": runs,
     }
 
 
+def mean_barrier(neb: dict[str, Any], who: str) -> float:
+    """Mean barrier (eV) of every NEB hop of ``who`` ("network" or "reference") in both directions."""
+    return float(np.mean([hop[who][f"barrier_{way}_eV"] for hop in neb["hops"] for way in ("forward", "backward")]))
+
+
 def stage_diffusion(config: Li3PO4Config, registry: Registry) -> dict[str, Any]:
-    """MD diffusion -> Ea, and kMC on the MD's Li sites with the mean network NEB barrier -> Ea."""
+    """MD diffusion -> Ea; kMC on the MD's Li sites with the mean NEB barrier of the network, and
+    of the reference for comparison -> Ea."""
     runs, lowest = md_diffusion(config)
     T = [r["T_K"] for r in runs]
-    md_fit = fit_or_reason(T, [r["D_A2_per_fs"] for r in runs], [r["D_err_A2_per_fs"] for r in runs])
+    out: dict[str, Any] = {"md": {"runs": runs, "arrhenius": fit_or_reason(T, [r["D_A2_per_fs"] for r in runs], [r["D_err_A2_per_fs"] for r in runs])}}
     neb = json.loads((config.output / "neb.json").read_text())
-    barrier = float(np.mean([hop["network"]["barrier_forward_eV"] for hop in neb["hops"]]))
-    kmc_result = kmc_diffusion(config, lowest, barrier)
-    kmc_fit = fit_or_reason(T, [r["D_A2_per_s"] for r in kmc_result["runs"]], [r["D_err_A2_per_s"] for r in kmc_result["runs"]])
-    return {"md": {"runs": runs, "arrhenius": md_fit}, "kmc": {**kmc_result, "arrhenius": kmc_fit}}
+    out["kmc"] = {}
+    for who in ("network", "reference"):
+        result = kmc_diffusion(config, lowest, mean_barrier(neb, who))
+        fit = fit_or_reason(T, [r["D_A2_per_s"] for r in result["runs"]], [r["D_err_A2_per_s"] for r in result["runs"]])
+        out["kmc"][who] = {**result, "arrhenius": fit}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -652,13 +662,14 @@ def _headline(name: str, r: dict[str, Any]) -> str:
         return own + "; network with the reference's mu_Li: " + ", ".join(f"{s['E_f_mu_reference_eV']:.2f}" for s in r["network"]["sites"]) + " eV"
     if name == "neb":
         return "; ".join(f"{h['length_A']:.2f} Å hop: network {h['network']['barrier_forward_eV']:.2f} eV, reference {h['reference']['barrier_forward_eV']:.2f} eV" for h in r["hops"])
-    md, km = r["md"]["arrhenius"], r["kmc"]["arrhenius"]
+    md = r["md"]["arrhenius"]
     def ea(fit: dict[str, Any]) -> str:
         if "Ea_eV" not in fit:
             return f"no fit ({fit['reason']})"
         return f"{fit['Ea_eV']:.2f} eV" + (f" ± {fit['Ea_err_eV']:.2f}" if fit["Ea_err_eV"] is not None else "")
     Ds = ", ".join(f"{x['T_K']:g} K {x['D_A2_per_fs'] * A2_PER_FS_TO_CM2_PER_S:.1e}" for x in r["md"]["runs"])
-    return f"MD D_Li (cm^2/s) {Ds}; Ea MD {ea(md)}, kMC {ea(km)} ({r['kmc']['sites']} sites, barrier {r['kmc']['barrier_eV']:.2f} eV)"
+    kmc = "; ".join(f"kMC with the {who}'s barrier {k['barrier_eV']:.2f} eV: Ea {ea(k['arrhenius'])}" for who, k in r["kmc"].items())
+    return f"MD D_Li (cm^2/s) {Ds}; Ea MD {ea(md)}; {r['kmc']['network']['sites']} Li sites; {kmc}"
 
 
 def main(argv: list[str] | None = None) -> int:
