@@ -17,10 +17,11 @@ Stages, in order (each a function of the config and the registry returning a JSO
 3. ``amorphous``: melt-quench of a crystal supercell with the network, relaxation, a short NVT
    run, partial RDFs and coordination numbers (P-O: the PO4 tetrahedra).
 4. ``vacancies``: E_f of each inequivalent Li vacancy of a crystal supercell, network and
-   reference, mu_Li from bcc Li with the same calculator.
+   reference, mu_Li from bcc Li with the same calculator (the network's also with the reference's mu_Li).
 5. ``neb``: climbing-image NEB of the shortest inequivalent Li vacancy hops, network and reference.
 6. ``diffusion``: NVT MD of the amorphous cell with the network at several temperatures -> D_Li ->
-   Ea; Li sites from the MD, a site network with the mean network NEB barrier, kMC -> D -> Ea.
+   Ea; Li sites from the MD, a site network with one barrier, the mean NEB barrier of the network
+   (and, for comparison, of the reference), kMC -> D -> Ea.
 
 Each finished stage writes ``<output>/<stage>.json`` (its result and wall time); the results of
 all stages are gathered in ``<output>/results.json`` and ``<output>/summary.md``. A rerun skips
