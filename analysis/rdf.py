@@ -87,9 +87,10 @@ def rdf(
         ``"vesin"`` (about 20x faster; vesin imports torch when it is installed).
     skin : margin of the reused pair list, Å (see the module docstring; 2 Å as LAMMPS' default
         for metal units); 0 rebuilds every frame.
-    workers : processes; above 1, blocks of ``chunk_frames`` frames go to a process pool (spawned,
-        one thread each; at most 2 blocks per worker in flight, so memory stays at about
-        2 x workers x chunk_frames frames) and their sums are added in frame order.
+    workers : processes; 1 streams the frames through one pair list; above 1, blocks of
+        ``chunk_frames`` frames go to a process pool (spawned, one thread each; at most 2 blocks
+        per worker in flight, so memory stays at about 2 x workers x chunk_frames frames) and
+        their sums are added in frame order.
     chunk_frames : frames per block with ``workers`` > 1 (each block builds its own pair list).
 
     Returns
@@ -111,13 +112,11 @@ def rdf(
         raise DataError("the trajectory has no frames: RDF needs at least one frame with a cell")
     species = sorted(set(first.numbers.tolist()))
     settings = (r_max, n_bins, neighbors, skin, species)
-    blocks = _blocks(itertools.chain([first], frames), chunk_frames)
-    if workers == 1:
-        parts = (_frame_sums(block, start, *settings) for start, block in blocks)
-        total = _added(parts)
+    trajectory = itertools.chain([first], frames)
+    if workers == 1:  # one stream, one pair list: a frame at a time in memory
+        sums, n_frames = _frame_sums(trajectory, 0, *settings)
     else:
-        total = _added(_in_pool(blocks, settings, workers))
-    sums, n_frames = total
+        sums, n_frames = _added(_in_pool(_blocks(trajectory, chunk_frames), settings, workers))
     edges = np.linspace(0.0, r_max, n_bins + 1)
     symbols = [chemical_symbols[z] for z in species]
     partial = {(a, b): sums["g"][p, q] / n_frames for p, a in enumerate(symbols) for q, b in enumerate(symbols)}
@@ -125,13 +124,14 @@ def rdf(
     return RDF(0.5 * (edges[:-1] + edges[1:]), edges, sums["total"] / n_frames, partial, cumulative, n_frames)
 
 
-def _frame_sums(frames: list[Atoms], start: int, r_max: float, n_bins: int, neighbors: str, skin: float, species: list[int]) -> tuple[dict[str, np.ndarray], int]:
+def _frame_sums(frames: Iterable[Atoms], start: int, r_max: float, n_bins: int, neighbors: str, skin: float, species: list[int]) -> tuple[dict[str, np.ndarray], int]:
     """Summed g_ab, neighbour counts and total g of consecutive ``frames`` (the first is frame
-    ``start`` of the trajectory, for messages), and how many frames."""
+    ``start`` of the trajectory, for messages; read once), and how many frames."""
     edges = np.linspace(0.0, r_max, n_bins + 1)
     pair_list = _VerletPairs(_pair_function(neighbors, r_max + skin), skin)
     n = len(species)
     sums = {"g": np.zeros((n, n, n_bins)), "n": np.zeros((n, n, n_bins)), "total": np.zeros(n_bins)}
+    offset = -1
     for offset, atoms in enumerate(frames):
         index = start + offset
         volume = _volume(atoms, index)
@@ -141,7 +141,7 @@ def _frame_sums(frames: list[Atoms], start: int, r_max: float, n_bins: int, neig
         if half:  # each unordered pair once: add the reversed pairs
             counts = counts + counts.transpose(1, 0, 2)
         _accumulate(sums, counts, np.bincount(kinds, minlength=n), volume, edges)
-    return sums, len(frames)
+    return sums, offset + 1
 
 
 def _blocks(frames: Iterable[Atoms], size: int) -> Iterator[tuple[int, list[Atoms]]]:
