@@ -117,7 +117,7 @@ def find_sites(
     nearest = _assign(flat, site_fractional, cell, pbc, radius)
     site_fractional = _centroids(flat, nearest, site_fractional, cell, pbc)
     counts = np.bincount(nearest[nearest >= 0], minlength=len(site_fractional))
-    keep = counts / n_frames >= max(min_occupancy, 1e-300)
+    keep = (counts > 0) & (counts / n_frames >= min_occupancy)
     if not keep.any():
         raise DataError(f"no {species} site holds {min_occupancy} atoms per frame: lower min_occupancy or raise radius ({radius} Å)")
     site_fractional = site_fractional[keep]
