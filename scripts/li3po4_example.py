@@ -59,7 +59,7 @@ from pesmith.errors import ConfigError, PesmithError
 from pesmith.labeling import LabelConfig, build_reference, label_structures
 from pesmith.parallel import parallel_map
 from pesmith.registry import Registry
-from pesmith.search.initial_set import RattleSettings, ScaleSettings, read_crystal, scaled_and_rattled
+from pesmith.search.initial_set import RattleSettings, ScaleSettings, read_crystal, scaled_and_rattled, with_vacancies
 from pesmith.simulate.dynamics import MDSettings, run_md
 from pesmith.simulate.md import MeltQuenchSettings, melt_quench
 from pesmith.simulate.neb import NEBSettings, run_neb
@@ -227,18 +227,6 @@ def strained(cell: Atoms, n: int, strain: float, stdev: float, rng: np.random.Ge
     return out
 
 
-def li_vacancies(cell: Atoms, n: int, stdev: float, rng: np.random.Generator) -> list[Atoms]:
-    """``n`` copies of ``cell`` with one random Li removed, rattled by ``stdev`` Å."""
-    lithium = np.flatnonzero(cell.symbols == "Li")
-    out = []
-    for _ in range(n):
-        atoms = cell.copy()
-        del atoms[int(rng.choice(lithium))]
-        atoms.positions += rng.normal(0.0, stdev, atoms.positions.shape)
-        out.append(atoms)
-    return out
-
-
 def crystal_structures(crystal: Atoms, settings: DataStage, rng: np.random.Generator) -> list[Atoms]:
     """Scaled, strained and Li-vacancy copies of every supercell of ``crystal``, all rattled."""
     out = []
@@ -246,7 +234,7 @@ def crystal_structures(crystal: Atoms, settings: DataStage, rng: np.random.Gener
         cell = crystal.repeat(repeat)
         found = scaled_and_rattled(cell, settings.scale, settings.rattle, rng)
         found += strained(cell, settings.strained, settings.strain, settings.rattle.stdev, rng)
-        found += li_vacancies(cell, settings.vacancies, settings.rattle.stdev, rng)
+        found += with_vacancies(cell, settings.vacancies, settings.rattle.stdev, rng, elements=("Li",))
         for atoms in found:
             atoms.info = {"generated_from": f"beta-Li3PO4 x {repeat}"}
         out += found

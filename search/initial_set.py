@@ -13,6 +13,7 @@ result does not depend on the number of workers).
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -213,10 +214,11 @@ def scaled_and_rattled(cell: Atoms, scale: ScaleSettings, rattle: RattleSettings
     return out
 
 
-def with_vacancies(cell: Atoms, n: int, stdev: float, rng: np.random.Generator) -> list[Atoms]:
-    """For each element with more than one atom, ``n`` copies with one random atom of it removed."""
+def with_vacancies(cell: Atoms, n: int, stdev: float, rng: np.random.Generator, elements: Collection[str] | None = None) -> list[Atoms]:
+    """For each element (of ``elements``, default all) with more than one atom, ``n`` copies with
+    one random atom of it removed, rattled by ``stdev`` Å."""
     out = []
-    for symbol in sorted(set(cell.get_chemical_symbols())):
+    for symbol in sorted(set(cell.get_chemical_symbols()) if elements is None else set(elements)):
         sites = np.flatnonzero(np.array(cell.get_chemical_symbols()) == symbol)
         if len(sites) < 2:
             continue
