@@ -28,6 +28,7 @@ from pesmith.errors import ConfigError, DataError
 from .diffusion import diffusion_coefficients
 
 NU_DEFAULT = 1e13  # 1/s, attempt frequency
+A2_PER_S_TO_CM2_PER_S = 1e-16  # D: 1 Å^2/s = 1e-16 cm^2/s
 
 
 @dataclass(frozen=True)

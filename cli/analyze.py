@@ -111,17 +111,16 @@ def _rdf(frames, args, _step) -> tuple[dict[str, np.ndarray], dict[str, Any], An
 
 
 def _msd(frames, args, step) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
-    from pesmith.analysis.diffusion import diffusion_coefficients
+    from pesmith.analysis.diffusion import A2_PER_FS_TO_CM2_PER_S, diffusion_coefficients
 
     results = diffusion_coefficients(frames, step, fit_fs=tuple(args.fit_fs) if args.fit_fs else None, n_blocks=args.blocks, species=args.species)
     first = next(iter(results.values()))
     table = {"time_fs": first.time_fs} | {f"msd_{s}_A2": d.msd for s, d in results.items()}
-    to_cm2_s = 1e-16 / 1e-15  # Å^2/fs -> cm^2/s
     summary = {
-        s: {"D_A2_per_fs": d.D, "D_err_A2_per_fs": d.D_err, "D_cm2_per_s": d.D * to_cm2_s, "D_err_cm2_per_s": d.D_err * to_cm2_s, "fit_fs": list(d.fit_fs)}
+        s: {"D_A2_per_fs": d.D, "D_err_A2_per_fs": d.D_err, "D_cm2_per_s": d.D * A2_PER_FS_TO_CM2_PER_S, "D_err_cm2_per_s": d.D_err * A2_PER_FS_TO_CM2_PER_S, "fit_fs": list(d.fit_fs)}
         for s, d in results.items()
     }
-    summary["lines"] = [f"D({s}) = {d.D * to_cm2_s:.3e} ± {d.D_err * to_cm2_s:.1e} cm^2/s (fit {d.fit_fs[0]:.0f}-{d.fit_fs[1]:.0f} fs)" for s, d in results.items()]
+    summary["lines"] = [f"D({s}) = {d.D * A2_PER_FS_TO_CM2_PER_S:.3e} ± {d.D_err * A2_PER_FS_TO_CM2_PER_S:.1e} cm^2/s (fit {d.fit_fs[0]:.0f}-{d.fit_fs[1]:.0f} fs)" for s, d in results.items()]
     return table, summary, lambda path: _plot(path, first.time_fs, {k: v for k, v in table.items() if k != "time_fs"}, "t (fs)", "MSD (Å²)")
 
 
@@ -157,7 +156,7 @@ def _sites(frames, args, _step) -> tuple[dict[str, np.ndarray], dict[str, Any], 
 
 def _kmc(sites, args) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
     from pesmith.analysis.diffusion import arrhenius
-    from pesmith.analysis.kmc import diffusion_at, network_from_table, network_within
+    from pesmith.analysis.kmc import A2_PER_S_TO_CM2_PER_S, diffusion_at, network_from_table, network_within
 
     if args.barriers is None and args.barrier is None:
         raise ConfigError("pesmith analyze kmc needs --barrier EV or --barriers CSV (source,target,barrier_eV)")
@@ -169,20 +168,21 @@ def _kmc(sites, args) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
     occupied = np.argsort(-occupancy, kind="stable")[:carriers]
     rng = np.random.default_rng(args.seed)
     temperatures = sorted(args.temperature)
-    D, D_err = np.zeros(len(temperatures)), np.zeros(len(temperatures))
+    D, D_err = np.zeros(len(temperatures)), np.zeros(len(temperatures))  # cm^2/s
     lines = []
     for index, temperature in enumerate(temperatures):
-        D[index], D_err[index], result = diffusion_at(network, occupied, temperature, args.hops, rng, args.nu)
-        lines.append(f"T = {temperature:.0f} K: D = {D[index] * 1e-16:.3e} ± {D_err[index] * 1e-16:.1e} cm^2/s ({result.n_hops} hops of {carriers} carriers)")
-    table = {"temperature_K": np.array(temperatures), "D_cm2_per_s": D * 1e-16, "D_err_cm2_per_s": D_err * 1e-16}
+        D_A2, D_err_A2, result = diffusion_at(network, occupied, temperature, args.hops, rng, args.nu)
+        D[index], D_err[index] = D_A2 * A2_PER_S_TO_CM2_PER_S, D_err_A2 * A2_PER_S_TO_CM2_PER_S
+        lines.append(f"T = {temperature:.0f} K: D = {D[index]:.3e} ± {D_err[index]:.1e} cm^2/s ({result.n_hops} hops of {carriers} carriers)")
+    table = {"temperature_K": np.array(temperatures), "D_cm2_per_s": D, "D_err_cm2_per_s": D_err}
     summary: dict[str, Any] = {"sites": len(sites), "hops_in_network": int(network.source.size), "carriers": carriers, "nu_per_s": args.nu}
     if len(set(temperatures)) >= 2:
-        fit = arrhenius(temperatures, D, D_err)
-        summary |= {"Ea_eV": fit.Ea_eV, "Ea_err_eV": fit.Ea_err_eV, "D0_cm2_per_s": fit.D0 * 1e-16, "D0_err_cm2_per_s": fit.D0_err * 1e-16}
-        lines.append(f"Arrhenius: Ea = {fit.Ea_eV:.3f} ± {fit.Ea_err_eV:.3f} eV, D0 = {fit.D0 * 1e-16:.2e} cm^2/s")
+        fit = arrhenius(temperatures, D, D_err)  # D0 in cm^2/s
+        summary |= {"Ea_eV": fit.Ea_eV, "Ea_err_eV": fit.Ea_err_eV, "D0_cm2_per_s": fit.D0, "D0_err_cm2_per_s": fit.D0_err}
+        lines.append(f"Arrhenius: Ea = {fit.Ea_eV:.3f} ± {fit.Ea_err_eV:.3f} eV, D0 = {fit.D0:.2e} cm^2/s")
     summary["lines"] = lines
     inverse = 1000.0 / np.array(temperatures)
-    return table, summary, lambda path: _plot(path, inverse, {"ln D (cm^2/s)": np.log(D * 1e-16)}, "1000 / T (1/K)", "ln D")
+    return table, summary, lambda path: _plot(path, inverse, {"ln D (cm^2/s)": np.log(D)}, "1000 / T (1/K)", "ln D")
 
 
 def _barrier_table(path: Path) -> dict[tuple[int, int], float]:
