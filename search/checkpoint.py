@@ -72,7 +72,7 @@ def shaped_finished_work(key: str, state: SearchState) -> bool:
     if section == "start":
         return state.start is not None
     if section == "baseline":  # its samples so far were drawn with these settings
-        return bool(state.baseline_done)
+        return bool(state.baseline_done) or bool(state.confirm and state.confirm.baseline)
     if section == "path":
         index = int(key[len("path["):-1])
         if state.phase in ("hull", "done"):  # the path has ended

@@ -175,17 +175,15 @@ class Search:
             if state.step >= len(self.config.path) - 1:
                 return "hull"
             return "start" if state.start is None else "ga"
-        if phase == "start":
-            return "baseline" if self.config.baseline.enabled else "ga"
-        if phase == "ga":
-            return "anneal" if self.config.anneal.candidates + self.config.anneal.melt_quenches else "confirm"
-        if phase == "anneal":
+        if phase == "start":  # it samples the start's baseline itself
+            return "ga"
+        if phase == "ga" and self.config.anneal.candidates + self.config.anneal.melt_quenches:
+            return "anneal"
+        if phase in ("ga", "anneal"):
+            return "baseline" if self.config.baseline.enabled else "confirm"
+        if phase == "baseline":
             return "confirm"
-        if phase == "confirm" and self.config.baseline.enabled:
-            return "baseline"
-        if phase in ("confirm", "baseline"):
-            if state.step == 0:  # the start's baseline
-                return "ga"
+        if phase == "confirm":
             return "explore" if self.config.explore.frames else "train"
         if phase == "explore":
             return "train"

@@ -14,7 +14,7 @@ from .ga import GAState
 if TYPE_CHECKING:
     from pesmith.simulate.relax import Relaxed
 
-PHASES = ("initial", "train", "start", "ga", "anneal", "confirm", "baseline", "explore", "hull", "done")
+PHASES = ("initial", "train", "start", "ga", "anneal", "baseline", "confirm", "explore", "hull", "done")
 
 
 @dataclass
@@ -113,10 +113,12 @@ class Pick:
 
 @dataclass
 class ConfirmState:
-    """The confirmation of one step: the candidates picked (in rank order), the entries done by key."""
+    """The confirmation of one step: the candidates picked (in rank order), the baseline's
+    melt-quenched cells relaxed in the same map (phase *baseline*), the entries done by key."""
 
     picked: list[Pick] = field(default_factory=list)
     done: dict[str, Entry] = field(default_factory=dict)
+    baseline: list[Pick] = field(default_factory=list)
 
     def finished(self) -> list[Entry]:
         """The entries of the picked candidates, in pick order (not completion order)."""
@@ -169,7 +171,11 @@ class SearchState:
         out["start"] = asdict(self.start) if self.start else None
         out["ga"] = self.ga.as_dict() if self.ga else None
         out["confirm"] = (
-            {"picked": [asdict(p) for p in self.confirm.picked], "done": {k: asdict(e) for k, e in self.confirm.done.items()}}
+            {
+                "picked": [asdict(p) for p in self.confirm.picked],
+                "done": {k: asdict(e) for k, e in self.confirm.done.items()},
+                "baseline": [asdict(p) for p in self.confirm.baseline],
+            }
             if self.confirm else None
         )
         out["steps"] = [asdict(s) for s in self.steps]
@@ -194,7 +200,9 @@ class SearchState:
             current=data.get("current"),
             ga=GAState.from_dict(data["ga"]) if data.get("ga") else None,
             confirm=ConfirmState(
-                [Pick(**p) for p in confirm["picked"]], {k: Entry(**e) for k, e in confirm["done"].items()}
+                [Pick(**p) for p in confirm["picked"]],
+                {k: Entry(**e) for k, e in confirm["done"].items()},
+                [Pick(**p) for p in confirm.get("baseline", [])],
             ) if confirm else None,
             steps=[StepRecord(**s) for s in data.get("steps", [])],
             entries=[Entry(**e) for e in data.get("entries", [])],

@@ -21,11 +21,11 @@ from .state import SearchState
 def step_of(state: SearchState) -> int:
     """The 1-based step the state's phase belongs to (0 before the first step's GA).
 
-    ``state.step`` counts the steps confirmed: during *ga* and *confirm* the step under way is
-    ``state.step + 1``; *confirm* then counts it, so *explore* and *train* (retraining on its
-    labels) belong to step ``state.step``.
+    ``state.step`` counts the steps confirmed: during *ga*, *anneal*, *baseline* and *confirm*
+    the step under way is ``state.step + 1``; *confirm* then counts it, so *explore* and *train*
+    (retraining on its labels) belong to step ``state.step``.
     """
-    if state.phase in ("ga", "confirm"):
+    if state.phase in ("ga", "anneal", "baseline", "confirm"):
         return state.step + 1
     return state.step
 
@@ -69,7 +69,8 @@ def describe(checkpoint_path: Path) -> str:
             f" {ga.stale} generations without improvement"
         )
     if state.phase == "confirm" and state.confirm is not None:
-        lines.append(f"reference relaxations: {len(state.confirm.done)} of {len(state.confirm.picked)} done")
+        total, baseline = len(state.confirm.picked) + len(state.confirm.baseline), len(state.confirm.baseline)
+        lines.append(f"reference relaxations: {len(state.confirm.done)} of {total} done" + (f" ({baseline} of them the baseline's)" if baseline else ""))
     for record in state.steps:
         if record.confirmed:
             lines.append(

@@ -1,8 +1,9 @@
 """Phase *confirm*: the candidates the GA picked are relaxed with the reference; final structures
 and relaxation frames are labeled into ``reference.db`` and the verdict added to each one's row of
 ``candidates.db``. The model's error on the new labels is the learning curve; the lowest
-confirmed structure becomes the next step's start. The checkpoint is replaced after every
-candidate, so a resumed run redoes no finished reference relaxation."""
+confirmed structure becomes the next step's start. The baseline's cells (phase *baseline*) are
+relaxed in the same map, their labels kept out of ``reference.db``. The checkpoint is replaced
+after every relaxation, so a resumed run redoes no finished reference relaxation."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from ..context import SearchContext
 from ..labels import model_errors, store_labels
 from ..state import Entry
 from ..status import grouped_reasons
+from . import baseline
+from .anneal import target_counts
 
 
 def run(ctx: SearchContext) -> None:
@@ -24,12 +27,17 @@ def run(ctx: SearchContext) -> None:
     confirm = state.confirm
     store = ctx.candidates
     started = time.perf_counter()
-    todo = [p for p in confirm.picked if p.key not in confirm.done]
+    todo = [p for p in confirm.picked + confirm.baseline if p.key not in confirm.done]
     structures = [ctx.read_structure(p.structure) if p.structure else store.atoms(p.row) for p in todo]
-    results = ctx.map(ctx.reference_task(), structures, f"step {step + 1}: reference relaxations")
+    what = f" ({len(confirm.picked)} of the search, {len(confirm.baseline)} of the baseline)" if confirm.baseline else ""
+    results = ctx.map(ctx.reference_task(), structures, f"step {step + 1}: reference relaxations{what}")
     rank = {p.key: position for position, p in enumerate(confirm.picked)}  # the same after a resume
     for index, relaxed in results:
         pick = todo[index]
+        if baseline.is_baseline(pick.key):
+            confirm.done[pick.key] = baseline.entry(ctx, pick, relaxed)
+            ctx.save()
+            continue
         source, position = f"step {step + 1} candidate {pick.key}", rank[pick.key]
         rows = store_labels(ctx, relaxed, source, position) if relaxed.ok else []
         if not relaxed.ok:
@@ -40,6 +48,9 @@ def run(ctx: SearchContext) -> None:
         if pick.row is not None:
             store.record_reference(pick.row, ctx.config.reference.kind, entry.energy, entry.reason)
         ctx.save()
+    if ctx.config.baseline.enabled:
+        counts = target_counts(ctx)
+        baseline.finish(ctx, confirm.baseline, [confirm.done[p.key] for p in confirm.baseline], counts["Li"] / counts["Si"])
     done = confirm.finished()
     ok = [d for d in done if d.ok]
     record.confirmed, record.failed_confirmations = len(ok), len(done) - len(ok)

@@ -1,6 +1,8 @@
 """Phase *start*: the structure the first step delithiates (``start.file``, or a random cell at
 the path's first composition melt-quenched with the first model or the reference), relaxed with
-the reference; its labels go to ``reference.db``."""
+the reference; its labels go to ``reference.db``. With ``baseline.enabled`` the baseline's one
+cell at that composition is relaxed in the same map (:mod:`pesmith.search.phases.baseline`).
+A resumed run redoes the phase from the same seeds."""
 
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ from pesmith.errors import CalculationFailed, ConfigError, DataError
 
 from ..config import SearchConfig
 from ..context import SearchContext
-from ..labels import failed_labels_last, reference_relax
+from ..labels import failed_labels_last, store_labels
 from ..state import Entry
 from ..status import grouped_reasons
+from . import baseline
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +32,16 @@ def run(ctx: SearchContext) -> None:
     else:
         atoms = _melt_quenched_start(ctx)
     check_start(config, atoms)
-    [relaxed] = reference_relax(ctx, [atoms], "relaxing the start structure with the reference", source="start")
-    if not relaxed.ok:
+    counts = baseline.composition(atoms)
+    picks = baseline.prepare(ctx, counts, 1) if config.baseline.enabled else []
+    structures = [atoms] + [ctx.read_structure(p.structure) for p in picks]
+    description = "relaxing the start structure" + (" and the baseline's cell" * bool(picks)) + " with the reference"
+    relaxed, *sampled = ctx.map_ordered(ctx.reference_task(), structures, description)
+    if config.baseline.enabled:
+        baseline.finish(ctx, picks, [baseline.entry(ctx, p, r) for p, r in zip(picks, sampled)], counts["Li"] / counts["Si"])
+    if relaxed.ok:
+        store_labels(ctx, relaxed, "start", 0)
+    else:
         raise DataError(
             f"start structure {config.start.file or '(melt-quenched)'}: the reference relaxation failed: {relaxed.reason.splitlines()[0]};"
             f" raise confirm.steps or confirm.fmax (or confirm.time_limit), then `pesmith search {ctx.config_path} --resume`"
