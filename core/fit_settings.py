@@ -33,6 +33,9 @@ class FitSettings(BaseModel):
         " the output, read per minibatch), recompute (every minibatch); auto picks memory when it fits the budget,"
         " else disk when the cache takes at most half the free disk space, else recompute",
     )
+    core_repulsion: bool = Field(
+        True, description="add a ZBL core below each element pair's shortest distance in the training data (pesmith.repulsion)"
+    )
     seed: int = Field(0, description="seed of initialisation and minibatch order")
     threads: int | None = Field(
         None, ge=1, description="torch threads for the whole run (default: torch's choice for featurization, 1 for the fit loop)"

@@ -35,6 +35,7 @@ def save_potential(
         "species": list(potential.species),
         "n_features": potential.descriptor.n_features,
         "reference_energies_eV": potential.reference,
+        "core_outer_A": potential.core_outer,
         "metadata": metadata or {},
     }
     payload = {
@@ -104,6 +105,7 @@ def load_potential(path: str | Path, registry: Registry | None = None) -> tuple[
         potential = Potential(descriptor, model, header["reference_energies_eV"])
         potential.feature_min.copy_(payload["feature_min"])
         potential.feature_max.copy_(payload["feature_max"])
+        potential.set_core(header.get("core_outer_A", {}))  # files before the core have none
     except PesmithError:
         raise
     except Exception as exc:

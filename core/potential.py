@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .features import check_stress_labels, featurize_dataset, plan_for
 from .fit_settings import FitSettings
 from .grad import forces_and_stress
+from .repulsion import core_edge_energies, core_radii
 from .model import FitSummary, Model
 from .structures import DTYPE, Batch, build_batch
 
@@ -26,7 +27,12 @@ ENERGY_STD, FORCES_STD = "energy_std", "forces_std"
 
 
 class Potential(torch.nn.Module):
-    """E = sum_i (e_ref(Z_i) + model(G_i)), eV; forces eV/Å and stress eV/Å^3 by autograd.
+    """E = sum_i (e_ref(Z_i) + model(G_i)) + E_core, eV; forces eV/Å and stress eV/Å^3 by autograd.
+
+    ``E_core`` is a screened-nuclear repulsion below the shortest distance of each element pair
+    in the training data (:mod:`pesmith.repulsion`), zero on every training structure; it keeps
+    MD from fusing atoms where the model has never seen a pair so close. :meth:`fit` sets it
+    (``FitSettings.core_repulsion``); a potential without it (``core_outer`` empty) has none.
 
     Parameters
     ----------
@@ -45,6 +51,16 @@ class Potential(torch.nn.Module):
         n = descriptor.n_features
         self.register_buffer("feature_min", torch.full((n,), -torch.inf, dtype=DTYPE))
         self.register_buffer("feature_max", torch.full((n,), torch.inf, dtype=DTYPE))
+        self.register_buffer("core_table", torch.zeros(119, 119, dtype=DTYPE), persistent=False)
+        self.core_outer: dict[str, float] = {}
+
+    def set_core(self, outer: dict[str, float]) -> None:
+        """Set the core's outer radius (Å) of each element pair, keyed ``"Li-Si"``; ``{}``: no core."""
+        self.core_table.zero_()
+        self.core_outer = {pair: float(r) for pair, r in outer.items()}
+        for pair, radius in self.core_outer.items():
+            a, b = (atomic_numbers[s] for s in pair.split("-"))
+            self.core_table[a, b] = self.core_table[b, a] = radius
 
     def set_reference(self, reference: dict[str, float]) -> None:
         """Set the per-element reference energies, eV."""
@@ -72,6 +88,11 @@ class Potential(torch.nn.Module):
         """Energies (n_structures,) eV, per-atom energies and features, differentiable in ``edge_vectors``."""
         features = self.descriptor(batch.numbers, batch.edge_index, edge_vectors)  # (n_atoms, F)
         atom_energies = self.model(features, batch.numbers) + self.reference_table[batch.numbers]  # (n_atoms,)
+        if self.core_outer:
+            centers, neighbors = batch.edge_index
+            distances = edge_vectors.norm(dim=1)
+            core = core_edge_energies(distances, batch.numbers[centers], batch.numbers[neighbors], self.core_table)
+            atom_energies = atom_energies.index_add(0, centers, core)
         energy = torch.zeros(batch.n_structures, dtype=DTYPE).index_add(0, batch.structure_index, atom_energies)
         results = {ENERGY: energy, ATOM_ENERGIES: atom_energies, FEATURES: features}
         std = self.model.energy_std(features, batch.numbers, batch.structure_index, batch.n_structures)
@@ -114,6 +135,7 @@ class Potential(torch.nn.Module):
         ConfigError
             ``warm_start`` with a model whose ``fit`` cannot continue from its state.
         """
+        self.set_core(core_radii(train_set.structures, self.species) if settings.core_repulsion else {})
         if not warm_start:
             self.set_reference(reference_energies(train_set, self.species, isolated_atom_energies))
         elif "warm_start" not in inspect.signature(self.model.fit).parameters:

@@ -11,7 +11,7 @@ from math import comb
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from pesmith.config import PluginSettings, check_plugin_options, parse_config, resolve_path, validate_section
 from pesmith.errors import ConfigError
@@ -62,6 +62,9 @@ class StartSettings(Section):
     the reference, like a file's structure)."""
 
     file: Path | None = Field(None, description="a Li-Si structure (extxyz, POSCAR, ...) at the first composition of the path")
+    repeat: tuple[PositiveInt, PositiveInt, PositiveInt] = Field(
+        (1, 1, 1), description="with file: its cell repeated this many times along a, b, c (a supercell)"
+    )
     atoms: int = Field(38, ge=2, le=5000, description="atoms of the melt-quenched cell (about; the composition decides)")
     volume_per_atom: float | None = Field(None, gt=5, lt=60, description="Å^3; default: interpolated between the hull's Li and Si crystals")
     melt_quench: MeltQuenchSettings = MeltQuenchSettings()
@@ -257,7 +260,7 @@ def start_counts(config: SearchConfig, config_path: Path) -> tuple[int, int]:
 
     where = f"{config_path}: key 'start.file': {config.start.file}"
     try:
-        atoms = ase_files.read(config.start.file, index=-1)
+        atoms = ase_files.read(config.start.file, index=-1).repeat(config.start.repeat)
     except Exception as exc:
         raise ConfigError(f"{where} cannot be read as a structure ({type(exc).__name__}: {exc}); give an extxyz, POSCAR, cif, ... file") from None
     n_li, n_si = int((atoms.numbers == 3).sum()), int((atoms.numbers == 14).sum())
@@ -279,7 +282,7 @@ def check_steps(config: SearchConfig, config_path: Path, n_li: int, n_si: int, w
     arrangements are fewer than the GA population."""
     path = config.path
     if config.start.file is not None:
-        size, fix = f"start.file's {n_si} Si", "give a larger start.file cell"
+        size, fix = f"start.file's {n_si} Si", "give a larger start.file cell or start.repeat"
     else:
         size, fix = f"start.atoms: {config.start.atoms} gives Li{n_li}Si{n_si}", "raise start.atoms"
     before = n_li

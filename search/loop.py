@@ -129,7 +129,7 @@ class Search:
                     " or set another output folder"
                 )
             if self.config.start.file is not None:
-                start.check_start(self.config, ase_files.read(self.config.start.file, index=-1))  # before hours of labeling and training
+                start.check_start(self.config, ase_files.read(self.config.start.file, index=-1).repeat(self.config.start.repeat))  # before hours of labeling and training
             self.output.mkdir(parents=True, exist_ok=True)
             state = SearchState(self.config_hash, np.random.default_rng(self.config.seed).bit_generator.state)
             state.config = checkpoint.stable_config(self.config.model_dump(mode="json"))

@@ -18,7 +18,7 @@ import yaml
 
 from pesmith import cli, training
 from pesmith.registry import Registry, default_registry
-from pesmith.search.config import load_search_config
+from pesmith.search.config import load_search_config, start_counts
 from pesmith.search import loop
 from pesmith.search.loop import Search
 from pesmith.testing import amorphous_lisi
@@ -147,6 +147,17 @@ def test_a_start_file_off_the_path_is_refused_at_load(tmp_path, edit, fragments)
 )
 def test_a_step_that_removes_no_lithium_is_refused_at_load(tmp_path, edit, fragments):
     assert_refused(edited_config(tmp_path, edit), "key 'path'", *fragments)
+
+
+def test_start_repeat_makes_a_supercell_of_the_start_file(tmp_path):
+    """The 3.75 -> 3.7 step removes no Li from 4 Si but one from the 3 x 1 x 1 supercell's 12."""
+    def edit(config, folder):
+        set_key("path", [3.75, 3.7, 3.0])(config, folder)
+        config["start"]["repeat"] = [3, 1, 1]
+
+    config = load_search_config(edited_config(tmp_path, edit), default_registry())
+    assert start_counts(config, tmp_path / "c.yaml") == (45, 12)
+    assert_refused(edited_config(tmp_path, set_key("start.repeat", [0, 1, 1])), "start.repeat")
 
 
 @pytest.mark.parametrize(

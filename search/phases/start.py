@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def run(ctx: SearchContext) -> None:
     config = ctx.config
     if config.start.file is not None:
-        atoms = ase_files.read(config.start.file, index=-1)
+        atoms = ase_files.read(config.start.file, index=-1).repeat(config.start.repeat)
         atoms.calc = None
     else:
         atoms = _melt_quenched_start(ctx)
