@@ -351,13 +351,19 @@ def error_sums(
     (eV/Å^3)^2 over the components of structures with stress labels."""
     use_stress = settings.stress_weight > 0 and bool(data.has_stress.any())
     predicted = predict_labels(atomic_energy, data, settings.force_weight > 0, use_stress, create_graph)
+    return prediction_errors(predicted, data)
+
+
+def prediction_errors(predicted: dict[str, torch.Tensor], data: FeatureSet) -> dict[str, torch.Tensor | int]:
+    """:func:`error_sums` of predictions (``energy`` eV and, if present, ``forces`` eV/Å and
+    ``stress`` eV/Å^3, as :func:`predict_labels` returns them) against the labels of ``data``."""
     sums: dict[str, torch.Tensor | int] = {
         "energy": (((predicted["energy"] - data.energies) / data.atoms_per_structure) ** 2).sum(),
         "n_energy": data.n_structures,
     }
     if "forces" in predicted:
         sums["force"], sums["n_force"] = ((predicted["forces"] - data.forces) ** 2).sum(), 3 * data.n_atoms
-    if use_stress:
+    if "stress" in predicted:
         labeled = data.has_stress
         sums["stress"] = ((predicted["stress"][labeled] - data.stresses[labeled]) ** 2).sum()
         sums["n_stress"] = 6 * int(labeled.sum())
