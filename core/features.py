@@ -120,7 +120,7 @@ class FeatureSet:
         the store and reads its derivatives only when used, so one part at a time is in memory."""
         rows = torch.as_tensor(rows, dtype=torch.int64)
         order = rows.tolist()
-        groups = _groups(self.edges_per_structure[rows].tolist(), self.chunk_edges)
+        groups = groups_within(self.edges_per_structure[rows].tolist(), self.chunk_edges)
         return [self.select([order[i] for i in group]) for group in groups]
 
     def chunks(self) -> list["FeatureSet"]:
@@ -194,7 +194,7 @@ def featurize_dataset(
     features, jacobians, edge_index, vectors = [], [], [], []
     offset = 0
     bar = tqdm(total=dataset.n_atoms, desc="features", unit="atom", disable=not progress, leave=False)
-    for group in _groups(edges, chunk_edges):
+    for group in groups_within(edges, chunk_edges):
         chunk = [dataset.structures[i] for i in group]
         if storage in ("memory", "disk"):
             f, j, batch = feature_jacobian(descriptor, chunk)
@@ -236,7 +236,7 @@ def featurize_dataset(
     )
 
 
-def _groups(edges: Sequence[int], chunk_edges: int) -> Iterator[list[int]]:
+def groups_within(edges: Sequence[int], chunk_edges: int) -> Iterator[list[int]]:
     """Consecutive positions of ``edges`` in groups of at most ``chunk_edges`` edges (a larger
     single item is a group of its own)."""
     group, size = [], 0

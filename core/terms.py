@@ -16,7 +16,7 @@ import torch
 
 from .descriptor import Descriptor
 from .errors import ConfigError
-from .features import FeatureSet, _groups, add_sums, metrics_from_sums, predict_labels, prediction_errors
+from .features import FeatureSet, groups_within, add_sums, metrics_from_sums, predict_labels, prediction_errors
 from .fit_settings import FitSettings
 from .model import Model
 
@@ -70,7 +70,7 @@ def aligned_parts(sets: Sequence[FeatureSet]) -> Iterator[list[FeatureSet]]:
     counted over all terms' edges, one part per term for each group."""
     edges = torch.stack([s.edges_per_structure for s in sets]).sum(0)  # (n_structures,)
     chunk_edges = min(s.chunk_edges for s in sets)
-    for group in _groups(edges.tolist(), chunk_edges):
+    for group in groups_within(edges.tolist(), chunk_edges):
         yield [s.select(group) for s in sets]
 
 

@@ -85,7 +85,7 @@ def structure_sigmas(data: FeatureSet, settings: "GAPSettings") -> Sigmas:
     return Sigmas(**{kind: torch.tensor(v, dtype=DTYPE) for kind, v in values.items()})
 
 
-def _part_observations(model: "GAPModel", part: FeatureSet, sigmas: Sigmas, block_edges: int) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+def part_observations(model: "GAPModel", part: FeatureSet, sigmas: Sigmas, block_edges: int) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
     """(kind, weighted rows (r, M), weighted targets (r,)) blocks of the energies, forces and
     virials of one chunk of structures (its sigmas already selected), each divided by its noise
     (module docstring); :func:`.gap_solve.joint_observations` walks the chunks."""

@@ -33,7 +33,7 @@ from pesmith.model import FitSummary
 from pesmith.structures import DTYPE
 from pesmith.terms import aligned_parts, evaluate_terms
 
-from .gap_fit import Sigmas, _part_observations, describe_sigmas, structure_sigmas
+from .gap_fit import Sigmas, part_observations, describe_sigmas, structure_sigmas
 
 if TYPE_CHECKING:
     from .gap import GAPModel, GAPSettings
@@ -138,7 +138,7 @@ def joint_observations(
 ) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
     """(kind, weighted rows (r, sum_t M_t), weighted targets (r,)) blocks of the energies,
     forces and virials of the structures of ``sets`` (one feature set per model): the terms'
-    rows (:func:`.gap_fit._part_observations`) side by side, each divided by its noise."""
+    rows (:func:`.gap_fit.part_observations`) side by side, each divided by its noise."""
     blocks = [model._block_edges() for model in models]
     limited = [dataclasses.replace(data, chunk_edges=min(data.chunk_edges, block)) for data, block in zip(sets, blocks)]
     start = 0
@@ -146,7 +146,7 @@ def joint_observations(
         rows = torch.arange(start, start + parts[0].n_structures)
         start += parts[0].n_structures
         own = Sigmas(sigmas.energy[rows], sigmas.force[rows], sigmas.virial[rows])
-        streams = [_part_observations(model, part, own, block) for model, part, block in zip(models, parts, blocks)]
+        streams = [part_observations(model, part, own, block) for model, part, block in zip(models, parts, blocks)]
         for observed in zip(*streams, strict=True):
             kinds = {kind for kind, _, _ in observed}
             assert len(kinds) == 1, kinds  # every term sees the same structures, labels and sigmas
