@@ -80,7 +80,7 @@ class PesmithCalculator(Calculator):
         """
         where = f"PesmithCalculator, structure {self.atoms.get_chemical_formula()}"
         check_finite_geometry(self.atoms, where)
-        batch = build_batch([self.atoms], self.potential.descriptor.cutoff)
+        batch = build_batch([self.atoms], self.potential.cutoff)
         centers, neighbors = batch.edge_index.numpy()
         distances = batch.edge_vectors().norm(dim=1).numpy()  # (n_edges,) Å
         check_close_pairs(self.atoms, where, centers, neighbors, distances)

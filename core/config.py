@@ -12,7 +12,7 @@ from typing import Any, TypeVar, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, PluginError
 from .registry import Kind, Registry
 from .fit_settings import FitSettings
 
@@ -61,14 +61,27 @@ class PluginSettings(BaseModel):
         return dict(self.model_extra or {})
 
 
+class TermSettings(BaseModel):
+    """One entry of ``terms:``: a term's descriptor and model and, under ``training:``, the fit
+    settings it sets for itself (only the keys its model's ``settings_schema.term_keys`` allows,
+    e.g. a GAP term's ``n_sparse``); the rest come from the config's ``training:``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    descriptor: PluginSettings
+    model: PluginSettings
+    training: dict[str, Any] = Field(default_factory=dict, description="this term's own fit settings (e.g. n_sparse)")
+
+
 class TrainConfig(BaseModel):
-    """A ``pesmith train`` configuration."""
+    """A ``pesmith train`` configuration: a potential of one term (``descriptor:`` and
+    ``model:``) or a sum of terms (``terms:``, a list of ``{descriptor, model}``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     data: DataSettings
-    descriptor: PluginSettings
-    model: PluginSettings
+    descriptor: PluginSettings | None = None
+    model: PluginSettings | None = None
     training: SerializeAsAny[FitSettings] = Field(
         default_factory=FitSettings, description="fit settings; the keys depend on the model (its settings_schema)"
     )
@@ -77,6 +90,16 @@ class TrainConfig(BaseModel):
         None, description="a model file to continue from (warm start: its weights, feature scaling and reference energies);"
         " its descriptor and model must be this config's"
     )
+    terms: list[TermSettings] | None = Field(
+        None, description="instead of descriptor + model: the terms of a sum E = sum_t E_t, each {descriptor, model}"
+    )
+
+    @property
+    def term_sections(self) -> list[TermSettings]:
+        """The terms of the potential: ``terms``, or the one term of ``descriptor`` + ``model``."""
+        if self.terms is not None:
+            return list(self.terms)
+        return [TermSettings(descriptor=self.descriptor, model=self.model)]
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -154,10 +177,62 @@ def load_train_config(path: str | Path, registry: Registry) -> TrainConfig:
         config.initial_model = resolve_path(base, config.initial_model)
         if not config.initial_model.is_file():
             raise ConfigError(f"{path}: key 'initial_model': {config.initial_model} is not a file")
-    check_plugin_options(path, "descriptor", config.descriptor, registry, implicit=("species",))
-    model_cls = check_plugin_options(path, "model", config.model, registry, implicit=("species", "n_features"))
+    model_cls = check_potential_sections(path, config, training, registry)
     config.training = validate_section(path, "training", training, model_cls.settings_schema)
     return config
+
+
+def check_potential_sections(path: Path, config: TrainConfig, training: dict[str, Any], registry: Registry) -> type:
+    """Check the one-term form (``descriptor`` + ``model``) or the ``terms`` of ``config``: one
+    form, not both; at least one term; plugin kinds and keys; each term's own ``training``
+    keys. Returns the model class whose ``settings_schema`` validates ``training``.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file and the key.
+    """
+    if config.terms is not None:
+        if config.descriptor is not None or config.model is not None:
+            given = " and ".join(key for key in ("descriptor", "model") if getattr(config, key) is not None)
+            raise ConfigError(f"{path}: key 'terms': give either terms or descriptor + model, not both (remove {given} or terms)")
+        if not config.terms:
+            raise ConfigError(f"{path}: key 'terms' is empty; list at least one term {{descriptor: {{kind: ...}}, model: {{kind: ...}}}}")
+    else:
+        for key in ("descriptor", "model"):
+            if getattr(config, key) is None:
+                raise ConfigError(f"{path}: missing required key '{key}' (or give 'terms', a list of {{descriptor, model}})")
+    classes = []
+    for k, term in enumerate(config.term_sections):
+        where = f"terms[{k}]." if config.terms is not None else ""
+        check_plugin_options(path, "descriptor", term.descriptor, registry, implicit=("species",), where=where)
+        classes.append(check_plugin_options(path, "model", term.model, registry, implicit=("species", "n_features"), where=where))
+    if len(classes) > 1:
+        kinds = sorted({term.model.kind for term in config.term_sections})
+        if len(kinds) > 1:
+            raise ConfigError(
+                f"{path}: key 'terms': terms of different model kinds ({', '.join(kinds)}) cannot be fitted together yet;"
+                " use one kind (gap) in every term"
+            )
+        from .model import Model  # torch: only here, where plugin classes are loaded anyway
+
+        if classes[0].fit_terms.__func__ is Model.fit_terms.__func__:
+            raise ConfigError(
+                f"{path}: key 'terms': model kind '{kinds[0]}' cannot be one of several terms yet (only gap models are"
+                " fitted jointly); use one descriptor and model, or gap in every term"
+            )
+    for k, (term, model_cls) in enumerate(zip(config.term_sections, classes)):
+        where = f"terms[{k}]." if config.terms is not None else ""
+        allowed = model_cls.settings_schema.term_keys
+        for key in term.training:
+            if key not in allowed:
+                raise ConfigError(
+                    f"{path}: unknown key '{where}training.{key}': a term of model kind '{term.model.kind}' may set only"
+                    f" {', '.join(allowed) or 'nothing'} for itself; put the other fit settings in the config's training section"
+                )
+        if term.training:
+            validate_section(path, f"{where}training", training | term.training, model_cls.settings_schema)
+    return classes[0]
 
 
 def validate_section(path: Path, section: str, content: Any, schema: type[ConfigModel]) -> ConfigModel:
@@ -171,10 +246,17 @@ def validate_section(path: Path, section: str, content: Any, schema: type[Config
 
 
 def check_plugin_options(
-    path: Path, kind: Kind, settings: PluginSettings, registry: Registry, implicit: tuple[str, ...]
+    path: Path, kind: Kind, settings: PluginSettings, registry: Registry, implicit: tuple[str, ...], where: str = ""
 ) -> type:
-    """Check that every key of a plugin section is a constructor argument of the plugin."""
-    cls = registry.get(kind, settings.kind)
+    """Check that every key of a plugin section is a constructor argument of the plugin;
+    ``where`` prefixes the key in messages (e.g. ``terms[1].``)."""
+    if where:
+        try:
+            cls = registry.get(kind, settings.kind)
+        except PluginError as exc:
+            raise ConfigError(f"{path}: key '{where}{kind}.kind': {exc}") from None
+    else:
+        cls = registry.get(kind, settings.kind)
     parameters = inspect.signature(cls.__init__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return cls
@@ -182,7 +264,7 @@ def check_plugin_options(
     for key in settings.options:
         if key not in valid:
             raise ConfigError(
-                f"{path}: unknown key '{kind}.{key}' for {kind} kind '{settings.kind}'; valid keys: kind, "
+                f"{path}: unknown key '{where}{kind}.{key}' for {kind} kind '{settings.kind}'; valid keys: kind, "
                 + ", ".join(name for name in valid if name not in implicit or name == "species")
             )
     return cls

@@ -120,7 +120,7 @@ class FeatureSet:
         the store and reads its derivatives only when used, so one part at a time is in memory."""
         rows = torch.as_tensor(rows, dtype=torch.int64)
         order = rows.tolist()
-        groups = _groups(self.edges_per_structure[rows].tolist(), self.chunk_edges)
+        groups = groups_within(self.edges_per_structure[rows].tolist(), self.chunk_edges)
         return [self.select([order[i] for i in group]) for group in groups]
 
     def chunks(self) -> list["FeatureSet"]:
@@ -194,7 +194,7 @@ def featurize_dataset(
     features, jacobians, edge_index, vectors = [], [], [], []
     offset = 0
     bar = tqdm(total=dataset.n_atoms, desc="features", unit="atom", disable=not progress, leave=False)
-    for group in _groups(edges, chunk_edges):
+    for group in groups_within(edges, chunk_edges):
         chunk = [dataset.structures[i] for i in group]
         if storage in ("memory", "disk"):
             f, j, batch = feature_jacobian(descriptor, chunk)
@@ -236,7 +236,7 @@ def featurize_dataset(
     )
 
 
-def _groups(edges: Sequence[int], chunk_edges: int) -> Iterator[list[int]]:
+def groups_within(edges: Sequence[int], chunk_edges: int) -> Iterator[list[int]]:
     """Consecutive positions of ``edges`` in groups of at most ``chunk_edges`` edges (a larger
     single item is a group of its own)."""
     group, size = [], 0
@@ -351,13 +351,19 @@ def error_sums(
     (eV/Å^3)^2 over the components of structures with stress labels."""
     use_stress = settings.stress_weight > 0 and bool(data.has_stress.any())
     predicted = predict_labels(atomic_energy, data, settings.force_weight > 0, use_stress, create_graph)
+    return prediction_errors(predicted, data)
+
+
+def prediction_errors(predicted: dict[str, torch.Tensor], data: FeatureSet) -> dict[str, torch.Tensor | int]:
+    """:func:`error_sums` of predictions (``energy`` eV and, if present, ``forces`` eV/Å and
+    ``stress`` eV/Å^3, as :func:`predict_labels` returns them) against the labels of ``data``."""
     sums: dict[str, torch.Tensor | int] = {
         "energy": (((predicted["energy"] - data.energies) / data.atoms_per_structure) ** 2).sum(),
         "n_energy": data.n_structures,
     }
     if "forces" in predicted:
         sums["force"], sums["n_force"] = ((predicted["forces"] - data.forces) ** 2).sum(), 3 * data.n_atoms
-    if use_stress:
+    if "stress" in predicted:
         labeled = data.has_stress
         sums["stress"] = ((predicted["stress"][labeled] - data.stresses[labeled]) ** 2).sum()
         sums["n_stress"] = 6 * int(labeled.sum())

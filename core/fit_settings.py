@@ -8,7 +8,7 @@ chosen model's schema, so an unknown key is an error that lists that model's key
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,9 @@ class FitSettings(BaseModel):
     """Loss weights, memory budget and feature storage, common to every model."""
 
     model_config = ConfigDict(extra="forbid")
+
+    # keys a term of a potential of several terms may set for itself (``terms[k].training``)
+    term_keys: ClassVar[tuple[str, ...]] = ()
 
     force_weight: float = Field(0.1, ge=0, description="weight of the force MSE (eV/Å)^2 in the loss")
     stress_weight: float = Field(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Sequence
 
 import torch
 
+from .errors import ConfigError
 from .fit_settings import FitSettings
 
 if TYPE_CHECKING:
@@ -72,6 +73,27 @@ class Model(torch.nn.Module, ABC):
         ``info[INTERRUPTED_AT_EPOCH]``: pesmith then saves it as the model. Any other fit lets
         the interrupt propagate, and nothing is saved.
         """
+
+    @classmethod
+    def fit_terms(
+        cls,
+        models: Sequence["Model"],
+        train_sets: Sequence["FeatureSet"],
+        validations: Sequence["FeatureSet | None"],
+        settings: FitSettings,
+        term_settings: Sequence[FitSettings],
+    ) -> FitSummary:
+        """Fit ``models`` (all of this class, one per term of a potential) jointly so that the
+        sum of their energies fits the labels; ``train_sets`` / ``validations`` hold each
+        term's features of the same structures, ``term_settings`` each term's settings.
+
+        The default refuses (a :class:`~pesmith.errors.ConfigError`): only models that
+        override it (GAP) can be terms of a potential of several terms.
+        """
+        raise ConfigError(
+            f"model {cls.__name__} cannot be one of several terms of a potential yet (only gap models are fitted"
+            " jointly); use a single descriptor and model, or gap models in every term"
+        )
 
     @abstractmethod
     def get_config(self) -> dict[str, Any]:

@@ -1,6 +1,11 @@
 """One self-describing model file: format version, config, species, reference energies,
 normalisation, feature range and weights, as plain tensors and JSON (no pickle).
 
+A one-term potential is written in format version 1 (``descriptor``, ``model`` and
+``n_features`` in the header, ``model_state`` in the payload), as before sums of terms existed;
+a sum of terms in version 2 (``terms``: one such header entry per term, ``model_states``: one
+state per term). Both are read.
+
 Written atomically (temporary file + rename); read with ``torch.load(weights_only=True)``.
 """
 
@@ -16,11 +21,14 @@ import torch
 
 from .atomic_io import atomic_path
 from .errors import ModelFileError, PesmithError
+from .descriptor import Descriptor
+from .model import Model
 from .potential import Potential
+from .terms import Term
 from .registry import Registry, default_registry
 
 FORMAT = "pesmith-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a sum of terms ("terms" in the header, "model_states"); a one-term potential is still written as 1
 
 
 def save_potential(
@@ -29,23 +37,24 @@ def save_potential(
     """Write ``potential`` to ``path`` atomically; ``metadata`` (JSON types) is stored beside it."""
     path = Path(path)
     registry = registry or default_registry()
-    header = {
-        "descriptor": {"kind": _kind_name(registry, potential.descriptor), **potential.descriptor.get_config()},
-        "model": {"kind": _kind_name(registry, potential.model), **potential.model.get_config()},
-        "species": list(potential.species),
-        "n_features": potential.descriptor.n_features,
-        "reference_energies_eV": potential.reference,
-        "core_outer_A": potential.core_outer,
-        "metadata": metadata or {},
-    }
+    terms = [_term_header(registry, term) for term in potential.terms]
+    header: dict[str, Any] = terms[0] if len(terms) == 1 else {"terms": terms}
+    header |= {"species": list(potential.species), "reference_energies_eV": potential.reference}
+    if potential.core_outer:  # a potential without the ZBL core is written as before it existed
+        header["core_outer_A"] = potential.core_outer
+    header["metadata"] = metadata or {}
     payload = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 1 if len(terms) == 1 else FORMAT_VERSION,
         "header_json": json.dumps(header),
-        "model_state": {k: v.detach().cpu() for k, v in potential.model.state_dict().items()},
         "feature_min": potential.feature_min.detach().cpu(),
         "feature_max": potential.feature_max.detach().cpu(),
     }
+    states = [{k: v.detach().cpu() for k, v in term.model.state_dict().items()} for term in potential.terms]
+    if len(states) == 1:
+        payload["model_state"] = states[0]
+    else:
+        payload["model_states"] = states
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
@@ -95,14 +104,11 @@ def load_potential(path: str | Path, registry: Registry | None = None) -> tuple[
     registry = registry or default_registry()
     header, payload = read_header(path)
     try:
-        descriptor_config = dict(header["descriptor"])
-        model_config = dict(header["model"])
-        descriptor = registry.get("descriptor", descriptor_config.pop("kind"))(**descriptor_config)
-        model = registry.get("model", model_config.pop("kind"))(
-            species=header["species"], n_features=header["n_features"], **model_config
-        )
-        model.load_fitted_state(payload["model_state"])
-        potential = Potential(descriptor, model, header["reference_energies_eV"])
+        if "terms" in header:
+            terms = [_build_term(registry, term, header["species"], state) for term, state in zip(header["terms"], payload["model_states"], strict=True)]
+        else:
+            terms = [_build_term(registry, header, header["species"], payload["model_state"])]
+        potential = Potential(terms=terms, reference=header["reference_energies_eV"])
         potential.feature_min.copy_(payload["feature_min"])
         potential.feature_max.copy_(payload["feature_max"])
         potential.set_core(header.get("core_outer_A", {}))  # files before the core have none
@@ -113,6 +119,24 @@ def load_potential(path: str | Path, registry: Registry | None = None) -> tuple[
         raise ModelFileError(f"{path}: cannot rebuild the model ({type(exc).__name__}: {reason})") from exc
     potential.eval()
     return potential, header
+
+
+def _term_header(registry: Registry, term: Term) -> dict[str, Any]:
+    """The descriptor and model configs (with their ``kind``) and ``n_features`` of one term."""
+    return {
+        "descriptor": {"kind": _kind_name(registry, term.descriptor), **term.descriptor.get_config()},
+        "model": {"kind": _kind_name(registry, term.model), **term.model.get_config()},
+        "n_features": term.descriptor.n_features,
+    }
+
+
+def _build_term(registry: Registry, term: dict[str, Any], species: list[str], state: dict[str, torch.Tensor]) -> tuple[Descriptor, Model]:
+    """The fitted (descriptor, model) of one term's header entry and model state."""
+    descriptor_config, model_config = dict(term["descriptor"]), dict(term["model"])
+    descriptor = registry.get("descriptor", descriptor_config.pop("kind"))(**descriptor_config)
+    model = registry.get("model", model_config.pop("kind"))(species=species, n_features=term["n_features"], **model_config)
+    model.load_fitted_state(state)
+    return descriptor, model
 
 
 def _kind_name(registry: Registry, obj: object) -> str:

@@ -49,12 +49,13 @@ def markdown(report: dict[str, Any]) -> str:
     if "interrupted" in report:
         lines += [f"- interrupted (Ctrl-C) {report['interrupted']}: the model is the best state the fit had kept"]
     if "features" in training:
-        plan = training["features"]
-        lines += [
-            f"- features: {plan['n_atoms']} atoms, {plan['n_edges']} edges, {plan['n_features']} per atom;"
-            f" derivatives {plan['jacobian_gb']:.3g} GB in float64, stored: {plan['storage']}"
-            f" (memory budget {plan['memory_gb']:.3g} GB); featurization {plan['featurization_s']:.1f} s"
-        ]
+        features = training["features"]
+        for k, plan in enumerate(features.get("terms", [features])):  # one plan per term of a sum of terms
+            lines += [
+                f"- features{f' of term {k}' if 'terms' in features else ''}: {plan['n_atoms']} atoms, {plan['n_edges']} edges,"
+                f" {plan['n_features']} per atom; derivatives {plan['jacobian_gb']:.3g} GB in float64, stored: {plan['storage']}"
+                f" (memory budget {plan['memory_gb']:.3g} GB); featurization {features['featurization_s']:.1f} s"
+            ]
     lines += [f"- training time: {training['wall_time_s']:.1f} s", ""]
     sets = [name for name in ("train", "validation") if name in report["metrics"]]
     if not sets:

@@ -147,12 +147,12 @@ def predict_dataset(
         Before predicting anything, if ``dataset`` holds an element ``potential`` has no species for.
     """
     numbers = {int(z) for atoms in dataset.structures for z in np.unique(atoms.numbers)}
-    potential.descriptor.check_numbers(torch.tensor(sorted(numbers), dtype=torch.int64))  # before any work
+    potential.check_numbers(torch.tensor(sorted(numbers), dtype=torch.int64))  # before any work
     energies, forces, stresses, outside, energy_std, forces_std = [], [], [], [], [], []
-    features_outside = np.zeros(potential.descriptor.n_features, dtype=int)
+    features_outside = np.zeros(potential.n_features, dtype=int)
     with tqdm(total=len(dataset), desc=description, unit="structure", disable=not progress, leave=False) as bar:
         for chunk in _chunks(dataset, chunk_atoms):
-            batch = build_batch(chunk, potential.descriptor.cutoff)
+            batch = build_batch(chunk, potential.cutoff)
             results = potential(batch, forces=True, stress=True)  # stress of cells without a 3D cell is dropped below
             energies.append(results[ENERGY].numpy())
             forces.append(results[FORCES].numpy())
@@ -162,7 +162,7 @@ def predict_dataset(
             features_outside += beyond.sum(0)
             if uncertainty and ENERGY_STD in results:
                 energy_std.append(results[ENERGY_STD].numpy())
-            if uncertainty and potential.model.has_forces_std:
+            if uncertainty and potential.has_forces_std:
                 forces_std.append(potential.forces_std(batch).numpy())
             bar.update(len(chunk))
     labeled = np.array([s is not None and has_full_cell(a) for a, s in zip(dataset.structures, dataset.stresses)], dtype=bool)

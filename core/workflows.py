@@ -22,9 +22,10 @@ from ase import Atoms
 
 from . import __version__
 from .atomic_io import write_text_atomic
-from .config import TrainConfig
+from .config import TermSettings, TrainConfig
 from .data import Dataset, read_dataset
 from .errors import ConfigError
+from .fit_settings import FitSettings
 from .interrupt import deferred_interrupt, interrupt_once
 from .labeling import MapFunction, label_one
 from .model import INTERRUPTED_AT_EPOCH
@@ -49,30 +50,52 @@ class TrainResult:
 
 
 def build_potential(config: TrainConfig, species: Sequence[str], registry: Registry) -> Potential:
-    """Instantiate the descriptor and model plugins named in ``config``."""
-    descriptor_options = {"species": list(species), **config.descriptor.options}
-    try:
-        descriptor = registry.get("descriptor", config.descriptor.kind)(**descriptor_options)
-        model = registry.get("model", config.model.kind)(
-            species=descriptor.species, n_features=descriptor.n_features, **config.model.options
-        )
-    except TypeError as exc:
-        raise ConfigError(f"invalid plugin options: {exc}") from exc
-    return Potential(descriptor, model)
+    """Instantiate the descriptor and model plugins of each term ``config`` describes (one term
+    for ``descriptor`` + ``model``; ``config`` may be any section with those two keys and,
+    optionally, ``terms``)."""
+    terms = getattr(config, "terms", None)
+    sections = list(terms) if terms is not None else [TermSettings(descriptor=config.descriptor, model=config.model)]
+    pairs = []
+    for term in sections:
+        descriptor_options = {"species": list(species), **term.descriptor.options}
+        try:
+            descriptor = registry.get("descriptor", term.descriptor.kind)(**descriptor_options)
+            model = registry.get("model", term.model.kind)(
+                species=descriptor.species, n_features=descriptor.n_features, **term.model.options
+            )
+        except TypeError as exc:
+            raise ConfigError(f"invalid plugin options: {exc}") from exc
+        pairs.append((descriptor, model))
+    if terms is None:
+        return Potential(*pairs[0])
+    return Potential(terms=pairs)
+
+
+def term_settings(config: TrainConfig) -> list[FitSettings]:
+    """Each term's fit settings: ``config.training`` with the term's own ``training`` keys."""
+    schema = type(config.training)
+    return [schema.model_validate(config.training.model_dump() | term.training) for term in config.term_sections]
 
 
 def initial_potential(path: Path, built: Potential, registry: Registry) -> Potential:
     """The potential of model file ``path`` to warm-start from, checked against ``built`` (the
-    config's fresh potential): same descriptor, model and species, or a :class:`ConfigError`."""
+    config's fresh potential): same terms (descriptor and model each) and species, or a
+    :class:`ConfigError`."""
     loaded, _ = load_potential(path, registry)
-    for part in ("descriptor", "model"):
-        ours, theirs = getattr(built, part), getattr(loaded, part)
-        if type(ours) is not type(theirs) or ours.get_config() != theirs.get_config() or built.species != loaded.species:
-            raise ConfigError(
-                f"initial_model {path}: its {part} ({type(theirs).__name__} {theirs.get_config()}, species {list(loaded.species)})"
-                f" differs from the config's ({type(ours).__name__} {ours.get_config()}, species {list(built.species)}); train from scratch"
-                " or use the initial model's settings"
-            )
+    if len(loaded.terms) != len(built.terms):
+        raise ConfigError(
+            f"initial_model {path}: it has {len(loaded.terms)} term(s), the config {len(built.terms)}; train from scratch"
+            " or use the initial model's settings"
+        )
+    for ours_term, theirs_term in zip(built.terms, loaded.terms):
+        for part in ("descriptor", "model"):
+            ours, theirs = getattr(ours_term, part), getattr(theirs_term, part)
+            if type(ours) is not type(theirs) or ours.get_config() != theirs.get_config() or built.species != loaded.species:
+                raise ConfigError(
+                    f"initial_model {path}: its {part} ({type(theirs).__name__} {theirs.get_config()}, species {list(loaded.species)})"
+                    f" differs from the config's ({type(ours).__name__} {ours.get_config()}, species {list(built.species)}); train from scratch"
+                    " or use the initial model's settings"
+                )
     loaded.train()
     return loaded
 
@@ -183,7 +206,7 @@ def train(
     train_set, validation = dataset.split(config.data.validation_fraction, config.data.seed)
     if not len(validation):
         (warn or logger.warning)(no_validation_message(len(dataset), config.data.validation_fraction))
-    potential = build_potential(config, config.descriptor.options.get("species", dataset.species), registry)
+    potential = build_potential(config, config.term_sections[0].descriptor.options.get("species", dataset.species), registry)
     if config.initial_model is not None:
         potential = initial_potential(config.initial_model, potential, registry)
     config.output.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +214,13 @@ def train(
     with interrupt_once() as signals:  # the first Ctrl-C stops the fit; until the evaluation, more only count
         with tempfile.TemporaryDirectory(prefix=f".{config.output.stem}_features_", dir=config.output.parent) as cache:
             summary = potential.fit(
-                train_set, validation, config.training, config.data.isolated_atom_energies, Path(cache), warm_start=config.initial_model is not None
+                train_set,
+                validation,
+                config.training,
+                config.data.isolated_atom_energies,
+                Path(cache),
+                warm_start=config.initial_model is not None,
+                term_settings=term_settings(config) if config.terms is not None else None,
             )
             signals.raising = False  # the fitted model is not to be lost to a Ctrl-C in the cache's removal
     wall_time = time.perf_counter() - started
@@ -206,8 +235,18 @@ def train(
         except KeyboardInterrupt:  # the fitted model is kept; only its metrics are lost
             interrupted.append("during the final evaluation")
     resolved = config.model_dump(mode="json")
-    resolved["descriptor"] = {"kind": config.descriptor.kind, **potential.descriptor.get_config()}
-    resolved["model"] = {"kind": config.model.kind, **potential.model.get_config()}
+    resolved_terms = [
+        {"descriptor": {"kind": section.descriptor.kind, **term.descriptor.get_config()}, "model": {"kind": section.model.kind, **term.model.get_config()}}
+        | ({"training": section.training} if section.training else {})
+        for section, term in zip(config.term_sections, potential.terms)
+    ]
+    if config.terms is None:
+        resolved.pop("terms", None)
+        resolved["descriptor"], resolved["model"] = resolved_terms[0]["descriptor"], resolved_terms[0]["model"]
+    else:
+        resolved.pop("descriptor", None)
+        resolved.pop("model", None)
+        resolved["terms"] = resolved_terms
     report = {
         "pesmith_version": __version__,
         "torch_version": torch.__version__,

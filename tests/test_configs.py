@@ -12,7 +12,7 @@ from pesmith.data import read_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-CONFIGS = [p for p in ALL_CONFIGS if "descriptor" in read_yaml(p)]  # training configs
+CONFIGS = [p for p in ALL_CONFIGS if "descriptor" in read_yaml(p) or "terms" in read_yaml(p)]  # training configs
 GENERATE_CONFIGS = [p for p in ALL_CONFIGS if "crystals" in read_yaml(p)]
 
 
@@ -26,7 +26,7 @@ def test_config_validates_and_builds(path, registry):
     assert all(path.is_file() for path in config.data.train_files)
     species = read_dataset(config.data.train).species
     potential = build_potential(config, species, registry)
-    assert potential.descriptor.n_features == len(potential.descriptor.describe())
+    assert all(term.descriptor.n_features == len(term.descriptor.describe()) for term in potential.terms)
 
 
 def test_lisi_chebyshev_config_is_the_lixsi_network_setup(registry):

@@ -16,3 +16,5 @@ def pesmith_register_descriptors(register: Callable[..., None]) -> None:
              "Chebyshev expansion of the radial and angular distribution functions (aenet's descriptor).")
     register("soap", "pesmith.plugins.descriptors.soap:SOAP",
              'SOAP power spectrum with the orthonormal GTO radial basis (DScribe\'s ``rbf="gto"``).')
+    register("distance_2b", "pesmith.plugins.descriptors.distance_2b:Distance2b",
+             "GAP's 2-body term: half sums of smooth-cutoff Gaussians of the pair distances (Å), per neighbor element.")

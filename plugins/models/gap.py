@@ -14,8 +14,12 @@ Kernels (``q`` = the descriptor's features, ``F`` of them):
   one value suits descriptors of any size.
 * ``dot_product``: ``delta^2 (x . x')^zeta`` on unit-normalised features ``x = q / |q|``; with
   a SOAP power spectrum this is the SOAP kernel (Bartók et al. 2013).
+* ``linear``: ``delta^2 q . q'`` on the raw features (Bayesian linear regression on them). An
+  atom's energy is then linear in its features, so features that are sums over neighbors give
+  energies that are sums over pairs: with the ``distance_2b`` descriptor this is GAP's 2-body
+  term, a GP on each pair distance with a squared-exponential kernel (see that descriptor).
 
-The fit is the projected-process (subset-of-regressors) solution with observations y of total
+The fit (:mod:`.gap_solve`, also for the GAP terms of a potential fitted jointly) is the projected-process (subset-of-regressors) solution with observations y of total
 energies (noise ``sigma_energy * sqrt(N_atoms)``), force components (noise ``sigma_force``) and
 virial components ``V * stress`` (noise ``sigma_virial * sqrt(N_atoms)``), per ``config_type``
 if asked (:mod:`.gap_fit`):
@@ -52,7 +56,6 @@ approximations and their predictive variances).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
@@ -61,30 +64,38 @@ from pydantic import Field
 
 from pesmith.descriptor import species_lookup
 from pesmith.errors import ConfigError, DataError
-from pesmith.features import FeatureSet, evaluate
+from pesmith.features import FeatureSet
 from pesmith.fit_settings import FitSettings
-from pesmith.memory import peak_rss_gb
 from pesmith.model import FitSummary, Model, standardization
 from pesmith.structures import DTYPE
 
 from .gap_derivatives import force_and_virial_rows, force_prior_variance
-from .gap_fit import ConfigTypeSigma, describe_sigmas, observations, structure_sigmas
+from .gap_fit import ConfigTypeSigma
+from .gap_solve import fit_jointly
 from .sparsify import SparseMethod, select_sparse
 
 logger = logging.getLogger(__name__)
 
-Kernel = Literal["squared_exponential", "dot_product"]
-KERNELS: tuple[str, ...] = ("squared_exponential", "dot_product")
+Kernel = Literal["squared_exponential", "dot_product", "linear"]
+KERNELS: tuple[str, ...] = ("squared_exponential", "dot_product", "linear")
 BLOCK_BYTES = 1 << 27  # ~134 MB: the largest (edges x n_sparse x 3) block of force-row work
-FOLD_ROWS = 1024  # observation rows gathered (at least n_sparse) before they are folded into the QR factor
 KERNEL_SUM_ROWS = 1024  # atoms per block when summing a structure's atom-atom kernel
 
 
 class GAPSettings(FitSettings):
-    """Fit settings of the ``gap`` model (the ``training:`` section)."""
+    """Fit settings of the ``gap`` model (the ``training:`` section). A GAP term of a potential
+    of several terms may set its own ``n_sparse``, ``sparse_method`` and ``jitter``
+    (``terms[k].training``); the sigmas are the observations' and so shared."""
+
+    term_keys: ClassVar[tuple[str, ...]] = ("n_sparse", "sparse_method", "jitter")
 
     n_sparse: int = Field(100, ge=1, description="sparse points per element (at most its number of training environments)")
-    sparse_method: SparseMethod = Field("cur", description="how sparse points are chosen: cur, fps (furthest point) or random")
+    sparse_method: SparseMethod | Literal["basis"] = Field(
+        "cur",
+        description="how sparse points are chosen: cur, fps (furthest point) or random environments; or, with kernel"
+        " linear only, basis: the unit vectors of the feature space, one set per element (n_sparse is then the"
+        " number of features; with distance_2b, the grid of Gaussians in r, like gap_fit's uniform sparse points)",
+    )
     sigma_energy: float = Field(
         0.002, gt=0, description="energy noise per atom, eV/atom; a structure of N atoms gets sigma_energy * sqrt(N) eV"
     )
@@ -128,8 +139,8 @@ class GAPModel(Model):
     n_features
         Features per atom (from the descriptor).
     kernel
-        ``squared_exponential`` (standardized features) or ``dot_product`` (unit-normalised
-        features, SOAP-style).
+        ``squared_exponential`` (standardized features), ``dot_product`` (unit-normalised
+        features, SOAP-style) or ``linear`` (raw features; pair-additive with ``distance_2b``).
     theta
         Length scale of the squared-exponential kernel, in standardized-feature units
         (root-mean-square over features); unused by ``dot_product``.
@@ -189,6 +200,8 @@ class GAPModel(Model):
         index = self.lookup[numbers]
         if self.kernel == "squared_exponential":
             return (features - self.feature_mean[index]) / self.feature_scale[index], index
+        if self.kernel == "linear":
+            return features, index
         return features / features.norm(dim=1, keepdim=True).clamp_min(1e-300), index
 
     def _kernel(self, x: torch.Tensor, index: torch.Tensor, y: torch.Tensor, index_y: torch.Tensor) -> torch.Tensor:
@@ -197,6 +210,8 @@ class GAPModel(Model):
         if self.kernel == "squared_exponential":
             distance2 = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T  # (n, m)
             value = torch.exp(-distance2.clamp_min(0.0) / (2.0 * self.n_features * self.theta**2))
+        elif self.kernel == "linear":
+            value = x @ y.T
         else:
             value = (x @ y.T) ** self.zeta
         return self.delta**2 * value * same
@@ -281,8 +296,32 @@ class GAPModel(Model):
             ``config_type_sigma`` is not in the data, or the system is singular (the message
             says which of ``jitter`` and the sigmas to raise).
         """
-        started = time.perf_counter()
-        sigmas = structure_sigmas(train_set, settings)
+        return fit_jointly([self], [train_set], [validation], settings, [settings])
+
+    @classmethod
+    def fit_terms(
+        cls,
+        models: Sequence["GAPModel"],
+        train_sets: Sequence[FeatureSet],
+        validations: Sequence[FeatureSet | None],
+        settings: GAPSettings,
+        term_settings: Sequence[GAPSettings],
+    ) -> FitSummary:
+        """Fit the GAP terms of a potential as one sparse GP with the block-diagonal sparse set
+        of all terms (:func:`.gap_solve.fit_jointly`): each term its own kernel, ``delta``,
+        sparse points (``term_settings``: ``n_sparse``, ``sparse_method``, ``jitter``), the
+        noise of ``settings`` shared."""
+        return fit_jointly(models, train_sets, validations, settings, term_settings)
+
+    def prepare_sparse_set(self, train_set: FeatureSet, settings: GAPSettings) -> torch.Tensor:
+        """Standardize (squared-exponential kernel), choose the sparse points of ``train_set``
+        and return the lower Cholesky factor ``(M, M)`` of ``K_MM + jitter delta^2 I`` (eV).
+
+        Raises
+        ------
+        DataError
+            Too few environments for ``n_sparse``, or ``K_MM`` not positive definite.
+        """
         if self.kernel == "squared_exponential":
             mean, scale = standardization(train_set.features, train_set.numbers, self.species)
             self.feature_mean.copy_(mean)
@@ -292,63 +331,29 @@ class GAPModel(Model):
         with torch.no_grad():
             kmm = self._kernel(self.sparse_points, self.sparse_species, self.sparse_points, self.sparse_species)
             kmm_factor, info = torch.linalg.cholesky_ex(kmm + settings.jitter * self.delta**2 * torch.eye(m, dtype=DTYPE))
-            if int(info) != 0:
-                raise DataError(
-                    f"the kernel matrix of the {m} sparse points is not positive definite with training.jitter"
-                    f" {settings.jitter:g} (sparse points nearly repeat): raise training.jitter, e.g. to"
-                    f" {max(settings.jitter * 100, 1e-8):g}"
-                )
-            # R_aug: the R of the QR factorisation of the stacked [A | b] rows seen so far, (M+1, M+1).
-            r_aug = torch.zeros(m + 1, m + 1, dtype=DTYPE)
-            r_aug[:m, :m] = kmm_factor.T
-            pending: list[torch.Tensor] = []
-            n_rows = {"energy": 0, "force": 0, "virial": 0}
-            for kind, rows, targets in observations(self, train_set, sigmas, self._block_edges()):
-                pending.append(torch.cat([rows, targets[:, None]], dim=1))
-                n_rows[kind] += rows.shape[0]
-                if sum(p.shape[0] for p in pending) >= max(m, FOLD_ROWS):
-                    r_aug = torch.linalg.qr(torch.cat([r_aug, *pending]), mode="r")[1]
-                    pending = []
-            if pending:
-                r_aug = torch.linalg.qr(torch.cat([r_aug, *pending]), mode="r")[1]
-            if n_rows["virial"] == 0 and settings.fits_virials:
-                logger.warning("virial sigmas are set but no training structure has a stress label and a 3D cell: no virials fitted")
-            r_factor = r_aug[:m, :m]
-            diagonal = r_factor.diagonal().abs()
-            alpha = torch.linalg.solve_triangular(r_factor, r_aug[:m, m:], upper=True)[:, 0]
-            if not bool(torch.isfinite(alpha).all()) or float(diagonal.min()) <= torch.finfo(DTYPE).eps * float(diagonal.max()):
-                raise DataError(
-                    f"the GAP system of {m} sparse points and {sum(n_rows.values())} observations is singular:"
-                    f" raise training.jitter (now {settings.jitter:g}) or training.sigma_energy"
-                    f" (now {settings.sigma_energy:g} eV/atom) / training.sigma_force (now {settings.sigma_force} eV/Å)"
-                    f" / training.sigma_virial (now {settings.sigma_virial} eV/atom) / training.config_type_sigma"
-                )
-            self.alpha = alpha
-            self.kmm_factor = kmm_factor
-            self.posterior_factor = r_factor
-        info: dict[str, Any] = {
-            "n_sparse": {s: int((self.sparse_species == k).sum()) for k, s in enumerate(self.species)},
-            "sparse_method": settings.sparse_method,
-            "n_observations": n_rows,
-            **describe_sigmas(settings),
-            "objective": float(r_aug[m, m] ** 2),
-            "fit_s": time.perf_counter() - started,
-            "peak_rss_gb": peak_rss_gb(),  # featurization included
-            "train": evaluate(self, train_set, settings),
-        }
-        if validation is not None and validation.n_structures:
-            info["validation"] = evaluate(self, validation, settings)
-        return FitSummary(info=info)
+        if int(info) != 0:
+            raise DataError(
+                f"the kernel matrix of the {m} sparse points is not positive definite with training.jitter"
+                f" {settings.jitter:g} (sparse points nearly repeat): raise training.jitter, e.g. to"
+                f" {max(settings.jitter * 100, 1e-8):g}"
+            )
+        return kmm_factor
 
     def _choose_sparse_points(self, data: FeatureSet, settings: GAPSettings) -> None:
-        """Select ``settings.n_sparse`` environments of each element present in ``data`` (seeded)."""
+        """Select ``settings.n_sparse`` environments of each element present in ``data`` (seeded),
+        or with ``sparse_method: basis`` the unit feature vectors of each element present."""
         rng = np.random.default_rng(settings.seed)
         x, index = self._transform(data.features, data.numbers)
-        chosen = []
+        if settings.sparse_method == "basis" and self.kernel != "linear":
+            raise ConfigError(f"training.sparse_method basis needs model.kernel linear, not {self.kernel}; choose cur, fps or random")
+        chosen, basis = [], []
         for k, symbol in enumerate(self.species):
             rows = torch.nonzero(index == k).squeeze(1)
             if rows.numel() == 0:
                 logger.warning("no %s environments in the training data: %s atoms get only their reference energy", symbol, symbol)
+                continue
+            if settings.sparse_method == "basis":
+                basis.append(k)
                 continue
             if settings.n_sparse > rows.numel():
                 raise DataError(
@@ -357,6 +362,11 @@ class GAPModel(Model):
                 )
             picked = select_sparse(x[rows].numpy(), settings.n_sparse, settings.sparse_method, rng)
             chosen.append(rows[torch.as_tensor(picked)])
+        if settings.sparse_method == "basis":  # Bayesian linear regression: K_MM = delta^2 I, K_NM = delta^2 q
+            self.sparse_points = torch.eye(self.n_features, dtype=DTYPE).repeat(len(basis), 1)
+            self.sparse_species = torch.tensor(basis, dtype=torch.int64).repeat_interleave(self.n_features)
+            self.alpha = torch.zeros(self.sparse_points.shape[0], dtype=DTYPE)
+            return
         chosen_rows = torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.int64)
         self.sparse_points = x[chosen_rows].clone()
         self.sparse_species = index[chosen_rows].clone()

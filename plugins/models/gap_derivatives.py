@@ -45,6 +45,8 @@ def kernel_space_jacobian(
     """
     if model.kernel == "squared_exponential":
         return jacobian / model.feature_scale[index[centers]][:, :, None]
+    if model.kernel == "linear":
+        return jacobian
     along = torch.einsum("ef,efc->ec", x[centers], jacobian)  # (e, 3)
     norm = features[centers].norm(dim=1).clamp_min(1e-300)  # (e,) |q_center|
     return (jacobian - x[centers][:, :, None] * along[:, None, :]) / norm[:, None, None]
@@ -62,6 +64,9 @@ def edge_gradient_blocks(
     if model.kernel == "squared_exponential":
         a = kernel / (model.n_features * model.theta**2)
         b = -a
+    elif model.kernel == "linear":
+        a = model.delta**2 * (index[:, None] == model.sparse_species[None, :]).to(DTYPE)
+        b = None
     else:
         same = (index[:, None] == model.sparse_species[None, :]).to(DTYPE)
         a = model.delta**2 * model.zeta * (x @ model.sparse_points.T) ** (model.zeta - 1) * same
@@ -177,6 +182,8 @@ def _quadratic_form(model: "GAPModel", x: torch.Tensor, index: torch.Tensor, d: 
         left = own[:, :, None, :] - cross  # D_p^T (x_p - x_q)
         right = cross_t - own[:, None, :, :]  # D_q^T (x_p - x_q)
         terms = kernel[..., None] * (gram / length2 - left * right / length2**2)
+    elif model.kernel == "linear":
+        terms = model.delta**2 * same[..., None] * gram  # H = delta^2 I
     else:
         # H = delta^2 (zeta s^(zeta-1) I + zeta (zeta-1) s^(zeta-2) x_q x_p^T), s = x_p . x_q
         zeta = model.zeta

@@ -85,19 +85,10 @@ def structure_sigmas(data: FeatureSet, settings: "GAPSettings") -> Sigmas:
     return Sigmas(**{kind: torch.tensor(v, dtype=DTYPE) for kind, v in values.items()})
 
 
-def observations(model: "GAPModel", data: FeatureSet, sigmas: Sigmas, block_edges: int) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-    """(kind, weighted rows (r, M), weighted targets (r,)) blocks of ``data``'s energies, forces
-    and virials, each divided by its noise (module docstring)."""
-    limited = dataclasses.replace(data, chunk_edges=min(data.chunk_edges, block_edges))
-    start = 0
-    for part in limited.chunks():
-        rows = torch.arange(start, start + part.n_structures)
-        start += part.n_structures
-        yield from _part_observations(model, part, Sigmas(sigmas.energy[rows], sigmas.force[rows], sigmas.virial[rows]), block_edges)
-
-
-def _part_observations(model: "GAPModel", part: FeatureSet, sigmas: Sigmas, block_edges: int) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-    """The observations of one chunk of structures (its sigmas already selected)."""
+def part_observations(model: "GAPModel", part: FeatureSet, sigmas: Sigmas, block_edges: int) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(kind, weighted rows (r, M), weighted targets (r,)) blocks of the energies, forces and
+    virials of one chunk of structures (its sigmas already selected), each divided by its noise
+    (module docstring); :func:`.gap_solve.joint_observations` walks the chunks."""
     root_n = part.atoms_per_structure.to(DTYPE).sqrt()  # (n_structures,)
     x, index = model._transform(part.features, part.numbers)
     kernel = model._sparse_kernel(x, index)  # (n_atoms, M)
