@@ -235,7 +235,6 @@ class Potential(torch.nn.Module):
             ``warm_start`` with a model whose ``fit`` cannot continue from its state or with
             several terms; several terms whose models cannot be fitted together.
         """
-        self.set_core(core_radii(train_set.structures, self.species) if settings.core_repulsion else {})
         several = len(self.terms) > 1
         if several:
             kinds = sorted({type(term.model).__name__ for term in self.terms})
@@ -248,6 +247,7 @@ class Potential(torch.nn.Module):
                 raise ConfigError("initial_model: a potential of several terms cannot continue from a saved state yet; train it from scratch")
         elif warm_start and "warm_start" not in inspect.signature(self.model.fit).parameters:
             raise ConfigError(f"model {type(self.model).__name__} cannot continue from a saved state (its fit takes no warm_start); train it from scratch")
+        self.set_core(core_radii(train_set.structures, self.species) if settings.core_repulsion else {})
         if not warm_start:
             self.set_reference(reference_energies(train_set, self.species, isolated_atom_energies))
         datasets = [train_set] + ([validation] if validation is not None and len(validation) else [])

@@ -46,7 +46,7 @@ def run(ctx: SearchContext) -> None:
         atoms.info = {SEED_KEY: int(ctx.rng.integers(2**62))}
         structures.append(atoms)
     if settings.melt_quenches:
-        counts = {"Li": int((structures[0].numbers == 3).sum()), "Si": int((structures[0].numbers == 14).sum())} if structures else target_counts(ctx)
+        counts = composition(structures[0]) if structures else target_counts(ctx)
         structures += sample_cells(counts, volume_per_atom(ctx, counts, settings.volume_per_atom), settings.melt_quenches, ctx.rng)
     origins = [ORIGIN_GA] * len(seeds) + [ORIGIN_MELT_QUENCH] * (len(structures) - len(seeds))
     results = ctx.map_ordered(quench_task(ctx, settings), structures, f"step {step + 1}: annealing {len(structures)} candidates with the model")
@@ -126,6 +126,11 @@ def quench_until(ctx: SearchContext, settings: QuenchSettings, cells: list[Atoms
         results += done
         ok += [r for r in done if r.ok]
     return results, ok
+
+
+def composition(atoms: Atoms) -> dict[str, int]:
+    """Li and Si counts of ``atoms``."""
+    return {"Li": int((atoms.numbers == 3).sum()), "Si": int((atoms.numbers == 14).sum())}
 
 
 def target_counts(ctx: SearchContext) -> dict[str, int]:

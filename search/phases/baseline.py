@@ -13,7 +13,6 @@ the same seeds; finished reference relaxations are kept (``state.confirm.done``)
 
 from __future__ import annotations
 
-from ase import Atoms
 from pesmith.simulate.relax import Relaxed
 
 from ..baseline import sample_cells
@@ -72,8 +71,3 @@ def finish(ctx: SearchContext, picks: list[Pick], entries: list[Entry], x: float
         f"baseline at x = {x:.2f}: {len(ok)} of {len(picks)} reference relaxations done, lowest"
         f" {'-' if lowest is None else f'{lowest:.4f}'} eV/atom" + (f"; failures: {'; '.join(reasons)}" if reasons else "")
     )
-
-
-def composition(atoms: Atoms) -> dict[str, int]:
-    """Li and Si counts of ``atoms``."""
-    return {"Li": int((atoms.numbers == 3).sum()), "Si": int((atoms.numbers == 14).sum())}

@@ -20,6 +20,7 @@ from ..labels import failed_labels_last, store_labels
 from ..state import Entry
 from ..status import grouped_reasons
 from . import baseline
+from .anneal import composition
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def run(ctx: SearchContext) -> None:
     else:
         atoms = _melt_quenched_start(ctx)
     check_start(config, atoms)
-    counts = baseline.composition(atoms)
+    counts = composition(atoms)
     picks = baseline.prepare(ctx, counts, 1) if config.baseline.enabled else []
     structures = [atoms] + [ctx.read_structure(p.structure) for p in picks]
     description = "relaxing the start structure" + (" and the baseline's cell" * bool(picks)) + " with the reference"
