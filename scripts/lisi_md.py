@@ -207,14 +207,19 @@ def run(config: LiSiMDConfig, path: Path, echo=print) -> dict[str, Any]:
             "runs": runs, "arrhenius": fit_or_reason(runs), "rdf_lowest_T": pairs,
         })
     results = {"model": str(model), "md_time_s": round(md_time, 1), "time_s": round(time.perf_counter() - started, 1), "compositions": compositions}
-    write_text_atomic(config.output / "results.json", json.dumps(results, indent=2, default=_finite))
+    write_text_atomic(config.output / "results.json", json.dumps(finite(results), indent=2, allow_nan=False))
     write_text_atomic(config.output / "summary.md", summary(results))
     plot(results, rdfs, config.output)
     return results
 
 
-def _finite(value: Any) -> Any:
-    raise TypeError(f"not JSON: {type(value).__name__}")
+def finite(value: Any) -> Any:
+    """``value`` with every float that is not finite (an error bar of too few blocks) as None."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def summary(results: dict[str, Any]) -> str:
@@ -223,15 +228,21 @@ def summary(results: dict[str, Any]) -> str:
              "| x | atoms | T (K) | mean T (K) | D_Li (cm^2/s) | Ea (eV) | Si-Si peak (Å), CN | Li-Si CN |", "|---|---|---|---|---|---|---|---|"]
     for c in results["compositions"]:
         fit = c["arrhenius"]
-        ea = f"{fit['Ea_eV']:.2f} ± {fit['Ea_err_eV']:.2f}" if "Ea_eV" in fit else f"no fit: {fit['reason']}"
+        ea = f"{fit['Ea_eV']:.2f} ± {fit['Ea_err_eV'] or float('nan'):.2f}" if "Ea_eV" in fit else f"no fit: {fit['reason']}"
         sisi, lisi = c["rdf_lowest_T"].get("Si-Si", {}), c["rdf_lowest_T"].get("Li-Si", {})
         shell = f"{sisi.get('peak_A', float('nan')):.2f}, {sisi.get('cn', float('nan')):.2f}"
         for k, r in enumerate(c["runs"]):
-            D = f"{r['D_A2_per_fs'] * A2_PER_FS_TO_CM2_PER_S:.2e} ± {r['D_err_A2_per_fs'] * A2_PER_FS_TO_CM2_PER_S:.1e}"
-            first = k == 0
-            lines.append(f"| {c['x']:g} | {c['atoms']} | {r['T_K']:g} | {r['mean_T_K']:.0f} | {D} | {ea if first else ''} | {shell if first else ''} | {lisi.get('cn', float('nan')):.2f} |" if first
-                         else f"| | | {r['T_K']:g} | {r['mean_T_K']:.0f} | {D} | | | |")
+            D = f"{_cm2(r['D_A2_per_fs']):.2e} ± {_cm2(r['D_err_A2_per_fs']):.1e}"
+            if k == 0:
+                lines.append(f"| {c['x']:g} | {c['atoms']} | {r['T_K']:g} | {r['mean_T_K']:.0f} | {D} | {ea} | {shell} | {lisi.get('cn', float('nan')):.2f} |")
+            else:
+                lines.append(f"| | | {r['T_K']:g} | {r['mean_T_K']:.0f} | {D} | | | |")
     return "\n".join(lines) + "\n"
+
+
+def _cm2(D_A2_per_fs: float | None) -> float:
+    """Å^2/fs to cm^2/s (NaN for a missing error bar)."""
+    return float("nan") if D_A2_per_fs is None else D_A2_per_fs * A2_PER_FS_TO_CM2_PER_S
 
 
 def plot(results: dict[str, Any], rdfs: dict[float, Any], output: Path) -> None:
