@@ -49,7 +49,6 @@ class AnnealSettings(QuenchSettings):
     melt_quenches: int = Field(0, ge=0, le=10_000, description="random cells melt-quenched into the pool per step (0: none)")
     volume_per_atom: float | None = Field(None, gt=5, lt=60, description="Å^3 of the random cells; default: interpolated between the hull's crystals")
     screen: bool = Field(False, description="rank the pool by a reference single point of each distinct member instead of the model energy")
-    ga_anneal: bool = Field(True, description="anneal the GA candidates too; false: relax them with the model only, keeping their Si network")
 
 
 def anneal(atoms: Atoms, calculator: Calculator, settings: QuenchSettings, rng: np.random.Generator) -> Relaxed:

@@ -137,38 +137,6 @@ def test_with_the_screen_the_reference_not_the_model_decides_which_members_go(tm
     assert result.steps[0].screened == len(members)
 
 
-def test_without_ga_anneal_the_ga_candidates_are_relaxed_not_annealed(tmp_path, monkeypatch):
-    """anneal.ga_anneal false: only the random cells go through the model's melt-quench; the GA
-    candidates join the pool relaxed with the model, as origin ``ga``."""
-    from pesmith.search.phases import anneal as anneal_phase
-
-    annealed = []
-    real = anneal_phase.quench_task
-
-    def spying(ctx, settings):
-        task = real(ctx, settings)
-
-        def run(atoms):
-            if settings is ctx.config.anneal:  # not the baseline's melt-quenches
-                annealed.append(atoms.get_chemical_formula())
-            return task(atoms)
-
-        return run
-
-    monkeypatch.setattr(anneal_phase, "quench_task", spying)
-    pool = {**POOL, "anneal": {**POOL["anneal"], "ga_anneal": False}}
-    result = run_search(tiny_config(tmp_path, confirm=CONFIRM, path=[3.75, 3.0], **pool))
-    assert len(annealed) == POOL["anneal"]["melt_quenches"]
-    step = result.steps[0]
-    assert step.annealed == POOL["anneal"]["candidates"] + POOL["anneal"]["melt_quenches"]
-    origins = {e["origin"] for e in _entries(tmp_path / "out")}
-    assert origins <= {"ga", "melt-quench"} and step.pool_from_ga == sum(o == "ga" for o in [e["origin"] for e in _entries(tmp_path / "out")])
-
-
-def _entries(output):
-    return [e for e in json.loads((output / "checkpoint.json").read_text())["entries"] if e["kind"] == "step 1"]
-
-
 def test_with_the_screen_the_start_is_the_pool_cell_lowest_in_reference_energy(tmp_path, monkeypatch):
     """start.pool with anneal.screen: a screen that ranks the cells the other way round from
     the model makes the cell highest in model energy the start (workers: 1 runs the map here,

@@ -3,8 +3,7 @@
 The pool is the step's ``anneal.candidates`` lowest distinct GA candidates and
 ``anneal.melt_quenches`` random cells of the step's composition; each is run through
 :func:`pesmith.search.anneal.anneal_with_model` (MD on a melt-quench schedule, then a cell
-relaxation, with the current model), or, with ``anneal.ga_anneal: false``, the GA candidates
-only through the relaxation (they keep the network of the last composition's best structure). The lowest ``confirm.candidates`` distinct members replace
+relaxation, with the current model). The lowest ``confirm.candidates`` distinct members replace
 the GA's picks for phase *confirm*, each with its annealed structure and where it came from:
 lowest in model energy or, with ``anneal.screen``, in the reference's energy at the annealed
 geometry (one single point each, labeled into ``reference.db``: data at the new composition).
@@ -29,10 +28,9 @@ from ..baseline import sample_cells
 from ..comparator import StructureComparator
 from ..context import SearchContext
 from ..labels import failed_labels_last
-from ..relaxation import relax_with_model
 from ..state import ConfirmState, Pick
 
-ORIGIN_GA, ORIGIN_GA_RELAXED, ORIGIN_MELT_QUENCH = "anneal of ga", "ga", "melt-quench"
+ORIGIN_GA, ORIGIN_MELT_QUENCH = "anneal of ga", "melt-quench"
 
 
 def run(ctx: SearchContext) -> None:
@@ -50,13 +48,8 @@ def run(ctx: SearchContext) -> None:
     if settings.melt_quenches:
         counts = composition(structures[0]) if structures else target_counts(ctx)
         structures += sample_cells(counts, volume_per_atom(ctx, counts, settings.volume_per_atom), settings.melt_quenches, ctx.rng)
-    origins = [ORIGIN_GA if settings.ga_anneal else ORIGIN_GA_RELAXED] * len(seeds) + [ORIGIN_MELT_QUENCH] * (len(structures) - len(seeds))
-    if settings.ga_anneal:
-        results = ctx.map_ordered(quench_task(ctx, settings), structures, f"step {step + 1}: annealing {len(structures)} candidates with the model")
-    else:  # the GA's candidates keep the last composition's network: relaxed (cell), not melted
-        relax_task = partial(relax_with_model, str(ctx.model_path), settings.relax, ctx.worker_threads)
-        results = ctx.map_ordered(relax_task, structures[:len(seeds)], f"step {step + 1}: relaxing {len(seeds)} GA candidates with the model")
-        results += ctx.map_ordered(quench_task(ctx, settings), structures[len(seeds):], f"step {step + 1}: melt-quenching {len(structures) - len(seeds)} cells with the model")
+    origins = [ORIGIN_GA] * len(seeds) + [ORIGIN_MELT_QUENCH] * (len(structures) - len(seeds))
+    results = ctx.map_ordered(quench_task(ctx, settings), structures, f"step {step + 1}: annealing {len(structures)} candidates with the model")
     members = distinct_members(results)  # every member has the step's composition: total energies rank them
     ranked: list[tuple[tuple[float, int], float | None]] = [(member, None) for member in members]
     if settings.screen:
@@ -72,7 +65,7 @@ def run(ctx: SearchContext) -> None:
     state.confirm = ConfirmState(picked=picks)
     record.annealed = sum(r.ok for r in results)
     record.failed_anneals = len(results) - record.annealed
-    record.pool_from_ga = sum(p.origin in (ORIGIN_GA, ORIGIN_GA_RELAXED) for p in state.confirm.picked)
+    record.pool_from_ga = sum(p.origin == ORIGIN_GA for p in state.confirm.picked)
     record.pool_from_melt_quench = len(state.confirm.picked) - record.pool_from_ga
     record.candidates = len(state.confirm.picked)
     record.wall_time_anneal_s += time.perf_counter() - started
