@@ -209,10 +209,11 @@ class Angle3b(Descriptor):
             return (x[:, :, None, None] * y[:, None, :, None] * z[:, None, None, :]).reshape(t, -1)  # (t, B)
 
         gaussians = product(p1, p2, p3)  # (t, B)
-        values = weight[:, None] * gaussians
+        w = weight[:, None]
+        values = w * gaussians
         if not derivatives:
             return (values,)
-        d_q1, d_q2, d_q3 = weight[:, None] * product(s1, p2, p3), weight[:, None] * product(p1, s2, p3), weight[:, None] * product(p1, p2, s3)
+        d_q1, d_q2, d_q3 = w * product(s1, p2, p3), w * product(p1, s2, p3), w * product(p1, p2, s3)  # (t, B) d/dq_d
         da = transition_cutoff_derivative(a, self.cutoff, self.transition)
         db = transition_cutoff_derivative(b, self.cutoff, self.transition)
         asym = (2.0 * (a - b))[:, None]  # dq2/dr_ij = -dq2/dr_ik
