@@ -18,3 +18,5 @@ def pesmith_register_descriptors(register: Callable[..., None]) -> None:
              'SOAP power spectrum with the orthonormal GTO radial basis (DScribe\'s ``rbf="gto"``).')
     register("distance_2b", "pesmith.plugins.descriptors.distance_2b:Distance2b",
              "GAP's 2-body term: half sums of smooth-cutoff Gaussians of the pair distances (Å), per neighbor element.")
+    register("angle_3b", "pesmith.plugins.descriptors.angle_3b:Angle3b",
+             "GAP's 3-body term: sums over neighbor pairs of a Gaussian product basis in (r_ij + r_ik, (r_ij - r_ik)^2, r_jk), per neighbor-element pair.")

@@ -47,6 +47,8 @@ from pesmith.descriptor import Descriptor, check_cutoff, normalize_species, spec
 from pesmith.errors import ConfigError
 from pesmith.structures import DTYPE
 
+from .cutoff import transition_cutoff, transition_cutoff_derivative
+
 GRID_MARGIN = 5.0  # the grid extends this many basis widths w beyond [r_min, cutoff] (tails below 1e-12)
 
 
@@ -127,19 +129,14 @@ class Distance2b(Descriptor):
 
     def cutoff_function(self, distances: torch.Tensor) -> torch.Tensor:
         """gap_fit's cosine switch ``fc(r)`` (dimensionless) of ``distances`` (Å)."""
-        start = self.cutoff - self.transition
-        x = ((distances - start) / self.transition).clamp(0.0, 1.0)
-        return torch.where(distances < self.cutoff, 0.5 * (torch.cos(math.pi * x) + 1.0), torch.zeros_like(distances))
+        return transition_cutoff(distances, self.cutoff, self.transition)
 
     def _pair_terms(self, distances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(e, K)`` values ``fc(r) phi_k(r) / 2`` and their derivatives in r (1/Å)."""
         offsets = distances[:, None] - self.centers[None, :]  # (e, K) Å
         gaussians = self.norm * torch.exp(-(offsets**2) / (2.0 * self.width**2))  # (e, K)
-        start = self.cutoff - self.transition
-        x = ((distances - start) / self.transition).clamp(0.0, 1.0)
         fc = self.cutoff_function(distances)  # (e,)
-        moving = (distances < self.cutoff) & (distances > start)
-        dfc = torch.where(moving, -0.5 * math.pi / self.transition * torch.sin(math.pi * x), torch.zeros_like(distances))
+        dfc = transition_cutoff_derivative(distances, self.cutoff, self.transition)  # (e,) 1/Å
         values = 0.5 * fc[:, None] * gaussians
         slopes = 0.5 * (dfc[:, None] - fc[:, None] * offsets / self.width**2) * gaussians
         return values, slopes
