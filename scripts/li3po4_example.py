@@ -35,7 +35,6 @@ Units: Å, eV, K, fs (MD), s (kMC); D in cm^2/s in the summary.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -53,7 +52,7 @@ from pesmith.analysis.diffusion import A2_PER_FS_TO_CM2_PER_S, arrhenius, diffus
 from pesmith.analysis.kmc import kmc, network_within, replicas, tracer_diffusion
 from pesmith.analysis.rdf import coordination_numbers, rdf
 from pesmith.analysis.sites import find_sites
-from pesmith.atomic_io import atomic_path, write_text_atomic
+from pesmith.atomic_io import atomic_path, write_json_atomic, write_text_atomic
 from pesmith.config import PluginSettings, check_plugin_options, parse_config, resolve_path, validate_section
 from pesmith.errors import ConfigError, PesmithError
 from pesmith.labeling import LabelConfig, build_reference, label_structures
@@ -601,27 +600,14 @@ def run_stages(config: Li3PO4Config, registry: Registry, echo: Callable[[str], N
         result = stage(config, registry)
         result["time_s"] = round(time.perf_counter() - started, 1)
         result["load_1min"] = [load, os.getloadavg()[0]]  # of the machine, at the start and the end: shared cores run slower
-        write_text_atomic(done, to_json(result))
+        write_json_atomic(done, result)
         results[name] = json.loads(done.read_text())
-        write_text_atomic(config.output / "results.json", to_json(results))
+        write_json_atomic(config.output / "results.json", results)
         write_text_atomic(config.output / "summary.md", summary(results))
         echo(f"{name}: {result['time_s']:.0f} s")
-    write_text_atomic(config.output / "results.json", to_json(results))
+    write_json_atomic(config.output / "results.json", results)
     write_text_atomic(config.output / "summary.md", summary(results))
     return results
-
-
-def to_json(value: Any) -> str:
-    """``value`` as indented JSON, a float that is not finite (an error bar from two points) as null."""
-
-    def finite(x: Any) -> Any:
-        if isinstance(x, dict):
-            return {k: finite(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [finite(v) for v in x]
-        return None if isinstance(x, float) and not math.isfinite(x) else x
-
-    return json.dumps(finite(value), indent=2, allow_nan=False)
 
 
 def summary(results: dict[str, Any]) -> str:

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pesmith import ase_files
 from pesmith.analysis.diffusion import A2_PER_FS_TO_CM2_PER_S, arrhenius, diffusion_coefficients
 from pesmith.analysis.rdf import coordination_numbers, rdf
-from pesmith.atomic_io import write_text_atomic
+from pesmith.atomic_io import write_json_atomic, write_text_atomic
 from pesmith.config import parse_config, resolve_path
 from pesmith.errors import ConfigError, PesmithError
 from pesmith.parallel import parallel_map
@@ -190,14 +190,14 @@ def run(config: LiSiMDConfig, path: Path, echo=print) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     tasks = [(x, atoms, T) for x, (atoms, _) in cells.items() for T in config.temperatures_K]
     echo(f"{len(tasks)} NVT runs of {config.md.steps} steps ({config.md.steps * config.md.timestep_fs / 1000:g} ps) with {model.name}, {config.workers} at a time")
-    mean_K = dict(parallel_map(partial(run_at, model, config.md, folder), tasks, workers=config.workers, description="MD"))
+    mean_K = {tasks[i][::2]: T for i, T in parallel_map(partial(run_at, model, config.md, folder), tasks, workers=config.workers, description="MD")}  # by (x, T)
     md_time = time.perf_counter() - started
     compositions, rdfs = [], {}
     for x, (atoms, entry) in cells.items():
         runs = []
         for T in config.temperatures_K:
             result, production = analyse(config, x, T)
-            result["mean_T_K"] = mean_K[tasks.index(next(t for t in tasks if t[0] == x and t[2] == T))]
+            result["mean_T_K"] = mean_K[(x, T)]
             runs.append(result)
             if T == min(config.temperatures_K):
                 pairs, rdfs[x] = rdf_summary(production, config.rdf)
@@ -207,19 +207,10 @@ def run(config: LiSiMDConfig, path: Path, echo=print) -> dict[str, Any]:
             "runs": runs, "arrhenius": fit_or_reason(runs), "rdf_lowest_T": pairs,
         })
     results = {"model": str(model), "md_time_s": round(md_time, 1), "time_s": round(time.perf_counter() - started, 1), "compositions": compositions}
-    write_text_atomic(config.output / "results.json", json.dumps(finite(results), indent=2, allow_nan=False))
+    write_json_atomic(config.output / "results.json", results)
     write_text_atomic(config.output / "summary.md", summary(results))
     plot(results, rdfs, config.output)
     return results
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every float that is not finite (an error bar of too few blocks) as None."""
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def summary(results: dict[str, Any]) -> str:

@@ -135,9 +135,8 @@ def composition(atoms: Atoms) -> dict[str, int]:
 
 def target_counts(ctx: SearchContext) -> dict[str, int]:
     """Li and Si of the step's target composition, from the current structure's Si."""
-    current = ctx.read_structure(ctx.state.current)
-    n_si = int((current.numbers == 14).sum())
-    return {"Li": int((current.numbers == 3).sum()) - ctx.state.steps[ctx.state.step].n_li_removed, "Si": n_si}
+    counts = composition(ctx.read_structure(ctx.state.current))
+    return {"Li": counts["Li"] - ctx.state.steps[ctx.state.step].n_li_removed, "Si": counts["Si"]}
 
 
 def volume_per_atom(ctx: SearchContext, counts: dict[str, int], given: float | None) -> float:
