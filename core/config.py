@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, TypeVar, get_args
+from typing import Any, Protocol, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
@@ -102,6 +102,18 @@ class TrainConfig(BaseModel):
         return [TermSettings(descriptor=self.descriptor, model=self.model)]
 
 
+class PotentialSections(Protocol):
+    """What :func:`check_potential_sections` reads: a :class:`TrainConfig`, or the ``potential``
+    section of a search config."""
+
+    descriptor: PluginSettings | None
+    model: PluginSettings | None
+    terms: list[TermSettings] | None
+
+    @property
+    def term_sections(self) -> list[TermSettings]: ...
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a mapping key written twice (plain PyYAML keeps the last
     one and silently drops the others, e.g. a whole first ``training:`` block)."""
@@ -182,10 +194,13 @@ def load_train_config(path: str | Path, registry: Registry) -> TrainConfig:
     return config
 
 
-def check_potential_sections(path: Path, config: TrainConfig, training: dict[str, Any], registry: Registry) -> type:
+def check_potential_sections(
+    path: Path, config: PotentialSections, training: dict[str, Any], registry: Registry, prefix: str = ""
+) -> type:
     """Check the one-term form (``descriptor`` + ``model``) or the ``terms`` of ``config``: one
     form, not both; at least one term; plugin kinds and keys; each term's own ``training``
-    keys. Returns the model class whose ``settings_schema`` validates ``training``.
+    keys. Returns the model class whose ``settings_schema`` validates ``training``. ``prefix``
+    names the section that holds these keys in messages (e.g. ``potential.`` in a search config).
 
     Raises
     ------
@@ -195,34 +210,34 @@ def check_potential_sections(path: Path, config: TrainConfig, training: dict[str
     if config.terms is not None:
         if config.descriptor is not None or config.model is not None:
             given = " and ".join(key for key in ("descriptor", "model") if getattr(config, key) is not None)
-            raise ConfigError(f"{path}: key 'terms': give either terms or descriptor + model, not both (remove {given} or terms)")
+            raise ConfigError(f"{path}: key '{prefix}terms': give either terms or descriptor + model, not both (remove {given} or terms)")
         if not config.terms:
-            raise ConfigError(f"{path}: key 'terms' is empty; list at least one term {{descriptor: {{kind: ...}}, model: {{kind: ...}}}}")
+            raise ConfigError(f"{path}: key '{prefix}terms' is empty; list at least one term {{descriptor: {{kind: ...}}, model: {{kind: ...}}}}")
     else:
         for key in ("descriptor", "model"):
             if getattr(config, key) is None:
-                raise ConfigError(f"{path}: missing required key '{key}' (or give 'terms', a list of {{descriptor, model}})")
+                raise ConfigError(f"{path}: missing required key '{prefix}{key}' (or give 'terms', a list of {{descriptor, model}})")
     classes = []
     for k, term in enumerate(config.term_sections):
-        where = f"terms[{k}]." if config.terms is not None else ""
+        where = prefix + (f"terms[{k}]." if config.terms is not None else "")
         check_plugin_options(path, "descriptor", term.descriptor, registry, implicit=("species",), where=where)
         classes.append(check_plugin_options(path, "model", term.model, registry, implicit=("species", "n_features"), where=where))
     if len(classes) > 1:
         kinds = sorted({term.model.kind for term in config.term_sections})
         if len(kinds) > 1:
             raise ConfigError(
-                f"{path}: key 'terms': terms of different model kinds ({', '.join(kinds)}) cannot be fitted together yet;"
+                f"{path}: key '{prefix}terms': terms of different model kinds ({', '.join(kinds)}) cannot be fitted together yet;"
                 " use one kind (gap) in every term"
             )
         from .model import Model  # torch: only here, where plugin classes are loaded anyway
 
         if classes[0].fit_terms.__func__ is Model.fit_terms.__func__:
             raise ConfigError(
-                f"{path}: key 'terms': model kind '{kinds[0]}' cannot be one of several terms yet (only gap models are"
+                f"{path}: key '{prefix}terms': model kind '{kinds[0]}' cannot be one of several terms yet (only gap models are"
                 " fitted jointly); use one descriptor and model, or gap in every term"
             )
     for k, (term, model_cls) in enumerate(zip(config.term_sections, classes)):
-        where = f"terms[{k}]." if config.terms is not None else ""
+        where = prefix + (f"terms[{k}]." if config.terms is not None else "")
         allowed = model_cls.settings_schema.term_keys
         for key in term.training:
             if key not in allowed:

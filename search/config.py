@@ -6,6 +6,7 @@ an error names the file and key.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from math import comb
 from pathlib import Path
@@ -13,7 +14,15 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
-from pesmith.config import PluginSettings, check_plugin_options, parse_config, resolve_path, validate_section
+from pesmith.config import (
+    PluginSettings,
+    TermSettings,
+    check_plugin_options,
+    check_potential_sections,
+    parse_config,
+    resolve_path,
+    validate_section,
+)
 from pesmith.errors import ConfigError
 from pesmith.registry import Registry
 from pesmith.simulate.md import MeltQuenchSettings
@@ -44,15 +53,26 @@ class InitialData(Section):
 
 
 class PotentialSettings(Section):
-    """The MLP retrained at every step: the ``descriptor``, ``model`` and ``training`` sections of
-    a ``pesmith train`` config, trained on every label in the search's database."""
+    """The MLP retrained at every step: the ``descriptor`` + ``model`` (or ``terms``) and
+    ``training`` sections of a ``pesmith train`` config, trained on every label in the search's
+    database."""
 
-    descriptor: PluginSettings
-    model: PluginSettings
+    descriptor: PluginSettings | None = None
+    model: PluginSettings | None = None
+    terms: list[TermSettings] | None = Field(
+        None, description="instead of descriptor + model: the terms of a sum E = sum_t E_t, each {descriptor, model} (gap)"
+    )
     training: dict[str, Any] = Field(default_factory=dict)
     validation_fraction: float = Field(0.1, ge=0, lt=1)
     isolated_atom_energies: dict[str, float] | None = None
     warm_start: bool = Field(True, description="retrain each step from the previous model (weights, feature scaling, reference energies) instead of from scratch")
+
+    @property
+    def term_sections(self) -> list[TermSettings]:
+        """The terms of the potential: ``terms``, or the one term of ``descriptor`` + ``model``."""
+        if self.terms is not None:
+            return list(self.terms)
+        return [TermSettings(descriptor=self.descriptor, model=self.model)]
 
 
 class StartSettings(Section):
@@ -196,8 +216,8 @@ def load_search_config(path: str | Path, registry: Registry, warn: Callable[[str
         for file in paths:
             check_file(path, key, file)
     check_plugin_options(path, "reference", config.reference, registry, implicit=())
-    check_plugin_options(path, "descriptor", config.potential.descriptor, registry, implicit=("species",))
-    model_cls = check_plugin_options(path, "model", config.potential.model, registry, implicit=("species", "n_features"))
+    model_cls = check_potential_sections(path, config.potential, config.potential.training, registry, prefix="potential.")
+    check_warm_start(path, config.potential, model_cls)
     validate_section(path, "potential.training", config.potential.training, model_cls.settings_schema)
     if config.initial.generate is not None:
         generate_config(config, path)  # validates the recipe now, not after hours
@@ -205,6 +225,21 @@ def load_search_config(path: str | Path, registry: Registry, warn: Callable[[str
     n_li, n_si = start_counts(config, path)
     check_steps(config, path, n_li, n_si, warn or log.warning)
     return config
+
+
+def check_warm_start(config_path: Path, potential: PotentialSettings, model_cls: type) -> None:
+    """Raise :class:`ConfigError` when ``potential.warm_start`` asks a model that refits from
+    scratch (a GAP, a sum of terms) to continue from the previous step's model: found at load,
+    not after the initial set is labeled and the first model trained."""
+    if not potential.warm_start:
+        return
+    if potential.terms is not None and len(potential.terms) > 1:
+        why = "a sum of terms is refitted from scratch at every step"
+    elif "warm_start" not in inspect.signature(model_cls.fit).parameters:
+        why = f"model kind '{potential.term_sections[0].model.kind}' is refitted from scratch (its fit takes no warm start)"
+    else:
+        return
+    raise ConfigError(f"{config_path}: key 'potential.warm_start': {why}; set potential.warm_start: false")
 
 
 def check_file(config_path: Path, key: str, file: Path) -> None:

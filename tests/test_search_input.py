@@ -357,3 +357,42 @@ def test_mpiexec_without_mpi4py_futures_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "python -m mpi4py.futures -m pesmith search" in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "potential, fragments",
+    [
+        (
+            {"terms": [{"descriptor": {"kind": "distance_2b"}, "model": {"kind": "gap", "kernel": "linear"}},
+                       {"descriptor": {"kind": "chebyshev"}, "model": {"kind": "nn"}}]},
+            ["key 'potential.terms'", "different model kinds (gap, nn)"],
+        ),
+        (
+            {"descriptor": {"kind": "chebyshev"}, "model": {"kind": "linear"},
+             "terms": [{"descriptor": {"kind": "distance_2b"}, "model": {"kind": "gap", "kernel": "linear"}}]},
+            ["key 'potential.terms'", "not both"],
+        ),
+        ({"terms": [{"descriptor": {"kind": "soap", "n_maxx": 4}, "model": {"kind": "gap"}}]}, ["potential.terms[0].descriptor", "n_maxx"]),
+        ({"model": {"kind": "gap"}}, ["missing required key 'potential.descriptor'"]),
+    ],
+    ids=["mixed kinds", "both forms", "term key", "no descriptor"],
+)
+def test_bad_potential_terms_are_refused_at_load_naming_the_key(tmp_path, potential, fragments):
+    assert_refused(edited_config(tmp_path, set_key("potential", potential)), *fragments)
+
+
+@pytest.mark.parametrize(
+    "potential, fragment",
+    [
+        ({"descriptor": {"kind": "soap", "n_max": 4, "l_max": 3}, "model": {"kind": "gap"}}, "model kind 'gap' is refitted from scratch"),
+        (
+            {"terms": [{"descriptor": {"kind": "distance_2b"}, "model": {"kind": "gap", "kernel": "linear"}, "training": {"sparse_method": "basis"}},
+                       {"descriptor": {"kind": "soap", "n_max": 4, "l_max": 3}, "model": {"kind": "gap"}}]},
+            "a sum of terms is refitted from scratch",
+        ),
+    ],
+    ids=["gap", "terms"],
+)
+def test_a_gap_potential_that_would_warm_start_is_refused_at_load(tmp_path, potential, fragment):
+    """Found after the initial set was labeled and model 0 trained, before this check."""
+    assert_refused(edited_config(tmp_path, set_key("potential", potential)), "key 'potential.warm_start'", fragment, "warm_start: false")

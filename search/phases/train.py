@@ -36,10 +36,11 @@ def run(ctx: SearchContext) -> None:
         ),
         descriptor=potential.descriptor,
         model=potential.model,
+        terms=potential.terms,
         output=models / f"model_{step}.pt",
         initial_model=ctx.model_path if step > 0 and potential.warm_start else None,
     )
-    model_cls = ctx.registry.get("model", potential.model.kind)
+    model_cls = ctx.registry.get("model", potential.term_sections[0].model.kind)
     config.training = validate_section(ctx.config_path, "potential.training", dict(potential.training) | {"progress": False}, model_cls.settings_schema)
     config.training.threads = config.training.threads or ctx.training_threads
     with torch_threads(config.training.threads):
