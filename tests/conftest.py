@@ -52,6 +52,19 @@ def si_model_path(tmp_path_factory, si_train_path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as module ``name`` (registered in ``sys.modules``, through which
+    pydantic resolves a script's config annotations); scripts are not part of the package."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 # Small data, tiny configs and fake installed distributions (registry, plugin, CLI tests).
 # ---------------------------------------------------------------------------------------------
 

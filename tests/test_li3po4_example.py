@@ -4,7 +4,6 @@ line and exit code 2; configs/li3po4.yaml validates."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -14,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from pesmith.registry import Registry
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "li3po4_example.py"
@@ -71,11 +72,7 @@ diffusion:
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("li3po4_example", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # pydantic resolves the config's annotations through it
-    spec.loader.exec_module(module)
-    return module
+    return load_script("li3po4_example")
 
 
 def test_every_stage_runs_and_a_rerun_skips_them(example, tmp_path):

@@ -5,7 +5,6 @@ configs/lisi_md.yaml validates."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from pesmith import ase_files
+from conftest import load_script
 from test_search_loop import run_search, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,11 +29,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("lisi_md", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # pydantic resolves the config's annotations through it
-    spec.loader.exec_module(module)
-    return module
+    return load_script("lisi_md")
 
 
 @pytest.fixture(scope="module")

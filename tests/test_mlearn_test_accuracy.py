@@ -3,7 +3,6 @@ training files' converter, caches the result, and tabulates metrics (the fit is 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,15 +11,14 @@ import pytest
 from ase.io import read
 from ase.units import GPa
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("mlearn_test_accuracy", ROOT / "scripts" / "mlearn_test_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("mlearn_test_accuracy")
 
 
 def mlearn_entry(group: str, energy: float) -> dict:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 
 import numpy as np
 import pytest
@@ -12,18 +11,10 @@ import pytest
 from pesmith.search.delithiation import DelithiationProblem
 from pesmith.testing import amorphous_lisi
 
-from conftest import ROOT
+from conftest import load_script
 
 
-def _load_search_peer():
-    spec = importlib.util.spec_from_file_location("search_peer", ROOT / "scripts" / "search_peer.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("search_peer", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-peer = _load_search_peer()
+peer = load_script("search_peer")
 needs_ase_ga = pytest.mark.skipif(
     importlib.util.find_spec("ase_ga") is None, reason="ase-ga not installed (it is in the dev extra: pip install -e '.[dev]')"
 )
