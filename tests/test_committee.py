@@ -43,7 +43,8 @@ def member_predictions(potential: Potential, structures) -> tuple[np.ndarray, np
     """Energies (K, n_structures) and forces (K, n_atoms, 3) of each member alone, by autograd."""
     energies, forces = [], []
     for network in potential.model.networks:
-        alone = Potential(potential.descriptor, network)
+        alone = Potential(potential.descriptor, network, reference=potential.reference)
+        alone.set_core(potential.core_outer)
         results = alone(build_batch(structures, potential.descriptor.cutoff), forces=True)
         energies.append(results[ENERGY].numpy())
         forces.append(results[FORCES].numpy())
@@ -127,3 +128,41 @@ def test_train_committee_flag_needs_an_nn_model(tmp_path, write_config, capsys):
         f"error: {config}: --committee needs model kind 'nn' (it fits several nn networks), got 'gap'"
     ]
     assert not (tmp_path / "gap.pt").exists()
+
+
+def test_members_of_several_architectures_take_them_in_turn_and_reload(tmp_path, small_si_xyz):
+    config = {
+        "data": {"train": str(small_si_xyz), "validation_fraction": 0.25, "seed": 0},
+        "descriptor": {"kind": "acsf", "cutoff": 4.0, "n_radial": 3, "n_angular": 1, "zetas": [1.0]},
+        "model": {"kind": "committee", "members": 3, "hidden": [[4], [6, 3]]},
+        "training": {"epochs": 2, "batch_size": 2, "progress": False, "seed": 0},
+        "output": str(tmp_path / "mixed.pt"),
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert cli.main(["train", str(path)]) == 0
+    potential, header = load_potential(tmp_path / "mixed.pt")
+    assert header["model"]["hidden"] == [[4], [6, 3]]
+    assert [network.hidden for network in potential.model.networks] == [(4,), (6, 3), (4,)]
+    import ase.io
+
+    atoms = ase.io.read(small_si_xyz, index=0)
+    energies, forces = member_predictions(potential, [atoms])
+    results = potential(build_batch([atoms], potential.descriptor.cutoff), forces=True)
+    assert results[ENERGY].numpy() == pytest.approx(energies.mean(0), abs=1e-10)
+    assert results[ENERGY_STD].numpy() == pytest.approx(energies.std(0, ddof=1), abs=1e-10)
+
+
+@pytest.mark.parametrize("hidden, fragment", [([[4], 6], "mixes layer sizes and lists"), ([], "must be a list of layer sizes")])
+def test_bad_committee_architectures_are_refused_in_one_line(tmp_path, small_si_xyz, capsys, hidden, fragment):
+    config = {
+        "data": {"train": str(small_si_xyz)},
+        "descriptor": {"kind": "acsf", "cutoff": 4.0, "n_radial": 3, "n_angular": 1, "zetas": [1.0]},
+        "model": {"kind": "committee", "members": 2, "hidden": hidden},
+        "output": str(tmp_path / "c.pt"),
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert cli.main(["train", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0]

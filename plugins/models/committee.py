@@ -44,20 +44,33 @@ class Committee(Model):
     members
         Number of networks (at least 2).
     hidden, activation
-        Each member's architecture (see the ``nn`` model).
+        Each member's architecture (see the ``nn`` model). ``hidden`` is one list of layer sizes
+        for every member, or a list of such lists that the members take in turn (member k the
+        ``k % len(hidden)``-th), so that members also differ in architecture.
     """
 
     settings_schema: ClassVar[type[CommitteeSettings]] = CommitteeSettings
 
-    def __init__(self, species: Sequence[str], n_features: int, members: int = 4, hidden: Sequence[int] = (15, 15), activation: str = "tanh"):
+    def __init__(
+        self,
+        species: Sequence[str],
+        n_features: int,
+        members: int = 4,
+        hidden: Sequence[int] | Sequence[Sequence[int]] = (15, 15),
+        activation: str = "tanh",
+    ):
         super().__init__(species, n_features)
         if int(members) < 2:
             raise ConfigError(f"model.members must be at least 2 (a committee of one has no spread), got {members!r}")
-        self.networks = torch.nn.ModuleList(BehlerParrinello(species, n_features, hidden, activation) for _ in range(int(members)))
-        self.hidden, self.activation = self.networks[0].hidden, activation
+        self.architectures = _architectures(hidden)
+        self.networks = torch.nn.ModuleList(
+            BehlerParrinello(species, n_features, self.architectures[k % len(self.architectures)], activation) for k in range(int(members))
+        )
+        self.activation = activation
 
     def get_config(self) -> dict[str, Any]:
-        return {"members": len(self.networks), "hidden": list(self.hidden), "activation": self.activation}
+        hidden = [list(a) for a in self.architectures]
+        return {"members": len(self.networks), "hidden": hidden[0] if len(hidden) == 1 else hidden, "activation": self.activation}
 
     def member_energies(self, features: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
         """(members, n_atoms) atomic energies of each member, eV."""
@@ -101,6 +114,18 @@ class Committee(Model):
             if INTERRUPTED_AT_EPOCH in summary.info and k < len(self.networks) - 1:
                 raise KeyboardInterrupt  # Ctrl-C before the last member: later members are unfitted, nothing to save
         return _combined(summaries, len(self.networks))
+
+
+def _architectures(hidden: Sequence[int] | Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    """``hidden`` as a list of architectures: one list of layer sizes, or a list of such lists."""
+    if isinstance(hidden, (str, bytes)) or not hidden:
+        raise ConfigError(f"model.hidden must be a list of layer sizes or a list of such lists, got {hidden!r}")
+    nested = [isinstance(h, (list, tuple)) for h in hidden]
+    if all(nested):
+        return [tuple(h) for h in hidden]
+    if any(nested):
+        raise ConfigError(f"model.hidden mixes layer sizes and lists of them: {hidden!r}; give [15, 15] or [[15, 15], [25, 25]]")
+    return [tuple(hidden)]
 
 
 def _combined(summaries: list[FitSummary], members: int) -> FitSummary:
