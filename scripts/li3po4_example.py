@@ -66,7 +66,6 @@ from pesmith.simulate.packing import random_cell
 from pesmith.simulate.relax import RelaxSettings, relax_positions
 from pesmith.simulate.vacancy import equivalent_sites, vacancy_formation
 
-EXIT_USER_ERROR = 2
 A2_PER_S_TO_CM2_PER_S = 1e-16
 Supercell = tuple[int, int, int]
 LI3PO4 = {"Li": 3, "P": 1, "O": 4}  # one formula unit
@@ -649,20 +648,13 @@ def _headline(name: str, r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python scripts/li3po4_example.py CONFIG``: run the stages; 0, or 2 with one line on stderr."""
-    import argparse
+    from pesmith.cli.common import config_script_main
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", type=Path)
-    args = parser.parse_args(argv)
-    registry = Registry(entry_points=False)
-    try:
-        config = load_config(args.config, registry)
-        results = run_stages(config, registry)
-    except PesmithError as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    print(summary(results))
-    return 0
+    def run(path: Path) -> str:
+        registry = Registry(entry_points=False)
+        return summary(run_stages(load_config(path, registry), registry))
+
+    return config_script_main(__doc__.splitlines()[0], run, argv)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ from pesmith.parallel import parallel_map
 from pesmith.plots import pyplot, save_png
 from pesmith.simulate.dynamics import MDSettings, run_md
 
-EXIT_USER_ERROR = 2
 SAME_X = 1e-6  # Li per Si: compositions closer than this are the same
 
 
@@ -267,19 +266,9 @@ def plot(results: dict[str, Any], rdfs: dict[float, Any], output: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python scripts/lisi_md.py CONFIG``: 0, or 2 with one line on stderr."""
-    import argparse
+    from pesmith.cli.common import config_script_main
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", type=Path)
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-        results = run(config, args.config)
-    except PesmithError as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    print(summary(results))
-    return 0
+    return config_script_main(__doc__.splitlines()[0], lambda path: summary(run(load_config(path), path)), argv)
 
 
 if __name__ == "__main__":
