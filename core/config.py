@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, get_args
+from typing import Annotated, Any, Literal, Protocol, TypeVar, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
@@ -73,6 +73,40 @@ class TermSettings(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict, description="this term's own fit settings (e.g. n_sparse)")
 
 
+class PairParameters(BaseModel):
+    """One element pair of a ``baseline: {kind: pair}`` section: ``A exp(-r / rho)`` below ``cutoff``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    A: float = Field(gt=0, allow_inf_nan=False, description="prefactor, eV")
+    rho: float = Field(gt=0, allow_inf_nan=False, description="decay length, Å")
+    cutoff: float = Field(gt=0, allow_inf_nan=False, description="beyond this distance (Å) the pair does not interact")
+
+
+class PairBaselineSettings(BaseModel):
+    """``baseline: {kind: pair, pairs: {Li-Si: {A, rho, cutoff}, ...}}``: a Born-Mayer repulsion
+    per element pair (:class:`pesmith.baseline.PairBaseline`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["pair"]
+    pairs: dict[str, PairParameters] = Field(description="per element pair 'A-B': A (eV), rho (Å), cutoff (Å)")
+    switch_width: float = Field(0.5, gt=0, allow_inf_nan=False, description="width (Å) of the smooth switch below each cutoff")
+
+
+class ModelBaselineSettings(BaseModel):
+    """``baseline: {kind: model, file: PATH}``: a fitted pesmith model file as the baseline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["model"]
+    file: Path = Field(description="a model file written by pesmith train; it is embedded in the new model file")
+
+
+BaselineSettings = Annotated[Union[PairBaselineSettings, ModelBaselineSettings], Field(discriminator="kind")]
+BASELINE_KINDS: dict[str, type[BaseModel]] = {"model": ModelBaselineSettings, "pair": PairBaselineSettings}
+
+
 class TrainConfig(BaseModel):
     """A ``pesmith train`` configuration: a potential of one term (``descriptor:`` and
     ``model:``) or a sum of terms (``terms:``, a list of ``{descriptor, model}``)."""
@@ -92,6 +126,9 @@ class TrainConfig(BaseModel):
     )
     terms: list[TermSettings] | None = Field(
         None, description="instead of descriptor + model: the terms of a sum E = sum_t E_t, each {descriptor, model}"
+    )
+    baseline: BaselineSettings | None = Field(
+        None, description="delta learning: a fixed potential (model file or pair repulsion) whose labels are subtracted before the fit and added back in prediction"
     )
 
     @property
@@ -175,11 +212,16 @@ def load_train_config(path: str | Path, registry: Registry) -> TrainConfig:
     path = Path(path)
     raw = read_yaml(path)
     training = raw.pop("training", None) or {}
+    baseline = raw.pop("baseline", None)
     try:
         config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(path, exc, TrainConfig)) from None
     base = path.resolve().parent
+    if baseline is not None:
+        config.baseline = check_baseline_section(path, baseline, base)
+        if config.initial_model is not None:
+            raise ConfigError(f"{path}: key 'baseline': a baseline with initial_model (warm start) is not supported yet; remove one of them")
     if isinstance(config.data.train, list):
         config.data.train = [resolve_path(base, p) for p in config.data.train]
     else:
@@ -192,6 +234,43 @@ def load_train_config(path: str | Path, registry: Registry) -> TrainConfig:
     model_cls = check_potential_sections(path, config, training, registry)
     config.training = validate_section(path, "training", training, model_cls.settings_schema)
     return config
+
+
+def check_baseline_section(path: Path, content: Any, base: Path) -> PairBaselineSettings | ModelBaselineSettings:
+    """Validate a ``baseline:`` section: its kind (``model`` or ``pair``; ``reference`` is refused
+    as not supported yet), keys, a model baseline's file (resolved against ``base``, the
+    config's folder) or a pair baseline's parameters.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file, the key and what to do.
+    """
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: section 'baseline' must be a mapping with a kind (model or pair), got {type(content).__name__}")
+    kind = content.get("kind")
+    if kind == "reference":
+        raise ConfigError(
+            f"{path}: key 'baseline.kind': kind 'reference' (an ASE calculator as the baseline) is not supported yet;"
+            " use kind 'model' (a model file) or 'pair' (an analytic repulsion)"
+        )
+    if kind not in BASELINE_KINDS:
+        raise ConfigError(f"{path}: key 'baseline.kind': unknown baseline kind {kind!r}; valid kinds: {', '.join(BASELINE_KINDS)}")
+    settings = validate_section(path, "baseline", content, BASELINE_KINDS[kind])
+    if isinstance(settings, ModelBaselineSettings):
+        settings.file = resolve_path(base, settings.file)
+        if not settings.file.is_file():
+            raise ConfigError(f"{path}: key 'baseline.file': {settings.file} is not a file; give a model file written by `pesmith train`")
+    else:
+        from .baseline import PairBaseline  # torch: only for a pair baseline
+
+        if not settings.pairs:
+            raise ConfigError(f"{path}: key 'baseline.pairs' is empty; give at least one pair, e.g. Li-Si: {{A: 500, rho: 0.3, cutoff: 3}}")
+        try:
+            PairBaseline({key: pair.model_dump() for key, pair in settings.pairs.items()}, settings.switch_width)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: key 'baseline.pairs': {exc}") from None
+    return settings
 
 
 def check_potential_sections(

@@ -4,7 +4,10 @@ normalisation, feature range and weights, as plain tensors and JSON (no pickle).
 A one-term potential is written in format version 1 (``descriptor``, ``model`` and
 ``n_features`` in the header, ``model_state`` in the payload), as before sums of terms existed;
 a sum of terms in version 2 (``terms``: one such header entry per term, ``model_states``: one
-state per term). Both are read.
+state per term). A potential with a baseline (delta learning, :mod:`pesmith.baseline`) is written
+in version 3: ``baseline`` in the header holds a pair baseline's parameters, or, for a model
+baseline, its kind and source, and ``baseline_payload`` the whole payload of the baseline's own
+model file, so the file does not depend on the baseline's file. All three are read.
 
 Written atomically (temporary file + rename); read with ``torch.load(weights_only=True)``.
 """
@@ -20,6 +23,7 @@ from typing import Any
 import torch
 
 from .atomic_io import atomic_path
+from .baseline import Baseline, ModelBaseline, PairBaseline
 from .errors import ModelFileError, PesmithError
 from .descriptor import Descriptor
 from .model import Model
@@ -28,7 +32,7 @@ from .terms import Term
 from .registry import Registry, default_registry
 
 FORMAT = "pesmith-model"
-FORMAT_VERSION = 2  # 2: a sum of terms ("terms" in the header, "model_states"); a one-term potential is still written as 1
+FORMAT_VERSION = 3  # 2: a sum of terms ("terms" in the header, "model_states"); 3: a baseline; otherwise still written as 1 or 2
 
 
 def save_potential(
@@ -36,16 +40,27 @@ def save_potential(
 ) -> Path:
     """Write ``potential`` to ``path`` atomically; ``metadata`` (JSON types) is stored beside it."""
     path = Path(path)
-    registry = registry or default_registry()
+    payload = potential_payload(potential, metadata, registry or default_registry())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
+    return path
+
+
+def potential_payload(potential: Potential, metadata: dict[str, Any] | None, registry: Registry) -> dict[str, Any]:
+    """What a model file holds (tensors, strings and plain data): the format tag and version,
+    the JSON header, the feature range and the model state(s), and a model baseline's payload."""
     terms = [_term_header(registry, term) for term in potential.terms]
     header: dict[str, Any] = terms[0] if len(terms) == 1 else {"terms": terms}
     header |= {"species": list(potential.species), "reference_energies_eV": potential.reference}
     if potential.core_outer:  # a potential without the ZBL core is written as before it existed
         header["core_outer_A"] = potential.core_outer
+    if potential.baseline is not None:
+        header["baseline"] = _baseline_header(potential.baseline)
     header["metadata"] = metadata or {}
     payload = {
         "format": FORMAT,
-        "format_version": 1 if len(terms) == 1 else FORMAT_VERSION,
+        "format_version": 3 if potential.baseline is not None else 1 if len(terms) == 1 else 2,
         "header_json": json.dumps(header),
         "feature_min": potential.feature_min.detach().cpu(),
         "feature_max": potential.feature_max.detach().cpu(),
@@ -55,10 +70,9 @@ def save_potential(
         payload["model_state"] = states[0]
     else:
         payload["model_states"] = states
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
-    return path
+    if isinstance(potential.baseline, ModelBaseline):
+        payload["baseline_payload"] = potential_payload(potential.baseline.potential, {}, registry)
+    return payload
 
 
 def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -84,6 +98,12 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
             " model files are written whole by `pesmith train`, so copy it again from where it was made or"
             " retrain with `pesmith train`"
         ) from exc
+    return payload_header(payload, path), payload
+
+
+def payload_header(payload: Any, path: str | Path) -> dict[str, Any]:
+    """The header of a model file's ``payload`` (read from ``path``), after checking its format
+    and version."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelFileError(f"{path} is not a pesmith model file (no '{FORMAT}' format tag)")
     version = payload.get("format_version")
@@ -96,19 +116,26 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         header = json.loads(payload["header_json"])
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: corrupt header ({exc}); retrain with `pesmith train`") from exc
-    return header, payload
+    return header
 
 
 def load_potential(path: str | Path, registry: Registry | None = None) -> tuple[Potential, dict[str, Any]]:
     """Rebuild the :class:`Potential` stored in ``path``; also return the header."""
     registry = registry or default_registry()
     header, payload = read_header(path)
+    return rebuild_potential(header, payload, registry, path), header
+
+
+def rebuild_potential(header: dict[str, Any], payload: dict[str, Any], registry: Registry, path: str | Path) -> Potential:
+    """The :class:`Potential` (in eval mode) of a model file's ``header`` and ``payload``;
+    ``path`` names the file in errors."""
     try:
         if "terms" in header:
             terms = [_build_term(registry, term, header["species"], state) for term, state in zip(header["terms"], payload["model_states"], strict=True)]
         else:
             terms = [_build_term(registry, header, header["species"], payload["model_state"])]
-        potential = Potential(terms=terms, reference=header["reference_energies_eV"])
+        baseline = _build_baseline(header["baseline"], payload, registry, path) if "baseline" in header else None
+        potential = Potential(terms=terms, reference=header["reference_energies_eV"], baseline=baseline)
         potential.feature_min.copy_(payload["feature_min"])
         potential.feature_max.copy_(payload["feature_max"])
         potential.set_core(header.get("core_outer_A", {}))  # files before the core have none
@@ -118,7 +145,28 @@ def load_potential(path: str | Path, registry: Registry | None = None) -> tuple[
         reason = " ".join(str(exc).split())
         raise ModelFileError(f"{path}: cannot rebuild the model ({type(exc).__name__}: {reason})") from exc
     potential.eval()
-    return potential, header
+    return potential
+
+
+def _baseline_header(baseline: Baseline) -> dict[str, Any]:
+    """The header entry of a baseline: a pair baseline's parameters, a model baseline's kind
+    and source (its state is in the payload)."""
+    if isinstance(baseline, PairBaseline):
+        return {"kind": baseline.kind, "pairs": baseline.pairs, "switch_width": baseline.switch_width}
+    if isinstance(baseline, ModelBaseline):
+        return {"kind": baseline.kind, "source": baseline.source}
+    raise ModelFileError(f"a baseline of type {type(baseline).__qualname__} cannot be saved; use a pair or model baseline")
+
+
+def _build_baseline(entry: dict[str, Any], payload: dict[str, Any], registry: Registry, path: str | Path) -> Baseline:
+    """The baseline of a header entry (and, for a model baseline, the embedded payload)."""
+    if entry["kind"] == PairBaseline.kind:
+        return PairBaseline(entry["pairs"], entry["switch_width"])
+    if entry["kind"] == ModelBaseline.kind:
+        inner = payload["baseline_payload"]
+        where = f"{path} (its baseline model)"
+        return ModelBaseline(rebuild_potential(payload_header(inner, where), inner, registry, where), entry["source"])
+    raise ModelFileError(f"{path}: unknown baseline kind {entry['kind']!r}; upgrade pesmith")
 
 
 def _term_header(registry: Registry, term: Term) -> dict[str, Any]:

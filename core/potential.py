@@ -12,6 +12,7 @@ import torch
 from ase import Atoms
 from ase.data import atomic_numbers
 
+from .baseline import Baseline, subtract_baseline
 from .data import Dataset, reference_energies
 from .descriptor import Descriptor
 from .errors import ConfigError
@@ -29,7 +30,7 @@ ENERGY_STD, FORCES_STD = "energy_std", "forces_std"
 
 
 class Potential(torch.nn.Module):
-    """E = sum_t E_t + sum_i e_ref(Z_i) + E_core, eV, over the terms t (a descriptor with its own
+    """E = E_baseline + sum_t E_t + sum_i e_ref(Z_i) + E_core, eV, over the terms t (a descriptor with its own
     cutoff and a model of per-atom energies each, :class:`~pesmith.terms.Term`); forces eV/Å and
     stress eV/Å^3 by autograd through the sum.
 
@@ -47,6 +48,12 @@ class Potential(torch.nn.Module):
     MD from fusing atoms where the model has never seen a pair so close. :meth:`fit` sets it
     (``FitSettings.core_repulsion``); a potential without it (``core_outer`` empty) has none.
 
+    ``E_baseline`` is an optional fixed potential (:mod:`pesmith.baseline`: an analytic pair
+    repulsion or another fitted potential) under the learned terms (delta learning): :meth:`fit`
+    subtracts its energies, forces and stress from the labels, and every prediction includes it.
+    The neighbor list is then built at the larger of the terms' and the baseline's cutoffs;
+    ``features``, the feature range and the uncertainties are those of the learned terms only.
+
     Parameters
     ----------
     descriptor, model
@@ -56,12 +63,15 @@ class Potential(torch.nn.Module):
         Per-element reference energies, eV (see :func:`pesmith.data.reference_energies`).
     terms
         Instead of ``descriptor`` and ``model``: one ``(descriptor, model)`` pair per term.
+    baseline
+        A fixed potential under the terms, or ``None``.
 
     Raises
     ------
     ConfigError
-        Neither or both of ``descriptor`` / ``model`` and ``terms``, no terms, or terms whose
-        species differ.
+        Neither or both of ``descriptor`` / ``model`` and ``terms``, no terms, terms whose
+        species differ, or a baseline that does not fit the species
+        (:meth:`pesmith.baseline.Baseline.check_species`).
     """
 
     def __init__(
@@ -71,6 +81,7 @@ class Potential(torch.nn.Module):
         reference: dict[str, float] | None = None,
         *,
         terms: Sequence[tuple[Descriptor, Model]] | None = None,
+        baseline: Baseline | None = None,
     ):
         super().__init__()
         given = descriptor is not None or model is not None
@@ -90,6 +101,9 @@ class Potential(torch.nn.Module):
         self.register_buffer("feature_max", torch.full((n,), torch.inf, dtype=DTYPE))
         self.register_buffer("core_table", torch.zeros(119, 119, dtype=DTYPE), persistent=False)
         self.core_outer: dict[str, float] = {}
+        if baseline is not None:
+            baseline.check_species(self.species)
+        self.baseline = baseline
 
     def set_core(self, outer: dict[str, float]) -> None:
         """Set the core's outer radius (Å) of each element pair, keyed ``"Li-Si"``; ``{}``: no core."""
@@ -134,8 +148,8 @@ class Potential(torch.nn.Module):
 
     @property
     def cutoff(self) -> float:
-        """The largest cutoff of the terms, Å: the neighbor list's."""
-        return max(term.cutoff for term in self.terms)
+        """The largest cutoff of the terms and the baseline, Å: the neighbor list's."""
+        return max([term.cutoff for term in self.terms] + ([self.baseline.cutoff] if self.baseline is not None else []))
 
     @property
     def n_features(self) -> int:
@@ -179,6 +193,8 @@ class Potential(torch.nn.Module):
             centers, neighbors = batch.edge_index
             core = core_edge_energies(edge_vectors.norm(dim=1), batch.numbers[centers], batch.numbers[neighbors], self.core_table)
             atom_energies = atom_energies.index_add(0, centers, core)
+        if self.baseline is not None:
+            atom_energies = atom_energies + self.baseline.atom_energies(batch, edge_vectors)
         energy = torch.zeros(batch.n_structures, dtype=DTYPE).index_add(0, batch.structure_index, atom_energies)
         results = {ENERGY: energy, ATOM_ENERGIES: atom_energies, FEATURES: features[0] if len(features) == 1 else torch.cat(features, 1)}
         std = combined_std(stds)
@@ -214,7 +230,8 @@ class Potential(torch.nn.Module):
         warm_start: bool = False,
         term_settings: Sequence[FitSettings] | None = None,
     ) -> FitSummary:
-        """Fit reference energies, feature range and the model(s) on labeled structures.
+        """Fit reference energies, feature range and the model(s) on labeled structures (on
+        what is left of the labels after the baseline's, with a baseline).
 
         Features and derivatives are computed within ``settings.memory_gb``
         (:func:`pesmith.memory.plan_features`; several terms share it equally); a ``disk`` plan
@@ -247,6 +264,8 @@ class Potential(torch.nn.Module):
                 raise ConfigError("initial_model: a potential of several terms cannot continue from a saved state yet; train it from scratch")
         elif warm_start and "warm_start" not in inspect.signature(self.model.fit).parameters:
             raise ConfigError(f"model {type(self.model).__name__} cannot continue from a saved state (its fit takes no warm_start); train it from scratch")
+        if self.baseline is not None:
+            train_set, validation = self._residuals(train_set, validation)
         self.set_core(core_radii(train_set.structures, self.species) if settings.core_repulsion else {})
         if not warm_start:
             self.set_reference(reference_energies(train_set, self.species, isolated_atom_energies))
@@ -285,6 +304,10 @@ class Potential(torch.nn.Module):
         summary = self.model.fit(sets[0][0], validations[0], settings, **extra)
         summary.info["features"] = plans[0].as_dict() | {"featurization_s": featurization_time}
         return summary
+
+    def _residuals(self, train_set: Dataset, validation: Dataset | None) -> tuple[Dataset, Dataset | None]:
+        """``train_set`` and ``validation`` less the baseline's energies, forces and stress."""
+        return subtract_baseline(train_set, self.baseline), None if validation is None else subtract_baseline(validation, self.baseline)
 
     def predict(self, structures: Sequence[Atoms], stress: bool | None = None) -> dict[str, torch.Tensor]:
         """Energies (eV), forces (eV/Å) and, for periodic cells, stress (eV/Å^3) of ``structures``."""

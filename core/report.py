@@ -56,6 +56,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f" {plan['n_features']} per atom; derivatives {plan['jacobian_gb']:.3g} GB in float64, stored: {plan['storage']}"
                 f" (memory budget {plan['memory_gb']:.3g} GB); featurization {features['featurization_s']:.1f} s"
             ]
+    if "baseline" in report:
+        lines += [f"- baseline ({report['baseline']['kind']}): metrics are {report['baseline']['metrics']}"]
     lines += [f"- training time: {training['wall_time_s']:.1f} s", ""]
     sets = [name for name in ("train", "validation") if name in report["metrics"]]
     if not sets:

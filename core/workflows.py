@@ -22,9 +22,10 @@ from ase import Atoms
 
 from . import __version__
 from .atomic_io import write_text_atomic
-from .config import TermSettings, TrainConfig
+from .baseline import Baseline, ModelBaseline, PairBaseline
+from .config import ModelBaselineSettings, PairBaselineSettings, TermSettings, TrainConfig
 from .data import Dataset, read_dataset
-from .errors import ConfigError
+from .errors import ConfigError, ModelFileError
 from .fit_settings import FitSettings
 from .interrupt import deferred_interrupt, interrupt_once
 from .labeling import MapFunction, label_one
@@ -41,6 +42,9 @@ from .validation import Predictions, predict_dataset
 logger = logging.getLogger(__name__)
 
 
+BASELINE_METRICS = "of the total potential (baseline + learned terms) against the labels; the terms were fitted to the labels less the baseline's"
+
+
 @dataclass
 class TrainResult:
     """A trained potential and its report (the JSON the report file holds)."""
@@ -49,10 +53,10 @@ class TrainResult:
     report: dict[str, Any]
 
 
-def build_potential(config: TrainConfig, species: Sequence[str], registry: Registry) -> Potential:
+def build_potential(config: TrainConfig, species: Sequence[str], registry: Registry, baseline: Baseline | None = None) -> Potential:
     """Instantiate the descriptor and model plugins of each term ``config`` describes (one term
     for ``descriptor`` + ``model``; ``config`` may be any section with those two keys and,
-    optionally, ``terms``)."""
+    optionally, ``terms``), over ``baseline`` if given (:func:`build_baseline`)."""
     terms = getattr(config, "terms", None)
     sections = list(terms) if terms is not None else [TermSettings(descriptor=config.descriptor, model=config.model)]
     pairs = []
@@ -67,8 +71,32 @@ def build_potential(config: TrainConfig, species: Sequence[str], registry: Regis
             raise ConfigError(f"invalid plugin options: {exc}") from exc
         pairs.append((descriptor, model))
     if terms is None:
-        return Potential(*pairs[0])
-    return Potential(terms=pairs)
+        return Potential(*pairs[0], baseline=baseline)
+    return Potential(terms=pairs, baseline=baseline)
+
+
+def build_baseline(
+    settings: PairBaselineSettings | ModelBaselineSettings, species: Sequence[str], registry: Registry, where: str = "the train config"
+) -> Baseline:
+    """The baseline of a ``baseline:`` section, checked against the potential's ``species``;
+    ``where`` names the config in errors.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key: a baseline model file that cannot be read or whose species do not
+        cover ``species``, or a pair baseline naming an element outside ``species``.
+    """
+    model = isinstance(settings, ModelBaselineSettings)
+    try:
+        if model:
+            baseline: Baseline = ModelBaseline(load_potential(settings.file, registry)[0], source=str(settings.file))
+        else:
+            baseline = PairBaseline({key: pair.model_dump() for key, pair in settings.pairs.items()}, settings.switch_width)
+        baseline.check_species(species)
+    except (ConfigError, ModelFileError) as exc:
+        raise ConfigError(f"{where}: key 'baseline.{'file' if model else 'pairs'}': {exc}") from None
+    return baseline
 
 
 def term_settings(config: TrainConfig) -> list[FitSettings]:
@@ -82,6 +110,8 @@ def initial_potential(path: Path, built: Potential, registry: Registry) -> Poten
     config's fresh potential): same terms (descriptor and model each) and species, or a
     :class:`ConfigError`."""
     loaded, _ = load_potential(path, registry)
+    if loaded.baseline is not None:
+        raise ConfigError(f"initial_model {path}: it has a baseline, and continuing a delta-learned model is not supported yet; train from scratch")
     if len(loaded.terms) != len(built.terms):
         raise ConfigError(
             f"initial_model {path}: it has {len(loaded.terms)} term(s), the config {len(built.terms)}; train from scratch"
@@ -206,7 +236,9 @@ def train(
     train_set, validation = dataset.split(config.data.validation_fraction, config.data.seed)
     if not len(validation):
         (warn or logger.warning)(no_validation_message(len(dataset), config.data.validation_fraction))
-    potential = build_potential(config, config.term_sections[0].descriptor.options.get("species", dataset.species), registry)
+    species = config.term_sections[0].descriptor.options.get("species", dataset.species)
+    baseline = build_baseline(config.baseline, species, registry, where) if config.baseline is not None else None
+    potential = build_potential(config, species, registry, baseline)
     if config.initial_model is not None:
         potential = initial_potential(config.initial_model, potential, registry)
     config.output.parent.mkdir(parents=True, exist_ok=True)
@@ -235,6 +267,8 @@ def train(
         except KeyboardInterrupt:  # the fitted model is kept; only its metrics are lost
             interrupted.append("during the final evaluation")
     resolved = config.model_dump(mode="json")
+    if config.baseline is None:  # a config without a baseline is resolved as before baselines existed
+        resolved.pop("baseline")
     resolved_terms = [
         {"descriptor": {"kind": section.descriptor.kind, **term.descriptor.get_config()}, "model": {"kind": section.model.kind, **term.model.get_config()}}
         | ({"training": section.training} if section.training else {})
@@ -264,6 +298,8 @@ def train(
         "metrics": {name: p.metrics() for name, p in predictions.items()},
         "history": summary.history or [],
     }
+    if potential.baseline is not None:
+        report["baseline"] = potential.baseline.describe() | {"metrics": BASELINE_METRICS}
     if interrupted:
         report["interrupted"] = " and ".join(interrupted)
     with deferred_interrupt() as held:  # a Ctrl-C now waits until every file is whole
