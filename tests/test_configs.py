@@ -63,9 +63,10 @@ def test_search_config_validates(path, registry):
     named += [config.start.file] if config.start.file is not None else []
     assert [str(p) for p in named if not p.resolve().is_relative_to(ROOT)] == []
     assert config.output.resolve().is_relative_to(ROOT / "results")  # git-ignored
-    # and the descriptor and model of the potential section construct for Li and Si
+    # and the descriptors and models of the potential section (one term or several) construct for Li and Si
     potential = build_potential(config.potential, ("Li", "Si"), registry)
-    assert potential.species == ("Li", "Si") and potential.descriptor.n_features == len(potential.descriptor.describe())
+    assert potential.species == ("Li", "Si") and len(potential.terms) == len(config.potential.term_sections)
+    assert all(term.descriptor.n_features == len(term.descriptor.describe()) for term in potential.terms)
 
 
 def test_study_config_is_the_full_size_search(registry):
