@@ -19,7 +19,7 @@ is built at the largest of the terms' and the baseline's cutoffs.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -32,11 +32,20 @@ from .grad import forces_and_stress
 from .repulsion import smoothstep_off
 from .structures import DTYPE, Batch, build_batch, has_full_cell
 
-if TYPE_CHECKING:
-    from .potential import Potential
-
 DEFAULT_SWITCH_WIDTH = 0.5  # Å over which a pair term is switched off below its cutoff
 CHUNK_STRUCTURES = 64  # structures per batch when the baseline labels a dataset
+
+
+class FittedPotential(Protocol):
+    """What :class:`ModelBaseline` uses of a :class:`pesmith.potential.Potential` (which imports
+    this module, so it is not imported here)."""
+
+    cutoff: float
+    species: tuple[str, ...]
+
+    def eval(self) -> "FittedPotential": ...
+
+    def atom_energies(self, batch: Batch, edge_vectors: torch.Tensor) -> torch.Tensor: ...
 
 
 class Baseline(torch.nn.Module):
@@ -151,7 +160,7 @@ class ModelBaseline(Baseline):
 
     kind = "model"
 
-    def __init__(self, potential: "Potential", source: str = ""):
+    def __init__(self, potential: FittedPotential, source: str = ""):
         super().__init__()
         self.potential = potential.eval()
         self.source = source
@@ -170,11 +179,9 @@ class ModelBaseline(Baseline):
         return tuple(self.potential.species)
 
     def atom_energies(self, batch: Batch, edge_vectors: torch.Tensor) -> torch.Tensor:
-        from .potential import ATOM_ENERGIES  # here: potential imports this module
-
         keep = torch.nonzero(edge_vectors.detach().norm(dim=1) < self.cutoff).squeeze(1)  # (e,)
         within = dataclasses.replace(batch, edge_index=batch.edge_index[:, keep], edge_shifts=batch.edge_shifts[keep], cutoff=self.cutoff)
-        return self.potential.energy(within, edge_vectors[keep])[ATOM_ENERGIES]
+        return self.potential.atom_energies(within, edge_vectors[keep])
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "file": self.source, "species": list(self.species), "cutoff": self.cutoff}

@@ -202,6 +202,11 @@ class Potential(torch.nn.Module):
             results[ENERGY_STD] = std
         return results
 
+    def atom_energies(self, batch: Batch, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """(n_atoms,) atomic energies, eV, differentiable in ``edge_vectors`` (the part of
+        :meth:`energy` another potential's baseline uses)."""
+        return self.energy(batch, edge_vectors)[ATOM_ENERGIES]
+
     def forces_std(self, batch: Batch) -> torch.Tensor | None:
         """(n_atoms, 3) standard deviation of the predicted forces, eV/Å, or ``None`` when a
         term's model has no force uncertainty. Several terms add their variances (independent
