@@ -107,6 +107,15 @@ BaselineSettings = Annotated[Union[PairBaselineSettings, ModelBaselineSettings],
 BASELINE_KINDS: dict[str, type[BaseModel]] = {"model": ModelBaselineSettings, "pair": PairBaselineSettings}
 
 
+def term_sections(
+    descriptor: PluginSettings | None, model: PluginSettings | None, terms: list[TermSettings] | None
+) -> list[TermSettings]:
+    """The terms of a potential section: ``terms``, or the one term of ``descriptor`` + ``model``."""
+    if terms is not None:
+        return list(terms)
+    return [TermSettings(descriptor=descriptor, model=model)]
+
+
 class TrainConfig(BaseModel):
     """A ``pesmith train`` configuration: a potential of one term (``descriptor:`` and
     ``model:``) or a sum of terms (``terms:``, a list of ``{descriptor, model}``)."""
@@ -134,9 +143,7 @@ class TrainConfig(BaseModel):
     @property
     def term_sections(self) -> list[TermSettings]:
         """The terms of the potential: ``terms``, or the one term of ``descriptor`` + ``model``."""
-        if self.terms is not None:
-            return list(self.terms)
-        return [TermSettings(descriptor=self.descriptor, model=self.model)]
+        return term_sections(self.descriptor, self.model, self.terms)
 
 
 class PotentialSections(Protocol):

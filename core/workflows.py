@@ -23,7 +23,7 @@ from ase import Atoms
 from . import __version__
 from .atomic_io import write_text_atomic
 from .baseline import Baseline, ModelBaseline, PairBaseline
-from .config import ModelBaselineSettings, PairBaselineSettings, TermSettings, TrainConfig
+from .config import ModelBaselineSettings, PairBaselineSettings, PotentialSections, TrainConfig
 from .data import Dataset, read_dataset
 from .errors import ConfigError, ModelFileError
 from .fit_settings import FitSettings
@@ -53,12 +53,11 @@ class TrainResult:
     report: dict[str, Any]
 
 
-def build_potential(config: TrainConfig, species: Sequence[str], registry: Registry, baseline: Baseline | None = None) -> Potential:
+def build_potential(config: PotentialSections, species: Sequence[str], registry: Registry, baseline: Baseline | None = None) -> Potential:
     """Instantiate the descriptor and model plugins of each term ``config`` describes (one term
-    for ``descriptor`` + ``model``; ``config`` may be any section with those two keys and,
-    optionally, ``terms``), over ``baseline`` if given (:func:`build_baseline`)."""
-    terms = getattr(config, "terms", None)
-    sections = list(terms) if terms is not None else [TermSettings(descriptor=config.descriptor, model=config.model)]
+    for ``descriptor`` + ``model``, or its ``terms``; a :class:`TrainConfig` or a search
+    config's ``potential`` section), over ``baseline`` if given (:func:`build_baseline`)."""
+    terms, sections = config.terms, config.term_sections
     pairs = []
     for term in sections:
         descriptor_options = {"species": list(species), **term.descriptor.options}

@@ -19,6 +19,7 @@ from pesmith.config import (
     TermSettings,
     check_plugin_options,
     check_potential_sections,
+    term_sections,
     parse_config,
     resolve_path,
     validate_section,
@@ -70,9 +71,7 @@ class PotentialSettings(Section):
     @property
     def term_sections(self) -> list[TermSettings]:
         """The terms of the potential: ``terms``, or the one term of ``descriptor`` + ``model``."""
-        if self.terms is not None:
-            return list(self.terms)
-        return [TermSettings(descriptor=self.descriptor, model=self.model)]
+        return term_sections(self.descriptor, self.model, self.terms)
 
 
 class StartSettings(Section):
