@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Sequence
@@ -73,6 +74,11 @@ class Model(torch.nn.Module, ABC):
         ``info[INTERRUPTED_AT_EPOCH]``: pesmith then saves it as the model. Any other fit lets
         the interrupt propagate, and nothing is saved.
         """
+
+    @classmethod
+    def can_warm_start(cls) -> bool:
+        """Whether :meth:`fit` can continue from a loaded state (it takes ``warm_start``)."""
+        return "warm_start" in inspect.signature(cls.fit).parameters
 
     @classmethod
     def fit_terms(

@@ -3,7 +3,6 @@ with energies, forces and stress from autograd."""
 
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 from typing import Sequence
@@ -267,7 +266,7 @@ class Potential(torch.nn.Module):
                 )
             if warm_start:
                 raise ConfigError("initial_model: a potential of several terms cannot continue from a saved state yet; train it from scratch")
-        elif warm_start and "warm_start" not in inspect.signature(self.model.fit).parameters:
+        elif warm_start and not self.model.can_warm_start():
             raise ConfigError(f"model {type(self.model).__name__} cannot continue from a saved state (its fit takes no warm_start); train it from scratch")
         if self.baseline is not None:
             train_set, validation = self._residuals(train_set, validation)

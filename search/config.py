@@ -6,7 +6,6 @@ an error names the file and key.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from math import comb
 from pathlib import Path
@@ -234,7 +233,7 @@ def check_warm_start(config_path: Path, potential: PotentialSettings, model_cls:
         return
     if potential.terms is not None and len(potential.terms) > 1:
         why = "a sum of terms is refitted from scratch at every step"
-    elif "warm_start" not in inspect.signature(model_cls.fit).parameters:
+    elif not model_cls.can_warm_start():
         why = f"model kind '{potential.term_sections[0].model.kind}' is refitted from scratch (its fit takes no warm start)"
     else:
         return
