@@ -129,13 +129,18 @@ def initial_potential(path: Path, built: Potential, registry: Registry) -> Poten
     return loaded
 
 
-def no_validation_message(n_structures: int, validation_fraction: float) -> str:
-    """Why a split has no validation set, and what the best epoch then means."""
+def no_validation_message(n_structures: int, validation_fraction: float, epochs: bool) -> str:
+    """Why a split has no validation set, and what that means for a model fitted by ``epochs``
+    (the best epoch is chosen on the training set) or in closed form (only training errors)."""
     reason = "data.validation_fraction is 0" if validation_fraction == 0 else f"{n_structures} structure(s) leave none to hold out"
+    meaning = (
+        "the best epoch kept is the one with the lowest loss on the training set itself"
+        if epochs
+        else "the report gives errors on the training set only"
+    )
     return (
-        f"no validation set ({reason}): the best epoch kept is the one with the lowest loss on the training"
-        " set itself, which says nothing about errors on new structures; give at least 2 structures and"
-        " data.validation_fraction > 0"
+        f"no validation set ({reason}): {meaning}, which says nothing about errors on new structures;"
+        " give at least 2 structures and data.validation_fraction > 0"
     )
 
 
@@ -233,11 +238,12 @@ def train(
         torch.set_num_threads(config.training.threads)
     dataset = read_dataset(config.data.train, allow_mixed_references=config.data.allow_mixed_references)
     train_set, validation = dataset.split(config.data.validation_fraction, config.data.seed)
-    if not len(validation):
-        (warn or logger.warning)(no_validation_message(len(dataset), config.data.validation_fraction))
     species = config.term_sections[0].descriptor.options.get("species", dataset.species)
     baseline = build_baseline(config.baseline, species, registry, where) if config.baseline is not None else None
     potential = build_potential(config, species, registry, baseline)
+    if not len(validation):
+        by_epochs = "epochs" in type(potential.terms[0].model).settings_schema.model_fields
+        (warn or logger.warning)(no_validation_message(len(dataset), config.data.validation_fraction, by_epochs))
     if config.initial_model is not None:
         potential = initial_potential(config.initial_model, potential, registry)
     config.output.parent.mkdir(parents=True, exist_ok=True)

@@ -232,6 +232,15 @@ def test_single_structure_trains_with_a_warning_about_validation(tmp_path, write
     assert report["split"] == {"n_train": 1, "n_validation": 0, "train_indices": [0], "validation_indices": []}
 
 
+def test_closed_form_fit_without_validation_warns_about_training_errors(tmp_path, write_config, small_si_xyz, capsys):
+    """A GAP has no epochs: the warning says its report holds training errors only."""
+    gap = {"model": {"kind": "gap", "kernel": "dot_product", "zeta": 2, "delta": 1.0}, "training": {"n_sparse": 8, "sigma_force": 0.1}}
+    config = write_config(data={"train": str(small_si_xyz), "validation_fraction": 0.0, "seed": 0}, **gap)
+    code, _, err = run(capsys, "train", config)
+    assert code == 0 and err.startswith("warning: no validation set (data.validation_fraction is 0)")
+    assert "errors on the training set only" in err and "epoch" not in err
+
+
 # --- model files ------------------------------------------------------------------------------
 
 
