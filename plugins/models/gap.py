@@ -102,12 +102,12 @@ class GAPSettings(FitSettings):
         description="with sparse_method file: gap_fit's index file (its sparse_method=index_file): one 1-based index"
         " per line into the element's training environments in training-set order (structure by structure, atoms in"
         " order); {element} in the path stands for each element's symbol (required with several elements);"
-        " n_sparse is then ignored",
+        " n_sparse is then ignored; a relative path is taken from the working directory (not the config's folder)",
     )
     write_sparse_index: str | None = Field(
         None,
         description="write the chosen sparse points as gap_fit index files (the sparse_file format, like gap_fit's"
-        " print_sparse_index) to this path, {element} as in sparse_file",
+        " print_sparse_index) to this path, {element} and relative paths as in sparse_file",
     )
     sigma_energy: float = Field(
         0.002, gt=0, description="energy noise per atom, eV/atom; a structure of N atoms gets sigma_energy * sqrt(N) eV"
