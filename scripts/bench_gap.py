@@ -167,7 +167,7 @@ def fit_gap_fit(workdir: Path, n_sparse: int, reference: dict[str, float], same_
         sparse_file = workdir / SPARSE_INDEX
         if not sparse_file.is_file():
             raise SystemExit(f"{sparse_file} is missing: pesmith's fit writes it and runs first")
-        soap = f"{SOAPQuip(['Si'], **SOAP_QUIP).quip_string('Si')} {kernel} sparse_method=index_file sparse_file={sparse_file} add_species=F"
+        soap = f"{SOAPQuip(['Si'], **SOAP_QUIP).quip_string('Si', in_gap_fit=True)} {kernel} sparse_method=index_file sparse_file={sparse_file} add_species=F"
     else:
         soap = (
             f"soap cutoff={SOAP['cutoff']} cutoff_transition_width=1.0 n_max={SOAP['n_max']} l_max={SOAP['l_max']}"

@@ -98,6 +98,7 @@ def test_quip_string_and_feature_names_follow_quip_order():
         "soap cutoff=5.0 cutoff_transition_width=0.5 n_max=2 l_max=1 atom_sigma=0.5 central_weight=1.0"
         " normalise=T n_species=2 species_Z={3 14} Z=14"
     )
+    assert "species_Z={{3 14}} Z=14" in descriptor.quip_string("Si", in_gap_fit=True)
     names = descriptor.describe()
     assert len(names) == descriptor.n_features == 2 * (4 * 5 // 2)
     assert names[:3] == ["SOAPQuip[Li-Li](l=0,n=0,n'=0)", "SOAPQuip[Li-Li](l=1,n=0,n'=0)", "SOAPQuip[Li-Li](l=0,n=1,n'=0)"]

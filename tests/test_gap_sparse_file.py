@@ -98,3 +98,56 @@ def test_several_elements_need_the_element_template_and_method_and_file_go_toget
         fit(registry, lisi, sparse_method="file")
     with pytest.raises(ConfigError, match=r"training.write_sparse_index .* must contain \{element\}"):
         fit(registry, lisi, write_sparse_index=str(tmp_path / "out.idx"))
+
+
+def test_gap_fit_with_our_lithium_silicon_sparse_points_predicts_what_we_predict(registry, tmp_path):
+    """The whole chain against QUIP: soap_quip + dot-product GAP, our CUR points written per element
+    and read by gap_fit (sparse_method=index_file, one descriptor per central element)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from pesmith.calculator import PesmithCalculator
+    from pesmith.data import reference_energies
+
+    quip_potential = pytest.importorskip("quippy.potential", reason='quippy-ase: pip install "pesmith[dev]"')
+    gap_fit = shutil.which("gap_fit") or str(Path(sys.executable).with_name("gap_fit"))
+    if not Path(gap_fit).is_file():
+        pytest.skip("gap_fit (quippy-ase) not found")
+    train, test = morse_cells(12, seed=11), morse_cells(3, seed=12)
+    frames = []
+    for atoms, energy, forces in zip(train.structures, train.energies, train.forces):
+        atoms = atoms.copy()
+        atoms.info = {}
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        frames.append(atoms)
+    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    descriptor = registry.get("descriptor", "soap_quip")(species=["Li", "Si"], cutoff=4.5, cutoff_transition_width=0.7,
+                                                         n_max=4, l_max=3)
+    model = registry.get("model", "gap")(species=descriptor.species, n_features=descriptor.n_features,
+                                         kernel="dot_product", zeta=2, delta=0.5)
+    ours = Potential(descriptor, model)
+    ours.fit(train, None, model.settings_schema(
+        n_sparse=20, sigma_energy=0.005, sigma_force=0.05, jitter=1e-8, progress=False, core_repulsion=False,
+        force_weight=0.0, write_sparse_index=str(tmp_path / "sparse_{element}.idx")))
+    e0 = reference_energies(train, descriptor.species)
+    terms = ":".join(
+        f"{descriptor.quip_string(s, in_gap_fit=True)} zeta=2 delta=0.5 covariance_type=dot_product"
+        f" sparse_method=index_file sparse_file={tmp_path / f'sparse_{s}.idx'} add_species=F"
+        for s in descriptor.species
+    )
+    command = [gap_fit, "atoms_filename=train.xyz", f"gap={{{terms}}}", "default_sigma={0.005 0.05 0.0 0.0}",
+               "sparse_jitter=1e-8", f"e0={{Li:{e0['Li']!r}:Si:{e0['Si']!r}}}", "energy_parameter_name=energy",
+               "force_parameter_name=forces", "gp_file=gap.xml"]
+    process = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert process.returncode == 0, process.stdout[-2000:]
+    theirs = quip_potential.Potential(param_filename=str(tmp_path / "gap.xml"))
+    for atoms in test.structures:
+        a, b = atoms.copy(), atoms.copy()
+        a.calc, b.calc = PesmithCalculator(ours), theirs
+        assert abs(a.get_potential_energy() - b.get_potential_energy()) / len(atoms) < 1e-6  # eV/atom
+        np.testing.assert_allclose(a.get_forces(), b.get_forces(), rtol=0, atol=1e-6)  # eV/Å
+        assert np.abs(b.get_forces()).max() > 0.1

@@ -182,11 +182,14 @@ class SOAPQuip(Descriptor):
             "normalize": self.normalize,
         }
 
-    def quip_string(self, center: str | None = None) -> str:
+    def quip_string(self, center: str | None = None, in_gap_fit: bool = False) -> str:
         """The quippy/``gap_fit`` descriptor string with the same features (plus QUIP's trailing
-        ``covariance_sigma0`` element), for central element ``center`` (all elements if None)."""
+        ``covariance_sigma0`` element), for central element ``center`` (all elements if None).
+        ``in_gap_fit`` doubles its braces, as gap_fit's command line needs inside ``gap={...}``."""
         zs = [atomic_numbers[s] for s in self.species]
         centers = f"Z={atomic_numbers[center]}" if center else f"n_Z={len(zs)} Z={{{' '.join(map(str, zs))}}}"
+        if in_gap_fit:
+            return self.quip_string(center).replace("{", "{{").replace("}", "}}")
         return (
             f"soap cutoff={self.cutoff!r} cutoff_transition_width={self.cutoff_transition_width!r}"
             f" n_max={self.n_max} l_max={self.l_max} atom_sigma={self.atom_sigma!r}"
