@@ -16,6 +16,8 @@ def pesmith_register_descriptors(register: Callable[..., None]) -> None:
              "Chebyshev expansion of the radial and angular distribution functions (aenet's descriptor).")
     register("soap", "pesmith.plugins.descriptors.soap:SOAP",
              'SOAP power spectrum with the orthonormal GTO radial basis (DScribe\'s ``rbf="gto"``).')
+    register("soap_quip", "pesmith.plugins.descriptors.soap_quip:SOAPQuip",
+             "SOAP power spectrum equal to QUIP/gap_fit's soap descriptor (equispaced Gaussian radial basis, cosine cutoff).")
     register("distance_2b", "pesmith.plugins.descriptors.distance_2b:Distance2b",
              "GAP's 2-body term: half sums of smooth-cutoff Gaussians of the pair distances (Å), per neighbor element.")
     register("angle_3b", "pesmith.plugins.descriptors.angle_3b:Angle3b",

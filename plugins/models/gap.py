@@ -72,7 +72,7 @@ from pesmith.structures import DTYPE
 from .gap_derivatives import force_and_virial_rows, force_prior_variance
 from .gap_fit import ConfigTypeSigma
 from .gap_solve import fit_jointly
-from .sparsify import SparseMethod, select_sparse
+from .sparsify import SparseMethod, read_sparse_index, select_sparse, sparse_file_path, write_sparse_index
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +87,27 @@ class GAPSettings(FitSettings):
     of several terms may set its own ``n_sparse``, ``sparse_method`` and ``jitter``
     (``terms[k].training``); the sigmas are the observations' and so shared."""
 
-    term_keys: ClassVar[tuple[str, ...]] = ("n_sparse", "sparse_method", "jitter")
+    term_keys: ClassVar[tuple[str, ...]] = ("n_sparse", "sparse_method", "jitter", "sparse_file", "write_sparse_index")
 
     n_sparse: int = Field(100, ge=1, description="sparse points per element (at most its number of training environments)")
-    sparse_method: SparseMethod | Literal["basis"] = Field(
+    sparse_method: SparseMethod | Literal["basis", "file"] = Field(
         "cur",
-        description="how sparse points are chosen: cur, fps (furthest point) or random environments; or, with kernel"
-        " linear only, basis: the unit vectors of the feature space, one set per element (n_sparse is then the"
-        " number of features; with distance_2b, the grid of Gaussians in r, like gap_fit's uniform sparse points)",
+        description="how sparse points are chosen: cur, fps (furthest point) or random environments; file: the"
+        " environments listed in sparse_file; or, with kernel linear only, basis: the unit vectors of the feature"
+        " space, one set per element (n_sparse is then the number of features; with distance_2b, the grid of"
+        " Gaussians in r, like gap_fit's uniform sparse points)",
+    )
+    sparse_file: str | None = Field(
+        None,
+        description="with sparse_method file: gap_fit's index file (its sparse_method=index_file): one 1-based index"
+        " per line into the element's training environments in training-set order (structure by structure, atoms in"
+        " order); {element} in the path stands for each element's symbol (required with several elements);"
+        " n_sparse is then ignored; a relative path is taken from the working directory (not the config's folder)",
+    )
+    write_sparse_index: str | None = Field(
+        None,
+        description="write the chosen sparse points as gap_fit index files (the sparse_file format, like gap_fit's"
+        " print_sparse_index) to this path, {element} and relative paths as in sparse_file",
     )
     sigma_energy: float = Field(
         0.002, gt=0, description="energy noise per atom, eV/atom; a structure of N atoms gets sigma_energy * sqrt(N) eV"
@@ -346,6 +359,14 @@ class GAPModel(Model):
         x, index = self._transform(data.features, data.numbers)
         if settings.sparse_method == "basis" and self.kernel != "linear":
             raise ConfigError(f"training.sparse_method basis needs model.kernel linear, not {self.kernel}; choose cur, fps or random")
+        if (settings.sparse_method == "file") != (settings.sparse_file is not None):
+            raise ConfigError(
+                "training.sparse_file and training.sparse_method file go together: set both (sparse_method: file,"
+                f" sparse_file: PATH) or neither (got sparse_method {settings.sparse_method}, sparse_file {settings.sparse_file!r})"
+            )
+        if settings.write_sparse_index is not None and settings.sparse_method == "basis":
+            raise ConfigError("training.write_sparse_index needs environments as sparse points, not sparse_method basis")
+        n_present = int((torch.bincount(index, minlength=len(self.species)) > 0).sum())
         chosen, basis = [], []
         for k, symbol in enumerate(self.species):
             rows = torch.nonzero(index == k).squeeze(1)
@@ -355,6 +376,11 @@ class GAPModel(Model):
             if settings.sparse_method == "basis":
                 basis.append(k)
                 continue
+            if settings.sparse_method == "file":
+                path = sparse_file_path(settings.sparse_file, symbol, n_present, "training.sparse_file")
+                picked = read_sparse_index(path, rows.numel(), "training.sparse_file")
+                chosen.append(rows[torch.as_tensor(picked)])
+                continue
             if settings.n_sparse > rows.numel():
                 raise DataError(
                     f"training.n_sparse {settings.n_sparse} exceeds the {rows.numel()} {symbol} environments of the"
@@ -362,6 +388,9 @@ class GAPModel(Model):
                 )
             picked = select_sparse(x[rows].numpy(), settings.n_sparse, settings.sparse_method, rng)
             chosen.append(rows[torch.as_tensor(picked)])
+            if settings.write_sparse_index is not None:
+                path = sparse_file_path(settings.write_sparse_index, symbol, n_present, "training.write_sparse_index")
+                write_sparse_index(path, picked)
         if settings.sparse_method == "basis":  # Bayesian linear regression: K_MM = delta^2 I, K_NM = delta^2 q
             self.sparse_points = torch.eye(self.n_features, dtype=DTYPE).repeat(len(basis), 1)
             self.sparse_species = torch.tensor(basis, dtype=torch.int64).repeat_interleave(self.n_features)

@@ -15,9 +15,12 @@ Sci. Adv. 3, e1701816 (2017), doi:10.1126/sciadv.1701816 (CUR for GAP sparse poi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from pesmith.errors import ConfigError
 
 SparseMethod = Literal["cur", "fps", "random"]
 SPARSE_METHODS: tuple[str, ...] = ("cur", "fps", "random")
@@ -76,3 +79,51 @@ def _cur(x: np.ndarray, n_sparse: int, rng: np.random.Generator) -> np.ndarray:
     # A floor keeps every row selectable, so n_sparse beyond the rank still finds distinct rows.
     probability = leverage + 1e-12
     return rng.choice(x.shape[0], size=n_sparse, replace=False, p=probability / probability.sum())
+
+
+def sparse_file_path(template: str, element: str, n_elements: int, key: str) -> Path:
+    """The file of ``element``'s sparse indices: ``template`` with ``{element}`` replaced by its
+    symbol (required when ``n_elements`` > 1 elements have sparse points; ``key`` names the setting)."""
+    if "{element}" not in template:
+        if n_elements > 1:
+            raise ConfigError(
+                f"{key} {template!r} must contain {{element}} (e.g. sparse_{{element}}.idx): the training data has"
+                f" {n_elements} elements, each with its own sparse points and index file"
+            )
+        return Path(template)
+    return Path(template.replace("{element}", element))
+
+
+def read_sparse_index(path: Path, n_environments: int, key: str) -> np.ndarray:
+    """Sorted 0-based row indices from a gap_fit index file (``sparse_method=index_file``): one
+    1-based index per line into the element's ``n_environments`` training environments, in
+    training-set order (structure by structure, atoms in order). Raises a one-line
+    :class:`ConfigError` naming ``key`` and the file when it is missing or malformed."""
+    where = f"{key} {str(path)!r}"
+    try:
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read ({exc.strerror or exc}); give an existing index file") from None
+    try:
+        indices = np.array([int(line) for line in lines], dtype=np.int64)
+    except ValueError:
+        bad = next(line for line in lines if not line.lstrip("+-").isdigit())
+        raise ConfigError(f"{where}: line {bad[:40]!r} is not an integer; the file holds one 1-based index per line") from None
+    if indices.size == 0:
+        raise ConfigError(f"{where} holds no indices; it needs one 1-based index per line")
+    out_of_range = indices[(indices < 1) | (indices > n_environments)]
+    if out_of_range.size:
+        raise ConfigError(
+            f"{where}: index {int(out_of_range[0])} is outside 1..{n_environments} (the element's training"
+            " environments; indices are 1-based, as gap_fit's)"
+        )
+    unique, counts = np.unique(indices, return_counts=True)
+    if (counts > 1).any():
+        raise ConfigError(f"{where}: index {int(unique[counts > 1][0])} appears more than once; list each sparse point once")
+    return unique - 1
+
+
+def write_sparse_index(path: Path, rows: np.ndarray) -> None:
+    """Write 0-based ``rows`` as a gap_fit index file (1-based, one per line, sorted)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{int(r) + 1}\n" for r in np.sort(rows)))
