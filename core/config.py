@@ -239,8 +239,18 @@ def load_train_config(path: str | Path, registry: Registry) -> TrainConfig:
         if not config.initial_model.is_file():
             raise ConfigError(f"{path}: key 'initial_model': {config.initial_model} is not a file")
     model_cls = check_potential_sections(path, config, training, registry)
+    resolve_setting_paths(config, training, model_cls.settings_schema, base)
     config.training = validate_section(path, "training", training, model_cls.settings_schema)
     return config
+
+
+def resolve_setting_paths(config: PotentialSections, training: dict[str, Any], schema: type, base: Path) -> None:
+    """Resolve, in place, the file paths among the fit settings (``schema.path_keys``) of the
+    ``training`` section and of each term's own ``training`` against ``base``, the config's folder."""
+    for section in (training, *(term.training for term in config.term_sections)):
+        for key in schema.path_keys:
+            if isinstance(section.get(key), str):
+                section[key] = str(resolve_path(base, Path(section[key])))
 
 
 def check_baseline_section(path: Path, content: Any, base: Path) -> PairBaselineSettings | ModelBaselineSettings:

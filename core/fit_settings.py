@@ -22,6 +22,8 @@ class FitSettings(BaseModel):
 
     # keys a term of a potential of several terms may set for itself (``terms[k].training``)
     term_keys: ClassVar[tuple[str, ...]] = ()
+    # keys whose values are file paths: a relative one is resolved against the config's folder
+    path_keys: ClassVar[tuple[str, ...]] = ()
 
     force_weight: float = Field(0.1, ge=0, description="weight of the force MSE (eV/Å)^2 in the loss")
     stress_weight: float = Field(

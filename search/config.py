@@ -21,6 +21,7 @@ from pesmith.config import (
     term_sections,
     parse_config,
     resolve_path,
+    resolve_setting_paths,
     validate_section,
 )
 from pesmith.errors import ConfigError
@@ -216,6 +217,7 @@ def load_search_config(path: str | Path, registry: Registry, warn: Callable[[str
     check_plugin_options(path, "reference", config.reference, registry, implicit=())
     model_cls = check_potential_sections(path, config.potential, config.potential.training, registry, prefix="potential.")
     check_warm_start(path, config.potential, model_cls)
+    resolve_setting_paths(config.potential, config.potential.training, model_cls.settings_schema, path.resolve().parent)
     validate_section(path, "potential.training", config.potential.training, model_cls.settings_schema)
     if config.initial.generate is not None:
         generate_config(config, path)  # validates the recipe now, not after hours

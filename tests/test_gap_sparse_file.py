@@ -151,3 +151,30 @@ def test_gap_fit_with_our_lithium_silicon_sparse_points_predicts_what_we_predict
         assert abs(a.get_potential_energy() - b.get_potential_energy()) / len(atoms) < 1e-6  # eV/atom
         np.testing.assert_allclose(a.get_forces(), b.get_forces(), rtol=0, atol=1e-6)  # eV/Å
         assert np.abs(b.get_forces()).max() > 0.1
+
+
+def test_relative_index_paths_in_a_config_are_taken_from_the_config_folder(registry, tmp_path, monkeypatch):
+    import yaml
+
+    from pesmith.config import load_train_config
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (tmp_path / "data.xyz").write_text("")
+    soap = {"kind": "soap_quip", "cutoff": 4.5, "n_max": 3, "l_max": 2}
+    gap = {"kind": "gap", "kernel": "dot_product"}
+    config = {
+        "data": {"train": "../data.xyz"},
+        "terms": [
+            {"descriptor": soap, "model": gap, "training": {"sparse_method": "file", "sparse_file": "sparse/{element}.idx"}},
+            {"descriptor": {"kind": "distance_2b", "cutoff": 4.5}, "model": gap | {"kernel": "linear"}, "training": {"sparse_method": "basis"}},
+        ],
+        "training": {"write_sparse_index": "/abs/chosen_{element}.idx"},
+        "output": "model.pt",
+    }
+    (folder / "gap.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)  # the working directory is not the config's folder
+    loaded = load_train_config(folder / "gap.yaml", registry)
+    assert loaded.terms[0].training["sparse_file"] == str(folder.resolve() / "sparse" / "{element}.idx")
+    assert loaded.training.write_sparse_index == "/abs/chosen_{element}.idx"
+    assert "sparse_file" not in loaded.terms[1].training

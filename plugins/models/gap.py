@@ -88,6 +88,7 @@ class GAPSettings(FitSettings):
     (``terms[k].training``); the sigmas are the observations' and so shared."""
 
     term_keys: ClassVar[tuple[str, ...]] = ("n_sparse", "sparse_method", "jitter", "sparse_file", "write_sparse_index")
+    path_keys: ClassVar[tuple[str, ...]] = ("sparse_file", "write_sparse_index")
 
     n_sparse: int = Field(100, ge=1, description="sparse points per element (at most its number of training environments)")
     sparse_method: SparseMethod | Literal["basis", "file"] = Field(
@@ -102,7 +103,7 @@ class GAPSettings(FitSettings):
         description="with sparse_method file: gap_fit's index file (its sparse_method=index_file): one 1-based index"
         " per line into the element's training environments in training-set order (structure by structure, atoms in"
         " order); {element} in the path stands for each element's symbol (required with several elements);"
-        " n_sparse is then ignored; a relative path is taken from the working directory (not the config's folder)",
+        " n_sparse is then ignored; a relative path is taken from the config's folder",
     )
     write_sparse_index: str | None = Field(
         None,
