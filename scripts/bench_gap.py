@@ -123,7 +123,9 @@ def agreement(ours: dict, theirs: dict) -> dict[str, float]:
     }
 
 
-def fit_pesmith(workdir: Path, n_sparse: int, same_sparse: bool = False) -> dict:
+def fit_pesmith(workdir: Path, n_sparse: int, same_sparse: bool = False, memory_gb: float | None = None) -> dict:
+    """pesmith's fit; with ``memory_gb`` the feature derivatives go where that budget puts them
+    (a float32 disk cache in ``workdir`` when they do not fit), else they stay in memory (float64)."""
     import ase.io
     import torch
 
@@ -145,15 +147,16 @@ def fit_pesmith(workdir: Path, n_sparse: int, same_sparse: bool = False) -> dict
     potential = Potential(descriptor, model)
     settings = model.settings_schema(
         n_sparse=n_sparse, sparse_method="cur", sigma_energy=SIGMA_ENERGY, sigma_force=SIGMA_FORCE, jitter=JITTER,
-        force_weight=0.0, feature_storage="memory", progress=False, **extra,
+        force_weight=0.0, progress=False, **extra,
+        **({"feature_storage": "auto", "memory_gb": memory_gb} if memory_gb else {"feature_storage": "memory"}),
     )
     train = read_dataset(workdir / "train.xyz")
     started = time.perf_counter()
-    potential.fit(train, None, settings)
+    summary = potential.fit(train, None, settings, cache_dir=workdir)
     fit_s = time.perf_counter() - started
     peak_gb = peak_rss_gb()
     result = errors_and_time(ase.io.read(workdir / "test.xyz", ":"), PesmithCalculator(potential))
-    return result | {"fit_s": fit_s, "fit_peak_rss_gb": peak_gb}
+    return result | {"fit_s": fit_s, "fit_peak_rss_gb": peak_gb, "derivatives": summary.info["features"]["storage"]}
 
 
 def fit_gap_fit(workdir: Path, n_sparse: int, reference: dict[str, float], same_sparse: bool = False) -> dict:
@@ -190,11 +193,11 @@ def fit_gap_fit(workdir: Path, n_sparse: int, reference: dict[str, float], same_
     return result | {"fit_s": fit_s, "fit_peak_rss_gb": peak_gb}
 
 
-def run_child(code: str, workdir: Path, n_sparse: int, same_sparse: bool = False) -> dict:
+def run_child(code: str, workdir: Path, n_sparse: int, same_sparse: bool = False, memory_gb: float | None = None) -> dict:
     """One fit in its own process (so its peak memory is its own), on one thread."""
     process = subprocess.run(
         [sys.executable, __file__, "--child", code, "--workdir", str(workdir), "--n-sparse", str(n_sparse),
-         *(["--same-sparse"] if same_sparse else [])],
+         *(["--same-sparse"] if same_sparse else []), *(["--memory-gb", str(memory_gb)] if memory_gb else [])],
         capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"},
     )
     if process.returncode != 0:
@@ -210,6 +213,10 @@ def main() -> None:
         help="both codes on QUIP's SOAP (pesmith's soap_quip) with pesmith's CUR sparse points read by gap_fit"
         " (sparse_method=index_file); also prints the RMS difference of their predictions",
     )
+    parser.add_argument(
+        "--memory-gb", type=float,
+        help="pesmith's training.memory_gb: derivatives that do not fit go to a float32 disk cache (default: all in memory, float64)",
+    )
     parser.add_argument("--n-train", type=int, help="only the first N training structures (a quick check)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench_gap.json")
     parser.add_argument("--child", choices=["pesmith", "gap_fit"], help=argparse.SUPPRESS)
@@ -218,7 +225,7 @@ def main() -> None:
     if args.child:
         reference = json.loads((args.workdir / "reference.json").read_text())
         if args.child == "pesmith":
-            result = fit_pesmith(args.workdir, args.n_sparse, args.same_sparse)
+            result = fit_pesmith(args.workdir, args.n_sparse, args.same_sparse, args.memory_gb)
         else:
             result = fit_gap_fit(args.workdir, args.n_sparse, reference, args.same_sparse)
         print(json.dumps(result))
@@ -227,14 +234,15 @@ def main() -> None:
         workdir = Path(folder)
         (workdir / "reference.json").write_text(json.dumps(split(workdir, args.n_train)))
         # pesmith first: with --same-sparse it writes the sparse indices gap_fit reads
-        results = {code: run_child(code, workdir, args.n_sparse, args.same_sparse) for code in ("pesmith", "gap_fit")}
+        results = {code: run_child(code, workdir, args.n_sparse, args.same_sparse, args.memory_gb) for code in ("pesmith", "gap_fit")}
     predictions = {code: result.pop("predictions") for code, result in results.items()}
+    print(f"pesmith's feature derivatives: {results['pesmith'].pop('derivatives')}")
     keys = list(results["pesmith"])
     print(f"{'':28s}{'pesmith':>12s}{'gap_fit':>12s}{'ratio':>10s}")
     for key in keys:
         ours, theirs = results["pesmith"][key], results["gap_fit"][key]
         print(f"{key:28s}{ours:12.4g}{theirs:12.4g}{ours / theirs:10.3g}")
-    report = {"n_sparse": args.n_sparse, "n_train": args.n_train, "soap": SOAP_QUIP if args.same_sparse else SOAP, "kernel": KERNEL, "results": results}
+    report = {"n_sparse": args.n_sparse, "n_train": args.n_train, "memory_gb": args.memory_gb, "soap": SOAP_QUIP if args.same_sparse else SOAP, "kernel": KERNEL, "results": results}
     if args.same_sparse:
         report["same_sparse"] = differences = agreement(predictions["pesmith"], predictions["gap_fit"])
         print("pesmith - gap_fit on the test set, same descriptor and sparse points:")
