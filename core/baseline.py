@@ -10,16 +10,25 @@ the total. Two kinds, both pure torch:
 * :class:`PairBaseline` (``kind: pair``): an analytic Born-Mayer repulsion per element pair,
   ``A exp(-r / rho)`` switched off smoothly below a cutoff;
 * :class:`ModelBaseline` (``kind: model``): a fitted pesmith potential (any model file), whose
-  whole state the model file of the delta-learned potential embeds.
+  whole state the model file of the delta-learned potential embeds;
 
-A baseline computes per-atom energies ``(n_atoms,)`` from the potential's neighbor list, which
-is built at the largest of the terms' and the baseline's cutoffs.
+and one outside torch:
+
+* :class:`ReferenceBaseline` (``kind: reference``): a registered reference plugin (an analytic
+  or semi-empirical method such as ``morse`` or ``xtb``), rebuilt from its kind and options when
+  the model file is read.
+
+A torch baseline computes per-atom energies ``(n_atoms,)`` from the potential's neighbor list,
+which is built at the largest of the terms' and the baseline's cutoffs; autograd gives its forces
+and stress with the learned terms'. An external baseline (``external = True``) labels whole
+structures instead (:meth:`Baseline.labels`), and the potential adds its energies, forces and
+stress to the learned terms' after autograd.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -27,10 +36,13 @@ from ase import Atoms
 from ase.data import atomic_numbers
 
 from .data import Dataset
-from .errors import ConfigError
+from .errors import ConfigError, DataError, LabelingFailed
 from .grad import forces_and_stress
 from .repulsion import smoothstep_off
 from .structures import DTYPE, Batch, build_batch, has_full_cell
+
+if TYPE_CHECKING:
+    from .reference import Reference
 
 DEFAULT_SWITCH_WIDTH = 0.5  # Å over which a pair term is switched off below its cutoff
 CHUNK_STRUCTURES = 64  # structures per batch when the baseline labels a dataset
@@ -52,6 +64,7 @@ class Baseline(torch.nn.Module):
     """A fixed potential under the learned terms: per-atom energies (eV) from edge vectors (Å)."""
 
     kind = ""
+    external = False  # True: not differentiable in torch; the potential adds its labels after autograd
 
     @property
     def cutoff(self) -> float:
@@ -71,6 +84,27 @@ class Baseline(torch.nn.Module):
     def describe(self) -> dict[str, Any]:
         """JSON description for reports: ``kind`` and the parameters or source."""
         raise NotImplementedError
+
+    def labels(self, structures: Sequence[Atoms]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]:
+        """The baseline's energies (n_structures,) eV, forces (n_atoms_i, 3) eV/Å and stress (6,)
+        eV/Å^3 (ASE Voigt; ``None`` without a full 3D cell) of each structure, by autograd of
+        :meth:`atom_energies` in chunks of :data:`CHUNK_STRUCTURES`."""
+        energies, forces, stresses = [], [], []
+        for start in range(0, len(structures), CHUNK_STRUCTURES):
+            chunk = list(structures[start : start + CHUNK_STRUCTURES])
+            batch = build_batch(chunk, self.cutoff)
+            with torch.enable_grad():
+                vectors = batch.edge_vectors().detach().requires_grad_(True)
+                atom_energies = self.atom_energies(batch, vectors)
+                energy = torch.zeros(batch.n_structures, dtype=DTYPE).index_add(0, batch.structure_index, atom_energies)
+                force, stress = forces_and_stress(energy, vectors, batch, stress=True)
+            energy = energy.detach()
+            offsets = np.cumsum([0] + [len(a) for a in chunk])
+            for k, atoms in enumerate(chunk):
+                energies.append(float(energy[k]))
+                forces.append(force[offsets[k] : offsets[k + 1]].detach().numpy())
+                stresses.append(stress[k].detach().numpy() if has_full_cell(atoms) else None)
+        return np.array(energies, dtype=np.float64), forces, stresses
 
     def check_species(self, species: Sequence[str]) -> None:
         """Raise :class:`ConfigError` unless the baseline covers every element of ``species``."""
@@ -187,6 +221,68 @@ class ModelBaseline(Baseline):
         return {"kind": self.kind, "file": self.source, "species": list(self.species), "cutoff": self.cutoff}
 
 
+class ReferenceBaseline(Baseline):
+    """A registered reference plugin as the baseline (``kind: reference``): its energies, forces
+    and stress of each whole structure are subtracted from the labels before the fit and added to
+    the learned terms' in prediction. It is not a torch function, so it has no per-atom energies
+    of its own: each atom's share of the reference energy is E / N.
+
+    Parameters
+    ----------
+    reference
+        The reference plugin instance (its ``label`` gives eV, eV/Å, eV/Å^3).
+    settings
+        ``{"kind": name, **options}`` that rebuild it from the registry (stored in model files).
+    """
+
+    kind = "reference"
+    external = True
+
+    def __init__(self, reference: "Reference", settings: Mapping[str, Any]):
+        super().__init__()
+        self.reference = reference
+        self.settings = dict(settings)
+
+    @property
+    def cutoff(self) -> float:
+        return 0.0  # it needs no neighbor list of the potential's
+
+    @property
+    def species(self) -> tuple[str, ...]:
+        return ()
+
+    def check_species(self, species: Sequence[str]) -> None:
+        """A reference method takes any element; the reference itself fails on those it lacks."""
+
+    def atom_energies(self, batch: Batch, edge_vectors: torch.Tensor) -> torch.Tensor:
+        raise TypeError("a reference baseline has no differentiable per-atom energies; use labels()")
+
+    def labels(self, structures: Sequence[Atoms]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]:
+        """The reference's labels of each structure (stress only with a full 3D cell).
+
+        Raises
+        ------
+        DataError
+            A structure the reference fails on, naming it and the reason.
+        """
+        energies, forces, stresses = [], [], []
+        for index, atoms in enumerate(structures):
+            try:
+                energy, force, stress = self.reference.label(atoms)
+            except LabelingFailed as exc:
+                raise DataError(
+                    f"the reference baseline ({self.settings['kind']}) failed on structure {index}"
+                    f" ({atoms.get_chemical_formula()}): {exc}"
+                ) from None
+            energies.append(float(energy))
+            forces.append(np.asarray(force, dtype=np.float64))
+            stresses.append(np.asarray(stress, dtype=np.float64) if stress is not None and has_full_cell(atoms) else None)
+        return np.array(energies, dtype=np.float64), forces, stresses
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "reference": self.settings}
+
+
 def pair_numbers(key: str) -> tuple[int, int]:
     """Atomic numbers of a pair key ``"Li-Si"``; :class:`ConfigError` for anything else."""
     symbols = key.split("-")
@@ -207,33 +303,12 @@ def check_pair_parameters(key: str, parameters: Mapping[str, float], switch_widt
         raise ConfigError(f"pair '{key}': cutoff {parameters['cutoff']} Å must exceed switch_width {switch_width} Å (> 0)")
 
 
-def baseline_labels(baseline: Baseline, structures: Sequence[Atoms]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray | None]]:
-    """The baseline's energies (n_structures,) eV, forces (n_atoms_i, 3) eV/Å and stress (6,)
-    eV/Å^3 (ASE Voigt; ``None`` without a full 3D cell) of each structure."""
-    energies, forces, stresses = [], [], []
-    for start in range(0, len(structures), CHUNK_STRUCTURES):
-        chunk = list(structures[start : start + CHUNK_STRUCTURES])
-        batch = build_batch(chunk, baseline.cutoff)
-        with torch.enable_grad():
-            vectors = batch.edge_vectors().detach().requires_grad_(True)
-            atom_energies = baseline.atom_energies(batch, vectors)
-            energy = torch.zeros(batch.n_structures, dtype=DTYPE).index_add(0, batch.structure_index, atom_energies)
-            force, stress = forces_and_stress(energy, vectors, batch, stress=True)
-        energy = energy.detach()
-        offsets = np.cumsum([0] + [len(a) for a in chunk])
-        for k, atoms in enumerate(chunk):
-            energies.append(float(energy[k]))
-            forces.append(force[offsets[k] : offsets[k + 1]].detach().numpy())
-            stresses.append(stress[k].detach().numpy() if has_full_cell(atoms) else None)
-    return np.array(energies, dtype=np.float64), forces, stresses
-
-
 def subtract_baseline(dataset: Dataset, baseline: Baseline) -> Dataset:
     """``dataset`` with the baseline's energies, forces and (where labeled) stress subtracted:
     the residual the learned terms fit."""
     if not len(dataset):
         return dataset
-    energies, forces, stresses = baseline_labels(baseline, dataset.structures)
+    energies, forces, stresses = baseline.labels(dataset.structures)
     return dataclasses.replace(
         dataset,
         energies=dataset.energies - energies,

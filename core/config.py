@@ -103,8 +103,22 @@ class ModelBaselineSettings(BaseModel):
     file: Path = Field(description="a model file written by pesmith train; it is embedded in the new model file")
 
 
-BaselineSettings = Annotated[Union[PairBaselineSettings, ModelBaselineSettings], Field(discriminator="kind")]
-BASELINE_KINDS: dict[str, type[BaseModel]] = {"model": ModelBaselineSettings, "pair": PairBaselineSettings}
+class ReferenceBaselineSettings(BaseModel):
+    """``baseline: {kind: reference, reference: {kind: xtb, ...options}}``: a registered reference
+    plugin as the baseline (:class:`pesmith.baseline.ReferenceBaseline`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["reference"]
+    reference: PluginSettings = Field(description="the reference plugin: its kind and options, as in pesmith label")
+
+
+BaselineSettings = Annotated[Union[PairBaselineSettings, ModelBaselineSettings, ReferenceBaselineSettings], Field(discriminator="kind")]
+BASELINE_KINDS: dict[str, type[BaseModel]] = {
+    "model": ModelBaselineSettings,
+    "pair": PairBaselineSettings,
+    "reference": ReferenceBaselineSettings,
+}
 
 
 def term_sections(
@@ -226,7 +240,7 @@ def load_train_config(path: str | Path, registry: Registry) -> TrainConfig:
         raise ConfigError(_describe(path, exc, TrainConfig)) from None
     base = path.resolve().parent
     if baseline is not None:
-        config.baseline = check_baseline_section(path, baseline, base)
+        config.baseline = check_baseline_section(path, baseline, base, registry)
         if config.initial_model is not None:
             raise ConfigError(f"{path}: key 'baseline': a baseline with initial_model (warm start) is not supported yet; remove one of them")
     if isinstance(config.data.train, list):
@@ -253,10 +267,10 @@ def resolve_setting_paths(config: PotentialSections, training: dict[str, Any], s
                 section[key] = str(resolve_path(base, Path(section[key])))
 
 
-def check_baseline_section(path: Path, content: Any, base: Path) -> PairBaselineSettings | ModelBaselineSettings:
-    """Validate a ``baseline:`` section: its kind (``model`` or ``pair``; ``reference`` is refused
-    as not supported yet), keys, a model baseline's file (resolved against ``base``, the
-    config's folder) or a pair baseline's parameters.
+def check_baseline_section(path: Path, content: Any, base: Path, registry: Registry) -> BaselineSettings:
+    """Validate a ``baseline:`` section: its kind (``model``, ``pair`` or ``reference``), keys, a
+    model baseline's file (resolved against ``base``, the config's folder), a pair baseline's
+    parameters or a reference baseline's plugin kind and options.
 
     Raises
     ------
@@ -264,13 +278,8 @@ def check_baseline_section(path: Path, content: Any, base: Path) -> PairBaseline
         One line naming the file, the key and what to do.
     """
     if not isinstance(content, dict):
-        raise ConfigError(f"{path}: section 'baseline' must be a mapping with a kind (model or pair), got {type(content).__name__}")
+        raise ConfigError(f"{path}: section 'baseline' must be a mapping with a kind ({', '.join(BASELINE_KINDS)}), got {type(content).__name__}")
     kind = content.get("kind")
-    if kind == "reference":
-        raise ConfigError(
-            f"{path}: key 'baseline.kind': kind 'reference' (an ASE calculator as the baseline) is not supported yet;"
-            " use kind 'model' (a model file) or 'pair' (an analytic repulsion)"
-        )
     if kind not in BASELINE_KINDS:
         raise ConfigError(f"{path}: key 'baseline.kind': unknown baseline kind {kind!r}; valid kinds: {', '.join(BASELINE_KINDS)}")
     settings = validate_section(path, "baseline", content, BASELINE_KINDS[kind])
@@ -278,6 +287,8 @@ def check_baseline_section(path: Path, content: Any, base: Path) -> PairBaseline
         settings.file = resolve_path(base, settings.file)
         if not settings.file.is_file():
             raise ConfigError(f"{path}: key 'baseline.file': {settings.file} is not a file; give a model file written by `pesmith train`")
+    elif isinstance(settings, ReferenceBaselineSettings):
+        check_plugin_options(path, "reference", settings.reference, registry, implicit=(), where="baseline.")
     else:
         from .baseline import PairBaseline  # torch: only for a pair baseline
 

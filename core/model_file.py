@@ -5,7 +5,8 @@ A one-term potential is written in format version 1 (``descriptor``, ``model`` a
 ``n_features`` in the header, ``model_state`` in the payload), as before sums of terms existed;
 a sum of terms in version 2 (``terms``: one such header entry per term, ``model_states``: one
 state per term). A potential with a baseline (delta learning, :mod:`pesmith.baseline`) is written
-in version 3: ``baseline`` in the header holds a pair baseline's parameters, or, for a model
+in version 3: ``baseline`` in the header holds a pair baseline's parameters, a reference
+baseline's plugin kind and options (rebuilt from the registry on reading), or, for a model
 baseline, its kind and source, and ``baseline_payload`` the whole payload of the baseline's own
 model file, so the file does not depend on the baseline's file. All three are read.
 
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 from .atomic_io import atomic_path
-from .baseline import Baseline, ModelBaseline, PairBaseline
+from .baseline import Baseline, ModelBaseline, PairBaseline, ReferenceBaseline
 from .errors import ModelFileError, PesmithError
 from .descriptor import Descriptor
 from .model import Model
@@ -155,6 +156,8 @@ def _baseline_header(baseline: Baseline) -> dict[str, Any]:
         return {"kind": baseline.kind, "pairs": baseline.pairs, "switch_width": baseline.switch_width}
     if isinstance(baseline, ModelBaseline):
         return {"kind": baseline.kind, "source": baseline.source}
+    if isinstance(baseline, ReferenceBaseline):
+        return {"kind": baseline.kind, "reference": baseline.settings}
     raise ModelFileError(f"a baseline of type {type(baseline).__qualname__} cannot be saved; use a pair or model baseline")
 
 
@@ -166,6 +169,14 @@ def _build_baseline(entry: dict[str, Any], payload: dict[str, Any], registry: Re
         inner = payload["baseline_payload"]
         where = f"{path} (its baseline model)"
         return ModelBaseline(rebuild_potential(payload_header(inner, where), inner, registry, where), entry["source"])
+    if entry["kind"] == ReferenceBaseline.kind:
+        options = dict(entry["reference"])
+        kind = options.pop("kind")
+        try:
+            reference = registry.get("reference", kind)(**options)
+        except (PesmithError, TypeError) as exc:  # a plugin not installed, options it no longer takes, a setup problem
+            raise ModelFileError(f"{path}: its baseline, reference {kind!r} with {options}, cannot be set up: {exc}") from None
+        return ReferenceBaseline(reference, entry["reference"])
     raise ModelFileError(f"{path}: unknown baseline kind {entry['kind']!r}; upgrade pesmith")
 
 

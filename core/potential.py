@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from ase import Atoms
 from ase.data import atomic_numbers
@@ -21,7 +22,7 @@ from .grad import forces_and_stress
 from .memory import default_memory_gb
 from .model import FitSummary, Model
 from .repulsion import core_edge_energies, core_radii
-from .structures import DTYPE, Batch, build_batch
+from .structures import DTYPE, Batch, batch_structures, build_batch
 from .terms import Term, combined_std, edges_within
 
 ENERGY, ATOM_ENERGIES, FORCES, STRESS, FEATURES = "energy", "energies", "forces", "stress", "features"
@@ -165,7 +166,8 @@ class Potential(torch.nn.Module):
         self.terms[0].descriptor.check_numbers(numbers)
 
     def forward(self, batch: Batch, forces: bool = True, stress: bool = False) -> dict[str, torch.Tensor]:
-        """Energies (n_structures,), per-atom energies, features and, if asked, forces and stress."""
+        """Energies (n_structures,), per-atom energies, features and, if asked, forces and stress
+        (an external baseline's included)."""
         self.check_numbers(batch.numbers)
         with torch.enable_grad():
             vectors = batch.edge_vectors().detach().requires_grad_(forces or stress)
@@ -174,11 +176,15 @@ class Potential(torch.nn.Module):
                 results[FORCES], stress_tensor = forces_and_stress(results[ENERGY], vectors, batch, stress=stress)
                 if stress_tensor is not None:
                     results[STRESS] = stress_tensor
-        return {k: v.detach() for k, v in results.items()}
+        results = {k: v.detach() for k, v in results.items()}
+        if self.baseline is not None and self.baseline.external:
+            add_labels(results, batch, self.baseline.labels(batch_structures(batch)))
+        return results
 
     def energy(self, batch: Batch, edge_vectors: torch.Tensor) -> dict[str, torch.Tensor]:
         """Energies (n_structures,) eV, per-atom energies and features, differentiable in
-        ``edge_vectors``; ``energy_std`` (eV) when every term's model has one."""
+        ``edge_vectors``; ``energy_std`` (eV) when every term's model has one. An external
+        baseline (:attr:`pesmith.baseline.Baseline.external`) is not in them: :meth:`forward` adds it."""
         atom_energies = self.reference_table[batch.numbers]  # (n_atoms,)
         features, stds = [], []
         largest = self.cutoff
@@ -192,7 +198,7 @@ class Potential(torch.nn.Module):
             centers, neighbors = batch.edge_index
             core = core_edge_energies(edge_vectors.norm(dim=1), batch.numbers[centers], batch.numbers[neighbors], self.core_table)
             atom_energies = atom_energies.index_add(0, centers, core)
-        if self.baseline is not None:
+        if self.baseline is not None and not self.baseline.external:
             atom_energies = atom_energies + self.baseline.atom_energies(batch, edge_vectors)
         energy = torch.zeros(batch.n_structures, dtype=DTYPE).index_add(0, batch.structure_index, atom_energies)
         results = {ENERGY: energy, ATOM_ENERGIES: atom_energies, FEATURES: features[0] if len(features) == 1 else torch.cat(features, 1)}
@@ -324,3 +330,19 @@ class Potential(torch.nn.Module):
         """(atoms, features) outside the per-feature range seen in training."""
         outside = (features < self.feature_min) | (features > self.feature_max)  # (n_atoms, F)
         return int(outside.any(1).sum()), int(outside.any(0).sum())
+
+
+def add_labels(results: dict[str, torch.Tensor], batch: Batch, labels: tuple) -> None:
+    """Add an external baseline's ``labels`` (energies eV, forces eV/Å, stress eV/Å^3 or None per
+    structure) to a forward pass's ``results`` in place; each atom gets E / N of its structure's
+    energy."""
+    energies, forces, stresses = labels
+    energy = torch.as_tensor(energies, dtype=DTYPE)
+    results[ENERGY] = results[ENERGY] + energy
+    per_atom = (energy / batch.atoms_per_structure.to(DTYPE))[batch.structure_index]
+    results[ATOM_ENERGIES] = results[ATOM_ENERGIES] + per_atom
+    if FORCES in results:
+        results[FORCES] = results[FORCES] + torch.as_tensor(np.concatenate(forces), dtype=DTYPE)
+    if STRESS in results:
+        extra = torch.stack([torch.as_tensor(s if s is not None else np.zeros(6), dtype=DTYPE) for s in stresses])
+        results[STRESS] = results[STRESS] + extra

@@ -68,6 +68,22 @@ class Batch:
         return torch.linalg.det(self.cells).abs()
 
 
+def batch_structures(batch: Batch) -> list[Atoms]:
+    """The structures of ``batch`` as :class:`ase.Atoms` (numbers, positions Å, cell, pbc), in order."""
+    structures = []
+    for k in range(batch.n_structures):
+        mask = batch.structure_index == k
+        structures.append(
+            Atoms(
+                numbers=batch.numbers[mask].numpy(),
+                positions=batch.positions[mask].detach().numpy(),
+                cell=batch.cells[k].detach().numpy(),
+                pbc=batch.pbc[k].numpy(),
+            )
+        )
+    return structures
+
+
 def has_full_cell(atoms: Atoms) -> bool:
     """True when ``atoms`` is periodic in all three directions with a non-degenerate cell."""
     return bool(atoms.pbc.all()) and atoms.cell.rank == 3

@@ -22,13 +22,13 @@ from ase import Atoms
 
 from . import __version__
 from .atomic_io import write_text_atomic
-from .baseline import Baseline, ModelBaseline, PairBaseline
-from .config import ModelBaselineSettings, PairBaselineSettings, PotentialSections, TrainConfig
+from .baseline import Baseline, ModelBaseline, PairBaseline, ReferenceBaseline
+from .config import BaselineSettings, ModelBaselineSettings, PotentialSections, ReferenceBaselineSettings, TrainConfig
 from .data import Dataset, read_dataset
 from .errors import ConfigError, ModelFileError
 from .fit_settings import FitSettings
 from .interrupt import deferred_interrupt, interrupt_once
-from .labeling import MapFunction, label_one
+from .labeling import MapFunction, build_reference, label_one
 from .model import INTERRUPTED_AT_EPOCH
 from .model_file import load_potential, save_potential
 from .parallel import parallel_map
@@ -74,24 +74,32 @@ def build_potential(config: PotentialSections, species: Sequence[str], registry:
     return Potential(terms=pairs, baseline=baseline)
 
 
-def build_baseline(
-    settings: PairBaselineSettings | ModelBaselineSettings, species: Sequence[str], registry: Registry, where: str = "the train config"
-) -> Baseline:
+def build_baseline(settings: BaselineSettings, species: Sequence[str], registry: Registry, where: str = "the train config") -> Baseline:
     """The baseline of a ``baseline:`` section, checked against the potential's ``species``;
     ``where`` names the config in errors.
 
     Raises
     ------
     ConfigError
-        Naming the key: a baseline model file that cannot be read or whose species do not
-        cover ``species``, or a pair baseline naming an element outside ``species``.
+        Naming the key: a baseline model file that cannot be read, whose species do not cover
+        ``species`` or that has an external baseline of its own; a pair baseline naming an element
+        outside ``species``; a reference baseline whose plugin cannot be set up.
     """
+    if isinstance(settings, ReferenceBaselineSettings):  # any element: the reference itself fails on those it lacks
+        reference = build_reference(settings.reference, registry, f"{where}: key 'baseline.reference'")
+        return ReferenceBaseline(reference, {"kind": settings.reference.kind, **settings.reference.options})
     model = isinstance(settings, ModelBaselineSettings)
     try:
         if model:
-            baseline: Baseline = ModelBaseline(load_potential(settings.file, registry)[0], source=str(settings.file))
+            potential = load_potential(settings.file, registry)[0]
+            if potential.baseline is not None and potential.baseline.external:
+                raise ConfigError(
+                    f"{settings.file} has a {potential.baseline.kind} baseline, which a baseline model cannot carry;"
+                    " give the reference baseline to this config instead"
+                )
+            baseline: Baseline = ModelBaseline(potential, source=str(settings.file))
         else:
-            baseline = PairBaseline({key: pair.model_dump() for key, pair in settings.pairs.items()}, settings.switch_width)
+            baseline = PairBaseline({k: pair.model_dump() for k, pair in settings.pairs.items()}, settings.switch_width)
         baseline.check_species(species)
     except (ConfigError, ModelFileError) as exc:
         raise ConfigError(f"{where}: key 'baseline.{'file' if model else 'pairs'}': {exc}") from None

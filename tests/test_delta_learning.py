@@ -13,11 +13,11 @@ import yaml
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.neighborlist import neighbor_list
 
-from pesmith.baseline import ModelBaseline, PairBaseline, baseline_labels
+from pesmith.baseline import ModelBaseline, PairBaseline, ReferenceBaseline
 from pesmith.calculator import PesmithCalculator
 from pesmith.config import load_train_config
 from pesmith.data import Dataset
-from pesmith.errors import ConfigError
+from pesmith.errors import ConfigError, DataError
 from pesmith.model_file import load_potential, save_potential
 from pesmith.plugins.references.morse import Morse
 from pesmith.potential import ENERGY, FORCES, STRESS, Potential
@@ -47,7 +47,7 @@ def morse_cells(n_structures: int, seed: int, baseline: PairBaseline | None = No
         atoms.symbols = np.where(rng.uniform(size=len(atoms)) < 0.6, "Li", "Si")
         energy, force, stress = reference.label(atoms)
         if baseline is not None:
-            extra_energy, (extra_force,), (extra_stress,) = baseline_labels(baseline, [atoms])
+            extra_energy, (extra_force,), (extra_stress,) = baseline.labels([atoms])
             energy, force, stress = energy + extra_energy[0], force + extra_force, stress + extra_stress
         structures.append(atoms)
         energies.append(energy)
@@ -98,7 +98,7 @@ def test_pair_baseline_energy_is_the_born_mayer_sum(pair, test_cells):
         p = PAIRS["Li-Si" if a != b else f"{a}-{b}"]
         t = np.clip((r - (p["cutoff"] - 0.5)) / 0.5, 0.0, 1.0)
         expected += 0.5 * p["A"] * np.exp(-r / p["rho"]) * (1 - t**3 * (10 - 15 * t + 6 * t**2))
-    energy, _, _ = baseline_labels(pair, [atoms])
+    energy, _, _ = pair.labels([atoms])
     assert expected > 0.1  # the test structure has close pairs
     assert energy[0] == pytest.approx(expected, rel=1e-12)
 
@@ -128,7 +128,7 @@ def test_delta_fit_equals_baseline_plus_a_fit_of_the_residual(registry, pair, te
     plain = fit(pair_potential(registry), morse_cells(8, seed=23))
     for name in ("Li", "Si"):
         assert delta.reference[name] == pytest.approx(plain.reference[name], abs=1e-8)
-    energies, forces, stresses = baseline_labels(pair, test_cells.structures)
+    energies, forces, stresses = pair.labels(test_cells.structures)
     expected = plain.predict(test_cells.structures)
     expected[ENERGY] = expected[ENERGY] + torch.from_numpy(energies)
     expected[FORCES] = expected[FORCES] + torch.from_numpy(np.concatenate(forces))
@@ -234,8 +234,10 @@ def test_train_with_a_pair_baseline_reports_metrics_of_the_total(registry, pair,
     ("baseline", "message"),
     [
         ({"kind": "model", "file": "missing.pt"}, r"key 'baseline.file': .*missing.pt is not a file; give a model file"),
-        ({"kind": "xtb"}, r"key 'baseline.kind': unknown baseline kind 'xtb'; valid kinds: model, pair"),
-        ({"kind": "reference", "reference": {"kind": "morse"}}, r"key 'baseline.kind': kind 'reference' .* is not supported yet"),
+        ({"kind": "xtb"}, r"key 'baseline.kind': unknown baseline kind 'xtb'; valid kinds: model, pair, reference"),
+        ({"kind": "reference"}, r"missing required key 'baseline.reference'"),
+        ({"kind": "reference", "reference": {"kind": "nope"}}, r"key 'baseline.reference.kind': .*nope"),
+        ({"kind": "reference", "reference": {"kind": "morse", "depth": 1.0}}, r"unknown key 'baseline.reference.depth' for reference kind 'morse'"),
         ({"kind": "pair", "pairs": {"Li-Si": {"A": -1.0, "rho": 0.3, "cutoff": 3.0}}}, r"key 'baseline.pairs.Li-Si.A': Input should be greater than 0"),
         ({"kind": "pair", "pairs": {"Li-Xx": {"A": 1.0, "rho": 0.3, "cutoff": 3.0}}}, r"key 'baseline.pairs': pair 'Li-Xx' is not two element symbols"),
         ({"kind": "pair", "pairs": {"Li-Si": dict(PAIRS["Li-Si"]), "Si-Li": dict(PAIRS["Li-Si"])}}, r"pair 'Si-Li' is the same pair as 'Li-Si'"),
@@ -277,3 +279,71 @@ def test_a_baseline_with_a_warm_start_is_refused(registry, base_model_file, tmp_
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"key 'baseline': a baseline with initial_model \(warm start\) is not supported yet"):
         load_train_config(path, registry)
+
+
+# --- a reference plugin as the baseline ----------------------------------------------------------
+
+
+def morse_baseline() -> ReferenceBaseline:
+    return ReferenceBaseline(Morse(), {"kind": "morse"})
+
+
+def test_a_reference_baseline_adds_the_reference_to_the_fit_of_the_residual(registry, pair, test_cells, tmp_path):
+    """Over the morse reference, a 2-body GAP fitted on morse + pair-repulsion labels learns the
+    repulsion: it predicts what the morse reference plus a GAP fitted on the repulsion alone
+    predicts; its calculator's forces and stress are the derivatives of its energy; saved and
+    read back (the reference rebuilt from the registry), it predicts the same."""
+    delta = fit(pair_potential(registry, morse_baseline()), morse_cells(8, seed=31, baseline=pair))
+    repulsion = morse_cells(8, seed=31, baseline=pair)
+    morse = Morse()
+    for k, atoms in enumerate(repulsion.structures):  # the same cells labeled by the repulsion only
+        energy, force, stress = morse.label(atoms)
+        repulsion.energies[k] -= energy
+        repulsion.forces[k] = repulsion.forces[k] - force
+        repulsion.stresses[k] = repulsion.stresses[k] - stress
+    plain = fit(pair_potential(registry), repulsion)
+    expected = plain.predict(test_cells.structures)
+    labels = [morse.label(atoms) for atoms in test_cells.structures]
+    expected[ENERGY] = expected[ENERGY] + torch.tensor([e for e, _, _ in labels], dtype=torch.float64)
+    expected[FORCES] = expected[FORCES] + torch.from_numpy(np.concatenate([f for _, f, _ in labels]))
+    expected[STRESS] = expected[STRESS] + torch.from_numpy(np.stack([s for _, _, s in labels]))
+    ours = delta.predict(test_cells.structures)
+    assert_same_predictions(ours, expected, atol=1e-7)
+    assert float(ours[ENERGY][0] - plain.predict(test_cells.structures[:1])[ENERGY][0]) == pytest.approx(labels[0][0], abs=1e-7)
+
+    atoms = test_cells.structures[1].copy()
+    atoms.rattle(0.05, seed=4)
+    atoms.calc = PesmithCalculator(delta)
+    np.testing.assert_allclose(atoms.get_forces(), calculate_numerical_forces(atoms, eps=1e-4), atol=1e-6)
+    np.testing.assert_allclose(atoms.get_stress(), calculate_numerical_stress(atoms, eps=1e-5), atol=1e-6)
+    assert atoms.get_potential_energies().sum() == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
+
+    path = save_potential(delta, tmp_path / "over_morse.pt", registry=registry)
+    loaded, header = load_potential(path, registry)
+    assert header["baseline"] == {"kind": "reference", "reference": {"kind": "morse"}}
+    assert_same_predictions(loaded.predict(test_cells.structures), ours, atol=1e-10)
+
+
+def test_a_reference_baseline_that_fails_on_a_structure_names_it(registry, test_cells):
+    baseline = ReferenceBaseline(Morse(pairs={"Li-Li": [0.2, 1.0, 3.0]}), {"kind": "morse", "pairs": {"Li-Li": [0.2, 1.0, 3.0]}})
+    with pytest.raises(DataError, match=r"the reference baseline \(morse\) failed on structure 0 \(Li\d*Si\d*\)"):
+        baseline.labels(test_cells.structures)
+
+
+def test_train_with_a_reference_baseline_and_a_model_baseline_over_it_is_refused(registry, pair, tmp_path):
+    """pesmith train with `baseline: {kind: reference}`: metrics of the total; a model file that
+    carries a reference baseline cannot itself be a model baseline (one line naming the key)."""
+    labeled = morse_cells(8, seed=32, baseline=pair)
+    data = write_xyz(labeled, tmp_path / "data.xyz")
+    config = load_train_config(write_train_config(tmp_path, data, {"kind": "reference", "reference": {"kind": "morse"}}), registry)
+    result = train(config, registry)
+    assert result.report["baseline"]["reference"] == {"kind": "morse"}
+    loaded, _ = load_potential(config.output, registry)
+    validation = labeled.subset(result.report["split"]["validation_indices"])
+    recomputed = predict_dataset(loaded, validation).metrics()  # the total (morse + GAP) against the labels
+    assert recomputed["energy_rmse_meV_per_atom"] == pytest.approx(result.report["metrics"]["validation"]["energy_rmse_meV_per_atom"], rel=1e-6)
+    without = Potential(loaded.terms[0].descriptor, loaded.terms[0].model, loaded.reference)
+    without.set_core(loaded.core_outer)
+    assert predict_dataset(without, validation).metrics()["energy_rmse_meV_per_atom"] > 10 * recomputed["energy_rmse_meV_per_atom"]
+    with pytest.raises(ConfigError, match=r"key 'baseline.file': .*has a reference baseline, which a baseline model cannot carry"):
+        build_baseline(load_train_config(write_train_config(tmp_path, data, {"kind": "model", "file": str(config.output)}), registry).baseline, LISI, registry)
