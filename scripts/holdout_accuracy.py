@@ -28,7 +28,7 @@ from pesmith.config import load_train_config
 from pesmith.data import Dataset, read_dataset
 from pesmith.registry import default_registry
 from pesmith.validation import predict_dataset
-from pesmith.workflows import build_potential
+from pesmith.workflows import train
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "holdout"
 
@@ -45,6 +45,21 @@ def stratified_holdout(dataset: Dataset, fraction: float, seed: int) -> tuple[np
         held.extend(rows[: max(1, int(round(fraction * len(rows))))].tolist())
     held = np.sort(held)
     return np.setdiff1d(np.arange(len(dataset)), held), held
+
+
+def write_labeled(dataset: Dataset, path: Path) -> Path:
+    """``dataset`` (structures with their ``info``, e.g. config_type) as extended XYZ with its
+    energies, forces and, where present, stress."""
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for atoms, energy, forces, stress in zip(dataset.structures, dataset.energies, dataset.forces, dataset.stresses):
+        atoms = atoms.copy()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, **({"stress": stress} if stress is not None else {}))
+        frames.append(atoms)
+    ase.io.write(path, frames, format="extxyz")
+    return path
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -66,15 +81,19 @@ def main(argv: list[str] | None = None) -> dict:
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
 
+    resolved = config.model_dump(mode="json")  # before data.train and output point at the temporary folder
     dataset = read_dataset(config.data.train, allow_mixed_references=config.data.allow_mixed_references)
     kept, held = stratified_holdout(dataset, args.fraction, args.seed)
     holdout = dataset.subset(held)
     train_set, validation = dataset.subset(kept).split(config.data.validation_fraction, config.data.seed)
-    potential = build_potential(config, config.descriptor.options.get("species", dataset.species), registry)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".holdout_features_", dir=RESULTS.parent.parent) as cache:
-        summary = potential.fit(train_set, validation, config.training, config.data.isolated_atom_energies, Path(cache))
-    wall_time = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix=".holdout_", dir=RESULTS.parent.parent) as folder:
+        # the kept structures through pesmith train's own code path (terms, baselines, splits)
+        config.data.train = write_labeled(dataset.subset(kept), Path(folder) / "kept.xyz")
+        config.output = Path(folder) / "model.pt"
+        started = time.perf_counter()
+        trained = train(config, registry, warn=lambda message: None, overwrite=True, where=str(args.config))
+        wall_time = time.perf_counter() - started
+    potential, report = trained.potential, trained.report
 
     sets = {"train": train_set, "validation": validation, "holdout": holdout}
     predictions = {name: predict_dataset(potential, data) for name, data in sets.items() if len(data)}
@@ -87,20 +106,20 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {
         "config_path": str(args.config),
-        "config": config.model_dump(mode="json"),
-        "n_features": potential.descriptor.n_features,
+        "config": resolved,
+        "n_features": potential.n_features,
         "holdout": {"fraction": args.fraction, "seed": args.seed, "source_indices": holdout.indices.tolist()},
-        "training": summary.info | {"wall_time_s": wall_time},
+        "training": report["training"] | {"wall_time_s": wall_time},
         "metrics": metrics,
         "holdout_by_config_type": holdout_by_type,
-        "history": summary.history or [],
+        "history": report.get("history", []),
     }
     out = args.out or RESULTS / f"{args.config.stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
 
-    print(f"{args.config}: {potential.descriptor.n_features} features, trained in {wall_time:.0f} s "
-          f"({summary.info.get('epochs_run')} epochs, best {summary.info.get('best_epoch')})")
+    print(f"{args.config}: {potential.n_features} features, trained in {wall_time:.0f} s "
+          f"({report['training'].get('epochs_run')} epochs, best {report['training'].get('best_epoch')})")
     print(f"{'set':<22}{'n':>5}{'E RMSE':>10}{'E MAE':>10}{'F RMSE':>10}{'F MAE':>10}{'S RMSE':>10}   (meV/atom, eV/Å, GPa)")
     rows = list(metrics.items()) + [(f"  holdout:{k}", v) for k, v in holdout_by_type.items()]
     for name, m in rows:
