@@ -17,7 +17,7 @@ def pesmith_register_descriptors(register: Callable[..., None]) -> None:
     register("soap", "pesmith.plugins.descriptors.soap:SOAP",
              'SOAP power spectrum with the orthonormal GTO radial basis (DScribe\'s ``rbf="gto"``).')
     register("soap_quip", "pesmith.plugins.descriptors.soap_quip:SOAPQuip",
-             "SOAP power spectrum equal to QUIP/gap_fit's soap descriptor (equispaced Gaussian radial basis, cosine cutoff).")
+             "SOAP power spectrum equal to QUIP's ``soap`` descriptor (default ``EQUISPACED_GAUSS`` basis).")
     register("distance_2b", "pesmith.plugins.descriptors.distance_2b:Distance2b",
              "GAP's 2-body term: half sums of smooth-cutoff Gaussians of the pair distances (Å), per neighbor element.")
     register("angle_3b", "pesmith.plugins.descriptors.angle_3b:Angle3b",

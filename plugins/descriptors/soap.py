@@ -58,7 +58,115 @@ def gto_basis(cutoff: float, n_max: int, l_max: int) -> tuple[np.ndarray, np.nda
     return alphas, betas
 
 
-class SOAP(Descriptor):
+class PowerSpectrum(Descriptor):
+    """The SOAP power spectrum machinery shared by :class:`SOAP` and ``soap_quip``'s ``SOAPQuip``,
+    which differ in their radial basis and cutoff (:meth:`edge_terms`) and in the order and
+    scale of their features (:meth:`set_features`).
+
+    With density channels ``k = s n_max + n`` (neighbor species s, radial index n) and expansion
+    coefficients ``c_klm``, feature f is ``scale_f sum_m c_{k_f l_f m} c_{k'_f l_f m}``, scaled
+    to unit length per atom with ``normalize``. A subclass sets ``species``, ``n_max``,
+    ``l_max``, ``normalize``, ``center_weight`` and ``center_coefficients`` (the center's own
+    Gaussian in its species' l = 0 channels, ``(n_max,)``), registers ``species_index`` and calls
+    :meth:`set_features`.
+    """
+
+    def edge_terms(self, edge_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each edge's contribution to the coefficients, as its two factors: cutoff-weighted radial
+        coefficients ``(n_edges, (l_max+1) n_max)`` and solid or spherical harmonics ``(n_edges, (l_max+1)^2)``."""
+        raise NotImplementedError
+
+    def set_features(self, labels: Sequence[tuple[int, int, int]], scale: Sequence[float]) -> None:
+        """The features in order: ``labels`` (k, k', l) of each (channels, angular momentum) and
+        their ``scale``."""
+        n_channels = len(self.species) * self.n_max
+        self.feature_scale = torch.tensor(scale, dtype=DTYPE)
+        # into the flattened (l, K, K) products
+        self.feature_index = torch.tensor([(l * n_channels + k) * n_channels + k2 for k, k2, l in labels])
+        self.features_of_l = []  # per l: positions, channels k and k' of its features (for the Jacobian)
+        for l in range(self.l_max + 1):
+            positions = [f for f, label in enumerate(labels) if label[2] == l]
+            k, k2 = torch.tensor([labels[f][0] for f in positions]), torch.tensor([labels[f][1] for f in positions])
+            self.features_of_l.append((torch.tensor(positions), k, k2))
+
+    def coefficients(
+        self, numbers: torch.Tensor, edge_index: torch.Tensor, radial: torch.Tensor, harmonics: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Density expansion coefficients, one ``(n_atoms, n_species * n_max, 2l+1)`` tensor per l,
+        from the :meth:`edge_terms` ``radial`` and ``harmonics``.
+
+        The edges of each (center, neighbor species) are laid out in a zero-padded block, so the
+        sum over neighbors is one batched matrix product per l.
+        """
+        n_atoms, n_species, n_max = numbers.shape[0], len(self.species), self.n_max
+        centers, neighbors = edge_index
+        group = centers * n_species + self.species_index[numbers[neighbors]]  # (n_edges,)
+        slot = slots_in_groups(group, n_atoms * n_species)
+        width = int(slot.max()) + 1 if slot.numel() else 0
+        shape = (n_atoms * n_species, width)
+        padded_radial = radial.new_zeros(*shape, radial.shape[1]).index_put((group, slot), radial)
+        padded_harmonics = harmonics.new_zeros(*shape, harmonics.shape[1]).index_put((group, slot), harmonics)
+        padded_radial = padded_radial.transpose(1, 2).contiguous()  # (groups, L n, width)
+        result = []
+        for l in range(self.l_max + 1):
+            block = torch.bmm(padded_radial[:, l * n_max : (l + 1) * n_max], padded_harmonics[:, :, l * l : (l + 1) ** 2])
+            result.append(block.reshape(n_atoms, n_species * n_max, 2 * l + 1))
+        if self.center_weight:
+            own_species = torch.nn.functional.one_hot(self.species_index[numbers], n_species).to(DTYPE)
+            result[0] = result[0] + (own_species[:, :, None] * self.center_coefficients).reshape(n_atoms, -1, 1)
+        return result
+
+    def power_spectrum(self, coefficients: list[torch.Tensor]) -> torch.Tensor:
+        """``(n_atoms, n_features)`` power spectrum (not normalised) from :meth:`coefficients`."""
+        blocks = [torch.bmm(c, c.transpose(1, 2)).flatten(1) for c in coefficients]  # (n_atoms, K K) per l
+        return torch.cat(blocks, dim=1)[:, self.feature_index] * self.feature_scale
+
+    def forward(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        features = self.power_spectrum(self.coefficients(numbers, edge_index, *self.edge_terms(edge_vectors)))
+        if self.normalize:
+            features = features / torch.linalg.norm(features, dim=1, keepdim=True)
+        return features
+
+    @torch.no_grad()
+    def features_and_jacobian(
+        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and their per-edge derivatives by the product rule, without a backward pass.
+
+        An edge e of neighbor species s changes only its center's channels ``k = s n_max + n``:
+        ``d p_f = scale_f ([k_f in s] dphi_e[k_f] . c[k'_f] + [k'_f in s] c[k_f] . dphi_e[k'_f])``
+        (dot over m), ``dphi_e`` (per Cartesian direction) from forward-mode differentiation of
+        :meth:`edge_terms`.
+        """
+        n_max, n_channels = self.n_max, len(self.species) * self.n_max
+        centers, neighbors = edge_index
+        radial, harmonics = self.edge_terms(edge_vectors)
+        coefficients = self.coefficients(numbers, edge_index, radial, harmonics)
+        features = self.power_spectrum(coefficients)
+        d_radial, d_harmonics = row_derivatives(self.edge_terms, (edge_vectors,), 0)  # (n_edges, L n, 3), (n_edges, n_lm, 3)
+        neighbor_species = self.species_index[numbers[neighbors]]  # (n_edges,)
+        jacobian = features.new_zeros(centers.shape[0], self.n_features, 3)
+        for l, c in enumerate(coefficients):
+            rows, cols = slice(l * n_max, (l + 1) * n_max), slice(l * l, (l + 1) ** 2)
+            d_phi = (
+                d_radial[:, rows, None, :] * harmonics[:, None, cols, None]
+                + radial[:, rows, None, None] * d_harmonics[:, None, cols, :]
+            )  # (n_edges, n_max, 2l+1, 3)
+            m = torch.einsum("enmx,ekm->enkx", d_phi, c[centers]).flatten(1, 2)  # (n_edges, n_max * K, 3)
+            positions, k, k2 = self.features_of_l[l]
+            first = torch.where((neighbor_species[:, None] == k // n_max)[:, :, None], m[:, (k % n_max) * n_channels + k2], 0.0)
+            second = torch.where((neighbor_species[:, None] == k2 // n_max)[:, :, None], m[:, (k2 % n_max) * n_channels + k], 0.0)
+            jacobian[:, positions] = (first + second) * self.feature_scale[positions][:, None]
+        if self.normalize:
+            norms = torch.linalg.norm(features, dim=1, keepdim=True)
+            features = features / norms
+            unit = features[centers]  # (n_edges, F)
+            along = torch.einsum("ef,efx->ex", unit, jacobian)
+            jacobian = (jacobian - unit[:, :, None] * along[:, None, :]) / norms[centers][:, :, None]
+        return features, jacobian
+
+
+class SOAP(PowerSpectrum):
     """SOAP power spectrum with the orthonormal GTO radial basis (DScribe's ``rbf="gto"``).
 
     The neighbor density of center i for species s is a sum of Gaussians of width ``atom_sigma``
@@ -132,8 +240,7 @@ class SOAP(Descriptor):
         self.gamma = torch.tensor(alphas * eta / (alphas + eta), dtype=DTYPE)  # (L, k) 1/Å^2
         # block-diagonal (L k, L n) map from the Gaussians of each l to that l's radial functions
         self.radial_matrix = torch.block_diag(*torch.tensor(betas * prefactor[:, None, :], dtype=DTYPE).transpose(1, 2))
-        self.l_prefactor = math.pi * torch.sqrt(8.0 / (2.0 * torch.arange(l_max + 1, dtype=DTYPE) + 1.0))
-        width = len(self.species) * n_max
+        l_prefactor = [math.pi * math.sqrt(8.0 / (2.0 * l + 1.0)) for l in range(l_max + 1)]
         self.feature_labels = labels = [  # (a, b, l, n, n') of each feature, in DScribe's order
             (a, b, l, n, n2)
             for a in range(len(self.species))
@@ -142,13 +249,7 @@ class SOAP(Descriptor):
             for n in range(n_max)
             for n2 in range(n if a == b else 0, n_max)
         ]
-        # into the flattened (l, S n, S n) products
-        self.feature_index = torch.tensor([(l * width + a * n_max + n) * width + b * n_max + n2 for a, b, l, n, n2 in labels])
-        self.features_of_l = []  # per l: positions, and (a, b, n, n') of those features, for the Jacobian
-        for l in range(l_max + 1):
-            positions = [k for k, label in enumerate(labels) if label[2] == l]
-            columns = torch.tensor([labels[k] for k in positions]).T
-            self.features_of_l.append((torch.tensor(positions), columns[0], columns[1], columns[3], columns[4]))
+        self.set_features([(a * n_max + n, b * n_max + n2, l) for a, b, l, n, n2 in labels], [l_prefactor[label[2]] for label in labels])
         # the center's own Gaussian: R = 0, so only l = 0 (Y_00 = 1 / sqrt(4 pi)) contributes
         self.center_coefficients = self.radial(torch.zeros(1, dtype=DTYPE))[0, :n_max] * (
             self.center_weight / math.sqrt(4.0 * math.pi)
@@ -191,84 +292,6 @@ class SOAP(Descriptor):
         x = torch.sqrt(squared) / self.cutoff
         weight = torch.where(x < 1.0, (1.0 + 2.0 * x**3 - 3.0 * x**2).clamp(min=0.0) ** self.cutoff_power, 0.0)
         return self.radial(squared) * weight[:, None], solid_harmonics(edge_vectors, self.l_max)
-
-    def coefficients(
-        self, numbers: torch.Tensor, edge_index: torch.Tensor, radial: torch.Tensor, harmonics: torch.Tensor
-    ) -> list[torch.Tensor]:
-        """Density expansion coefficients, one ``(n_atoms, n_species * n_max, 2l+1)`` tensor per l,
-        from the :meth:`edge_terms` ``radial`` and ``harmonics``.
-
-        The edges of each (center, neighbor species) are laid out in a zero-padded block, so the
-        sum over neighbors is one batched matrix product per l.
-        """
-        n_atoms, n_species, n_max = numbers.shape[0], len(self.species), self.n_max
-        centers, neighbors = edge_index
-        group = centers * n_species + self.species_index[numbers[neighbors]]  # (n_edges,)
-        slot = slots_in_groups(group, n_atoms * n_species)
-        width = int(slot.max()) + 1 if slot.numel() else 0
-        shape = (n_atoms * n_species, width)
-        padded_radial = radial.new_zeros(*shape, radial.shape[1]).index_put((group, slot), radial)
-        padded_harmonics = harmonics.new_zeros(*shape, harmonics.shape[1]).index_put((group, slot), harmonics)
-        padded_radial = padded_radial.transpose(1, 2).contiguous()  # (groups, L n, width)
-        result = []
-        for l in range(self.l_max + 1):
-            block = torch.bmm(padded_radial[:, l * n_max : (l + 1) * n_max], padded_harmonics[:, :, l * l : (l + 1) ** 2])
-            result.append(block.reshape(n_atoms, n_species * n_max, 2 * l + 1))
-        if self.center_weight:
-            own_species = torch.nn.functional.one_hot(self.species_index[numbers], n_species).to(DTYPE)
-            result[0] = result[0] + (own_species[:, :, None] * self.center_coefficients).reshape(n_atoms, -1, 1)
-        return result
-
-    def power_spectrum(self, coefficients: list[torch.Tensor]) -> torch.Tensor:
-        """``(n_atoms, n_features)`` power spectrum (not normalised) from :meth:`coefficients`."""
-        blocks = [torch.bmm(c, c.transpose(1, 2)).flatten(1) * self.l_prefactor[l] for l, c in enumerate(coefficients)]
-        return torch.cat(blocks, dim=1)[:, self.feature_index]
-
-    def forward(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
-        features = self.power_spectrum(self.coefficients(numbers, edge_index, *self.edge_terms(edge_vectors)))
-        if self.normalize:
-            features = features / torch.linalg.norm(features, dim=1, keepdim=True)
-        return features
-
-    @torch.no_grad()
-    def features_and_jacobian(
-        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features and their per-edge derivatives by the product rule, without a backward pass.
-
-        An edge e of neighbor species s changes only the coefficients ``c^s`` of its center:
-        ``d p^{ab}_{l n n'} = [s = a] dphi_e[n] . c^b[n'] + [s = b] c^a[n] . dphi_e[n']`` (dot over
-        m), where ``dphi_e`` (per Cartesian direction) comes from forward-mode differentiation of
-        :meth:`edge_terms`.
-        """
-        n_max, width = self.n_max, len(self.species) * self.n_max
-        centers, neighbors = edge_index
-        n_edges = centers.shape[0]
-        radial, harmonics = self.edge_terms(edge_vectors)
-        coefficients = self.coefficients(numbers, edge_index, radial, harmonics)
-        features = self.power_spectrum(coefficients)
-        d_radial, d_harmonics = row_derivatives(self.edge_terms, (edge_vectors,), 0)  # (n_edges, L n, 3), (n_edges, n_lm, 3)
-        neighbor_species = self.species_index[numbers[neighbors]]
-        jacobian = features.new_zeros(n_edges, self.n_features, 3)
-        for l, c in enumerate(coefficients):
-            rows, cols = slice(l * n_max, (l + 1) * n_max), slice(l * l, (l + 1) ** 2)
-            d_phi = (
-                d_radial[:, rows, None, :] * harmonics[:, None, cols, None]
-                + radial[:, rows, None, None] * d_harmonics[:, None, cols, :]
-            )  # (n_edges, n_max, 2l+1, 3)
-            m = torch.einsum("enmx,ekm->enkx", d_phi, c[centers]).flatten(1, 2)  # (n_edges, n_max * S n, 3)
-            positions, a, b, n, n2 = self.features_of_l[l]
-            # d p_{ab n n'} = [s_e = a] dphi_n . c^b_n' + [s_e = b] c^a_n . dphi_n'
-            first = torch.where((neighbor_species[:, None] == a)[:, :, None], m[:, n * width + b * n_max + n2], 0.0)
-            second = torch.where((neighbor_species[:, None] == b)[:, :, None], m[:, n2 * width + a * n_max + n], 0.0)
-            jacobian[:, positions] = (first + second) * self.l_prefactor[l]
-        if self.normalize:
-            norms = torch.linalg.norm(features, dim=1, keepdim=True)
-            features = features / norms
-            unit = features[centers]  # (n_edges, F)
-            along = torch.einsum("ef,efx->ex", unit, jacobian)
-            jacobian = (jacobian - unit[:, :, None] * along[:, None, :]) / norms[centers][:, :, None]
-        return features, jacobian
 
 
 def slots_in_groups(group: torch.Tensor, n_groups: int) -> torch.Tensor:

@@ -22,13 +22,12 @@ import scipy.special
 import torch
 from ase.data import atomic_numbers
 
-from pesmith.descriptor import Descriptor, check_cutoff, normalize_species, species_lookup
+from pesmith.descriptor import check_cutoff, normalize_species, species_lookup
 from pesmith.errors import ConfigError
-from pesmith.jacobian import row_derivatives
 from pesmith.structures import DTYPE
 
 from .harmonics import solid_harmonics
-from .soap import slots_in_groups
+from .soap import PowerSpectrum
 
 L_MAX_LIMIT = 12
 BASIS_ERROR_EXPONENT = 10.0  # QUIP's default: the Gaussian basis reaches cutoff + sigma sqrt(2 * 10 ln 10)
@@ -70,7 +69,7 @@ def gaussian_basis(cutoff: float, n_max: int, atom_sigma: float) -> tuple[np.nda
     return r_basis, transform, chol
 
 
-class SOAPQuip(Descriptor):
+class SOAPQuip(PowerSpectrum):
     """SOAP power spectrum equal to QUIP's ``soap`` descriptor (default ``EQUISPACED_GAUSS`` basis).
 
     The neighbor density of species s around center i is a sum of Gaussians of width
@@ -153,16 +152,7 @@ class SOAPQuip(Descriptor):
         self.feature_labels = labels = [  # (k, k', l) of each feature, in QUIP's order
             (k, k2, l) for k in range(n_channels) for k2 in range(k + 1) for l in range(l_max + 1)
         ]
-        self.feature_scale = torch.tensor(
-            [(math.sqrt(2.0) if k != k2 else 1.0) / math.sqrt(2.0 * l + 1.0) for k, k2, l in labels], dtype=DTYPE
-        )
-        # into the flattened (l, K, K) products
-        self.feature_index = torch.tensor([(l * n_channels + k) * n_channels + k2 for k, k2, l in labels])
-        self.features_of_l = []  # per l: positions, channels k and k' (species, radial index) of its features
-        for l in range(l_max + 1):
-            positions = [f for f, label in enumerate(labels) if label[2] == l]
-            k, k2 = torch.tensor([labels[f][0] for f in positions]), torch.tensor([labels[f][1] for f in positions])
-            self.features_of_l.append((torch.tensor(positions), k, k2))
+        self.set_features(labels, [(math.sqrt(2.0) if k != k2 else 1.0) / math.sqrt(2.0 * l + 1.0) for k, k2, l in labels])
         self.register_buffer("species_index", species_lookup(self.species), persistent=False)
 
     @property
@@ -233,80 +223,3 @@ class SOAPQuip(Descriptor):
         distances = torch.linalg.norm(edge_vectors, dim=1)  # (n_edges,) Å
         weighted = self.radial(distances) * self.cutoff_function(distances)[:, None]
         return weighted, solid_harmonics(edge_vectors / distances[:, None], self.l_max)
-
-    def coefficients(
-        self, numbers: torch.Tensor, edge_index: torch.Tensor, radial: torch.Tensor, harmonics: torch.Tensor
-    ) -> list[torch.Tensor]:
-        """Density coefficients, one ``(n_atoms, n_species * n_max, 2l+1)`` tensor per l, from the
-        :meth:`edge_terms`; one batched matrix product per l over zero-padded neighbor blocks."""
-        n_atoms, n_species, n_max = numbers.shape[0], len(self.species), self.n_max
-        centers, neighbors = edge_index
-        group = centers * n_species + self.species_index[numbers[neighbors]]  # (n_edges,)
-        slot = slots_in_groups(group, n_atoms * n_species)
-        width = int(slot.max()) + 1 if slot.numel() else 0
-        shape = (n_atoms * n_species, width)
-        padded_radial = radial.new_zeros(*shape, radial.shape[1]).index_put((group, slot), radial)
-        padded_harmonics = harmonics.new_zeros(*shape, harmonics.shape[1]).index_put((group, slot), harmonics)
-        padded_radial = padded_radial.transpose(1, 2).contiguous()  # (groups, L n, width)
-        result = []
-        for l in range(self.l_max + 1):
-            block = torch.bmm(padded_radial[:, l * n_max : (l + 1) * n_max], padded_harmonics[:, :, l * l : (l + 1) ** 2])
-            result.append(block.reshape(n_atoms, n_species * n_max, 2 * l + 1))
-        if self.center_weight:
-            own_species = torch.nn.functional.one_hot(self.species_index[numbers], n_species).to(DTYPE)
-            result[0] = result[0] + (own_species[:, :, None] * self.center_coefficients).reshape(n_atoms, -1, 1)
-        return result
-
-    def power_spectrum(self, coefficients: list[torch.Tensor]) -> torch.Tensor:
-        """``(n_atoms, n_features)`` power spectrum (not normalised) from :meth:`coefficients`."""
-        blocks = [torch.bmm(c, c.transpose(1, 2)).flatten(1) for c in coefficients]  # (n_atoms, K K) per l
-        return torch.cat(blocks, dim=1)[:, self.feature_index] * self.feature_scale
-
-    def forward(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
-        features = self.power_spectrum(self.coefficients(numbers, edge_index, *self.edge_terms(edge_vectors)))
-        if self.normalize:
-            features = features / torch.linalg.norm(features, dim=1, keepdim=True)
-        return features
-
-    @torch.no_grad()
-    def features_and_jacobian(
-        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features and their per-edge derivatives by the product rule, without a backward pass
-        (held equal to autograd by the tests).
-
-        An edge e of neighbor species s changes only its center's channels ``k = s n_max + n``:
-        ``d p_{k k' l} = scale ([k in s] dphi_e[k] . c[k'] + [k' in s] c[k] . dphi_e[k'])`` (dot
-        over m), ``dphi_e`` (per Cartesian direction) from forward-mode differentiation of
-        :meth:`edge_terms`.
-        """
-        n_max, n_channels = self.n_max, len(self.species) * self.n_max
-        centers, neighbors = edge_index
-        radial, harmonics = self.edge_terms(edge_vectors)
-        coefficients = self.coefficients(numbers, edge_index, radial, harmonics)
-        features = self.power_spectrum(coefficients)
-        d_radial, d_harmonics = row_derivatives(self.edge_terms, (edge_vectors,), 0)  # (n_edges, L n, 3), (n_edges, n_lm, 3)
-        neighbor_species = self.species_index[numbers[neighbors]]  # (n_edges,)
-        jacobian = features.new_zeros(centers.shape[0], self.n_features, 3)
-        for l, c in enumerate(coefficients):
-            rows, cols = slice(l * n_max, (l + 1) * n_max), slice(l * l, (l + 1) ** 2)
-            d_phi = (
-                d_radial[:, rows, None, :] * harmonics[:, None, cols, None]
-                + radial[:, rows, None, None] * d_harmonics[:, None, cols, :]
-            )  # (n_edges, n_max, 2l+1, 3)
-            m = torch.einsum("enmx,ekm->enkx", d_phi, c[centers]).flatten(1, 2)  # (n_edges, n_max * K, 3)
-            positions, k, k2 = self.features_of_l[l]
-            first = torch.where(
-                (neighbor_species[:, None] == k // n_max)[:, :, None], m[:, (k % n_max) * n_channels + k2], 0.0
-            )
-            second = torch.where(
-                (neighbor_species[:, None] == k2 // n_max)[:, :, None], m[:, (k2 % n_max) * n_channels + k], 0.0
-            )
-            jacobian[:, positions] = (first + second) * self.feature_scale[positions][:, None]
-        if self.normalize:
-            norms = torch.linalg.norm(features, dim=1, keepdim=True)
-            features = features / norms
-            unit = features[centers]  # (n_edges, F)
-            along = torch.einsum("ef,efx->ex", unit, jacobian)
-            jacobian = (jacobian - unit[:, :, None] * along[:, None, :]) / norms[centers][:, :, None]
-        return features, jacobian
