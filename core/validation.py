@@ -111,9 +111,21 @@ class Predictions:
             out["energy_coverage_1sigma"] = float(np.mean(error <= self.energy_std))
         if len(self.forces_std):
             error = self.forces_pred - self.forces_ref
-            out["force_spearman"] = float(spearmanr(np.linalg.norm(self.forces_std, axis=1), np.linalg.norm(error, axis=1))[0])
+            error_norms = np.linalg.norm(error, axis=1)
+            out["force_spearman"] = float(spearmanr(np.linalg.norm(self.forces_std, axis=1), error_norms)[0])
+            # a naive proxy to beat: larger forces tend to have larger errors
+            out["force_spearman_of_reference_norm"] = float(spearmanr(np.linalg.norm(self.forces_ref, axis=1), error_norms)[0])
             out["force_coverage_1sigma"] = float(np.mean(np.abs(error) <= self.forces_std))
         return out
+
+    def uncertainty_per_config_type(self) -> dict[str, dict[str, float]]:
+        """:meth:`uncertainty` within the structures of each ``config_type`` ("-": none given), so
+        that a correlation is not only the one between kinds of structures; empty without an
+        uncertainty."""
+        if not (len(self.energy_std) or len(self.forces_std)):
+            return {}
+        types = np.array(self.config_types)
+        return {name: self.subset(types == name).uncertainty() for name in sorted(set(self.config_types))}
 
     def extrapolation(self) -> dict[str, float]:
         """Atoms with at least one descriptor feature outside the range of the training data: their

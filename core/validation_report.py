@@ -37,6 +37,7 @@ def validation_report(predictions: Predictions, model_file: str, data: str) -> d
         "force_per_element": predictions.force_metrics_per_element(),
         "extrapolation": predictions.extrapolation(),
         "uncertainty": predictions.uncertainty(),
+        "uncertainty_per_config_type": predictions.uncertainty_per_config_type(),
     }
 
 
@@ -84,7 +85,16 @@ def markdown(report: dict[str, Any]) -> str:
         if "energy_spearman" in uncertainty:
             lines.append(f"- energies: Spearman {uncertainty['energy_spearman']:.2f}, coverage {uncertainty['energy_coverage_1sigma']:.2f}")
         if "force_spearman" in uncertainty:
-            lines.append(f"- forces (per atom, norms): Spearman {uncertainty['force_spearman']:.2f}; coverage per component {uncertainty['force_coverage_1sigma']:.2f}")
+            lines.append(
+                f"- forces (per atom, norms): Spearman {uncertainty['force_spearman']:.2f} (the reference force norm alone:"
+                f" {uncertainty['force_spearman_of_reference_norm']:.2f}); coverage per component {uncertainty['force_coverage_1sigma']:.2f}"
+            )
+        per_type = report.get("uncertainty_per_config_type", {})
+        if len(per_type) > 1:
+            lines += ["", "Within each config_type:", "", "| config_type | energy Spearman | force Spearman | force norm alone | force coverage |", "|---|---|---|---|---|"]
+            for name, u in per_type.items():
+                cells = [u.get(key) for key in ("energy_spearman", "force_spearman", "force_spearman_of_reference_norm", "force_coverage_1sigma")]
+                lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in cells) + " |")
     return "\n".join(lines + [""])
 
 

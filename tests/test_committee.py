@@ -93,7 +93,7 @@ def test_a_trained_committee_gives_its_spread_through_the_calculator(tmp_path, s
     report = tmp_path / "report"
     assert cli.main(["validate", str(tmp_path / "committee.pt"), str(small_si_xyz), "--output", str(report), "--no-progress"]) == 0
     uncertainty = json.loads((report / "report.json").read_text())["uncertainty"]
-    assert set(uncertainty) == {"energy_spearman", "energy_coverage_1sigma", "force_spearman", "force_coverage_1sigma"}
+    assert set(uncertainty) == {"energy_spearman", "energy_coverage_1sigma", "force_spearman", "force_spearman_of_reference_norm", "force_coverage_1sigma"}
     assert 0 <= uncertainty["force_coverage_1sigma"] <= 1 and -1 <= uncertainty["force_spearman"] <= 1
     assert (report / "uncertainty.png").is_file() and "Spearman" in (report / "report.md").read_text()
 

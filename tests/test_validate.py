@@ -16,7 +16,7 @@ from pesmith.model_file import load_potential
 from pesmith.potential import FEATURES
 from pesmith.registry import Registry
 from pesmith.validation import Predictions, predict_dataset
-from pesmith.validation_report import FILES
+from pesmith.validation_report import FILES, markdown, validation_report
 
 
 @pytest.fixture
@@ -73,6 +73,27 @@ def test_uncertainty_statistics_by_hand():
     assert stats["force_coverage_1sigma"] == pytest.approx(7 / 9)  # all but 0.4 > 0.1 and 0.2 > 0.1
     assert stats["force_spearman"] == pytest.approx(1.0)  # per-atom norms: spreads 0.35, 0.52, 0.44; errors 0.10, 0.40, 0.35
     assert Predictions(energy_per_atom_ref=np.zeros(1), energy_per_atom_pred=np.zeros(1), forces_ref=np.zeros((1, 3)), forces_pred=np.zeros((1, 3))).uncertainty() == {}
+
+
+def test_uncertainty_within_each_config_type_and_against_the_force_norm_by_hand():
+    """Two structures of two config types, two atoms each: within type a the larger spread has the
+    smaller error (Spearman -1), within b the larger (+1); over all four atoms the spreads rank the
+    errors at -0.4, the reference force norms (0.1, 1, 2, 3) at +0.4."""
+    predictions = Predictions(
+        energy_per_atom_ref=np.zeros(2), energy_per_atom_pred=np.array([0.01, 0.02]),
+        forces_ref=np.array([[0.1, 0, 0], [1.0, 0, 0], [2.0, 0, 0], [3.0, 0, 0]]),
+        forces_pred=np.array([[0.1, 0.3, 0], [1.0, 0.1, 0], [2.0, 0.2, 0], [3.0, 0.4, 0]]),  # errors 0.3, 0.1, 0.2, 0.4
+        energy_std=np.array([0.02, 0.01]), forces_std=np.array([[0.1, 0, 0], [0.4, 0, 0], [0.2, 0, 0], [0.3, 0, 0]]),
+        numbers=np.array([14, 14, 14, 14]), atom_structure=np.array([0, 0, 1, 1]), config_types=["a", "b"],
+    )
+    overall = predictions.uncertainty()
+    assert overall["force_spearman"] == pytest.approx(-0.4)  # spread ranks 1, 4, 2, 3 against error ranks 3, 1, 2, 4
+    assert overall["force_spearman_of_reference_norm"] == pytest.approx(0.4)  # ranks 1-4 against error ranks 3, 1, 2, 4
+    per_type = predictions.uncertainty_per_config_type()
+    assert per_type["a"]["force_spearman"] == pytest.approx(-1.0) and per_type["b"]["force_spearman"] == pytest.approx(1.0)
+    assert per_type["a"]["force_coverage_1sigma"] == pytest.approx(4 / 6)  # 0.3 > 0.1 and 0.1 > 0
+    report = validation_report(predictions, "m.pt", "d.xyz")
+    assert "Within each config_type" in markdown(report) and set(report["uncertainty_per_config_type"]) == {"a", "b"}
 
 
 def test_extrapolation_counts_match_the_features_against_the_training_range(tiny_si_model, typed_xyz):
