@@ -36,6 +36,11 @@ max) and 7.3e-10 eV/Å RMS (4.9e-9 max); both 3.163 meV/atom, 0.1311 eV/Å again
 vs 277 s, predict 1.1 vs 2.4 ms/atom, fit peak 4.8 vs 2.3 GB. Only the SOAP term: pesmith's
 ``distance_2b`` (with ``sparse_method: basis``) is a different sparse set from gap_fit's 2b
 points, so a 2b term is not compared here.
+
+With a memory budget for pesmith's fit (``--same-sparse --n-sparse 500 --memory-gb 1.0``, 2026-12-07,
+machine shared with one niced job): the derivatives go to the float32 disk cache, and pesmith -
+gap_fit is 1.9e-7 meV/atom RMS and 8.4e-9 eV/Å RMS; fit 50 s vs 290 s (0.17x), fit peak 2.20 GB vs
+2.33 GB (0.95x), predict 0.40 vs 1.79 ms/atom (0.22x); both 3.163 meV/atom, 0.1311 eV/Å.
 """
 
 from __future__ import annotations
