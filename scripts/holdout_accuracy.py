@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict:
     kept, held = stratified_holdout(dataset, args.fraction, args.seed)
     holdout = dataset.subset(held)
     train_set, validation = dataset.subset(kept).split(config.data.validation_fraction, config.data.seed)
-    with tempfile.TemporaryDirectory(prefix=".holdout_", dir=RESULTS.parent.parent) as folder:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".holdout_", dir=RESULTS.parent) as folder:  # results/: git-ignored
         # the kept structures through pesmith train's own code path (terms, baselines, splits)
         config.data.train = write_labeled(dataset.subset(kept), Path(folder) / "kept.xyz")
         config.output = Path(folder) / "model.pt"
