@@ -112,7 +112,7 @@ class DataStage(Section):
     strained: int = Field(2, ge=0, description="strained (and rattled) copies of every host, without and with Li")
     scale: list[float] = Field(default_factory=lambda: [0.97, 1.0, 1.03], min_length=1, description="lattice scalings of graphite and bcc Li")
     li_bcc_a: float = Field(3.44, gt=0, description="Å, bcc Li lattice constant (1.0 in scale: mu_Li)")
-    test_hosts: float = Field(0.25, ge=0, lt=1, description="share of the a-C hosts held out, with their Li structures")
+    test_hosts: float = Field(0.34, ge=0, lt=1, description="share of each density's a-C hosts held out, with their Li structures")
     time_limit: float | None = Field(None, gt=0, description="s per label; beyond it the structure fails")
 
 
@@ -135,6 +135,7 @@ class AnalysisStage(Section):
 
     md_host: str = Field("graphite", description="graphite, or an a-C density (its quenched cell), with the most Li")
     md: MDSettings = Field(default_factory=lambda: MDSettings(ensemble="bussi", temperature_K=300.0, steps=2000, interval=2))
+    li_c_cutoff_A: float = Field(2.8, gt=0, description="Å: the Li-C coordination number is also counted to this radius")
     r_max: float = Field(5.0, gt=0, description="Å, RDF range")
     bins: int = Field(100, ge=10)
     vdos_max_lag_fs: float | None = Field(500.0, gt=0, description="fs of VACF used for the VDOS")
@@ -302,10 +303,11 @@ def build_structures(config: LiCarbonConfig, registry: Registry) -> list[Atoms]:
             out.append(tagged(frame, f"a-C {density:g}", "snapshot"))
         for k, frame in enumerate(frames[-n_hosts:][::-1]):  # the quenched cell first
             hosts[f"a-C {density:g}" + ("" if k == 0 else f" #{k}")] = frame
-    amorphous_hosts = [name for name in hosts if name != "graphite"]
-    n_test = int(round(settings.test_hosts * len(amorphous_hosts)))
-    test = set(rng.choice(amorphous_hosts, size=n_test, replace=False).tolist()) if n_test else set()
-    test -= {f"a-C {config.analysis.md_host}"}  # the MD's host stays in training
+    test: set[str] = set()  # per density, that share of its hosts at random; the MD's host stays in training
+    n_test = int(round(settings.test_hosts * settings.hosts_per_density))
+    for density in settings.amorphous.densities:
+        names = [name for name in hosts if name.split(" #")[0] == f"a-C {density:g}" and name != f"a-C {config.analysis.md_host}"]
+        test |= set(rng.choice(names, size=min(n_test, len(names)), replace=False).tolist())
     counts = sorted(settings.lithium.counts)
     for name, host in hosts.items():
         found = [tagged(host, name, "host")]
@@ -569,7 +571,8 @@ def md_analysis(config: LiCarbonConfig) -> dict[str, Any]:
     run = run_md(start, PesmithCalculator.from_file(out_dir / "models" / "li_gap.pt"), settings.md, trajectory, out_dir / "md.csv", resume=trajectory.exists())
     frames = ase_files.read(trajectory, index=":", format="extxyz")
     g = rdf(frames, r_max=settings.r_max, n_bins=settings.bins)
-    cn = coordination_numbers(g, smooth=3).get(("Li", "C"))
+    cn = coordination_numbers(g, smooth=3).get(("Li", "C"))  # to the first minimum of g_LiC
+    cn_fixed = coordination_numbers(g, r_cut=settings.li_c_cutoff_A).get(("Li", "C"))
     write_text_atomic(out_dir / "rdf_li_c.csv", "r_A,g_Li_C,n_C_within_r\n" + "".join(
         f"{r:.4f},{v:.6g},{c:.6g}\n" for r, v, c in zip(g.r, g.partial["Li", "C"], g.cumulative["Li", "C"])))
     lithium = np.flatnonzero(frames[0].symbols == "Li")
@@ -601,6 +604,7 @@ def md_analysis(config: LiCarbonConfig) -> dict[str, Any]:
         "host": config.analysis.md_host, "atoms": len(start), "li": len(lithium), "frames": len(frames),
         "time_ps": settings.md.steps * settings.md.timestep_fs / 1000, "T_K": settings.md.temperature_K,
         "mean_T_K": run.mean_temperature_K, "li_c_cn": cn[0] if cn else None, "li_c_r_min_A": cn[1] if cn else None,
+        "li_c_cn_within_cutoff": cn_fixed[0] if cn_fixed else None, "li_c_cutoff_A": settings.li_c_cutoff_A,
         "li_c_peak_A": float(g.r[int(np.argmax(g.partial["Li", "C"]))]),
         "li_vdos_peak_THz": float(spectrum.frequency_THz[shown][int(np.argmax(weights))]),
         "li_vdos_mean_THz": float(np.trapezoid(spectrum.frequency_THz[shown] * weights, spectrum.frequency_THz[shown]) / np.trapezoid(weights, spectrum.frequency_THz[shown])),
@@ -700,7 +704,8 @@ def _headline(name: str, r: dict[str, Any]) -> str:
     test_text = f"{test['energy_rmse_meV_per_atom']:.1f} meV/atom, {test['force_rmse_eV_per_A']:.3f} eV/Å" if test["n"] else "no test set"
     return (f"E_int RMSE {_fmt(i['rmse_meV_per_Li_train_hosts'])} (training hosts) / {_fmt(i['rmse_meV_per_Li_test_hosts'])} (held-out) meV/Li"
             f" over {i['n']} structures; held-out test {test_text}; MD ({md['host']}, {md['li']} Li, {md['time_ps']:g} ps):"
-            f" Li-C CN {_fmt(md['li_c_cn'], 2)}, Li VDOS peak {md['li_vdos_peak_THz']:.1f} THz")
+            f" Li-C CN {_fmt(md['li_c_cn'], 2)} to the first minimum ({_fmt(md['li_c_r_min_A'], 2)} Å), {_fmt(md['li_c_cn_within_cutoff'], 2)}"
+            f" within {md['li_c_cutoff_A']:g} Å, Li VDOS peak {md['li_vdos_peak_THz']:.1f} THz")
 
 
 def main(argv: list[str] | None = None) -> int:
