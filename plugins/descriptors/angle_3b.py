@@ -45,6 +45,12 @@ Derivatives are closed form (:meth:`Angle3b.features_and_jacobian`, and the back
 triplet sum, which runs in chunks without an autograd graph); tests/test_angle_3b.py holds them
 equal to plain autograd of a direct evaluation and to finite differences.
 
+Element restrictions: ``centers`` (e.g. ``[Li]``) keeps the triplets centered on those elements,
+``neighbors`` (e.g. ``[C]``) those whose two neighbors are both of those elements; the blocks are
+then the unordered pairs of ``neighbors`` (``n_pairs = n_n (n_n + 1) / 2``), each equal to the
+unrestricted descriptor's block of that pair on a center atom. Any other atom has an all-zero row
+and Jacobian, so with the ``linear`` kernel its energy in this term is exactly 0.
+
 Units: distances, ``cutoff``, ``r_min``, ``cutoff_transition_width``, ``theta[0]`` and
 ``theta[2]`` in Å, ``theta[1]`` in Å^2; features are dimensionless (the model's ``delta``
 carries eV).
@@ -94,12 +100,16 @@ class Angle3b(Descriptor):
         Width ``d`` of the cosine switch below the cutoff, Å (gap_fit's default 0.5).
     r_min
         Shortest neighbor distance (and r_jk) the grid covers, Å; below it the prior decays.
+    centers, neighbors
+        Elements of ``species`` whose atoms are triplet centers, and whose atoms may be the two
+        neighbors; ``None`` (default) all of ``species``.
 
     Raises
     ------
     ConfigError
         A ``theta`` that is not one or three positive numbers, a transition width outside
-        ``(0, cutoff]``, or ``r_min`` outside ``[0, cutoff)``.
+        ``(0, cutoff]``, ``r_min`` outside ``[0, cutoff)``, or ``centers`` / ``neighbors``
+        that are not elements of ``species``.
     """
 
     def __init__(
@@ -109,6 +119,8 @@ class Angle3b(Descriptor):
         theta: float | Sequence[float] = 1.0,
         cutoff_transition_width: float = 0.5,
         r_min: float = 1.5,
+        centers: Sequence[str] | None = None,
+        neighbors: Sequence[str] | None = None,
     ):
         super().__init__()
         self.species = normalize_species(species)
@@ -128,8 +140,12 @@ class Angle3b(Descriptor):
             start, stop = low - GRID_MARGIN * width, high + GRID_MARGIN * width
             n_grid = int(math.ceil((stop - start) / spacing)) + 1
             self.register_buffer(f"centers{d}", start + spacing * torch.arange(n_grid, dtype=DTYPE), persistent=False)  # (n_d,)
-        self.n_pairs = len(self.species) * (len(self.species) + 1) // 2
-        self.register_buffer("lookup", species_lookup(self.species), persistent=False)
+        self.centers = element_subset(centers, self.species, "centers")
+        self.neighbors = element_subset(neighbors, self.species, "neighbors")
+        self.neighbor_species = self.neighbors or self.species
+        self.n_pairs = len(self.neighbor_species) * (len(self.neighbor_species) + 1) // 2
+        self.register_buffer("lookup", species_lookup(self.neighbor_species), persistent=False)  # -1: not a neighbor element
+        self.register_buffer("center_lookup", species_lookup(self.centers or self.species), persistent=False)
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
@@ -152,12 +168,15 @@ class Angle3b(Descriptor):
             "theta": list(self.theta),
             "cutoff_transition_width": self.transition,
             "r_min": self.r_min,
+            "centers": list(self.centers) if self.centers is not None else None,
+            "neighbors": list(self.neighbors) if self.neighbors is not None else None,
         }
 
     def describe(self) -> list[str]:
-        pairs = [(a, b) for b in range(len(self.species)) for a in range(b + 1)]  # slot order of _triplets
+        pairs = [(a, b) for b in range(len(self.neighbor_species)) for a in range(b + 1)]  # slot order of _triplets
+        names = self.neighbor_species
         return [
-            f"{self.species[a]}-{self.species[b]} neighbor pairs: fc fc phi(q1={m0:.2f} A) phi(q2={m1:.2f} A^2) phi(q3={m2:.2f} A)"
+            f"{names[a]}-{names[b]} neighbor pairs: fc fc phi(q1={m0:.2f} A) phi(q2={m1:.2f} A^2) phi(q3={m2:.2f} A)"
             for a, b in pairs
             for m0 in self.centers0.tolist()
             for m1 in self.centers1.tolist()
@@ -235,8 +254,13 @@ class Angle3b(Descriptor):
         self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Edges ``(e1, e2)`` ``(t,)`` of each triplet with both inside the cutoff, and its
-        neighbor-element pair slot ``(t,)``."""
-        inside = torch.nonzero(edge_vectors.detach().norm(dim=1) < self.cutoff).squeeze(1)  # (e_in,)
+        neighbor-element pair slot ``(t,)``; with ``centers`` / ``neighbors`` only the triplets they allow."""
+        keep = edge_vectors.detach().norm(dim=1) < self.cutoff  # (e,)
+        if self.centers is not None:
+            keep &= self.center_lookup[numbers[edge_index[0]]] >= 0
+        if self.neighbors is not None:
+            keep &= self.lookup[numbers[edge_index[1]]] >= 0
+        inside = torch.nonzero(keep).squeeze(1)  # (e_in,)
         first, second = edge_pairs(edge_index[0][inside])
         e1, e2 = inside[first], inside[second]
         neighbor = self.lookup[numbers[edge_index[1]]]  # (e,)
@@ -289,3 +313,12 @@ def _parse_theta(theta: float | Sequence[float]) -> tuple[float, float, float]:
             f"descriptor.theta must be one positive number or three [q1 Å, q2 Å^2, q3 Å], e.g. [1.0, 1.0, 1.0], got {theta!r}"
         )
     return tuple(numbers * 3 if len(numbers) == 1 else numbers)  # type: ignore[return-value]
+
+
+def element_subset(value: Sequence[str] | None, species: Sequence[str], key: str) -> tuple[str, ...] | None:
+    """``value`` (``descriptor.<key>``) as elements of ``species`` in its order, or None for all."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value or any(s not in species for s in value):
+        raise ConfigError(f"descriptor.{key} must be a non-empty list of elements of species {list(species)}, e.g. [Li], got {value!r}")
+    return tuple(s for s in species if s in value)

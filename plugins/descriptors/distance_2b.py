@@ -25,6 +25,14 @@ energy is ``delta`` eV, of an unlike pair ``delta / sqrt(2)`` (the mean of two i
 The cutoff is gap_fit's: ``fc = 1`` below ``r_c - d``, ``(cos(pi (r - r_c + d) / d) + 1) / 2``
 up to ``r_c`` and 0 beyond, ``d = cutoff_transition_width`` (Å).
 
+Element restrictions: ``pairs`` (e.g. ``[[Li, Li]]`` or ``[[C, Li]]``) keeps only the pairs of those
+unordered element pairs. An atom's features then hold only the blocks of neighbor elements that
+occur in some allowed pair (``F = n_blocks * n_grid``), and its row of a block is zero unless its
+own element and the block's form an allowed pair; an atom in no allowed pair has an all-zero row,
+so with the ``linear`` kernel its energy in this term is exactly 0 (each allowed pair's energy
+is still shared half and half between its two atoms). The blocks kept equal the unrestricted
+descriptor's.
+
 Units: distances, ``theta``, ``cutoff``, ``r_min`` in Å; features are dimensionless (the model's
 ``delta`` carries eV).
 
@@ -70,12 +78,15 @@ class Distance2b(Descriptor):
         Width ``d`` of the cosine switch below the cutoff, Å (gap_fit's default 0.5).
     r_min
         Shortest distance at which the kernel is exact, Å; below it the prior variance decays.
+    pairs
+        Unordered element pairs whose distances the term sees, e.g. ``[["C", "Li"]]``; ``None``
+        (default) all pairs of ``species``.
 
     Raises
     ------
     ConfigError
-        A non-positive ``theta``, a transition width outside ``(0, cutoff]``, or ``r_min``
-        outside ``[0, cutoff)``.
+        A non-positive ``theta``, a transition width outside ``(0, cutoff]``, ``r_min``
+        outside ``[0, cutoff)``, or a pair that is not two elements of ``species``.
     """
 
     def __init__(
@@ -85,6 +96,7 @@ class Distance2b(Descriptor):
         theta: float = 0.5,
         cutoff_transition_width: float = 0.5,
         r_min: float = 0.5,
+        pairs: Sequence[Sequence[str]] | None = None,
     ):
         super().__init__()
         self.species = normalize_species(species)
@@ -105,6 +117,17 @@ class Distance2b(Descriptor):
         self.register_buffer("centers", start + spacing * torch.arange(n_grid, dtype=DTYPE), persistent=False)  # (K,) Å
         self.norm = math.sqrt(spacing / (self.width * math.sqrt(math.pi)))
         self.register_buffer("lookup", species_lookup(self.species), persistent=False)
+        n = len(self.species)
+        self.pairs = _parse_pairs(pairs, self.species)
+        allowed = torch.zeros(n, n, dtype=torch.bool)  # (center, neighbor) species index
+        for a, b in self.pairs or [(x, y) for x in self.species for y in self.species]:
+            allowed[self.species.index(a), self.species.index(b)] = allowed[self.species.index(b), self.species.index(a)] = True
+        self.register_buffer("allowed", allowed, persistent=False)
+        kept = [k for k in range(n) if bool(allowed[:, k].any())]  # neighbor elements with a block
+        self.block_species = tuple(self.species[k] for k in kept)
+        block = torch.full((n,), -1, dtype=torch.int64)
+        block[torch.tensor(kept, dtype=torch.int64)] = torch.arange(len(kept))
+        self.register_buffer("block", block, persistent=False)  # species index -> block, -1 for none
 
     @property
     def n_grid(self) -> int:
@@ -113,7 +136,7 @@ class Distance2b(Descriptor):
 
     @property
     def n_features(self) -> int:
-        return len(self.species) * self.n_grid
+        return len(self.block_species) * self.n_grid
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -122,10 +145,11 @@ class Distance2b(Descriptor):
             "theta": self.theta,
             "cutoff_transition_width": self.transition,
             "r_min": self.r_min,
+            "pairs": [list(p) for p in self.pairs] if self.pairs is not None else None,
         }
 
     def describe(self) -> list[str]:
-        return [f"half sum over {s} neighbors of fc(r) phi(r; mu={mu:.3f} A)" for s in self.species for mu in self.centers.tolist()]
+        return [f"half sum over {s} neighbors of fc(r) phi(r; mu={mu:.3f} A)" for s in self.block_species for mu in self.centers.tolist()]
 
     def cutoff_function(self, distances: torch.Tensor) -> torch.Tensor:
         """gap_fit's cosine switch ``fc(r)`` (dimensionless) of ``distances`` (Å)."""
@@ -141,10 +165,18 @@ class Distance2b(Descriptor):
         slopes = 0.5 * (dfc[:, None] - fc[:, None] * offsets / self.width**2) * gaussians
         return values, slopes
 
+    def _kept_edges(self, numbers: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        """``(e_kept,)`` indices of the edges whose (center, neighbor) elements form an allowed pair."""
+        if self.pairs is None:
+            return torch.arange(edge_index.shape[1])
+        species = self.lookup[numbers]
+        return torch.nonzero(self.allowed[species[edge_index[0]], species[edge_index[1]]]).squeeze(1)
+
     def forward(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
-        distances = edge_vectors.norm(dim=1)  # (e,) Å
-        values, _ = self._pair_terms(distances)  # (e, K)
-        return self._scatter(numbers, edge_index, values)
+        kept = self._kept_edges(numbers, edge_index)
+        distances = edge_vectors[kept].norm(dim=1)  # (e_kept,) Å
+        values, _ = self._pair_terms(distances)  # (e_kept, K)
+        return self._scatter(numbers, edge_index[:, kept], values)
 
     def features_and_jacobian(
         self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
@@ -153,19 +185,37 @@ class Distance2b(Descriptor):
         form: each edge moves only its own neighbor element's block, by ``d(fc phi_k / 2)/dr``
         along the unit edge vector (equal to autograd, :func:`pesmith.testing.check_descriptor`)."""
         with torch.no_grad():
-            distances = edge_vectors.norm(dim=1)  # (e,)
-            values, slopes = self._pair_terms(distances)  # (e, K)
-            features = self._scatter(numbers, edge_index, values)
-            unit = edge_vectors / distances.clamp_min(1e-300)[:, None]  # (e, 3)
-            jacobian = torch.zeros(edge_vectors.shape[0], len(self.species), self.n_grid, 3, dtype=DTYPE)
-            block = self.lookup[numbers[edge_index[1]]]  # (e,)
-            jacobian[torch.arange(edge_vectors.shape[0]), block] = slopes[:, :, None] * unit[:, None, :]
+            kept = self._kept_edges(numbers, edge_index)  # edges outside the allowed pairs keep zero rows
+            vectors, index = edge_vectors[kept], edge_index[:, kept]
+            distances = vectors.norm(dim=1)  # (e_kept,)
+            values, slopes = self._pair_terms(distances)  # (e_kept, K)
+            features = self._scatter(numbers, index, values)
+            unit = vectors / distances.clamp_min(1e-300)[:, None]  # (e_kept, 3)
+            jacobian = torch.zeros(edge_vectors.shape[0], len(self.block_species), self.n_grid, 3, dtype=DTYPE)
+            block = self.block[self.lookup[numbers[index[1]]]]  # (e_kept,)
+            jacobian[kept, block] = slopes[:, :, None] * unit[:, None, :]
         return features, jacobian.reshape(edge_vectors.shape[0], self.n_features, 3)
 
     def _scatter(self, numbers: torch.Tensor, edge_index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """``(n_atoms, F)``: the rows ``values`` ``(e, K)`` added into their center's block of their neighbor's element."""
         n_atoms, k = numbers.shape[0], self.n_grid
-        columns = self.lookup[numbers[edge_index[1]]][:, None] * k + torch.arange(k)[None, :]  # (e, K)
+        columns = self.block[self.lookup[numbers[edge_index[1]]]][:, None] * k + torch.arange(k)[None, :]  # (e, K)
         rows = edge_index[0][:, None].expand_as(columns)
         flat = torch.zeros(n_atoms * self.n_features, dtype=values.dtype)
         return flat.index_add(0, (rows * self.n_features + columns).reshape(-1), values.reshape(-1)).reshape(n_atoms, self.n_features)
+
+
+def _parse_pairs(pairs: Sequence[Sequence[str]] | None, species: Sequence[str]) -> tuple[tuple[str, str], ...] | None:
+    """``pairs`` as sorted, deduplicated ``(a, b)`` tuples (a before b in ``species`` order), or None."""
+    if pairs is None:
+        return None
+    hint = f"descriptor.pairs must be a non-empty list of element pairs from species {list(species)}, e.g. [[C, Li]]"
+    if isinstance(pairs, str) or not isinstance(pairs, (list, tuple)) or not pairs:
+        raise ConfigError(f"{hint}, got {pairs!r}")
+    result = set()
+    for pair in pairs:
+        if isinstance(pair, str) or not isinstance(pair, (list, tuple)) or len(pair) != 2 or any(s not in species for s in pair):
+            raise ConfigError(f"{hint}, got {pair!r} in {pairs!r}")
+        a, b = sorted(pair, key=list(species).index)
+        result.add((a, b))
+    return tuple(sorted(result, key=lambda p: (list(species).index(p[0]), list(species).index(p[1]))))

@@ -27,6 +27,7 @@ from pesmith.errors import ConfigError
 from pesmith.jacobian import row_derivatives
 from pesmith.structures import DTYPE
 
+from .angle_3b import element_subset
 from .harmonics import solid_harmonics
 
 L_MAX_LIMIT = 12
@@ -65,10 +66,12 @@ class PowerSpectrum(Descriptor):
 
     With density channels ``k = s n_max + n`` (neighbor species s, radial index n) and expansion
     coefficients ``c_klm``, feature f is ``scale_f sum_m c_{k_f l_f m} c_{k'_f l_f m}``, scaled
-    to unit length per atom with ``normalize``. A subclass sets ``species``, ``n_max``,
-    ``l_max``, ``normalize``, ``center_weight`` and ``center_coefficients`` (the center's own
-    Gaussian in its species' l = 0 channels, ``(n_max,)``), registers ``species_index`` and calls
-    :meth:`set_features`.
+    to unit length per atom with ``normalize`` (an all-zero row stays zero). A subclass sets
+    ``species``, ``n_max``, ``l_max``, ``normalize``, ``center_weight``, ``center_coefficients``
+    (the center's own Gaussian in its species' l = 0 channels, ``(n_max,)``), ``centers`` and
+    ``neighbors`` (element restrictions or None) and ``channels`` (the species whose densities are
+    expanded: ``neighbors`` or all), registers ``species_index`` (channel of each element, -1 for
+    none) and ``center_index`` (-1 for an element that is not a center) and calls :meth:`set_features`.
     """
 
     def edge_terms(self, edge_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +82,7 @@ class PowerSpectrum(Descriptor):
     def set_features(self, labels: Sequence[tuple[int, int, int]], scale: Sequence[float]) -> None:
         """The features in order: ``labels`` (k, k', l) of each (channels, angular momentum) and
         their ``scale``."""
-        n_channels = len(self.species) * self.n_max
+        n_channels = len(self.channels) * self.n_max
         self.feature_scale = torch.tensor(scale, dtype=DTYPE)
         # into the flattened (l, K, K) products
         self.feature_index = torch.tensor([(l * n_channels + k) * n_channels + k2 for k, k2, l in labels])
@@ -98,7 +101,7 @@ class PowerSpectrum(Descriptor):
         The edges of each (center, neighbor species) are laid out in a zero-padded block, so the
         sum over neighbors is one batched matrix product per l.
         """
-        n_atoms, n_species, n_max = numbers.shape[0], len(self.species), self.n_max
+        n_atoms, n_species, n_max = numbers.shape[0], len(self.channels), self.n_max
         centers, neighbors = edge_index
         group = centers * n_species + self.species_index[numbers[neighbors]]  # (n_edges,)
         slot = slots_in_groups(group, n_atoms * n_species)
@@ -112,7 +115,9 @@ class PowerSpectrum(Descriptor):
             block = torch.bmm(padded_radial[:, l * n_max : (l + 1) * n_max], padded_harmonics[:, :, l * l : (l + 1) ** 2])
             result.append(block.reshape(n_atoms, n_species * n_max, 2 * l + 1))
         if self.center_weight:
-            own_species = torch.nn.functional.one_hot(self.species_index[numbers], n_species).to(DTYPE)
+            own = self.species_index[numbers]  # (n_atoms,) channel of the center's own element, -1 for none
+            present = ((own >= 0) & (self.center_index[numbers] >= 0)).to(DTYPE)  # non-centers get no Gaussian
+            own_species = torch.nn.functional.one_hot(own.clamp_min(0), n_species).to(DTYPE) * present[:, None]
             result[0] = result[0] + (own_species[:, :, None] * self.center_coefficients).reshape(n_atoms, -1, 1)
         return result
 
@@ -121,14 +126,38 @@ class PowerSpectrum(Descriptor):
         blocks = [torch.bmm(c, c.transpose(1, 2)).flatten(1) for c in coefficients]  # (n_atoms, K K) per l
         return torch.cat(blocks, dim=1)[:, self.feature_index] * self.feature_scale
 
+    def kept_edges(self, numbers: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor | None:
+        """``(e_kept,)`` edges from a center element to a neighbor element, or None if unrestricted."""
+        if self.centers is None and self.neighbors is None:
+            return None
+        keep = (self.center_index[numbers[edge_index[0]]] >= 0) & (self.species_index[numbers[edge_index[1]]] >= 0)
+        return torch.nonzero(keep).squeeze(1)
+
     def forward(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
+        kept = self.kept_edges(numbers, edge_index)
+        if kept is not None:
+            edge_index, edge_vectors = edge_index[:, kept], edge_vectors[kept]
         features = self.power_spectrum(self.coefficients(numbers, edge_index, *self.edge_terms(edge_vectors)))
         if self.normalize:
-            features = features / torch.linalg.norm(features, dim=1, keepdim=True)
+            squared = (features * features).sum(1, keepdim=True)  # (n_atoms, 1); zero rows stay zero
+            features = features / torch.sqrt(torch.where(squared > 0, squared, torch.ones_like(squared)))
         return features
 
     @torch.no_grad()
     def features_and_jacobian(
+        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`features_and_jacobian_of_edges` on the kept edges; the others keep zero rows."""
+        kept = self.kept_edges(numbers, edge_index)
+        if kept is None:
+            return self.features_and_jacobian_of_edges(numbers, edge_index, edge_vectors)
+        features, jacobian = self.features_and_jacobian_of_edges(numbers, edge_index[:, kept], edge_vectors[kept])
+        full = jacobian.new_zeros(edge_vectors.shape[0], self.n_features, 3)
+        full[kept] = jacobian
+        return features, full
+
+    @torch.no_grad()
+    def features_and_jacobian_of_edges(
         self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and their per-edge derivatives by the product rule, without a backward pass.
@@ -138,7 +167,7 @@ class PowerSpectrum(Descriptor):
         (dot over m), ``dphi_e`` (per Cartesian direction) from forward-mode differentiation of
         :meth:`edge_terms`.
         """
-        n_max, n_channels = self.n_max, len(self.species) * self.n_max
+        n_max, n_channels = self.n_max, len(self.channels) * self.n_max
         centers, neighbors = edge_index
         radial, harmonics = self.edge_terms(edge_vectors)
         coefficients = self.coefficients(numbers, edge_index, radial, harmonics)
@@ -159,6 +188,7 @@ class PowerSpectrum(Descriptor):
             jacobian[:, positions] = (first + second) * self.feature_scale[positions][:, None]
         if self.normalize:
             norms = torch.linalg.norm(features, dim=1, keepdim=True)
+            norms = torch.where(norms > 0, norms, torch.ones_like(norms))  # zero rows (non-centers) stay zero
             features = features / norms
             unit = features[centers]  # (n_edges, F)
             along = torch.einsum("ef,efx->ex", unit, jacobian)
@@ -202,7 +232,19 @@ class SOAP(PowerSpectrum):
     center_weight
         Weight of the center atom's own Gaussian (0 hides it).
     normalize
-        Scale each feature vector to unit length.
+        Scale each feature vector to unit length (an all-zero vector stays zero).
+    centers
+        Elements of ``species`` whose atoms get a power spectrum; any other atom's row (and
+        Jacobian) is all zero, so with the ``gap`` model's ``dot_product`` or ``linear`` kernel its
+        energy in this term is exactly 0. ``None`` (default): all.
+    neighbors
+        Elements of ``species`` whose densities are expanded (the species channels ``s``); the
+        center's own Gaussian is included only if its element is one of them. ``None``
+        (default): all. With ``centers: [Li]`` and ``neighbors: [C]`` each Li atom gets the
+        power spectrum of its C neighbors, equal to the unrestricted descriptor's C-C block; a Li
+        with no C within the cutoff gets an all-zero row (energy 0; with ``dot_product`` the
+        energy jumps when the first C enters the cutoff, so use it only where every center has
+        neighbors, as Li in a carbon host does).
     """
 
     def __init__(
@@ -215,6 +257,8 @@ class SOAP(PowerSpectrum):
         cutoff_power: float = 1.0,
         center_weight: float = 1.0,
         normalize: bool = False,
+        centers: Sequence[str] | None = None,
+        neighbors: Sequence[str] | None = None,
     ):
         super().__init__()
         self.species = normalize_species(species)
@@ -232,6 +276,9 @@ class SOAP(PowerSpectrum):
         self.n_max, self.l_max = n_max, l_max
         self.atom_sigma, self.cutoff_power = float(atom_sigma), float(cutoff_power)
         self.center_weight, self.normalize = float(center_weight), bool(normalize)
+        self.centers = element_subset(centers, self.species, "centers")
+        self.neighbors = element_subset(neighbors, self.species, "neighbors")
+        self.channels = self.neighbors or self.species  # species whose densities are expanded
 
         alphas, betas = gto_basis(self.cutoff, n_max, l_max)
         eta = 1.0 / (2.0 * self.atom_sigma**2)
@@ -241,10 +288,10 @@ class SOAP(PowerSpectrum):
         # block-diagonal (L k, L n) map from the Gaussians of each l to that l's radial functions
         self.radial_matrix = torch.block_diag(*torch.tensor(betas * prefactor[:, None, :], dtype=DTYPE).transpose(1, 2))
         l_prefactor = [math.pi * math.sqrt(8.0 / (2.0 * l + 1.0)) for l in range(l_max + 1)]
-        self.feature_labels = labels = [  # (a, b, l, n, n') of each feature, in DScribe's order
+        self.feature_labels = labels = [  # (a, b, l, n, n') of each feature (a, b channels), in DScribe's order
             (a, b, l, n, n2)
-            for a in range(len(self.species))
-            for b in range(a, len(self.species))
+            for a in range(len(self.channels))
+            for b in range(a, len(self.channels))
             for l in range(l_max + 1)
             for n in range(n_max)
             for n2 in range(n if a == b else 0, n_max)
@@ -254,11 +301,12 @@ class SOAP(PowerSpectrum):
         self.center_coefficients = self.radial(torch.zeros(1, dtype=DTYPE))[0, :n_max] * (
             self.center_weight / math.sqrt(4.0 * math.pi)
         )  # (n_max,)
-        self.register_buffer("species_index", species_lookup(self.species), persistent=False)
+        self.register_buffer("species_index", species_lookup(self.channels), persistent=False)  # -1: no channel
+        self.register_buffer("center_index", species_lookup(self.centers or self.species), persistent=False)
 
     @property
     def n_features(self) -> int:
-        n_species = len(self.species)
+        n_species = len(self.channels)
         same = n_species * self.n_max * (self.n_max + 1) // 2
         cross = n_species * (n_species - 1) // 2 * self.n_max**2
         return (same + cross) * (self.l_max + 1)
@@ -273,11 +321,13 @@ class SOAP(PowerSpectrum):
             "cutoff_power": self.cutoff_power,
             "center_weight": self.center_weight,
             "normalize": self.normalize,
+            "centers": list(self.centers) if self.centers is not None else None,
+            "neighbors": list(self.neighbors) if self.neighbors is not None else None,
         }
 
     def describe(self) -> list[str]:
         return [
-            f"SOAP[{self.species[a]}-{self.species[b]}](l={l},n={n},n'={n2})" for a, b, l, n, n2 in self.feature_labels
+            f"SOAP[{self.channels[a]}-{self.channels[b]}](l={l},n={n},n'={n2})" for a, b, l, n, n2 in self.feature_labels
         ]
 
     def radial(self, squared_distances: torch.Tensor) -> torch.Tensor:

@@ -125,6 +125,8 @@ class SOAPQuip(PowerSpectrum):
     ):
         super().__init__()
         self.species = normalize_species(species)
+        self.centers = self.neighbors = None  # QUIP's every-species density around every center
+        self.channels = self.species
         self.cutoff = check_cutoff(cutoff, self.species, "cutoff")
         if not isinstance(n_max, int) or not 1 <= n_max <= 30:
             raise ConfigError(f"descriptor.n_max must be an integer from 1 to 30, got {n_max!r}")
@@ -154,6 +156,7 @@ class SOAPQuip(PowerSpectrum):
         ]
         self.set_features(labels, [(math.sqrt(2.0) if k != k2 else 1.0) / math.sqrt(2.0 * l + 1.0) for k, k2, l in labels])
         self.register_buffer("species_index", species_lookup(self.species), persistent=False)
+        self.register_buffer("center_index", species_lookup(self.species), persistent=False)
 
     @property
     def n_features(self) -> int:

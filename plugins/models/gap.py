@@ -374,6 +374,11 @@ class GAPModel(Model):
             if rows.numel() == 0:
                 logger.warning("no %s environments in the training data: %s atoms get only their reference energy", symbol, symbol)
                 continue
+            if self.kernel != "squared_exponential":  # an all-zero row (an element a restricted descriptor skips) has zero kernel
+                rows = rows[x[rows].abs().amax(dim=1) > 0]
+                if rows.numel() == 0:
+                    logger.info("%s atoms have no features in this term (energy 0): no %s sparse points", symbol, symbol)
+                    continue
             if settings.sparse_method == "basis":
                 basis.append(k)
                 continue
