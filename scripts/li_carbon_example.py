@@ -33,10 +33,7 @@ Units: Å, eV, K, fs, g/cm^3; intercalation energies in eV per Li, errors in meV
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -51,6 +48,7 @@ from pesmith import ase_files
 from pesmith.analysis.rdf import coordination_numbers, rdf
 from pesmith.analysis.vibrations import vdos
 from pesmith.atomic_io import atomic_path, write_json_atomic, write_text_atomic
+from pesmith.cli.common import run_stages as study_stages, stages_summary
 from pesmith.config import (
     DataSettings, ModelBaselineSettings, PluginSettings, TermSettings, TrainConfig, check_plugin_options,
     check_potential_sections, parse_config, resolve_path, term_sections, validate_section,
@@ -652,38 +650,12 @@ STAGES: list[tuple[str, Callable[[LiCarbonConfig, Registry], dict[str, Any]]]] =
 def run_stages(config: LiCarbonConfig, registry: Registry, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every stage whose ``<output>/<stage>.json`` does not exist yet; write the stage's
     file, then ``results.json`` and ``summary.md`` with every finished stage. Returns the results."""
-    config.output.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {}
-    for name, stage in STAGES:
-        done = config.output / f"{name}.json"
-        if done.exists():
-            results[name] = json.loads(done.read_text())
-            echo(f"{name}: done before ({results[name]['time_s']:.0f} s), skipped")
-            continue
-        echo(f"{name}: running")
-        started, load = time.perf_counter(), os.getloadavg()[0]
-        result = stage(config, registry)
-        result["time_s"] = round(time.perf_counter() - started, 1)
-        result["load_1min"] = [load, os.getloadavg()[0]]  # of the machine, at the start and the end: shared cores run slower
-        write_json_atomic(done, result)
-        results[name] = json.loads(done.read_text())
-        write_json_atomic(config.output / "results.json", results)
-        write_text_atomic(config.output / "summary.md", summary(results))
-        echo(f"{name}: {result['time_s']:.0f} s")
-    write_json_atomic(config.output / "results.json", results)
-    write_text_atomic(config.output / "summary.md", summary(results))
-    return results
+    return study_stages(STAGES, config, registry, config.output, summary, echo)
 
 
 def summary(results: dict[str, Any]) -> str:
     """The finished stages' times and main numbers as markdown."""
-    lines = ["# Li in carbon example", "", "| stage | time (s) | load (1 min, start-end) | result |", "|---|---|---|---|"]
-    for name, _ in STAGES:
-        if name in results:
-            r = results[name]
-            lines.append(f"| {name} | {r['time_s']:.0f} | {r['load_1min'][0]:.1f}-{r['load_1min'][1]:.1f} | {_headline(name, r)} |")
-    lines.append(f"| total | {sum(r['time_s'] for r in results.values()):.0f} | | |")
-    return "\n".join(lines) + "\n"
+    return stages_summary("Li in carbon example", STAGES, results, _headline)
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
