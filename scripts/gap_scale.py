@@ -13,7 +13,7 @@ the peak resident memory of the training process (GB) and the training errors::
     python scripts/gap_scale.py --structures 1000 --n-sparse 2000 --memory-gb 12
 
 Measured (2026-12-07, 2 threads, machine shared with two niced jobs): 1,000 structures, 30,000
-atoms, n_sparse 2000: 494 s wall (featurization 108 s, fit 343 s), peak RSS 11.6 GB with the
+atoms, n_sparse 2000: 494 s wall (featurization 108 s, fit 343 s), peak RSS 11.6 GiB (12.4 GB) with the
 derivatives in memory (12 GB budget); training errors 0.32 meV/atom, 0.011 eV/Å.
 
 This is a capacity check, not a benchmark against gap_fit (``scripts/bench_gap.py`` is): gap_fit
@@ -99,7 +99,7 @@ def main() -> None:
         started = time.perf_counter()
         subprocess.run([str(Path(sys.executable).with_name("pesmith")), "train", str(config)], check=True)
         wall = time.perf_counter() - started
-        peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2  # KB on Linux
+        peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9  # KB on Linux; GB = 1e9 bytes
         report = json.loads((workdir / "gap_report.json").read_text())
     n_atoms = sum(len(a) for a in frames)
     result = {
