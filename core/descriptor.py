@@ -80,6 +80,23 @@ class Descriptor(torch.nn.Module, ABC):
         jacobian = torch.stack(columns, dim=1) if columns else vectors.new_zeros(vectors.shape[0], 0, 3)
         return features.detach(), jacobian
 
+    def pair_features(self, center: int, neighbor: int, distances: torch.Tensor) -> torch.Tensor:
+        """``(n, F)`` features of an atom of atomic number ``center`` whose only neighbor, of
+        atomic number ``neighbor``, is at each of ``distances`` ``(n,)`` (Å).
+
+        For a pair-additive descriptor (``distance_2b``) these are the contributions of single
+        pairs, the sparse points of gap_fit's 2-body GP; computed by :meth:`forward` on ``n``
+        separate two-atom pieces, so every descriptor has them.
+        """
+        n = distances.shape[0]
+        numbers = torch.tensor([center, neighbor], dtype=torch.int64).repeat(n)  # (2n,)
+        centers = 2 * torch.arange(n)
+        edge_index = torch.stack([centers, centers + 1])  # (2, n), sorted by center
+        vectors = torch.zeros(n, 3, dtype=distances.dtype)
+        vectors[:, 0] = distances
+        with torch.no_grad():
+            return self(numbers, edge_index, vectors)[centers]
+
     def featurize(self, batch: Batch) -> torch.Tensor:
         """(n_atoms, n_features) features of a :class:`Batch`, after checking its elements."""
         self.check_numbers(batch.numbers)

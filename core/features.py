@@ -60,6 +60,7 @@ class FeatureSet:
     jacobian_rows: torch.Tensor | None = None  # (n_structures,) each structure's number in the store
     chunk_edges: int = 1 << 62  # most edges per chunk and minibatch part (the memory budget)
     config_types: tuple[str | None, ...] | None = None  # (n_structures,) atoms.info["config_type"]; None: not recorded
+    descriptor: Descriptor | None = None  # what made the features: a model may turn geometry into features (GAP's pair sparse points)
 
     @property
     def n_structures(self) -> int:
@@ -110,6 +111,7 @@ class FeatureSet:
             edge_offsets=_offsets(n_edges),
             chunk_edges=self.chunk_edges,
             config_types=tuple(self.config_types[r] for r in rows.tolist()) if self.config_types is not None else None,
+            descriptor=self.descriptor,
         )
         if self.jacobian is not None:
             subset.jacobian, subset.jacobian_rows = self.jacobian, self.jacobian_rows[rows]
@@ -233,6 +235,7 @@ def featurize_dataset(
         jacobian_rows=torch.arange(len(dataset)) if store is not None else None,
         chunk_edges=chunk_edges,
         config_types=tuple(dataset.config_types),
+        descriptor=descriptor,
     )
 
 
@@ -282,6 +285,7 @@ def concatenate_feature_sets(sets: Sequence[FeatureSet]) -> FeatureSet:
         edge_offsets=_offsets(torch.cat([s.edges_per_structure for s in sets])),
         chunk_edges=min(s.chunk_edges for s in sets),
         config_types=tuple(t for s in sets for t in (s.config_types or (None,) * s.n_structures)),
+        descriptor=sets[0].descriptor,
     )
     if sets[0].jacobian is not None:
         combined.jacobian = ConcatenatedJacobian([_RowView(s.jacobian, s.jacobian_rows) for s in sets])

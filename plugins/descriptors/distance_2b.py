@@ -7,7 +7,7 @@ kernel of length ``theta``, Å; smooth cutoff ``fc``). Here each atom gets half 
     q_{i,(c,k)} = 1/2 sum_{j of element c, r_ij < r_c} fc(r_ij) phi_k(r_ij),
     phi_k(r) = (h / (w sqrt(pi)))^(1/2) exp(-(r - mu_k)^2 / (2 w^2)),   w = theta / sqrt(2),
 
-on a uniform grid ``mu_k`` of spacing ``h = theta / 2`` from ``r_min - 5 w`` to ``r_c + 5 w``
+on a uniform grid ``mu_k`` of spacing ``h`` (default ``theta / 2``) from ``r_min - 5 w`` to ``r_c + 5 w``
 (Å), one block of the grid per neighbor element ``c``. With the ``gap`` model's ``linear``
 kernel (``delta^2 q . q'``) an atom's energy is ``1/2 sum_j g_{Z_i Z_j}(r_ij)`` and the
 structure's ``E_2b = sum_{i<j} (g_{Z_i Z_j} + g_{Z_j Z_i})(r_ij) / 2``, a sum over pairs of GPs in
@@ -16,8 +16,12 @@ the pair distance whose kernel is
     delta^2 fc(r) fc(r') sum_k phi_k(r) phi_k(r') = delta^2 fc(r) fc(r') exp(-(r - r')^2 / (2 theta^2)) S((r + r') / 2),
 
 with ``S = 1`` to within 1e-8 for ``r_min <= (r + r') / 2 <= r_c`` (Poisson summation: the
-ripple of a sum of Gaussians of width ``w / sqrt(2)`` on a grid of spacing ``h = w / sqrt(2)``
-is ``2 exp(-2 pi^2) = 5e-9``). This is gap_fit's kernel in its feature-space form (a finite
+ripple of a sum of Gaussians of width ``w / sqrt(2)`` on a grid of spacing ``h`` is
+``2 exp(-pi^2 w^2 / h^2)``, ``5e-9`` at ``h = theta / 2``, below float64's 1e-16 at
+``h = theta / 3``). The finer grid matters when the sparse points are many close pair
+distances (the ``gap`` model's ``sparse_method: uniform``, gap_fit's own 2-body sparse points):
+their ``K_MM`` is then ill-conditioned, ``alpha`` large, and a 5e-9 kernel error can reach
+1e-4 eV/atom in the energies. This is gap_fit's kernel in its feature-space form (a finite
 basis of ``n_grid`` Gaussians per element pair), so the GAP machinery (sparse points, forces,
 virials, uncertainty) applies unchanged. The prior standard deviation of a like-element pair
 energy is ``delta`` eV, of an unlike pair ``delta / sqrt(2)`` (the mean of two independent GPs).
@@ -78,6 +82,9 @@ class Distance2b(Descriptor):
         Width ``d`` of the cosine switch below the cutoff, Å (gap_fit's default 0.5).
     r_min
         Shortest distance at which the kernel is exact, Å; below it the prior variance decays.
+    grid_spacing
+        Spacing ``h`` of the Gaussians, Å; default ``theta / 2`` (kernel exact to 5e-9);
+        ``theta / 3`` makes it exact to float64 precision at 1.5x the features.
     pairs
         Unordered element pairs whose distances the term sees, e.g. ``[["C", "Li"]]``; ``None``
         (default) all pairs of ``species``.
@@ -86,7 +93,8 @@ class Distance2b(Descriptor):
     ------
     ConfigError
         A non-positive ``theta``, a transition width outside ``(0, cutoff]``, ``r_min``
-        outside ``[0, cutoff)``, or a pair that is not two elements of ``species``.
+        outside ``[0, cutoff)``, ``grid_spacing`` outside ``(0, theta / 2]``, or a pair that is
+        not two elements of ``species``.
     """
 
     def __init__(
@@ -97,6 +105,7 @@ class Distance2b(Descriptor):
         cutoff_transition_width: float = 0.5,
         r_min: float = 0.5,
         pairs: Sequence[Sequence[str]] | None = None,
+        grid_spacing: float | None = None,
     ):
         super().__init__()
         self.species = normalize_species(species)
@@ -111,7 +120,13 @@ class Distance2b(Descriptor):
             raise ConfigError(f"descriptor.r_min must be in [0, cutoff = {self.cutoff}) Å, got {r_min!r}")
         self.theta, self.transition, self.r_min = float(theta), float(cutoff_transition_width), float(r_min)
         self.width = self.theta / math.sqrt(2.0)  # w, Å
-        spacing = self.theta / 2.0  # h, Å
+        spacing = self.theta / 2.0 if grid_spacing is None else grid_spacing  # h, Å
+        if not 0 < spacing <= self.theta / 2.0:
+            raise ConfigError(
+                f"descriptor.grid_spacing must be in (0, theta / 2 = {self.theta / 2.0:g}] Å (coarser grids do not"
+                f" reproduce the kernel), got {grid_spacing!r}"
+            )
+        self.grid_spacing = float(spacing)
         start, stop = self.r_min - GRID_MARGIN * self.width, self.cutoff + GRID_MARGIN * self.width
         n_grid = int(math.ceil((stop - start) / spacing)) + 1
         self.register_buffer("centers", start + spacing * torch.arange(n_grid, dtype=DTYPE), persistent=False)  # (K,) Å
@@ -146,6 +161,7 @@ class Distance2b(Descriptor):
             "cutoff_transition_width": self.transition,
             "r_min": self.r_min,
             "pairs": [list(p) for p in self.pairs] if self.pairs is not None else None,
+            "grid_spacing": self.grid_spacing,
         }
 
     def describe(self) -> list[str]:

@@ -60,6 +60,7 @@ from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
+from ase.data import atomic_numbers
 from pydantic import Field
 
 from pesmith.descriptor import species_lookup
@@ -72,7 +73,15 @@ from pesmith.structures import DTYPE
 from .gap_derivatives import force_and_virial_rows, force_prior_variance
 from .gap_fit import ConfigTypeSigma
 from .gap_solve import fit_jointly
-from .sparsify import SparseMethod, read_sparse_index, select_sparse, sparse_file_path, write_sparse_index
+from .sparsify import (
+    SparseMethod,
+    read_sparse_index,
+    select_sparse,
+    select_uniform,
+    sparse_file_path,
+    write_sparse_index,
+    write_sparse_values,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,16 +96,22 @@ class GAPSettings(FitSettings):
     of several terms may set its own ``n_sparse``, ``sparse_method`` and ``jitter``
     (``terms[k].training``); the sigmas are the observations' and so shared."""
 
-    term_keys: ClassVar[tuple[str, ...]] = ("n_sparse", "sparse_method", "jitter", "sparse_file", "write_sparse_index")
-    path_keys: ClassVar[tuple[str, ...]] = ("sparse_file", "write_sparse_index")
+    term_keys: ClassVar[tuple[str, ...]] = ("n_sparse", "sparse_method", "jitter", "sparse_file", "write_sparse_index", "write_sparse_values")
+    path_keys: ClassVar[tuple[str, ...]] = ("sparse_file", "write_sparse_index", "write_sparse_values")
 
-    n_sparse: int = Field(100, ge=1, description="sparse points per element (at most its number of training environments)")
-    sparse_method: SparseMethod | Literal["basis", "file"] = Field(
+    n_sparse: int = Field(
+        100,
+        ge=1,
+        description="sparse points per element (at most its number of training environments); with sparse_method"
+        " uniform, per pair of center and neighbor element (at most its number of training pairs)",
+    )
+    sparse_method: SparseMethod | Literal["basis", "file", "uniform"] = Field(
         "cur",
         description="how sparse points are chosen: cur, fps (furthest point) or random environments; file: the"
         " environments listed in sparse_file; or, with kernel linear only, basis: the unit vectors of the feature"
         " space, one set per element (n_sparse is then the number of features; with distance_2b, the grid of"
-        " Gaussians in r, like gap_fit's uniform sparse points)",
+        " Gaussians in r), or uniform: gap_fit's 2-body sparse points, pair distances of the training data spread"
+        " evenly over their range, each the features of an atom with that one neighbor (for distance_2b)",
     )
     sparse_file: str | None = Field(
         None,
@@ -109,6 +124,13 @@ class GAPSettings(FitSettings):
         None,
         description="write the chosen sparse points as gap_fit index files (the sparse_file format, like gap_fit's"
         " print_sparse_index) to this path, {element} and relative paths as in sparse_file",
+    )
+    write_sparse_values: str | None = Field(
+        None,
+        description="with sparse_method uniform: write the chosen pair distances as gap_fit's sparse_file for its"
+        " sparse_method=file (per point its cutoff weight, then the distance, one number per line), so gap_fit fits"
+        " on the same sparse points; {element} stands for the pair of center and neighbor element, e.g. LiSi"
+        " (required with several), a relative path is taken from the config's folder",
     )
     sigma_energy: float = Field(
         0.002, gt=0, description="energy noise per atom, eV/atom; a structure of N atoms gets sigma_energy * sqrt(N) eV"
@@ -365,8 +387,19 @@ class GAPModel(Model):
                 "training.sparse_file and training.sparse_method file go together: set both (sparse_method: file,"
                 f" sparse_file: PATH) or neither (got sparse_method {settings.sparse_method}, sparse_file {settings.sparse_file!r})"
             )
-        if settings.write_sparse_index is not None and settings.sparse_method == "basis":
-            raise ConfigError("training.write_sparse_index needs environments as sparse points, not sparse_method basis")
+        if settings.write_sparse_index is not None and settings.sparse_method in ("basis", "uniform"):
+            raise ConfigError(
+                f"training.write_sparse_index needs environments as sparse points, not sparse_method {settings.sparse_method}"
+                + (" (write_sparse_values writes its pair distances)" if settings.sparse_method == "uniform" else "")
+            )
+        if settings.write_sparse_values is not None and settings.sparse_method != "uniform":
+            raise ConfigError(
+                f"training.write_sparse_values writes pair distances, the sparse points of sparse_method uniform, not"
+                f" {settings.sparse_method}; use write_sparse_index for environments"
+            )
+        if settings.sparse_method == "uniform":
+            self._choose_pair_points(data, settings, rng)
+            return
         n_present = int((torch.bincount(index, minlength=len(self.species)) > 0).sum())
         chosen, basis = [], []
         for k, symbol in enumerate(self.species):
@@ -406,6 +439,67 @@ class GAPModel(Model):
         self.sparse_points = x[chosen_rows].clone()
         self.sparse_species = index[chosen_rows].clone()
         self.alpha = torch.zeros(len(chosen_rows), dtype=DTYPE)
+
+    def _choose_pair_points(self, data: FeatureSet, settings: GAPSettings, rng: np.random.Generator) -> None:
+        """gap_fit's uniform sparse points of a 2-body term: for each pair of center and neighbor
+        element, ``settings.n_sparse`` of the training pair distances (edges within the
+        descriptor's cutoff, in training order) spread evenly over their range
+        (:func:`.sparsify.select_uniform`); a sparse point is the features of a center atom whose
+        only neighbor is that pair (:meth:`~pesmith.descriptor.Descriptor.pair_features`).
+
+        With ``distance_2b`` and this model's ``linear`` kernel, ``K_MM`` and ``K_NM`` are then
+        gap_fit's for its ``distance_2b`` with ``delta`` half this model's (gap_fit counts each pair
+        twice, once from each atom; pesmith shares it half and half), to within the descriptor's
+        1e-8 basis error, for pairs of like elements.
+
+        Raises
+        ------
+        ConfigError
+            Another kernel than linear; ``write_sparse_values`` with a descriptor without gap_fit's
+            cutoff weight, or without ``{element}`` for several element pairs.
+        DataError
+            ``n_sparse`` exceeds the training pairs of an element pair.
+        """
+        if self.kernel != "linear":
+            raise ConfigError(
+                f"training.sparse_method uniform chooses pair distances and needs model.kernel linear (a pair-additive"
+                f" term such as distance_2b), not {self.kernel}; choose cur, fps or random"
+            )
+        descriptor = data.descriptor
+        if descriptor is None:
+            raise ValueError("sparse_method uniform needs the feature set's descriptor (FeatureSet.descriptor)")
+        weight = getattr(descriptor, "cutoff_function", None)
+        if settings.write_sparse_values is not None and weight is None:
+            raise ConfigError(
+                f"training.write_sparse_values needs a descriptor with gap_fit's cutoff weight per pair (distance_2b),"
+                f" not {type(descriptor).__name__}"
+            )
+        distances = data.edge_vectors.norm(dim=1)  # (n_edges,) Å
+        species = self.lookup[data.numbers]
+        center, neighbor = species[data.edge_index[0]], species[data.edge_index[1]]
+        blocks = []  # (center index, neighbor index, edges in training order)
+        for a, b in ((a, b) for a in range(len(self.species)) for b in range(len(self.species))):
+            edges = torch.nonzero((center == a) & (neighbor == b) & (distances < descriptor.cutoff)).squeeze(1)
+            numbers = (atomic_numbers[self.species[a]], atomic_numbers[self.species[b]])
+            if edges.numel() and descriptor.pair_features(*numbers, distances[edges[:1]]).abs().amax() > 0:
+                blocks.append((a, b, edges))  # a pair the descriptor leaves out has all-zero features
+        points, owners = [], []
+        for a, b, edges in blocks:
+            name = f"{self.species[a]}{self.species[b]}"
+            if settings.n_sparse > edges.numel():
+                raise DataError(
+                    f"training.n_sparse {settings.n_sparse} exceeds the {edges.numel()} {self.species[a]}-{self.species[b]}"
+                    f" pairs of the training data; set training.n_sparse to at most {edges.numel()} or add structures"
+                )
+            chosen = distances[edges[torch.as_tensor(select_uniform(distances[edges].numpy(), settings.n_sparse, rng))]]
+            points.append(descriptor.pair_features(atomic_numbers[self.species[a]], atomic_numbers[self.species[b]], chosen))
+            owners.append(torch.full((len(chosen),), a, dtype=torch.int64))
+            if settings.write_sparse_values is not None:
+                path = sparse_file_path(settings.write_sparse_values, name, len(blocks), "training.write_sparse_values")
+                write_sparse_values(path, weight(chosen).numpy(), chosen.numpy())
+        self.sparse_points = torch.cat(points) if points else torch.zeros(0, self.n_features, dtype=DTYPE)
+        self.sparse_species = torch.cat(owners) if owners else torch.zeros(0, dtype=torch.int64)
+        self.alpha = torch.zeros(self.sparse_points.shape[0], dtype=DTYPE)
 
     def force_rows(self, part: FeatureSet, block_edges: int) -> torch.Tensor:
         """``(n_atoms, 3, M)`` derivatives of the forces (eV/Å) with respect to ``alpha``: the

@@ -1,4 +1,5 @@
-"""Choosing the sparse points of a sparse Gaussian process: CUR, furthest-point, uniform random.
+"""Choosing the sparse points of a sparse Gaussian process: CUR, furthest-point, uniform random,
+and gap_fit's ``uniform`` grid over a scalar (the pair distances of a 2-body term).
 
 Each selector takes the environments of one element as rows of ``x`` ``(n, F)`` (already in the
 space the kernel sees: standardized features for a squared-exponential kernel, unit-normalised
@@ -20,6 +21,7 @@ from typing import Literal
 
 import numpy as np
 
+from pesmith.atomic_io import write_text_atomic
 from pesmith.errors import ConfigError
 
 SparseMethod = Literal["cur", "fps", "random"]
@@ -81,6 +83,29 @@ def _cur(x: np.ndarray, n_sparse: int, rng: np.random.Generator) -> np.ndarray:
     return rng.choice(x.shape[0], size=n_sparse, replace=False, p=probability / probability.sum())
 
 
+def select_uniform(values: np.ndarray, n_sparse: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_sparse`` distinct indices of ``values`` ``(n,)`` spread evenly over their range, sorted:
+    gap_fit's ``sparse_method=uniform`` for a one-dimensional descriptor (its ``select_uniform``).
+
+    The range from the smallest to the largest value is cut into ``n_sparse`` bins centred on
+    an even grid (bin ``round((v - min) / (max - min) (n_sparse - 1))``); the first value of each
+    bin in the given order is taken, then, while points are missing, one more not yet taken from
+    a non-empty bin drawn at random (uniformly over the bins that still have one, then uniformly
+    within it).
+    """
+    n = values.shape[0]
+    assert 1 <= n_sparse <= n, (n_sparse, n)
+    low, span = float(values.min()), float(values.max() - values.min())
+    bins = np.rint((values - low) / span * (n_sparse - 1)).astype(np.int64) if span > 0 else np.zeros(n, dtype=np.int64)
+    _, first = np.unique(bins, return_index=True)  # the first value of each non-empty bin
+    taken = np.zeros(n, dtype=bool)
+    taken[first[:n_sparse]] = True
+    while taken.sum() < n_sparse:  # O(n) per point: fine for the tens of points of a 2-body term
+        bin_ = rng.choice(np.unique(bins[~taken]))
+        taken[rng.choice(np.flatnonzero((bins == bin_) & ~taken))] = True
+    return np.flatnonzero(taken)
+
+
 def sparse_file_path(template: str, element: str, n_elements: int, key: str) -> Path:
     """The file of ``element``'s sparse indices: ``template`` with ``{element}`` replaced by its
     symbol (required when ``n_elements`` > 1 elements have sparse points; ``key`` names the setting)."""
@@ -88,7 +113,7 @@ def sparse_file_path(template: str, element: str, n_elements: int, key: str) -> 
         if n_elements > 1:
             raise ConfigError(
                 f"{key} {template!r} must contain {{element}} (e.g. sparse_{{element}}.idx): the training data has"
-                f" {n_elements} elements, each with its own sparse points and index file"
+                f" {n_elements} elements (or element pairs), each with its own sparse points and file"
             )
         return Path(template)
     return Path(template.replace("{element}", element))
@@ -123,7 +148,16 @@ def read_sparse_index(path: Path, n_environments: int, key: str) -> np.ndarray:
     return unique - 1
 
 
+def write_sparse_values(path: Path, cutoffs: np.ndarray, values: np.ndarray) -> None:
+    """Write sparse points as gap_fit's sparse file of descriptor values (its
+    ``sparse_method=file``): for each point its cutoff weight ``cutoffs`` (dimensionless), then its
+    descriptor values (the rows of ``values`` ``(M, d)``), one number per line, full precision."""
+    rows = np.column_stack([cutoffs, values.reshape(len(cutoffs), -1)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, "".join(f"{v!r}\n" for v in rows.ravel().tolist()))
+
+
 def write_sparse_index(path: Path, rows: np.ndarray) -> None:
     """Write 0-based ``rows`` as a gap_fit index file (1-based, one per line, sorted)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{int(r) + 1}\n" for r in np.sort(rows)))
+    write_text_atomic(path, "".join(f"{int(r) + 1}\n" for r in np.sort(rows)))
