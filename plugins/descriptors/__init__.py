@@ -22,3 +22,5 @@ def pesmith_register_descriptors(register: Callable[..., None]) -> None:
              "GAP's 2-body term: half sums of smooth-cutoff Gaussians of the pair distances (Å), per neighbor element.")
     register("angle_3b", "pesmith.plugins.descriptors.angle_3b:Angle3b",
              "GAP's 3-body term: sums over neighbor pairs of a Gaussian product basis in (r_ij + r_ik, (r_ij - r_ik)^2, r_jk), per neighbor-element pair.")
+    register("bispectrum", "pesmith.plugins.descriptors.bispectrum:Bispectrum",
+             "SNAP's bispectrum components, equal to LAMMPS ``compute sna/atom``.")
