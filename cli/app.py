@@ -16,7 +16,7 @@ from pesmith.errors import PesmithError
 from pesmith.registry import default_registry
 from pesmith.threads import prefer_passive_waiting
 
-from . import analyze, evaluate, hull, label, md, neb, plugins, relax, search, train, vacancy, validate
+from . import analyze, evaluate, export, hull, label, md, neb, plugins, relax, search, train, vacancy, validate
 from .common import EXIT_USER_ERROR
 
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     neb.add_parser(verbs)
     vacancy.add_parser(verbs)
     analyze.add_parser(verbs)
+    export.add_parser(verbs)
     return parser
 
 

@@ -84,3 +84,32 @@ def forces_in_ase_frame(lmp: Any, prism: Prism, n_atoms: int) -> np.ndarray:
     forces = np.array(lmp.numpy.extract_atom("f"), dtype=np.float64)[:n_atoms]
     ids = np.array(lmp.numpy.extract_atom("id"))[:n_atoms]
     return prism.vector_to_ase(forces[np.argsort(ids)])
+
+
+EV_PER_A3_IN_BAR = 1.602176634e6  # 1 eV/Å^3 in bar (LAMMPS metal units' pressure)
+
+
+def evaluate_in_lammps(atoms: Atoms, species: Sequence[str], pair_commands: str, cmdargs: Sequence[str] = ()) -> dict[str, Any]:
+    """Energy (eV), forces (eV/Å, ASE frame and atom order) and, for a periodic cell, stress (eV/Å^3,
+    ASE's Voigt order xx yy zz yz xz xy, ASE's sign: the negative of the virial pressure) of
+    ``atoms`` under ``pair_commands`` (``pair_style`` and ``pair_coeff`` lines), from a LAMMPS
+    ``run 0``. Under ``mpiexec`` every rank gets the gathered results."""
+    lmp, prism = open_lammps(
+        atoms, species,
+        f"{pair_commands}\ncompute virial all pressure NULL virial\n"
+        "thermo_style custom step pe c_virial[1] c_virial[2] c_virial[3] c_virial[4] c_virial[5] c_virial[6]\nrun 0",
+        cmdargs,
+    )
+    try:
+        energy = float(lmp.get_thermo("pe"))
+        forces = np.array(lmp.gather_atoms("f", 1, 3), dtype=np.float64).reshape(-1, 3)
+        result: dict[str, Any] = {"energy": energy, "forces": prism.vector_to_ase(forces)}
+        if atoms.pbc.all():
+            virial = lmp.numpy.extract_compute("virial", 0, 1)  # global vector: xx yy zz xy xz yz, bar
+            xx, yy, zz, xy, xz, yz = (float(v) for v in virial[:6])
+            pressure = prism.tensor2_to_ase(np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]]))
+            stress = -pressure / EV_PER_A3_IN_BAR
+            result["stress"] = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+        return result
+    finally:
+        lmp.close()
