@@ -86,7 +86,8 @@ def check_exportable(potential: Potential, source: str = "the model") -> str:
 
 def export_lammps(potential: Potential, folder: Path, source: str = "the model") -> LammpsExport:
     """Write the ML-IAP model and descriptor files of ``potential`` and an input snippet
-    (``units metal``, ``pair_style``, ``pair_coeff``) into ``folder``; see :func:`check_exportable`."""
+    (``pair_style``, ``pair_coeff``; for ``include`` in a LAMMPS input in ``units metal``) into
+    ``folder``; see :func:`check_exportable`."""
     kind = check_exportable(potential, source)
     folder.mkdir(parents=True, exist_ok=True)
     descriptor_path, model_path, snippet_path = (folder / name for name in (DESCRIPTOR_FILE, MODEL_FILE, INPUT_FILE))
@@ -99,8 +100,8 @@ def export_lammps(potential: Potential, folder: Path, source: str = "the model")
     )
     write_text_atomic(
         snippet_path,
-        f"# pesmith model {source}, exported for LAMMPS's ML-IAP (atom types 1..{len(potential.species)} = {species})\n"
-        f"units metal\n{commands}",
+        f"# pesmith model {source} for LAMMPS's ML-IAP: include this after the box is defined, in units metal,\n"
+        f"# with atom types 1..{len(potential.species)} = {species}\n{commands}",
     )
     return LammpsExport(model_path, descriptor_path, snippet_path, commands)
 
