@@ -1,46 +1,49 @@
-"""pesmith's ``gap`` model against QUIP's ``gap_fit`` on the bundled mlearn Si data: one SOAP term.
+"""pesmith's ``gap`` model against QUIP's ``gap_fit`` on the bundled mlearn Si data: 2b + SOAP.
 
 Both fit the same training structures (the 90 % of ``data/mlearn/Si_train.xyz`` that
-``configs/si_gap.yaml`` trains on; the other 10 % are the test set) with the same
-hyper-parameters: SOAP cutoff 5 Å, n_max 8, l_max 6, atom_sigma 0.5 Å, dot-product kernel with
-zeta 4, delta 1 eV, ``--n-sparse`` CUR sparse points (each code its own selection), sigma
-2 meV/atom (per atom, as gap_fit's ``sigma_per_atom``) and 0.1 eV/Å, jitter 1e-8, and pesmith's
-per-element reference energies as gap_fit's ``e0``. The two SOAP implementations differ (radial
-basis, cutoff function), so predictions are compared by their errors, not to each other::
+``configs/si_gap.yaml`` trains on; the other 10 % are the test set) with the same terms and
+hyper-parameters, fitted jointly as one sparse GP:
+
+* 2b: gap_fit's ``distance_2b`` (cutoff 5 Å, cosine switch over 0.5 Å, squared-exponential kernel
+  of length theta 0.5 Å, delta 5 eV) with 20 sparse pair distances (``sparse_method=uniform``);
+  in pesmith the ``distance_2b`` descriptor (grid spacing theta / 3, exact to float64) with the
+  ``linear`` kernel, delta 10 eV (gap_fit counts each pair from both atoms, pesmith half from
+  each) and ``sparse_method: uniform`` (gap_fit's ``select_uniform`` on the pair distances);
+* SOAP: QUIP's ``soap`` (pesmith's ``soap_quip``: cutoff 5 Å, cosine switch over 1 Å, n_max 8,
+  l_max 6, atom_sigma 0.5 Å), dot-product kernel with zeta 4, delta 1 eV, ``--n-sparse`` CUR points;
+* sigma 2 meV/atom (per atom, as gap_fit's ``sigma_per_atom``) and 0.1 eV/Å, sparse jitter 1e-8
+  eV^2 (pesmith's jitter is relative to delta^2: 1e-8 / 100 for the 2b term), no core repulsion,
+  pesmith's per-element reference energies as gap_fit's ``e0``.
+
+Without ``--same-sparse`` each code chooses its own sparse points; with it gap_fit reads
+pesmith's: the 2b pair distances as a ``sparse_method=file`` file (``training.write_sparse_values``)
+and the SOAP environments as a ``sparse_method=index_file`` file (``training.write_sparse_index``),
+so both fit the same GP and their predictions must agree::
 
     pip install "pesmith[bench]"    # quippy-ase: gap_fit and quippy, for this benchmark only
-    python scripts/bench_gap.py --n-sparse 500
+    python scripts/bench_gap.py --same-sparse --n-sparse 1000 --memory-gb 1.0
+    python scripts/bench_gap.py --n-sparse 1000 --memory-gb 1.0
 
 Each fit runs in its own process on one thread. Prints energy (meV/atom) and force (eV/Å)
 RMSE on the test set, fit time (s, descriptors included), predict time (ms/atom, energy and
 forces one structure at a time) and peak resident memory of the fit (GB), with the ratios
-pesmith / gap_fit; writes JSON.
+pesmith / gap_fit, and the RMS and largest difference of the two codes' test predictions; writes
+JSON. ``--memory-gb`` is pesmith's ``training.memory_gb``: derivatives that do not fit go to a
+float32 disk cache.
 
-Measured (quippy-ase 0.10.3, 1 thread each on a 2-core machine shared with another benchmark,
-193 training and 21 test structures, n_sparse 500): pesmith 2.99 meV/atom, 0.118 eV/Å, fit 64 s,
-predict 0.47 ms/atom, fit peak 4.8 GB; gap_fit 4.17 meV/atom, 0.129 eV/Å, fit 349 s, predict
-3.3 ms/atom, fit peak 2.3 GB. pesmith's peak is mostly its float64 SOAP Jacobians held in memory
-(2.2 GB; ``memory_gb`` moves them to a float32 disk cache).
+Measured 2026-12-07 (quippy-ase 0.10.3, 193 training and 21 test structures, 1,000 SOAP and 20
+2b sparse points, ``--memory-gb 1.0``; the 2-core machine shared with two niced jobs, the two
+codes one after the other; docs/measurements/bench_gap_2b_soap_*.json):
 
-``--same-sparse`` fits the same GP in both codes: pesmith on its ``soap_quip`` descriptor (QUIP's
-SOAP, cutoff_transition_width 1 Å, no ZBL core), choosing its CUR sparse points and writing them as
-a gap_fit index file (``training.write_sparse_index``), then gap_fit on the descriptor string
-``SOAPQuip.quip_string`` gives with ``sparse_method=index_file`` on that file. It also prints the RMS
-and largest difference of the two codes' test-set energies (meV/atom) and forces (eV/Å)::
+* same sparse points: pesmith - gap_fit 1.8e-5 meV/atom RMS (4.3e-5 largest), 3.2e-7 eV/Å RMS
+  (1.9e-6 largest); both 3.373 meV/atom, 0.1139 eV/Å; fit 89 s vs 602 s (0.15x), fit peak 1.91
+  vs 2.56 GB (0.75x), predict 0.35 vs 1.60 ms/atom (0.22x);
+* own sparse points: pesmith 3.373 meV/atom, 0.1139 eV/Å, gap_fit 3.521 meV/atom, 0.1134 eV/Å
+  (their predictions differ by 0.71 meV/atom, 0.023 eV/Å RMS); fit 79 s vs 646 s (0.12x), peak
+  1.93 vs 2.58 GB (0.75x), predict 0.43 vs 2.84 ms/atom (0.15x).
 
-    python scripts/bench_gap.py --same-sparse --n-sparse 500
-
-Measured that way (quippy-ase 0.10.3, 1 thread each, machine shared with two other jobs, 193
-training and 21 test structures, n_sparse 500): pesmith - gap_fit 6.1e-8 meV/atom RMS (1.3e-7
-max) and 7.3e-10 eV/Å RMS (4.9e-9 max); both 3.163 meV/atom, 0.1311 eV/Å against DFT; fit 143 s
-vs 277 s, predict 1.1 vs 2.4 ms/atom, fit peak 4.8 vs 2.3 GB. Only the SOAP term: pesmith's
-``distance_2b`` (with ``sparse_method: basis``) is a different sparse set from gap_fit's 2b
-points, so a 2b term is not compared here.
-
-With a memory budget for pesmith's fit (``--same-sparse --n-sparse 500 --memory-gb 1.0``, 2026-12-07,
-machine shared with one niced job): the derivatives go to the float32 disk cache, and pesmith -
-gap_fit is 1.9e-7 meV/atom RMS and 8.4e-9 eV/Å RMS; fit 50 s vs 290 s (0.17x), fit peak 2.20 GB vs
-2.33 GB (0.95x), predict 0.40 vs 1.79 ms/atom (0.22x); both 3.163 meV/atom, 0.1311 eV/Å.
+Earlier, SOAP term only (500 CUR points, same sparse points): 1.9e-7 meV/atom and 8.4e-9 eV/Å
+RMS apart; fit 50 s vs 290 s, peak 2.20 vs 2.33 GB, predict 0.40 vs 1.79 ms/atom.
 """
 
 from __future__ import annotations
@@ -57,13 +60,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "mlearn" / "Si_train.xyz"
-SOAP = {"cutoff": 5.0, "n_max": 8, "l_max": 6, "atom_sigma": 0.5}
-SOAP_QUIP = SOAP | {"cutoff_transition_width": 1.0}  # --same-sparse: gap_fit's cutoff switch of the default mode
-SPARSE_INDEX = "sparse_Si.idx"  # --same-sparse: pesmith's sparse points, gap_fit's index-file format
-KERNEL = {"zeta": 4, "delta": 1.0}
+SOAP = {"cutoff": 5.0, "cutoff_transition_width": 1.0, "n_max": 8, "l_max": 6, "atom_sigma": 0.5}  # Å
+KERNEL = {"zeta": 4, "delta": 1.0}  # SOAP term: dot-product power, delta eV
+TWO_B = {"cutoff": 5.0, "cutoff_transition_width": 0.5, "theta": 0.5, "r_min": 1.0, "grid_spacing": 0.5 / 3}  # Å
+TWO_B_DELTA, N_SPARSE_2B = 5.0, 20  # 2b term: gap_fit's delta (eV; pesmith's is twice it), sparse pair distances
+SPARSE_INDEX = "sparse_Si.idx"  # --same-sparse: pesmith's SOAP sparse points, gap_fit's index-file format
+SPARSE_2B = "sparse_2b.txt"  # --same-sparse: pesmith's 2b sparse points, gap_fit's sparse_method=file format
 SIGMA_ENERGY, SIGMA_FORCE, JITTER = 0.002, 0.1, 1e-8  # eV/atom, eV/Å, dimensionless
 
 
@@ -129,10 +135,7 @@ def agreement(ours: dict, theirs: dict) -> dict[str, float]:
 
 
 def fit_pesmith(workdir: Path, n_sparse: int, same_sparse: bool = False, memory_gb: float | None = None) -> dict:
-    """pesmith's fit; with ``memory_gb`` the feature derivatives go where that budget puts them
-    (a float32 disk cache in ``workdir`` when they do not fit), else they stay in memory (float64)."""
     import ase.io
-    import torch
 
     from pesmith.calculator import PesmithCalculator
     from pesmith.data import read_dataset
@@ -142,49 +145,61 @@ def fit_pesmith(workdir: Path, n_sparse: int, same_sparse: bool = False, memory_
 
     torch.set_num_threads(1)
     registry = Registry(entry_points=False)
-    if same_sparse:  # QUIP's SOAP; its CUR sparse points written for gap_fit; no ZBL core (gap_fit has none)
-        descriptor = registry.get("descriptor", "soap_quip")(species=["Si"], **SOAP_QUIP)
-        extra = {"write_sparse_index": str(workdir / SPARSE_INDEX), "core_repulsion": False}
-    else:
-        descriptor = registry.get("descriptor", "soap")(species=["Si"], **SOAP)
-        extra = {}
-    model = registry.get("model", "gap")(species=["Si"], n_features=descriptor.n_features, kernel="dot_product", **KERNEL)
-    potential = Potential(descriptor, model)
-    settings = model.settings_schema(
-        n_sparse=n_sparse, sparse_method="cur", sigma_energy=SIGMA_ENERGY, sigma_force=SIGMA_FORCE, jitter=JITTER,
-        force_weight=0.0, progress=False, **extra,
+    two_body = registry.get("descriptor", "distance_2b")(species=["Si"], **TWO_B)
+    soap = registry.get("descriptor", "soap_quip")(species=["Si"], **SOAP)
+    gap = registry.get("model", "gap")
+    potential = Potential(terms=[
+        (two_body, gap(species=["Si"], n_features=two_body.n_features, kernel="linear", delta=2 * TWO_B_DELTA)),
+        (soap, gap(species=["Si"], n_features=soap.n_features, kernel="dot_product", **KERNEL)),
+    ])
+    settings = gap.settings_schema(
+        sigma_energy=SIGMA_ENERGY, sigma_force=SIGMA_FORCE, force_weight=0.0, progress=False, core_repulsion=False,
         **({"feature_storage": "auto", "memory_gb": memory_gb} if memory_gb else {"feature_storage": "memory"}),
     )
+    # gap_fit counts each pair from both atoms (pesmith: half from each), so its 2b delta is half
+    # ours; its sparse_jitter is absolute (eV^2), ours jitter x delta^2
+    two_body_settings = settings.model_copy(update={
+        "n_sparse": N_SPARSE_2B, "sparse_method": "uniform", "jitter": JITTER / (2 * TWO_B_DELTA) ** 2,
+        **({"write_sparse_values": str(workdir / SPARSE_2B)} if same_sparse else {}),
+    })
+    soap_settings = settings.model_copy(update={
+        "n_sparse": n_sparse, "sparse_method": "cur", "jitter": JITTER,
+        **({"write_sparse_index": str(workdir / SPARSE_INDEX)} if same_sparse else {}),
+    })
     train = read_dataset(workdir / "train.xyz")
     started = time.perf_counter()
-    summary = potential.fit(train, None, settings, cache_dir=workdir)
+    summary = potential.fit(train, None, settings, cache_dir=workdir, term_settings=[two_body_settings, soap_settings])
     fit_s = time.perf_counter() - started
     peak_gb = peak_rss_gb()
     result = errors_and_time(ase.io.read(workdir / "test.xyz", ":"), PesmithCalculator(potential))
-    return result | {"fit_s": fit_s, "fit_peak_rss_gb": peak_gb, "derivatives": summary.info["features"]["storage"]}
+    storage = sorted({term["storage"] for term in summary.info["features"]["terms"]})
+    return result | {"fit_s": fit_s, "fit_peak_rss_gb": peak_gb, "derivatives": ", ".join(storage)}
 
 
 def fit_gap_fit(workdir: Path, n_sparse: int, reference: dict[str, float], same_sparse: bool = False) -> dict:
     import ase.io
     from quippy.potential import Potential as QuipPotential
 
-    kernel = f"zeta={KERNEL['zeta']} delta={KERNEL['delta']} covariance_type=dot_product"
-    if same_sparse:  # the descriptor string of pesmith's soap_quip, and pesmith's sparse points
-        from pesmith.plugins.descriptors.soap_quip import SOAPQuip
+    from pesmith.plugins.descriptors.soap_quip import SOAPQuip
 
-        sparse_file = workdir / SPARSE_INDEX
-        if not sparse_file.is_file():
-            raise SystemExit(f"{sparse_file} is missing: pesmith's fit writes it and runs first")
-        soap = f"{SOAPQuip(['Si'], **SOAP_QUIP).quip_string('Si', in_gap_fit=True)} {kernel} sparse_method=index_file sparse_file={sparse_file} add_species=F"
+    two_body = (
+        f"distance_2b Z1=14 Z2=14 cutoff={TWO_B['cutoff']} cutoff_transition_width={TWO_B['cutoff_transition_width']}"
+        f" covariance_type=ard_se theta_uniform={TWO_B['theta']} delta={TWO_B_DELTA} add_species=F"
+    )
+    soap = f"{SOAPQuip(['Si'], **SOAP).quip_string('Si', in_gap_fit=True)} zeta={KERNEL['zeta']} delta={KERNEL['delta']} covariance_type=dot_product add_species=F"
+    if same_sparse:  # pesmith's sparse points: its 2b pair distances and its SOAP CUR environments
+        for name in (SPARSE_2B, SPARSE_INDEX):
+            if not (workdir / name).is_file():
+                raise SystemExit(f"{workdir / name} is missing: pesmith's fit writes it and runs first")
+        two_body += f" sparse_method=file sparse_file={workdir / SPARSE_2B}"
+        soap += f" sparse_method=index_file sparse_file={workdir / SPARSE_INDEX}"
     else:
-        soap = (
-            f"soap cutoff={SOAP['cutoff']} cutoff_transition_width=1.0 n_max={SOAP['n_max']} l_max={SOAP['l_max']}"
-            f" atom_sigma={SOAP['atom_sigma']} {kernel} n_sparse={n_sparse} sparse_method=cur_points"
-        )
+        two_body += f" sparse_method=uniform n_sparse={N_SPARSE_2B}"
+        soap += f" sparse_method=cur_points n_sparse={n_sparse}"
     command = [
-        shutil.which("gap_fit") or str(Path(sys.executable).with_name("gap_fit")), "atoms_filename=train.xyz", f"gap={{{soap}}}",
-        f"default_sigma={{{SIGMA_ENERGY} {SIGMA_FORCE} 0.0 0.0}}", f"sparse_jitter={JITTER}",
-        f"e0={{Si:{reference['Si']}}}", "energy_parameter_name=energy", "force_parameter_name=forces",
+        shutil.which("gap_fit") or str(Path(sys.executable).with_name("gap_fit")), "atoms_filename=train.xyz",
+        f"gap={{{two_body}:{soap}}}", f"default_sigma={{{SIGMA_ENERGY} {SIGMA_FORCE} 0.0 0.0}}", f"sparse_jitter={JITTER}",
+        f"e0={{Si:{reference['Si']!r}}}", "energy_parameter_name=energy", "force_parameter_name=forces",
         "gp_file=gap.xml", "rnd_seed=1",
     ]
     started = time.perf_counter()
@@ -212,11 +227,11 @@ def run_child(code: str, workdir: Path, n_sparse: int, same_sparse: bool = False
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n-sparse", type=int, default=500, help="sparse points (CUR), both codes")
+    parser.add_argument("--n-sparse", type=int, default=500, help="SOAP sparse points (CUR), both codes")
     parser.add_argument(
         "--same-sparse", action="store_true",
-        help="both codes on QUIP's SOAP (pesmith's soap_quip) with pesmith's CUR sparse points read by gap_fit"
-        " (sparse_method=index_file); also prints the RMS difference of their predictions",
+        help="gap_fit reads pesmith's sparse points: its 2b pair distances (sparse_method=file) and its SOAP CUR"
+        " environments (sparse_method=index_file); without it each code chooses its own",
     )
     parser.add_argument(
         "--memory-gb", type=float,
@@ -247,12 +262,16 @@ def main() -> None:
     for key in keys:
         ours, theirs = results["pesmith"][key], results["gap_fit"][key]
         print(f"{key:28s}{ours:12.4g}{theirs:12.4g}{ours / theirs:10.3g}")
-    report = {"n_sparse": args.n_sparse, "n_train": args.n_train, "memory_gb": args.memory_gb, "soap": SOAP_QUIP if args.same_sparse else SOAP, "kernel": KERNEL, "results": results}
-    if args.same_sparse:
-        report["same_sparse"] = differences = agreement(predictions["pesmith"], predictions["gap_fit"])
-        print("pesmith - gap_fit on the test set, same descriptor and sparse points:")
-        for key, value in differences.items():
-            print(f"  {key:32s}{value:12.3g}")
+    report = {
+        "n_sparse": args.n_sparse, "n_sparse_2b": N_SPARSE_2B, "same_sparse": args.same_sparse, "n_train": args.n_train,
+        "memory_gb": args.memory_gb, "soap": SOAP, "soap_kernel": KERNEL, "two_body": TWO_B,
+        "two_body_delta_gap_fit": TWO_B_DELTA, "results": results,
+    }
+    report["difference"] = differences = agreement(predictions["pesmith"], predictions["gap_fit"])
+    which = "the same sparse points" if args.same_sparse else "each code's own sparse points"
+    print(f"pesmith - gap_fit on the test set, same descriptors, {which}:")
+    for key, value in differences.items():
+        print(f"  {key:32s}{value:12.3g}")
     args.json.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.json}")
 
