@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .data import Dataset
 from .descriptor import Descriptor
+from .distributed import Ranks, all_reduce_sums, shard
 from .errors import DataError
 from .fit_settings import FitSettings
 from .grad import forces_from_edge_gradients, virial_stress
@@ -127,12 +128,23 @@ class FeatureSet:
         """The whole set in order, as parts within the memory budget."""
         return self.parts(torch.arange(self.n_structures))
 
-    def minibatches(self, batch_size: int, generator: torch.Generator) -> Iterator[list["FeatureSet"]]:
-        """Shuffled minibatches of ``batch_size`` structures, each as parts (one part unless the
-        minibatch's derivatives exceed the budget)."""
+    def minibatches(self, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """Shuffled minibatches of ``batch_size`` structures, as their positions ``(n,)`` in this
+        set (:meth:`parts` splits one within the budget); the same order for the same generator state."""
         order = torch.randperm(self.n_structures, generator=generator)
         for start in range(0, self.n_structures, batch_size):
-            yield self.parts(order[start : start + batch_size])
+            yield order[start : start + batch_size]
+
+    def label_counts(self, rows: Sequence[int] | torch.Tensor) -> dict[str, int]:
+        """What the errors of the structures at ``rows`` average over (the counts of
+        :func:`error_sums`): ``n_energy`` structures, ``n_force`` force components and
+        ``n_stress`` stress components of structures with a stress label."""
+        rows = torch.as_tensor(rows, dtype=torch.int64)
+        return {
+            "n_energy": len(rows),
+            "n_force": 3 * int(self.atoms_per_structure[rows].sum()),
+            "n_stress": 6 * int(self.has_stress[rows].sum()),
+        }
 
 
 def _offsets(sizes: torch.Tensor) -> torch.Tensor:
@@ -386,12 +398,14 @@ def metrics_from_sums(sums: dict[str, float], settings: FitSettings) -> dict[str
     return metrics
 
 
-def evaluate(atomic_energy: torch.nn.Module, data: FeatureSet, settings: FitSettings) -> dict[str, float]:
-    """Loss and RMSEs of ``atomic_energy`` on a whole set, chunk by chunk."""
+def evaluate(atomic_energy: torch.nn.Module, data: FeatureSet, settings: FitSettings, ranks: Ranks | None = None) -> dict[str, float]:
+    """Loss and RMSEs of ``atomic_energy`` on a whole set, chunk by chunk; under ``ranks``, each
+    rank evaluates its :func:`~pesmith.distributed.shard` of the set and the error sums are
+    added up over the ranks, so every rank gets the metrics of the whole set."""
     totals: dict[str, float] = {}
-    for part in data.chunks():
+    for part in data.parts(shard(torch.arange(data.n_structures), ranks)):
         add_sums(totals, error_sums(atomic_energy, part, settings, create_graph=False))
-    return metrics_from_sums(totals, settings)
+    return metrics_from_sums(all_reduce_sums(totals, ranks), settings)
 
 
 def add_sums(totals: dict[str, float], sums: dict[str, torch.Tensor | int]) -> None:
