@@ -7,8 +7,10 @@ and ``MASTER_PORT`` in the environment) or ``mpiexec -n K`` did, without
 ``mpiexec`` the rank and the size come from MPI and rank 0 picks a free TCP port on 127.0.0.1
 (:func:`pesmith.parallel.mpi_rendezvous`; every rank on this machine).
 
-Every rank holds the whole feature set. The minibatches come in the same order on every rank
-(one seed); each rank computes the loss of its :func:`shard` of a minibatch, and the gradients
+Every rank featurizes a block of the structures and receives the others' blocks
+(:func:`balanced_blocks`, :func:`broadcast_blocks`), so it holds the whole feature set. The
+minibatches come in the same order on every rank (one seed); each rank computes the loss of
+its :func:`shard` of a minibatch, and the gradients
 (:func:`all_reduce_gradients`) and error sums (:func:`all_reduce_sums`) are summed over the
 ranks before the step, so the step is the one-process step up to the order of the additions.
 Only rank 0 writes files, prints and logs.
@@ -19,18 +21,20 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, PesmithError
 from .parallel import mpi_rendezvous, plain_mpi_launch, share_cores, threads_per_worker
 
 BACKEND = "gloo"
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # the keys of pesmith.features.error_sums: sums of squared errors and the counts they average over
 SUM_KEYS = ("energy", "n_energy", "force", "n_force", "stress", "n_stress")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -161,3 +165,41 @@ def all_reduce_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
         if present[index] > 0:
             parameter.grad = buffer[offset : offset + size].view_as(parameter).to(parameter.dtype).clone()
         offset += size
+
+
+def balanced_blocks(weights: Sequence[int], parts: int) -> list[range]:
+    """``parts`` consecutive ranges of the positions of ``weights`` (e.g. edges per structure)
+    with about equal sums; some are empty when there are fewer items than parts."""
+    cumulative = np.cumsum(np.asarray(weights, dtype=np.int64))
+    total = int(cumulative[-1]) if len(cumulative) else 0
+    bounds = [0] + [int(np.searchsorted(cumulative, total * k / parts, side="right")) for k in range(1, parts)] + [len(weights)]
+    return [range(bounds[k], max(bounds[k], bounds[k + 1])) for k in range(parts)]
+
+
+def run_on_every_rank(fn: Callable[[], T], ranks: Ranks) -> T:
+    """``fn()`` on this rank; if it raised a :class:`~pesmith.errors.PesmithError` on any rank,
+    the first such error (by rank) is raised on every rank, so no rank waits for one that failed
+    and rank 0 can report it."""
+    result, error = None, None
+    try:
+        result = fn()
+    except PesmithError as exc:
+        error = exc
+    errors: list[PesmithError | None] = [None] * ranks.size
+    dist.all_gather_object(errors, error)
+    failed = [e for e in errors if e is not None]
+    if failed:
+        raise failed[0]
+    return result
+
+
+def broadcast_blocks(mine: torch.Tensor, shapes: Sequence[tuple[int, ...]], ranks: Ranks) -> list[torch.Tensor]:
+    """Every rank's block of one array, in rank order: this rank's ``mine`` and, from each other
+    rank r, a tensor of ``shapes[r]`` (known to all ranks) with ``mine``'s dtype."""
+    blocks = []
+    for rank, shape in enumerate(shapes):
+        block = mine if rank == ranks.rank else torch.empty(shape, dtype=mine.dtype)
+        if block.numel():
+            dist.broadcast(block, src=rank)
+        blocks.append(block)
+    return blocks

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .data import Dataset
 from .descriptor import Descriptor
-from .distributed import Ranks, all_reduce_sums, shard
+from .distributed import Ranks, all_reduce_sums, balanced_blocks, broadcast_blocks, current_ranks, run_on_every_rank, shard
 from .errors import DataError
 from .fit_settings import FitSettings
 from .grad import forces_from_edge_gradients, virial_stress
@@ -191,6 +191,11 @@ def featurize_dataset(
     ``reference`` (eV per element) is subtracted from the energies. Without a ``plan`` the
     derivatives are kept in memory and chunks hold about 100,000 edges. ``cache_path`` is the
     float32 file of a ``disk`` plan; ``edges`` the structures' edge counts if already known.
+
+    In a process group (:func:`pesmith.distributed.current_ranks`) with derivatives kept in
+    memory, each rank featurizes a consecutive block of about ``1 / size`` of the edges and the
+    blocks are broadcast, so every rank ends with the whole set (with ``disk`` and
+    ``recompute`` storage every rank featurizes everything).
     """
     edges = list(edges) if edges is not None else count_edges(dataset.structures, descriptor.cutoff)
     storage = plan.storage if plan is not None else "memory"
@@ -203,17 +208,60 @@ def featurize_dataset(
         store = RecomputeJacobian(descriptor, dataset.structures)
     else:
         store = None
+    ranks = current_ranks() if storage == "memory" else None
+    if ranks is None:
+        features, jacobian, edge_index, vectors = _featurize(descriptor, dataset, range(len(dataset)), edges, chunk_edges, store, progress)
+    else:
+        features, jacobian, edge_index, vectors = _featurize_shared(descriptor, dataset, edges, chunk_edges, progress, ranks)
+    if storage == "memory":
+        store = MemoryJacobian(jacobian, _offsets(torch.tensor(edges, dtype=torch.int64)))
+    sizes = torch.tensor([len(a) for a in dataset.structures], dtype=torch.int64)
+    ref = np.array([sum(reference[s] for s in a.get_chemical_symbols()) for a in dataset.structures], dtype=np.float64)
+    return FeatureSet(
+        features=features,
+        numbers=torch.as_tensor(np.concatenate([a.numbers for a in dataset.structures]), dtype=torch.int64),
+        structure_index=torch.repeat_interleave(torch.arange(len(dataset)), sizes),
+        edge_index=edge_index,
+        edge_vectors=vectors,
+        energies=torch.as_tensor(dataset.energies - ref, dtype=DTYPE),
+        forces=torch.as_tensor(np.concatenate(dataset.forces), dtype=DTYPE),
+        stresses=torch.as_tensor(np.stack([_stress_or_nan(s) for s in dataset.stresses]), dtype=DTYPE),
+        volumes=torch.tensor([abs(a.cell.volume) if has_full_cell(a) else 0.0 for a in dataset.structures], dtype=DTYPE),
+        atom_offsets=_offsets(sizes),
+        edge_offsets=_offsets(torch.tensor(edges, dtype=torch.int64)),
+        jacobian=store,
+        jacobian_rows=torch.arange(len(dataset)) if store is not None else None,
+        chunk_edges=chunk_edges,
+        config_types=tuple(dataset.config_types),
+    )
+
+
+def _featurize(
+    descriptor: Descriptor,
+    dataset: Dataset,
+    positions: Sequence[int],
+    edges: Sequence[int],
+    chunk_edges: int,
+    store: JacobianStore | None,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Features ``(n_atoms, F)``, derivatives ``(n_edges, F, 3)`` (``None`` unless kept in memory:
+    ``store`` is ``None``; a disk store gets them appended), edge index ``(2, n_edges)`` (atoms
+    numbered from 0) and edge vectors ``(n_edges, 3)`` Å of the structures at ``positions``, in
+    chunks of at most ``chunk_edges`` edges."""
+    positions = list(positions)
     features, jacobians, edge_index, vectors = [], [], [], []
     offset = 0
-    bar = tqdm(total=dataset.n_atoms, desc="features", unit="atom", disable=not progress, leave=False)
-    for group in groups_within(edges, chunk_edges):
-        chunk = [dataset.structures[i] for i in group]
-        if storage in ("memory", "disk"):
+    bar = tqdm(total=sum(len(dataset.structures[i]) for i in positions), desc="features", unit="atom", disable=not progress, leave=False)
+    for group in groups_within([edges[i] for i in positions], chunk_edges):
+        rows = [positions[i] for i in group]
+        chunk = [dataset.structures[i] for i in rows]
+        if store is None or store.storage == "disk":
             f, j, batch = feature_jacobian(descriptor, chunk)
-            if storage == "memory":
+            if store is None:
                 jacobians.append(j)
             else:
-                store.append(j, [edges[i] for i in group])
+                store.append(j, [edges[i] for i in rows])
         else:
             batch = build_batch(chunk, descriptor.cutoff)
             with torch.no_grad():
@@ -225,26 +273,37 @@ def featurize_dataset(
         offset += batch.n_atoms
         bar.update(batch.n_atoms)
     bar.close()
-    if storage == "memory":
-        store = MemoryJacobian(_cat(jacobians, (0, descriptor.n_features, 3)), _offsets(torch.tensor(edges, dtype=torch.int64)))
-    sizes = torch.tensor([len(a) for a in dataset.structures], dtype=torch.int64)
-    ref = np.array([sum(reference[s] for s in a.get_chemical_symbols()) for a in dataset.structures], dtype=np.float64)
-    return FeatureSet(
-        features=_cat(features, (0, descriptor.n_features)),
-        numbers=torch.as_tensor(np.concatenate([a.numbers for a in dataset.structures]), dtype=torch.int64),
-        structure_index=torch.repeat_interleave(torch.arange(len(dataset)), sizes),
-        edge_index=torch.cat(edge_index, dim=1) if edge_index else torch.zeros(2, 0, dtype=torch.int64),
-        edge_vectors=_cat(vectors, (0, 3)),
-        energies=torch.as_tensor(dataset.energies - ref, dtype=DTYPE),
-        forces=torch.as_tensor(np.concatenate(dataset.forces), dtype=DTYPE),
-        stresses=torch.as_tensor(np.stack([_stress_or_nan(s) for s in dataset.stresses]), dtype=DTYPE),
-        volumes=torch.tensor([abs(a.cell.volume) if has_full_cell(a) else 0.0 for a in dataset.structures], dtype=DTYPE),
-        atom_offsets=_offsets(sizes),
-        edge_offsets=_offsets(torch.tensor(edges, dtype=torch.int64)),
-        jacobian=store,
-        jacobian_rows=torch.arange(len(dataset)) if store is not None else None,
-        chunk_edges=chunk_edges,
-        config_types=tuple(dataset.config_types),
+    return (
+        _cat(features, (0, descriptor.n_features)),
+        _cat(jacobians, (0, descriptor.n_features, 3)) if store is None else None,
+        torch.cat(edge_index, dim=1) if edge_index else torch.zeros(2, 0, dtype=torch.int64),
+        _cat(vectors, (0, 3)),
+    )
+
+
+def _featurize_shared(
+    descriptor: Descriptor, dataset: Dataset, edges: Sequence[int], chunk_edges: int, progress: bool, ranks: Ranks
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_featurize` of every structure (derivatives in memory), each rank computing its
+    block (:func:`~pesmith.distributed.balanced_blocks` of the edges) and broadcasting it. An
+    error on any rank (an element the descriptor lacks) is raised on every rank."""
+    blocks = balanced_blocks(edges, ranks.size)
+    mine = run_on_every_rank(
+        lambda: _featurize(descriptor, dataset, blocks[ranks.rank], edges, chunk_edges, None, progress), ranks
+    )
+    n_atoms = [sum(len(dataset.structures[i]) for i in block) for block in blocks]
+    n_edges = [sum(edges[i] for i in block) for block in blocks]
+    n_features = descriptor.n_features
+    features = broadcast_blocks(mine[0], [(n, n_features) for n in n_atoms], ranks)
+    jacobian = broadcast_blocks(mine[1], [(n, n_features, 3) for n in n_edges], ranks)
+    edge_index = broadcast_blocks(mine[2], [(2, n) for n in n_edges], ranks)
+    vectors = broadcast_blocks(mine[3], [(n, 3) for n in n_edges], ranks)
+    atom_shift = _offsets(torch.tensor(n_atoms, dtype=torch.int64))
+    return (
+        torch.cat(features),
+        torch.cat(jacobian),
+        torch.cat([index + atom_shift[k] for k, index in enumerate(edge_index)], dim=1),
+        torch.cat(vectors),
     )
 
 

@@ -265,8 +265,8 @@ def train(
     written.
 
     In a process group (:func:`pesmith.distributed.process_group`, ``mpiexec -n K`` or
-    ``torchrun``) every rank reads the data and featurizes it, and the Adam fit shares each
-    minibatch over the ranks; rank 0 alone warns, evaluates and writes the files, and the other
+    ``torchrun``) every rank reads the data, the ranks share the featurization
+    (:func:`pesmith.features.featurize_dataset`) and the Adam fit shares each minibatch; rank 0 alone warns, evaluates and writes the files, and the other
     ranks return the fitted potential with a report of the fit only. More ranks than training
     structures (:class:`~pesmith.errors.DataError`) and a model the Adam loop does not fit
     (:func:`check_fit_over_ranks`) stop the run on every rank before the fit.

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pesmith import cli
-from pesmith.distributed import Ranks, check_shareable, rank_threads, shard
+from pesmith.distributed import Ranks, balanced_blocks, check_shareable, rank_threads, shard
 from pesmith.errors import DataError
 from pesmith.model_file import load_potential
 from pesmith.registry import Registry
@@ -99,3 +99,11 @@ def test_ranks_share_the_cores_and_need_a_structure_each():
     check_shareable(2, Ranks(1, 2), "cells.xyz")
     with pytest.raises(DataError, match="3 ranks cannot share 2 training structure"):
         check_shareable(2, Ranks(0, 3), "cells.xyz")
+
+
+def test_featurization_blocks_are_consecutive_and_share_the_edges():
+    edges = [100, 50, 50, 100, 10, 90]
+    blocks = balanced_blocks(edges, 2)
+    assert [list(b) for b in blocks] == [[0, 1, 2], [3, 4, 5]]
+    assert [list(b) for b in balanced_blocks([5], 3)] == [[], [], [0]]  # fewer structures than ranks: empty blocks
+    assert [i for b in balanced_blocks(edges, 4) for i in b] == list(range(6))
