@@ -25,10 +25,15 @@ NN = "{kind: nn, hidden: [8]}"
 TRAINING = "{epochs: 2, batch_size: 4, force_weight: 0.1, stress_weight: 1.0, seed: 3, progress: false}"
 
 
-def run_on_ranks(config: Path, ranks: int) -> subprocess.CompletedProcess:
-    """``mpiexec -n ranks python -m pesmith train config`` in the config's folder."""
+def run_on_ranks(config: Path, ranks: int, launcher: str = "mpiexec") -> subprocess.CompletedProcess:
+    """``mpiexec -n ranks python -m pesmith train config`` (or the same under ``torchrun``) in
+    the config's folder."""
     env = {**os.environ, "PESMITH_DISABLE_ENTRY_POINTS": "1", "OMP_NUM_THREADS": "1"}
-    command = [str(mpiexec()), "-n", str(ranks), sys.executable, "-m", "pesmith", "train", str(config)]
+    if launcher == "mpiexec":
+        command = [str(mpiexec()), "-n", str(ranks), sys.executable, "-m", "pesmith", "train", str(config)]
+    else:
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
+        command = torchrun + ["-m", "pesmith", "train", str(config)]
     return subprocess.run(command, capture_output=True, text=True, timeout=MPI_TIMEOUT_S, env=env, cwd=config.parent)
 
 
@@ -41,14 +46,16 @@ def configs(tmp_path: Path, n_structures: int, model: str = NN, training: str = 
     return tuple(train_config(folder, data, model, training) for folder in folders)
 
 
-def test_two_ranks_train_the_model_of_one_rank(tmp_path, builtin_cli, capsys):
+@pytest.mark.parametrize("launcher", ["mpiexec", "torchrun"])
+def test_two_ranks_train_the_model_of_one_rank(tmp_path, builtin_cli, capsys, launcher):
     """6 training cells in minibatches of 4 (shards of 2 + 2, then 1 + 1) and 2 validation cells,
-    energy, force and stress terms: the gradients and error sums are summed over the ranks, so
-    the steps, the metrics and the weights are those of one rank up to the order of additions."""
+    energy, force and stress terms: the ranks featurize half each, and the gradients and error
+    sums are summed over the ranks, so the steps, the metrics and the weights are those of one
+    rank up to the order of additions."""
     one, two = configs(tmp_path, 8, NN)
     assert cli.main(["train", str(one)]) == 0
     capsys.readouterr()
-    result = run_on_ranks(two, 2)
+    result = run_on_ranks(two, 2, launcher)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("and its report") == 1  # rank 0 alone prints
     reports = [json.loads((config.parent / "out" / "model_report.json").read_text()) for config in (one, two)]
