@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from pesmith.registry import Registry
 
-from .common import EXIT_INTERRUPTED, print_warning
+from .common import EXIT_INTERRUPTED, EXIT_USER_ERROR, print_warning
 from .evaluate import print_metrics
 
 
@@ -61,14 +62,30 @@ def saved_after_interrupt(report: dict[str, Any]) -> str:
 
 
 def run_train(args: argparse.Namespace, registry: Registry) -> int:
-    """Run ``pesmith train`` for the parsed ``args``; return the exit code."""
+    """Run ``pesmith train`` for the parsed ``args``; return the exit code.
+
+    Under ``mpiexec -n K`` or ``torchrun`` the ranks train together
+    (:func:`pesmith.distributed.process_group`); rank 0 alone prints, and the other ranks leave
+    an error to rank 0's one line (exit code :data:`EXIT_USER_ERROR` on every rank)."""
+    from pesmith.distributed import process_group
+    from pesmith.errors import PesmithError
     from pesmith.model import STOP_REASON
 
-    try:
-        report = train_command(args.config, registry, args.overwrite, args.committee)
-    except KeyboardInterrupt:
-        print("interrupted before the fit had a model to keep: nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with process_group() as ranks:
+        if ranks is not None and not ranks.is_root:
+            logging.getLogger("pesmith").setLevel(logging.ERROR)  # rank 0 logs the run
+            try:
+                train_command(args.config, registry, args.overwrite, args.committee)
+            except PesmithError:
+                return EXIT_USER_ERROR
+            except KeyboardInterrupt:
+                return EXIT_INTERRUPTED
+            return 0
+        try:
+            report = train_command(args.config, registry, args.overwrite, args.committee)
+        except KeyboardInterrupt:
+            print("interrupted before the fit had a model to keep: nothing was written", file=sys.stderr)
+            return EXIT_INTERRUPTED
     if report["metrics"]:
         print_metrics(report["metrics"])
     if "interrupted" in report:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .data import Dataset
 from .descriptor import Descriptor
+from .distributed import Ranks, all_reduce_sums, balanced_blocks, broadcast_blocks, current_ranks, run_on_every_rank, shard
 from .errors import DataError
 from .fit_settings import FitSettings
 from .grad import forces_from_edge_gradients, virial_stress
@@ -129,12 +130,23 @@ class FeatureSet:
         """The whole set in order, as parts within the memory budget."""
         return self.parts(torch.arange(self.n_structures))
 
-    def minibatches(self, batch_size: int, generator: torch.Generator) -> Iterator[list["FeatureSet"]]:
-        """Shuffled minibatches of ``batch_size`` structures, each as parts (one part unless the
-        minibatch's derivatives exceed the budget)."""
+    def minibatches(self, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """Shuffled minibatches of ``batch_size`` structures, as their positions ``(n,)`` in this
+        set (:meth:`parts` splits one within the budget); the same order for the same generator state."""
         order = torch.randperm(self.n_structures, generator=generator)
         for start in range(0, self.n_structures, batch_size):
-            yield self.parts(order[start : start + batch_size])
+            yield order[start : start + batch_size]
+
+    def label_counts(self, rows: Sequence[int] | torch.Tensor) -> dict[str, int]:
+        """What the errors of the structures at ``rows`` average over (the counts of
+        :func:`error_sums`): ``n_energy`` structures, ``n_force`` force components and
+        ``n_stress`` stress components of structures with a stress label."""
+        rows = torch.as_tensor(rows, dtype=torch.int64)
+        return {
+            "n_energy": len(rows),
+            "n_force": 3 * int(self.atoms_per_structure[rows].sum()),
+            "n_stress": 6 * int(self.has_stress[rows].sum()),
+        }
 
 
 def _offsets(sizes: torch.Tensor) -> torch.Tensor:
@@ -181,6 +193,11 @@ def featurize_dataset(
     ``reference`` (eV per element) is subtracted from the energies. Without a ``plan`` the
     derivatives are kept in memory and chunks hold about 100,000 edges. ``cache_path`` is the
     float32 file of a ``disk`` plan; ``edges`` the structures' edge counts if already known.
+
+    In a process group (:func:`pesmith.distributed.current_ranks`) with derivatives kept in
+    memory, each rank featurizes a consecutive block of about ``1 / size`` of the edges and the
+    blocks are broadcast, so every rank ends with the whole set (with ``disk`` and
+    ``recompute`` storage every rank featurizes everything).
     """
     edges = list(edges) if edges is not None else count_edges(dataset.structures, descriptor.cutoff)
     storage = plan.storage if plan is not None else "memory"
@@ -193,38 +210,21 @@ def featurize_dataset(
         store = RecomputeJacobian(descriptor, dataset.structures)
     else:
         store = None
-    features, jacobians, edge_index, vectors = [], [], [], []
-    offset = 0
-    bar = tqdm(total=dataset.n_atoms, desc="features", unit="atom", disable=not progress, leave=False)
-    for group in groups_within(edges, chunk_edges):
-        chunk = [dataset.structures[i] for i in group]
-        if storage in ("memory", "disk"):
-            f, j, batch = feature_jacobian(descriptor, chunk)
-            if storage == "memory":
-                jacobians.append(j)
-            else:
-                store.append(j, [edges[i] for i in group])
-        else:
-            batch = build_batch(chunk, descriptor.cutoff)
-            with torch.no_grad():
-                f = descriptor.featurize(batch)
-        with torch.no_grad():
-            vectors.append(batch.edge_vectors())
-        features.append(f)
-        edge_index.append(batch.edge_index + offset)
-        offset += batch.n_atoms
-        bar.update(batch.n_atoms)
-    bar.close()
+    ranks = current_ranks() if storage == "memory" else None
+    if ranks is None:
+        features, jacobian, edge_index, vectors = _featurize(descriptor, dataset, range(len(dataset)), edges, chunk_edges, store, progress)
+    else:
+        features, jacobian, edge_index, vectors = _featurize_shared(descriptor, dataset, edges, chunk_edges, progress, ranks)
     if storage == "memory":
-        store = MemoryJacobian(_cat(jacobians, (0, descriptor.n_features, 3)), _offsets(torch.tensor(edges, dtype=torch.int64)))
+        store = MemoryJacobian(jacobian, _offsets(torch.tensor(edges, dtype=torch.int64)))
     sizes = torch.tensor([len(a) for a in dataset.structures], dtype=torch.int64)
     ref = np.array([sum(reference[s] for s in a.get_chemical_symbols()) for a in dataset.structures], dtype=np.float64)
     return FeatureSet(
-        features=_cat(features, (0, descriptor.n_features)),
+        features=features,
         numbers=torch.as_tensor(np.concatenate([a.numbers for a in dataset.structures]), dtype=torch.int64),
         structure_index=torch.repeat_interleave(torch.arange(len(dataset)), sizes),
-        edge_index=torch.cat(edge_index, dim=1) if edge_index else torch.zeros(2, 0, dtype=torch.int64),
-        edge_vectors=_cat(vectors, (0, 3)),
+        edge_index=edge_index,
+        edge_vectors=vectors,
         energies=torch.as_tensor(dataset.energies - ref, dtype=DTYPE),
         forces=torch.as_tensor(np.concatenate(dataset.forces), dtype=DTYPE),
         stresses=torch.as_tensor(np.stack([_stress_or_nan(s) for s in dataset.stresses]), dtype=DTYPE),
@@ -236,6 +236,77 @@ def featurize_dataset(
         chunk_edges=chunk_edges,
         config_types=tuple(dataset.config_types),
         descriptor=descriptor,
+    )
+
+
+def _featurize(
+    descriptor: Descriptor,
+    dataset: Dataset,
+    positions: Sequence[int],
+    edges: Sequence[int],
+    chunk_edges: int,
+    store: JacobianStore | None,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Features ``(n_atoms, F)``, derivatives ``(n_edges, F, 3)`` (``None`` unless kept in memory:
+    ``store`` is ``None``; a disk store gets them appended), edge index ``(2, n_edges)`` (atoms
+    numbered from 0) and edge vectors ``(n_edges, 3)`` Å of the structures at ``positions``, in
+    chunks of at most ``chunk_edges`` edges."""
+    positions = list(positions)
+    features, jacobians, edge_index, vectors = [], [], [], []
+    offset = 0
+    bar = tqdm(total=sum(len(dataset.structures[i]) for i in positions), desc="features", unit="atom", disable=not progress, leave=False)
+    for group in groups_within([edges[i] for i in positions], chunk_edges):
+        rows = [positions[i] for i in group]
+        chunk = [dataset.structures[i] for i in rows]
+        if store is None or store.storage == "disk":
+            f, j, batch = feature_jacobian(descriptor, chunk)
+            if store is None:
+                jacobians.append(j)
+            else:
+                store.append(j, [edges[i] for i in rows])
+        else:
+            batch = build_batch(chunk, descriptor.cutoff)
+            with torch.no_grad():
+                f = descriptor.featurize(batch)
+        with torch.no_grad():
+            vectors.append(batch.edge_vectors())
+        features.append(f)
+        edge_index.append(batch.edge_index + offset)
+        offset += batch.n_atoms
+        bar.update(batch.n_atoms)
+    bar.close()
+    return (
+        _cat(features, (0, descriptor.n_features)),
+        _cat(jacobians, (0, descriptor.n_features, 3)) if store is None else None,
+        torch.cat(edge_index, dim=1) if edge_index else torch.zeros(2, 0, dtype=torch.int64),
+        _cat(vectors, (0, 3)),
+    )
+
+
+def _featurize_shared(
+    descriptor: Descriptor, dataset: Dataset, edges: Sequence[int], chunk_edges: int, progress: bool, ranks: Ranks
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_featurize` of every structure (derivatives in memory), each rank computing its
+    block (:func:`~pesmith.distributed.balanced_blocks` of the edges) and broadcasting it. An
+    error on any rank (an element the descriptor lacks) is raised on every rank."""
+    blocks = balanced_blocks(edges, ranks.size)
+    mine = run_on_every_rank(
+        lambda: _featurize(descriptor, dataset, blocks[ranks.rank], edges, chunk_edges, None, progress), ranks
+    )
+    n_atoms = [sum(len(dataset.structures[i]) for i in block) for block in blocks]
+    n_edges = [sum(edges[i] for i in block) for block in blocks]
+    n_features = descriptor.n_features
+    features = broadcast_blocks(mine[0], [(n, n_features) for n in n_atoms], ranks)
+    jacobian = broadcast_blocks(mine[1], [(n, n_features, 3) for n in n_edges], ranks)
+    edge_index = broadcast_blocks(mine[2], [(2, n) for n in n_edges], ranks)
+    vectors = broadcast_blocks(mine[3], [(n, 3) for n in n_edges], ranks)
+    atom_shift = _offsets(torch.tensor(n_atoms, dtype=torch.int64))
+    return (
+        torch.cat(features),
+        torch.cat(jacobian),
+        torch.cat([index + atom_shift[k] for k, index in enumerate(edge_index)], dim=1),
+        torch.cat(vectors),
     )
 
 
@@ -390,12 +461,14 @@ def metrics_from_sums(sums: dict[str, float], settings: FitSettings) -> dict[str
     return metrics
 
 
-def evaluate(atomic_energy: torch.nn.Module, data: FeatureSet, settings: FitSettings) -> dict[str, float]:
-    """Loss and RMSEs of ``atomic_energy`` on a whole set, chunk by chunk."""
+def evaluate(atomic_energy: torch.nn.Module, data: FeatureSet, settings: FitSettings, ranks: Ranks | None = None) -> dict[str, float]:
+    """Loss and RMSEs of ``atomic_energy`` on a whole set, chunk by chunk; under ``ranks``, each
+    rank evaluates its :func:`~pesmith.distributed.shard` of the set and the error sums are
+    added up over the ranks, so every rank gets the metrics of the whole set."""
     totals: dict[str, float] = {}
-    for part in data.chunks():
+    for part in data.parts(shard(torch.arange(data.n_structures), ranks)):
         add_sums(totals, error_sums(atomic_energy, part, settings, create_graph=False))
-    return metrics_from_sums(totals, settings)
+    return metrics_from_sums(all_reduce_sums(totals, ranks), settings)
 
 
 def add_sums(totals: dict[str, float], sums: dict[str, torch.Tensor | int]) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -94,6 +95,28 @@ def plain_mpi_launch() -> tuple[int, int] | None:
                 rank = 0
             return size, rank
     return None
+
+
+def mpi_rendezvous() -> tuple[int, int, int]:
+    """``(rank, size, port)`` of this process among the MPI ranks of a plain ``mpiexec`` launch:
+    rank 0 asks the system for a free TCP port on 127.0.0.1 and sends it to every rank, where
+    the ranks of ``torch.distributed`` meet (:func:`pesmith.distributed.process_group`).
+    Imports mpi4py, which initialises MPI.
+
+    Raises
+    ------
+    ImportError
+        mpi4py is not installed.
+    """
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    port = None
+    if comm.Get_rank() == 0:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    return comm.Get_rank(), comm.Get_size(), comm.bcast(port, root=0)
 
 
 def parallel_map(

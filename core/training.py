@@ -17,6 +17,7 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from .distributed import Ranks, all_reduce_gradients, all_reduce_sums, current_ranks, rank_threads, shard
 from .features import FeatureSet, add_sums, error_sums, evaluate, metrics_from_sums
 from .fit_settings import FitSettings
 from .interrupt import interrupt_once
@@ -43,17 +44,25 @@ LOSS_KEYS = ("energy", "force", "stress")
 
 
 def take_step(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, parts: list[FeatureSet], settings: FitSettings
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    parts: list[FeatureSet],
+    settings: FitSettings,
+    counts: dict[str, int] | None = None,
+    ranks: Ranks | None = None,
 ) -> dict[str, float]:
     """One optimizer step on a minibatch given as ``parts``; returns its error sums (see
     :func:`pesmith.features.error_sums`) before the step. Each part's graph is freed by its
-    backward pass before the next part's derivatives are read."""
+    backward pass before the next part's derivatives are read.
+
+    ``counts`` (:meth:`FeatureSet.label_counts`, default: those of ``parts``) are what the
+    minibatch's errors average over. Under ``ranks``, ``parts`` are this rank's shard of the
+    minibatch, ``counts`` the whole minibatch's, and the gradients and the returned sums are
+    summed over the ranks before the step."""
     optimizer.zero_grad()
-    counts = {
-        "n_energy": sum(part.n_structures for part in parts),
-        "n_force": 3 * sum(part.n_atoms for part in parts),
-        "n_stress": 6 * sum(int(part.has_stress.sum()) for part in parts),
-    }
+    if counts is None:
+        part_counts = [part.label_counts(torch.arange(part.n_structures)) for part in parts]
+        counts = {key: sum(c[key] for c in part_counts) for key in ("n_energy", "n_force", "n_stress")}
     weights = {"energy": 1.0, "force": settings.force_weight, "stress": settings.stress_weight}
     totals: dict[str, float] = {}
     for part in parts:
@@ -61,8 +70,10 @@ def take_step(
         loss = sum(weights[k] * part_sums[k] / counts[f"n_{k}"] for k in LOSS_KEYS if k in part_sums)
         loss.backward()
         add_sums(totals, part_sums)
+    if ranks is not None:
+        all_reduce_gradients(model.parameters())
     optimizer.step()
-    return totals
+    return all_reduce_sums(totals, ranks)
 
 
 def train_one_epoch(
@@ -71,13 +82,16 @@ def train_one_epoch(
     data: FeatureSet,
     settings: AdamSettings,
     generator: torch.Generator,
+    ranks: Ranks | None = None,
 ) -> dict[str, float]:
     """One pass over shuffled minibatches. Returns the epoch's running metrics (as ``evaluate``):
     errors of each minibatch before its step, summed over the epoch, so the weights change
-    within the average, as in the running loss other trainers print."""
+    within the average, as in the running loss other trainers print. Under ``ranks`` each rank
+    takes its :func:`~pesmith.distributed.shard` of every minibatch (see :func:`take_step`)."""
     totals: dict[str, float] = {}
-    for parts in data.minibatches(settings.batch_size, generator):
-        add_sums(totals, take_step(model, optimizer, parts, settings))
+    for rows in data.minibatches(settings.batch_size, generator):
+        parts = data.parts(shard(rows, ranks))
+        add_sums(totals, take_step(model, optimizer, parts, settings, data.label_counts(rows), ranks))
     return metrics_from_sums(totals, settings)
 
 
@@ -85,15 +99,25 @@ def fit_adam(
     model: torch.nn.Module, train_set: FeatureSet, validation: FeatureSet | None, settings: AdamSettings
 ) -> FitSummary:
     """Fit ``model``'s parameters (see :func:`fit_loop`) on ``settings.threads`` torch threads,
-    by default :data:`pesmith.threads.FIT_LOOP_THREADS`."""
-    with torch_threads(settings.threads or FIT_LOOP_THREADS):
-        return fit_loop(model, train_set, validation, settings)
+    by default :data:`pesmith.threads.FIT_LOOP_THREADS`, at most a rank's share of the cores when
+    a process group is set up (:func:`pesmith.distributed.current_ranks`)."""
+    ranks = current_ranks()
+    with torch_threads(rank_threads(settings.threads or FIT_LOOP_THREADS, ranks)):
+        return fit_loop(model, train_set, validation, settings, ranks)
 
 
 def fit_loop(
-    model: torch.nn.Module, train_set: FeatureSet, validation: FeatureSet | None, settings: AdamSettings
+    model: torch.nn.Module,
+    train_set: FeatureSet,
+    validation: FeatureSet | None,
+    settings: AdamSettings,
+    ranks: Ranks | None = None,
 ) -> FitSummary:
     """Fit ``model``'s parameters; keep the weights with the best validation loss.
+
+    Under ``ranks`` every rank runs this loop on the whole feature sets and takes its shard of
+    each minibatch and of each evaluation (:mod:`pesmith.distributed`); the reduced sums make
+    every rank take the same steps and stop at the same epoch; rank 0 alone shows progress.
 
     Returns a summary: epochs run, best epoch, why the loop stopped (``info["stopped_by"]``:
     ``"epochs"``, ``"patience"``, ``"min_learning_rate"`` or ``"interrupted"``, and the sentence
@@ -113,14 +137,14 @@ def fit_loop(
     monitor = validation if validation is not None and validation.n_structures > 0 else train_set
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     history = []
-    bar = tqdm(total=settings.epochs, desc="training", unit="epoch", disable=not settings.progress)
+    bar = tqdm(total=settings.epochs, desc="training", unit="epoch", disable=not settings.progress or (ranks is not None and not ranks.is_root))
     epoch = 0
     stopped_by: StopRule = "epochs"
     with interrupt_once():  # a second Ctrl-C must not cut short keeping the best epoch
         try:
             for epoch in range(1, settings.epochs + 1):
-                running = train_one_epoch(model, optimizer, train_set, settings, generator)
-                monitor_metrics = evaluate(model, monitor, settings)
+                running = train_one_epoch(model, optimizer, train_set, settings, generator, ranks)
+                monitor_metrics = evaluate(model, monitor, settings, ranks)
                 train_metrics = monitor_metrics if monitor is train_set else running
                 history.append({"epoch": epoch, "train": train_metrics, "validation": monitor_metrics})
                 if monitor_metrics["loss"] < best_loss:

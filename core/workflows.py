@@ -25,6 +25,7 @@ from .atomic_io import write_text_atomic
 from .baseline import Baseline, ModelBaseline, PairBaseline, ReferenceBaseline
 from .config import BaselineSettings, ModelBaselineSettings, PotentialSections, ReferenceBaselineSettings, TrainConfig
 from .data import Dataset, read_dataset
+from .distributed import Ranks, check_shareable, current_ranks, rank_threads
 from .errors import ConfigError, ModelFileError
 from .fit_settings import FitSettings
 from .interrupt import deferred_interrupt, interrupt_once
@@ -37,6 +38,7 @@ from .reference import Reference
 from .reference_db import Label
 from .registry import Registry
 from .report import report_paths, write_report
+from .training import AdamSettings
 from .validation import Predictions, predict_dataset
 
 logger = logging.getLogger(__name__)
@@ -214,6 +216,28 @@ def check_train_outputs(output: Path, overwrite: bool, where: str = "the train c
     check_not_replacing(train_outputs(output), overwrite, refusal)
 
 
+def check_fit_over_ranks(potential: Potential, ranks: Ranks | None, where: str) -> None:
+    """Under ``ranks``, every term's model must be fitted by the Adam loop
+    (:func:`pesmith.training.fit_adam`, settings :class:`~pesmith.training.AdamSettings`), the one
+    fit that shares its work over ranks.
+
+    Raises
+    ------
+    ConfigError
+        Naming the model that other fits (closed-form GAP or linear) would run on one rank
+        while the others idle, and saying to run it on one rank.
+    """
+    if ranks is None:
+        return
+    for term in potential.terms:
+        model = type(term.model)
+        if not issubclass(model.settings_schema, AdamSettings):
+            raise ConfigError(
+                f"{where}: model {model.__name__} is not fitted by the Adam loop and cannot be trained over {ranks.size} ranks;"
+                " run `pesmith train` on one rank (without mpiexec or torchrun)"
+            )
+
+
 def train(
     config: TrainConfig,
     registry: Registry,
@@ -239,17 +263,30 @@ def train(
     no metrics and no plot); one while the files are written waits until they are whole. Before
     the fit has a model to keep, Ctrl-C propagates as :class:`KeyboardInterrupt` and nothing is
     written.
+
+    In a process group (:func:`pesmith.distributed.process_group`, ``mpiexec -n K`` or
+    ``torchrun``) every rank reads the data, the ranks share the featurization
+    (:func:`pesmith.features.featurize_dataset`) and the Adam fit shares each minibatch; rank 0 alone warns, evaluates and writes the files, and the other
+    ranks return the fitted potential with a report of the fit only. More ranks than training
+    structures (:class:`~pesmith.errors.DataError`) and a model the Adam loop does not fit
+    (:func:`check_fit_over_ranks`) stop the run on every rank before the fit.
     """
     check_writable(config.output, f"{where}: output")
     check_train_outputs(config.output, overwrite, where)
+    ranks = current_ranks()
+    root = ranks is None or ranks.is_root
+    if not root:  # rank 0 alone shows progress
+        config = config.model_copy(update={"training": config.training.model_copy(update={"progress": False})})
     if config.training.threads:
-        torch.set_num_threads(config.training.threads)
+        torch.set_num_threads(rank_threads(config.training.threads, ranks))
     dataset = read_dataset(config.data.train, allow_mixed_references=config.data.allow_mixed_references)
     train_set, validation = dataset.split(config.data.validation_fraction, config.data.seed)
+    check_shareable(len(train_set), ranks, dataset.source)
     species = config.term_sections[0].descriptor.options.get("species", dataset.species)
     baseline = build_baseline(config.baseline, species, registry, where) if config.baseline is not None else None
     potential = build_potential(config, species, registry, baseline)
-    if not len(validation):
+    check_fit_over_ranks(potential, ranks, where)
+    if not len(validation) and root:
         by_epochs = "epochs" in type(potential.terms[0].model).settings_schema.model_fields
         (warn or logger.warning)(no_validation_message(len(dataset), config.data.validation_fraction, by_epochs))
     if config.initial_model is not None:
@@ -272,6 +309,8 @@ def train(
     fit_interrupted = INTERRUPTED_AT_EPOCH in summary.info
     interrupted = [f"at epoch {summary.info[INTERRUPTED_AT_EPOCH]}"] if fit_interrupted else []
     predictions: dict[str, Predictions] = {}
+    if not root:  # the other ranks helped fit the model; rank 0 evaluates and writes it
+        return TrainResult(potential, {"training": summary.info, "metrics": {}})
     if signals.count > int(fit_interrupted):  # a Ctrl-C (again) after the fit: save without evaluating
         interrupted.append(("again " if fit_interrupted else "") + "before the final evaluation")
     else:

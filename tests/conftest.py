@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,21 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
+MPIEXEC = Path(sys.executable).with_name("mpiexec")
+
+
+def mpiexec() -> Path:
+    """The ``mpiexec`` beside this Python. Skips when it or mpi4py is missing, except under
+    ``PESMITH_REQUIRE_MPI=1`` (set by ``.ci/run``, which installs them), where that is a failure."""
+    missing = [] if MPIEXEC.exists() else [f"no mpiexec beside {sys.executable}"]
+    if importlib.util.find_spec("mpi4py") is None:
+        missing.append("mpi4py is not installed")
+    if missing:
+        message = "; ".join(missing) + " (pip install mpi4py mpich)"
+        if os.environ.get("PESMITH_REQUIRE_MPI") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return MPIEXEC
 
 
 @pytest.fixture

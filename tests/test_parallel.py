@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from pesmith.labeling import label_one
 from pesmith.parallel import THREAD_VARIABLES, mpi_workers, parallel_map
 from pesmith.reference_db import structure_hash
 from pesmith.testing import distorted_lisi
+
+from conftest import mpiexec
 
 
 def square(x: int) -> int:
@@ -127,25 +128,13 @@ def test_no_mpi_without_mpi4py_futures():
     assert mpi_workers() == 0
 
 
-MPIEXEC = Path(sys.executable).with_name("mpiexec")
 MPI_TIMEOUT_S = 300  # a hang fails the test instead of blocking CI; a healthy run takes about 10 s
 
 
 def mpi_label_command(config: Path, ranks: int = 3) -> list[str]:
-    """``mpiexec -n ranks python -m mpi4py.futures -m pesmith label config``.
-
-    Skips when mpi4py or mpiexec is missing, except under ``PESMITH_REQUIRE_MPI=1`` (set by
-    ``.ci/run``, which installs them), where that is a failure.
-    """
-    missing = [] if MPIEXEC.exists() else [f"no mpiexec beside {sys.executable}"]
-    if importlib.util.find_spec("mpi4py") is None:
-        missing.append("mpi4py is not installed")
-    if missing:
-        message = "; ".join(missing) + " (pip install mpi4py mpich)"
-        if os.environ.get("PESMITH_REQUIRE_MPI") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mpi4py.futures", "-m", "pesmith", "label", str(config)]
+    """``mpiexec -n ranks python -m mpi4py.futures -m pesmith label config`` (skips without MPI:
+    :func:`conftest.mpiexec`)."""
+    return [str(mpiexec()), "-n", str(ranks), sys.executable, "-m", "mpi4py.futures", "-m", "pesmith", "label", str(config)]
 
 
 def run_mpi_label(folder: Path, structures: list) -> subprocess.CompletedProcess:
