@@ -23,7 +23,7 @@ def run_export(args: argparse.Namespace, registry: Registry) -> int:
     from pesmith.model_file import load_potential
 
     potential, _ = load_potential(args.model, registry)
-    written = export_lammps(potential, args.folder, source=str(args.model))
+    written = export_lammps(potential, args.folder, registry, source=str(args.model))
     print(f"wrote {written.model}, {written.descriptor} and {written.snippet}; in a LAMMPS input (units metal):")
     print(written.commands, end="")
     return 0

@@ -24,6 +24,7 @@ import torch
 from .atomic_io import write_text_atomic
 from .errors import ConfigError
 from .potential import Potential
+from .registry import Registry
 
 LAMMPS_ACTIVATIONS = {"tanh": "tanh"}  # pesmith nn activation -> ML-IAP name (ML-IAP has linear, sigmoid, tanh, relu)
 VALUES_PER_LINE = 10  # ML-IAP's nn reader takes at most 30 numbers on a line
@@ -44,8 +45,9 @@ class LammpsExport:
     commands: str  # pair_style and pair_coeff lines, with the files' absolute paths
 
 
-def check_exportable(potential: Potential, source: str = "the model") -> str:
-    """Return the ML-IAP model kind (``nn`` or ``linear``) of ``potential``.
+def check_exportable(potential: Potential, registry: Registry, source: str = "the model") -> str:
+    """Return the ML-IAP model kind (``nn`` or ``linear``) of ``potential``, whose plugins
+    ``registry`` names.
 
     Raises
     ------
@@ -53,10 +55,6 @@ def check_exportable(potential: Potential, source: str = "the model") -> str:
         Several terms, a baseline, pesmith's short-range core, a descriptor other than
         ``bispectrum``, or a model ML-IAP does not run (another kind or activation).
     """
-    from pesmith.plugins.descriptors.bispectrum import Bispectrum
-    from pesmith.plugins.models.linear import LinearModel
-    from pesmith.plugins.models.nn import BehlerParrinello
-
     if len(potential.terms) != 1:
         raise ExportError(f"{source} has {len(potential.terms)} terms; LAMMPS's ML-IAP runs one descriptor and one model")
     if potential.baseline is not None:
@@ -67,28 +65,29 @@ def check_exportable(potential: Potential, source: str = "the model") -> str:
             " train with training.core_repulsion: false"
         )
     descriptor, model = potential.descriptor, potential.model
-    if not isinstance(descriptor, Bispectrum):
+    descriptor_kind, model_kind = registry.name_of(type(descriptor)), registry.name_of(type(model))
+    if descriptor_kind != "bispectrum":
         raise ExportError(
-            f"{source} uses the {type(descriptor).__name__} descriptor; LAMMPS's ML-IAP computes the SNAP bispectrum"
-            " itself: train on descriptor kind bispectrum"
+            f"{source} uses the {descriptor_kind or type(descriptor).__name__} descriptor; LAMMPS's ML-IAP computes the"
+            " SNAP bispectrum itself: train on descriptor kind bispectrum"
         )
-    if isinstance(model, LinearModel):
+    if model_kind == "linear":
         return "linear"
-    if isinstance(model, BehlerParrinello):
+    if model_kind == "nn":
         if model.activation not in LAMMPS_ACTIVATIONS:
             raise ExportError(
                 f"{source} uses activation {model.activation}, which LAMMPS's ML-IAP nn lacks (it has linear, sigmoid,"
                 " tanh, relu); train with model.activation: tanh"
             )
         return "nn"
-    raise ExportError(f"{source} uses the {type(model).__name__} model; LAMMPS's ML-IAP runs nn (tanh) and linear models")
+    raise ExportError(f"{source} uses the {model_kind or type(model).__name__} model; LAMMPS's ML-IAP runs nn (tanh) and linear models")
 
 
-def export_lammps(potential: Potential, folder: Path, source: str = "the model") -> LammpsExport:
+def export_lammps(potential: Potential, folder: Path, registry: Registry, source: str = "the model") -> LammpsExport:
     """Write the ML-IAP model and descriptor files of ``potential`` and an input snippet
     (``pair_style``, ``pair_coeff``; for ``include`` in a LAMMPS input in ``units metal``) into
     ``folder``; see :func:`check_exportable`."""
-    kind = check_exportable(potential, source)
+    kind = check_exportable(potential, registry, source)
     folder.mkdir(parents=True, exist_ok=True)
     descriptor_path, model_path, snippet_path = (folder / name for name in (DESCRIPTOR_FILE, MODEL_FILE, INPUT_FILE))
     write_text_atomic(descriptor_path, descriptor_text(potential))
