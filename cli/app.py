@@ -16,7 +16,7 @@ from pesmith.errors import PesmithError
 from pesmith.registry import default_registry
 from pesmith.threads import prefer_passive_waiting
 
-from . import analyze, evaluate, export, hull, label, md, neb, plugins, relax, search, train, vacancy, validate
+from . import analyze, evaluate, export, hull, label, md, neb, plugins, relax, search, select_features, train, vacancy, validate
 from .common import EXIT_USER_ERROR
 
 
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     vacancy.add_parser(verbs)
     analyze.add_parser(verbs)
     export.add_parser(verbs)
+    select_features.add_parser(verbs)
     return parser
 
 

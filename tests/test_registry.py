@@ -77,7 +77,7 @@ def test_listing_imports_no_plugin_class_and_get_imports_one():
         registry = Registry(entry_points=False)
         assert not [m for m in BUILTIN_PLUGINS if m in sys.modules]
         modules = {info.target.partition(":")[0] for info in registry.plugins()}
-        assert len(modules) == 17 and all(m in sys.modules for m in BUILTIN_PLUGINS)
+        assert len(modules) == 18 and all(m in sys.modules for m in BUILTIN_PLUGINS)
         assert not [m for m in modules if m in sys.modules] and "torch" not in sys.modules, sorted(sys.modules)
         registry.get("descriptor", "acsf")
         assert [m for m in modules if m in sys.modules] == ["pesmith.plugins.descriptors.acsf"]
@@ -227,11 +227,11 @@ def test_unknown_kind_names_the_failed_plugins(plugin_module):
     with pytest.raises(PluginError) as error:
         Registry(entry_points=False, modules=[broken]).get("descriptor", "mbtr")
     message = str(error.value)
-    assert "unknown descriptor kind 'mbtr'; available: acsf, angle_3b, bispectrum, chebyshev, distance_2b, soap, soap_quip." in message
+    assert "unknown descriptor kind 'mbtr'; available: acsf, angle_3b, bispectrum, chebyshev, distance_2b, selected, soap, soap_quip." in message
     assert "broken_descriptor_pkg (ImportError: needs numpy>=9)" in message
 
 
-@pytest.mark.parametrize("kind,name,available", [("descriptor", "soapy", "acsf, angle_3b, bispectrum, chebyshev, distance_2b, soap"), ("model", "krr", "committee, gap, linear, nn")])
+@pytest.mark.parametrize("kind,name,available", [("descriptor", "soapy", "acsf, angle_3b, bispectrum, chebyshev, distance_2b, selected, soap"), ("model", "krr", "committee, gap, linear, nn")])
 def test_unknown_kind_lists_the_available_ones(registry, kind, name, available):
     with pytest.raises(PluginError) as error:
         registry.get(kind, name)

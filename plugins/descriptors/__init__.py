@@ -24,3 +24,5 @@ def pesmith_register_descriptors(register: Callable[..., None]) -> None:
              "GAP's 3-body term: sums over neighbor pairs of a Gaussian product basis in (r_ij + r_ik, (r_ij - r_ik)^2, r_jk), per neighbor-element pair.")
     register("bispectrum", "pesmith.plugins.descriptors.bispectrum:Bispectrum",
              "SNAP's bispectrum components, equal to LAMMPS ``compute sna/atom``.")
+    register("selected", "pesmith.plugins.descriptors.selected:Selected",
+             "A subset of another descriptor's features, in the listed order.")
