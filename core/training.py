@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -38,6 +39,15 @@ class AdamSettings(FitSettings):
     min_learning_rate: float = Field(1e-5, gt=0, description="stop when the rate falls below this")
     patience: int = Field(100, ge=1, description="early stopping: epochs without validation improvement")
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty on the weights (AdamW)")
+    lr_schedule: Literal["plateau", "cosine", "exponential"] = Field(
+        "plateau",
+        description="plateau: x lr_factor after lr_patience epochs without improvement, stop below min_learning_rate;"
+        " cosine or exponential: from learning_rate down to min_learning_rate at the last epoch (cosine annealing,"
+        " or a constant factor per epoch), after the warm-up",
+    )
+    warmup_epochs: int = Field(
+        0, ge=0, description="epochs of linear warm-up from learning_rate / warmup_epochs to learning_rate (cosine, exponential)"
+    )
 
 
 LOSS_KEYS = ("energy", "force", "stress")
@@ -131,9 +141,7 @@ def fit_loop(
     """
     generator = torch.Generator().manual_seed(settings.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=settings.lr_factor, patience=settings.lr_patience
-    )
+    scheduler = learning_rate_schedule(optimizer, settings)
     monitor = validation if validation is not None and validation.n_structures > 0 else train_set
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     history = []
@@ -146,10 +154,14 @@ def fit_loop(
                 running = train_one_epoch(model, optimizer, train_set, settings, generator, ranks)
                 monitor_metrics = evaluate(model, monitor, settings, ranks)
                 train_metrics = monitor_metrics if monitor is train_set else running
-                history.append({"epoch": epoch, "train": train_metrics, "validation": monitor_metrics})
+                history.append({"epoch": epoch, "train": train_metrics, "validation": monitor_metrics,
+                                "learning_rate": optimizer.param_groups[0]["lr"]})
                 if monitor_metrics["loss"] < best_loss:
                     best_loss, best_epoch, best_state = monitor_metrics["loss"], epoch, copy.deepcopy(model.state_dict())
-                scheduler.step(monitor_metrics["loss"])
+                if settings.lr_schedule == "plateau":
+                    scheduler.step(monitor_metrics["loss"])
+                else:
+                    scheduler.step()
                 bar.set_postfix(
                     E_train=f"{train_metrics['energy_rmse_meV_per_atom']:.2f}",
                     E_val=f"{monitor_metrics['energy_rmse_meV_per_atom']:.2f}",
@@ -162,7 +174,7 @@ def fit_loop(
                 if epoch - best_epoch >= settings.patience:
                     stopped_by = "patience"
                     break
-                if optimizer.param_groups[0]["lr"] < settings.min_learning_rate:
+                if settings.lr_schedule == "plateau" and optimizer.param_groups[0]["lr"] < settings.min_learning_rate:
                     stopped_by = "min_learning_rate"
                     break
         except KeyboardInterrupt:  # Ctrl-C: stop as early stopping does, unless no epoch has finished
@@ -185,6 +197,26 @@ def fit_loop(
     if stopped_by == "interrupted":
         info[INTERRUPTED_AT_EPOCH] = epoch
     return FitSummary(info=info, history=history)
+
+
+def learning_rate_schedule(optimizer: torch.optim.Optimizer, settings: AdamSettings):
+    """The scheduler of ``settings.lr_schedule``, stepped once per epoch (``plateau`` with the
+    monitored loss). ``cosine`` and ``exponential``: the rate of epoch e (1-based) is
+    ``learning_rate * e / warmup_epochs`` during the warm-up, then ``learning_rate * f(t)``,
+    ``t = (e - 1 - warmup_epochs) / (epochs - 1 - warmup_epochs)`` from 0 to 1, with
+    ``f = r + (1 - r) (1 + cos(pi t)) / 2`` or ``f = r^t`` and ``r = min_learning_rate / learning_rate``."""
+    if settings.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=settings.lr_factor, patience=settings.lr_patience)
+    ratio = min(1.0, settings.min_learning_rate / settings.learning_rate)
+    warmup, span = settings.warmup_epochs, max(1, settings.epochs - 1 - settings.warmup_epochs)
+
+    def factor(step: int) -> float:  # step = epochs finished, so epoch step + 1 runs at this factor
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / span)
+        return ratio + (1.0 - ratio) * 0.5 * (1.0 + math.cos(math.pi * t)) if settings.lr_schedule == "cosine" else ratio**t
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def stop_reason(

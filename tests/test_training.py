@@ -444,3 +444,23 @@ def test_warm_start_of_a_model_that_cannot_continue_is_refused(morse_train):
     potential = Potential(descriptor, SparseCenters(SPECIES, descriptor.n_features, n_centers=3))
     with pytest.raises(ConfigError, match="SparseCenters cannot continue from a saved state"):
         potential.fit(morse_train, None, FitSettings(force_weight=0.0, progress=False), warm_start=True)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "exponential"])
+def test_cosine_and_exponential_schedules_warm_up_then_decay_to_the_minimum_rate(registry, morse_train, morse_test, schedule):
+    import math
+
+    settings = AdamSettings(**(QUICK | {"epochs": 12, "learning_rate": 4e-3}), min_learning_rate=1e-4, lr_schedule=schedule, warmup_epochs=3)
+    _, summary = fit_network(registry, morse_train, settings, validation=morse_test)
+    rates = [entry["learning_rate"] for entry in summary.history]
+    assert len(rates) == 12  # no stop at the minimum rate: the schedule ends there
+    np.testing.assert_allclose(rates[:4], [4e-3 / 3, 8e-3 / 3, 4e-3, 4e-3], rtol=1e-12)
+    t = np.arange(9) / 8  # epochs 4..12
+    expected = 1e-4 + (4e-3 - 1e-4) * 0.5 * (1 + np.cos(math.pi * t)) if schedule == "cosine" else 4e-3 * (1e-4 / 4e-3) ** t
+    np.testing.assert_allclose(rates[3:], expected, rtol=1e-12)
+
+
+def test_the_plateau_schedule_stays_the_default_and_records_its_rate(registry, morse_train):
+    _, summary = fit_network(registry, morse_train, AdamSettings(**(QUICK | {"epochs": 3})))
+    assert AdamSettings().lr_schedule == "plateau"
+    assert [entry["learning_rate"] for entry in summary.history] == [QUICK["learning_rate"]] * 3
