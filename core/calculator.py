@@ -11,7 +11,10 @@ from ase.calculators.calculator import Calculator, all_changes
 from .model_file import load_potential
 from .potential import ATOM_ENERGIES, ENERGY, ENERGY_STD, FEATURES, FORCES, FORCES_STD, STRESS, Potential
 from .registry import Registry
-from .structures import Batch, build_batch, check_close_pairs, check_finite_geometry
+from .structures import Batch, check_close_pairs, check_finite_geometry
+from .verlet import VerletList
+
+DEFAULT_SKIN = 1.0  # Å, the margin of the calculator's Verlet neighbor list
 
 
 class ExtrapolationWarning(UserWarning):
@@ -31,21 +34,49 @@ class PesmithCalculator(Calculator):
     forces again, so MD and relaxations do not pay for it by default. The first structure whose
     features fall outside the per-feature range of the training data triggers one
     :class:`ExtrapolationWarning` per calculator, naming how many atoms and features.
+
+    ``skin`` (Å, default 1.0) makes MD cheaper: it keeps a Verlet neighbor list
+    (:class:`~pesmith.verlet.VerletList`): pairs are searched within cutoff + skin and searched
+    again only when an atom moved more than skin / 2 or the cell, numbers or pbc changed; the
+    results equal a list built every call (``skin=0``). A relaxation of the cell changes the cell
+    every step and searches every step.
+
+    Parameters
+    ----------
+    potential
+        The potential (float64).
+    forces_std
+        Compute ``forces_std`` for every structure.
+    skin
+        Å, ``>= 0``: the Verlet list's margin; 0 searches the pairs at every call.
+
+    Raises
+    ------
+    ConfigError
+        ``skin`` negative.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "forces_std"]
 
-    def __init__(self, potential: Potential, forces_std: bool = False, **kwargs):
+    def __init__(self, potential: Potential, forces_std: bool = False, skin: float = DEFAULT_SKIN, **kwargs):
         super().__init__(**kwargs)
         self.potential = potential
         self.forces_std = forces_std
+        self.skin = skin
+        self.neighbors = VerletList(potential.cutoff, skin)
         self._warned = False
 
     @classmethod
-    def from_file(cls, path: str | Path, registry: Registry | None = None, forces_std: bool = False) -> "PesmithCalculator":
-        """Load a model file written by ``pesmith train``."""
+    def from_file(
+        cls,
+        path: str | Path,
+        registry: Registry | None = None,
+        forces_std: bool = False,
+        skin: float = DEFAULT_SKIN,
+    ) -> "PesmithCalculator":
+        """Load a model file written by ``pesmith train``; ``skin`` (Å) as in the class."""
         potential, _ = load_potential(path, registry)
-        return cls(potential, forces_std=forces_std)
+        return cls(potential, forces_std=forces_std, skin=skin)
 
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
@@ -80,7 +111,7 @@ class PesmithCalculator(Calculator):
         """
         where = f"PesmithCalculator, structure {self.atoms.get_chemical_formula()}"
         check_finite_geometry(self.atoms, where)
-        batch = build_batch([self.atoms], self.potential.cutoff)
+        batch = self.neighbors.batch(self.atoms)
         centers, neighbors = batch.edge_index.numpy()
         distances = batch.edge_vectors().norm(dim=1).numpy()  # (n_edges,) Å
         check_close_pairs(self.atoms, where, centers, neighbors, distances)
