@@ -45,7 +45,7 @@ class VerletList:
         self.skin = float(skin)
         self.builds = 0  # neighbor searches done
         self._reference: Atoms | None = None  # numbers, positions (Å), cell and pbc at the last search
-        self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # centers, neighbors, shifts within cutoff + skin
+        self._pairs: tuple[np.ndarray, ...] | None = None  # centers, neighbors, shifts, offsets (Å) within cutoff + skin
 
     def batch(self, atoms: Atoms) -> Batch:
         """The :class:`~pesmith.structures.Batch` of ``atoms`` with its pairs within :attr:`cutoff`."""
@@ -53,12 +53,13 @@ class VerletList:
             self.builds += 1
             return build_batch([atoms], self.cutoff)
         if self.needs_rebuild(atoms):
-            self._pairs = neighbor_pairs(atoms, self.cutoff + self.skin)
+            centers, neighbors, shifts = neighbor_pairs(atoms, self.cutoff + self.skin)
+            self._pairs = centers, neighbors, shifts.astype(np.float64), shifts @ atoms.cell.array  # offsets (n_pairs, 3) Å
             self._reference = atoms.copy()
             self._reference.calc = None
             self.builds += 1
-        centers, neighbors, shifts = self._pairs
-        vectors = atoms.positions[neighbors] - atoms.positions[centers] + shifts @ atoms.cell.array  # (n_pairs, 3) Å
+        centers, neighbors, shifts, offsets = self._pairs
+        vectors = atoms.positions[neighbors] - atoms.positions[centers] + offsets  # (n_pairs, 3) Å
         keep = np.einsum("ea,ea->e", vectors, vectors) < self.cutoff**2  # (n_pairs,)
         return single_batch(atoms, centers[keep], neighbors[keep], shifts[keep], self.cutoff)
 
