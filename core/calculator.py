@@ -8,14 +8,13 @@ from pathlib import Path
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
+from .calculator_settings import DEFAULT_SKIN, Precision
 from .model_file import load_potential
 from .potential import ATOM_ENERGIES, ENERGY, ENERGY_STD, FEATURES, FORCES, FORCES_STD, STRESS, Potential
-from .precision import Precision, check_precision, inference_copy
+from .precision import check_precision, inference_copy
 from .registry import Registry
 from .structures import Batch, check_close_pairs, check_finite_geometry
 from .verlet import VerletList
-
-DEFAULT_SKIN = 1.0  # Å, the margin of the calculator's Verlet neighbor list
 
 
 class ExtrapolationWarning(UserWarning):

@@ -12,16 +12,16 @@ forward pass would silently compute in float64 (torch promotes mixed dtypes);
 from __future__ import annotations
 
 import copy
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
 from ase import Atoms
 
+from .calculator_settings import Precision
 from .errors import ConfigError
 from .potential import Potential
 from .structures import DTYPE, build_batch
 
-Precision = Literal["float64", "float32"]
 DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
 
 
