@@ -74,7 +74,7 @@ class PesmithCalculator(Calculator):
         self.skin = skin
         self.dtype = check_precision(dtype)
         self.neighbors = VerletList(potential.cutoff, skin)
-        self._evaluator = inference_copy(potential, dtype)  # the potential itself in float64
+        self.evaluated = inference_copy(potential, dtype)  # what computes the results: the potential itself in float64
         self._warned = False
 
     @classmethod
@@ -94,7 +94,7 @@ class PesmithCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         batch = self._checked_batch()
         periodic = bool(self.atoms.pbc.all()) and self.atoms.cell.volume > 0
-        results = self._evaluator(batch, forces=True, stress=periodic)
+        results = self.evaluated(batch, forces=True, stress=periodic)
         self._check_range(results[FEATURES])
         energy = float(results[ENERGY][0])
         self.results = {

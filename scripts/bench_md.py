@@ -91,7 +91,7 @@ def worker(threads: int, variant: str, steps: int, model_path: str | None, confi
     md_seconds = time.perf_counter() - started
     builds = calculator.neighbors.builds - builds
 
-    term = calculator._evaluator.terms[0]
+    term = calculator.evaluated.terms[0]
     parts = {"neighbor_list": 0.0, "descriptor_forward": 0.0, "network_forward": 0.0, "backward": 0.0}
     repeats = 5
     for _ in range(repeats):

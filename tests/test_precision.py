@@ -118,3 +118,12 @@ def test_float32_of_the_chebyshev_and_soap_descriptors_with_random_weights(confi
     assert e32 != e64
     assert abs(e32 - e64) / len(atoms) < 1e-6
     assert np.abs(f32 - f64).max() < 1e-5
+
+
+def test_load_calculator_passes_skin_and_dtype(si_model_path):
+    import pesmith
+
+    calculator = pesmith.load_calculator(str(si_model_path), skin=0.5, dtype="float32")
+    assert calculator.neighbors.skin == 0.5 and calculator.dtype == "float32"
+    assert calculator.evaluated.terms[0].compute_dtype == torch.float32
+    assert calculator.potential.terms[0].compute_dtype == torch.float64
