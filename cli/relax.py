@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
+from pesmith.calculator_settings import DEFAULT_SKIN, Precision
 from pesmith.errors import ConfigError
 from pesmith.registry import Registry
 
@@ -31,11 +32,14 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def add_calculator_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model`` or ``--reference`` (with ``--option``): what computes energies and forces."""
+    """``--model`` (with ``--skin`` and ``--dtype``) or ``--reference`` (with ``--option``): what
+    computes energies and forces."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", type=Path, help="a pesmith model file")
     source.add_argument("--reference", help="a reference plugin kind with an ASE calculator (sevennet, chgnet, xtb, gpaw, ase, morse)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a reference option (value read as YAML), repeatable")
+    parser.add_argument("--skin", type=float, help=f"--model: Verlet neighbor-list skin, Å (default {DEFAULT_SKIN}; 0: a new list every call)")
+    parser.add_argument("--dtype", choices=get_args(Precision), help="--model: precision of descriptors and models (default float64; float32 is faster)")
 
 
 def reference_options(pairs: list[str]) -> dict[str, Any]:
@@ -95,10 +99,14 @@ def calculator_of(args: argparse.Namespace, registry: Registry):
     """The ASE calculator of ``--model`` or of ``--reference`` with its ``--option`` values."""
     if args.option and args.model:
         raise ConfigError("--option sets reference options; it does not apply to --model")
+    if args.reference and (args.skin is not None or args.dtype is not None):
+        raise ConfigError("--skin and --dtype set how a --model file is evaluated; they do not apply to --reference")
     if args.model:
         from pesmith.calculator import PesmithCalculator
 
-        return PesmithCalculator.from_file(args.model, registry)
+        return PesmithCalculator.from_file(
+            args.model, registry, skin=DEFAULT_SKIN if args.skin is None else args.skin, dtype=args.dtype or "float64"
+        )
     from pesmith.config import PluginSettings
     from pesmith.labeling import build_reference
 

@@ -46,8 +46,10 @@ __all__ = [
 ]
 
 
-def load_calculator(path: str) -> "PesmithCalculator":
-    """Load a model file written by ``pesmith train`` as an ASE Calculator."""
+def load_calculator(path: str, skin: float = 1.0, dtype: str = "float64") -> "PesmithCalculator":
+    """Load a model file written by ``pesmith train`` as an ASE Calculator; ``skin`` (Å, its
+    Verlet neighbor list's) and ``dtype`` (``"float64"`` or ``"float32"``) as in
+    :class:`pesmith.calculator.PesmithCalculator`."""
     from .calculator import PesmithCalculator
 
-    return PesmithCalculator.from_file(path)
+    return PesmithCalculator.from_file(path, skin=skin, dtype=dtype)

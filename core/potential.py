@@ -183,17 +183,19 @@ class Potential(torch.nn.Module):
 
     def energy(self, batch: Batch, edge_vectors: torch.Tensor) -> dict[str, torch.Tensor]:
         """Energies (n_structures,) eV, per-atom energies and features, differentiable in
-        ``edge_vectors``; ``energy_std`` (eV) when every term's model has one. An external
+        ``edge_vectors``; ``energy_std`` (eV) when every term's model has one. Each term computes
+        in its ``compute_dtype``; what is returned is float64. An external
         baseline (:attr:`pesmith.baseline.Baseline.external`) is not in them: :meth:`forward` adds it."""
         atom_energies = self.reference_table[batch.numbers]  # (n_atoms,)
         features, stds = [], []
         largest = self.cutoff
         for term in self.terms:
             edge_index, vectors = edges_within(term.cutoff, largest, batch.edge_index, edge_vectors)
-            term_features = term.descriptor(batch.numbers, edge_index, vectors)  # (n_atoms, F_t)
-            atom_energies = term.model(term_features, batch.numbers) + atom_energies
-            features.append(term_features)
-            stds.append(term.model.energy_std(term_features, batch.numbers, batch.structure_index, batch.n_structures))
+            term_features = term.descriptor(batch.numbers, edge_index, vectors.to(term.compute_dtype))  # (n_atoms, F_t)
+            atom_energies = term.model(term_features, batch.numbers).to(DTYPE) + atom_energies
+            features.append(term_features.to(DTYPE))
+            std = term.model.energy_std(term_features, batch.numbers, batch.structure_index, batch.n_structures)
+            stds.append(None if std is None else std.to(DTYPE))
         if self.core_outer:
             centers, neighbors = batch.edge_index
             core = core_edge_energies(edge_vectors.norm(dim=1), batch.numbers[centers], batch.numbers[neighbors], self.core_table)

@@ -143,6 +143,9 @@ def neighbor_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
         Both directions of every pair; an atom's own periodic images are included.
     shifts : (n_edges, 3) int64
         Cell shifts such that ``r_ij = pos[j] - pos[i] + shift @ cell``.
+
+    Pairs are sorted by center, neighbor and shift, so a list built at a larger cutoff and
+    filtered to ``cutoff`` (:class:`pesmith.verlet.VerletList`) is this list in this order.
     """
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
     pbc = np.asarray(atoms.pbc, dtype=bool)
@@ -155,7 +158,7 @@ def neighbor_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
     centers, neighbors, shifts = calculator.compute(
         points=np.asarray(atoms.positions, dtype=np.float64), box=cell, periodic=pbc, quantities="ijS"
     )
-    order = np.lexsort((neighbors, centers))
+    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], neighbors, centers))  # a total order, whatever vesin's
     return (
         centers[order].astype(np.int64),
         neighbors[order].astype(np.int64),
@@ -188,6 +191,21 @@ def build_batch(structures: Sequence[Atoms], cutoff: float) -> Batch:
         structure_index=torch.as_tensor(np.concatenate(owner), dtype=torch.int64),
         edge_index=torch.as_tensor(np.stack([np.concatenate(centers), np.concatenate(neighbors)])),
         edge_shifts=torch.as_tensor(np.concatenate(shifts), dtype=DTYPE),
+        cutoff=float(cutoff),
+    )
+
+
+def single_batch(atoms: Atoms, centers: np.ndarray, neighbors: np.ndarray, shifts: np.ndarray, cutoff: float) -> Batch:
+    """The :class:`Batch` of one structure with given neighbor pairs (``centers``, ``neighbors``
+    ``(n_edges,)`` sorted by center, integer cell ``shifts`` ``(n_edges, 3)``) within ``cutoff`` (Å)."""
+    return Batch(
+        numbers=torch.tensor(atoms.numbers, dtype=torch.int64),  # copies: the batch outlives changes to atoms
+        positions=torch.tensor(atoms.positions, dtype=DTYPE),
+        cells=torch.tensor(atoms.cell.array[None], dtype=DTYPE),
+        pbc=torch.tensor(atoms.pbc[None], dtype=torch.bool),
+        structure_index=torch.zeros(len(atoms), dtype=torch.int64),
+        edge_index=torch.as_tensor(np.stack([centers, neighbors])),
+        edge_shifts=torch.as_tensor(shifts, dtype=DTYPE),
         cutoff=float(cutoff),
     )
 

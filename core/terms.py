@@ -24,7 +24,8 @@ from .model import Model
 class Term(torch.nn.Module):
     """One term of a potential: ``descriptor`` -> features ``(n_atoms, F)`` -> ``model`` ->
     per-atom energies ``(n_atoms,)``, eV. The model's species and ``n_features`` must be the
-    descriptor's."""
+    descriptor's. The term computes in ``compute_dtype`` (float64; float32 in a copy made by
+    :func:`pesmith.precision.inference_copy`)."""
 
     def __init__(self, descriptor: Descriptor, model: Model):
         super().__init__()
@@ -36,6 +37,7 @@ class Term(torch.nn.Module):
             )
         self.descriptor = descriptor
         self.model = model
+        self.compute_dtype = torch.float64  # of edge vectors, features and energies inside the term (pesmith.precision)
 
     @property
     def cutoff(self) -> float:

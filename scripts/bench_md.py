@@ -1,20 +1,27 @@
-"""MD throughput of the NN calculator on a 1,000-atom amorphous Li-Si cell (descriptor from ``--config``).
+"""MD throughput of the NN calculator on a 1,000-atom cell: Verlet skin 0 vs 1 Å vs 1 Å + float32.
 
-Runs ASE VelocityVerlet (1 fs) with 1 and with 2 torch threads, each in a fresh subprocess,
-and prints atom-steps per second, the ratio to the aim (6,000 atom-steps/s per core, what
-aenet's NN reaches in LAMMPS for a-LiSi) and where the time of one force call goes:
-neighbor list, descriptor forward, network forward, backward (forces and stress).
+Runs ASE VelocityVerlet (1 fs, momenta drawn at ``--temperature-K``) with each calculator
+variant and each thread count, every run in a fresh subprocess, and prints MD steps/s,
+atom-steps/s, the ratio to the aim (6,000 atom-steps/s per core, what aenet's NN reaches in
+LAMMPS for a-LiSi), the neighbor searches done, the peak RSS of the run (MB) and where the time
+of one force call goes: neighbor list (a search for skin 0, the filter of the stored pairs
+otherwise), descriptor forward, network forward, backward (forces and stress). Writes the rows
+to ``--json``.
 
-    python scripts/bench_md.py [--model si_li.pt | --config configs/si_nn_acsf.yaml] [--steps 20]
+    python scripts/bench_md.py [--model si_li.pt | --config configs/si_nn_acsf.yaml] [--cell lisi | si]
+                               [--steps 20] [--threads 1 2]
 
 Without ``--model`` the potential has random weights: the cost does not depend on them. The
-descriptor and network then use the hyper-parameters of ``--config`` for Li and Si.
+descriptor and network then use the hyper-parameters of ``--config`` for Li and Si. ``--cell
+lisi`` is a random amorphous Li15Si4-like cell, ``--cell si`` diamond Si (5 x 5 x 5 cubic cells,
+rattled by 0.05 Å), for a Si-only model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -24,6 +31,7 @@ import numpy as np
 
 AIM_PER_CORE = 6000.0
 ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {"skin 0": (0.0, "float64"), "skin 1 Å": (1.0, "float64"), "skin 1 Å, float32": (1.0, "float32")}  # skin Å, dtype
 
 
 def build_potential(model_path: str | None, config_path: str):
@@ -45,49 +53,72 @@ def build_potential(model_path: str | None, config_path: str):
     return Potential(descriptor, model, {"Li": -1.9, "Si": -5.4})
 
 
-def worker(threads: int, steps: int, model_path: str | None, config_path: str) -> dict:
-    """Run in a subprocess: time MD steps and the parts of one force call."""
+def bench_cell(kind: str):
+    """The 1,000-atom cell of ``--cell``."""
+    from ase.build import bulk
+
+    from pesmith.testing import amorphous_lisi
+
+    if kind == "lisi":
+        return amorphous_lisi(1000)
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat(5)
+    atoms.rattle(0.05, rng=np.random.default_rng(0))
+    return atoms
+
+
+def worker(threads: int, variant: str, steps: int, model_path: str | None, config_path: str, cell: str, temperature_K: float) -> dict:
+    """Run in a subprocess: time MD steps with one calculator variant and the parts of one force call."""
     import torch
     from ase import units
+    from ase.md.velocitydistribution import thermalize_momenta
     from ase.md.verlet import VelocityVerlet
 
     from pesmith.calculator import PesmithCalculator
     from pesmith.grad import forces_and_stress
-    from pesmith.structures import build_batch
-    from pesmith.testing import amorphous_lisi
 
     torch.set_num_threads(threads)
+    skin, dtype = VARIANTS[variant]
     potential = build_potential(model_path, config_path)
-    atoms = amorphous_lisi(1000)
-    atoms.calc = PesmithCalculator(potential)
-    atoms.set_momenta(np.random.default_rng(1).normal(0, 0.05, (len(atoms), 3)))
+    atoms = bench_cell(cell)
+    calculator = PesmithCalculator(potential, skin=skin, dtype=dtype)
+    atoms.calc = calculator
+    thermalize_momenta(atoms, temperature_K=temperature_K, rng=np.random.default_rng(1))
     dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
     dynamics.run(3)  # warm-up
+    builds = calculator.neighbors.builds
     started = time.perf_counter()
     dynamics.run(steps)
     md_seconds = time.perf_counter() - started
+    builds = calculator.neighbors.builds - builds
 
+    term = calculator.evaluated.terms[0]
     parts = {"neighbor_list": 0.0, "descriptor_forward": 0.0, "network_forward": 0.0, "backward": 0.0}
     repeats = 5
     for _ in range(repeats):
         t0 = time.perf_counter()
-        batch = build_batch([atoms], potential.descriptor.cutoff)
+        batch = calculator.neighbors.batch(atoms)
         t1 = time.perf_counter()
         vectors = batch.edge_vectors().detach().requires_grad_(True)
-        features = potential.descriptor(batch.numbers, batch.edge_index, vectors)
+        features = term.descriptor(batch.numbers, batch.edge_index, vectors.to(term.compute_dtype))
         t2 = time.perf_counter()
-        energy = potential.model(features, batch.numbers).sum().reshape(1)
+        energy = term.model(features, batch.numbers).sum().reshape(1).double()
         t3 = time.perf_counter()
         forces_and_stress(energy, vectors, batch, stress=True)
         t4 = time.perf_counter()
         for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             parts[key] += seconds / repeats
     return {
+        "variant": variant,
+        "skin_A": skin,
+        "dtype": dtype,
         "threads": threads,
         "atoms": len(atoms),
         "edges": int(batch.edge_index.shape[1]),
         "steps": steps,
+        "neighbor_searches": builds,
+        "steps_per_s": steps / md_seconds,
         "atom_steps_per_s": len(atoms) * steps / md_seconds,
+        "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
         "profile_ms": {k: 1000 * v for k, v in parts.items()},
     }
 
@@ -97,28 +128,36 @@ def main() -> None:
     parser.add_argument("--model", help="a model file from `pesmith train` (default: random Li-Si weights)")
     parser.add_argument("--config", default=str(ROOT / "configs" / "si_nn_acsf.yaml"),
                         help="training config whose descriptor and model settings to use")
+    parser.add_argument("--cell", choices=["lisi", "si"], default="lisi", help="amorphous Li-Si (default) or diamond Si, 1,000 atoms")
+    parser.add_argument("--temperature-K", type=float, default=600.0, help="K, initial Maxwell-Boltzmann momenta (default 600)")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--json", type=Path, default=Path("bench_md.json"))
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.steps, args.model, args.config)))
+        print(json.dumps(worker(args.worker, args.variant, args.steps, args.model, args.config, args.cell, args.temperature_K)))
         return
     rows = []
-    for threads in (1, 2):
-        command = [sys.executable, __file__, "--worker", str(threads), "--steps", str(args.steps), "--config", args.config]
-        if args.model:
-            command += ["--model", args.model]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        row = json.loads(output.strip().splitlines()[-1])
-        row["ratio_to_aim_per_core"] = row["atom_steps_per_s"] / (AIM_PER_CORE * threads)
-        rows.append(row)
-    print(f"{'threads':>7} {'atom-steps/s':>13} {'vs aim/core':>11}   profile of one force call (ms)")
+    for threads in args.threads:
+        for variant in VARIANTS:
+            command = [sys.executable, __file__, "--worker", str(threads), "--variant", variant, "--steps", str(args.steps),
+                       "--config", args.config, "--cell", args.cell, "--temperature-K", str(args.temperature_K)]
+            if args.model:
+                command += ["--model", args.model]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            row = json.loads(output.strip().splitlines()[-1])
+            row["ratio_to_aim_per_core"] = row["atom_steps_per_s"] / (AIM_PER_CORE * threads)
+            rows.append(row)
+    print(f"{'variant':<18} {'threads':>7} {'steps/s':>8} {'atom-steps/s':>13} {'vs aim/core':>11} {'searches':>8} {'peak MB':>8}"
+          "   profile of one force call (ms)")
     for row in rows:
         profile = ", ".join(f"{k} {v:.1f}" for k, v in row["profile_ms"].items())
-        print(f"{row['threads']:>7} {row['atom_steps_per_s']:>13.0f} {row['ratio_to_aim_per_core']:>11.2f}   {profile}")
-    print(f"speed-up 2 vs 1 thread: {rows[1]['atom_steps_per_s'] / rows[0]['atom_steps_per_s']:.2f}")
-    result = {"config": args.config, "model": args.model, "aim_atom_steps_per_s_per_core": AIM_PER_CORE, "runs": rows}
+        print(f"{row['variant']:<18} {row['threads']:>7} {row['steps_per_s']:>8.2f} {row['atom_steps_per_s']:>13.0f}"
+              f" {row['ratio_to_aim_per_core']:>11.2f} {row['neighbor_searches']:>4}/{row['steps']:<3} {row['peak_rss_MB']:>8.0f}   {profile}")
+    result = {"config": args.config, "model": args.model, "cell": args.cell, "temperature_K": args.temperature_K,
+              "aim_atom_steps_per_s_per_core": AIM_PER_CORE, "runs": rows}
     args.json.write_text(json.dumps(result, indent=2))
 
 

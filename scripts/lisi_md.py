@@ -5,7 +5,9 @@
 for each of ``compositions`` (x in Li_xSi), the search's lowest amorphous structure there
 (``hull.json``; the baseline's structures are left out), repeated to ``supercell``. Each cell
 runs NVT MD with the search's last model at each of ``temperatures_K``
-(:func:`pesmith.simulate.dynamics.run_md`, one run per worker process, one thread each). The
+(:func:`pesmith.simulate.dynamics.run_md`, one run per worker process, one thread each), the
+model evaluated as ``calculator:`` says (:class:`pesmith.calculator_settings.CalculatorSettings`:
+the Verlet-list skin in Å and the dtype). The
 first ``equilibration_ps`` of every run are dropped; from the rest come D_Li with a block error
 bar (:func:`pesmith.analysis.diffusion.diffusion_coefficients`), an Arrhenius fit per
 composition (:func:`pesmith.analysis.diffusion.arrhenius`) and the partial RDFs with their
@@ -38,6 +40,7 @@ from pesmith import ase_files
 from pesmith.analysis.diffusion import A2_PER_FS_TO_CM2_PER_S, arrhenius, diffusion_coefficients
 from pesmith.analysis.rdf import coordination_numbers, rdf
 from pesmith.atomic_io import write_json_atomic, write_text_atomic
+from pesmith.calculator_settings import CalculatorSettings
 from pesmith.config import parse_config, resolve_path
 from pesmith.errors import ConfigError, PesmithError
 from pesmith.parallel import parallel_map
@@ -68,6 +71,7 @@ class LiSiMDConfig(Section):
     supercell: tuple[int, int, int] = (1, 1, 1)
     temperatures_K: list[float] = Field(min_length=2, description="K, at least 2 for an Arrhenius fit")
     md: MDSettings = MDSettings(ensemble="bussi", timestep_fs=2.0, steps=3000, interval=10)
+    calculator: CalculatorSettings = CalculatorSettings()
     equilibration_ps: float = Field(1.0, ge=0, description="ps dropped from the start of every run")
     n_blocks: int = Field(5, ge=2, le=100, description="blocks of the D error bar")
     rdf: RDFSettings = RDFSettings()
@@ -130,9 +134,10 @@ def search_model(config: LiSiMDConfig) -> Path:
     return model
 
 
-def run_at(model: Path, settings: MDSettings, folder: Path, task: tuple[float, Atoms, float]) -> float:
+def run_at(model: Path, settings: MDSettings, calculator: CalculatorSettings, folder: Path, task: tuple[float, Atoms, float]) -> float:
     """In a worker: NVT MD of one cell at one temperature into ``folder/x<x>_<T>K.xyz`` (continued
-    if unfinished); the mean temperature (K) of the run after its first fifth."""
+    if unfinished), the model evaluated as ``calculator`` says; the mean temperature (K) of the run
+    after its first fifth."""
     import torch
 
     from pesmith.calculator import PesmithCalculator
@@ -141,7 +146,7 @@ def run_at(model: Path, settings: MDSettings, folder: Path, task: tuple[float, A
     x, atoms, temperature = task
     trajectory = folder / f"x{x:g}_{temperature:g}K.xyz"
     run = run_md(
-        atoms, PesmithCalculator.from_file(model), settings.model_copy(update={"temperature_K": temperature}),
+        atoms, PesmithCalculator.from_file(model, **calculator.model_dump()), settings.model_copy(update={"temperature_K": temperature}),
         trajectory, trajectory.with_suffix(".csv"), resume=trajectory.exists(),
     )
     return run.mean_temperature_K
@@ -189,7 +194,7 @@ def run(config: LiSiMDConfig, path: Path, echo=print) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     tasks = [(x, atoms, T) for x, (atoms, _) in cells.items() for T in config.temperatures_K]
     echo(f"{len(tasks)} NVT runs of {config.md.steps} steps ({config.md.steps * config.md.timestep_fs / 1000:g} ps) with {model.name}, {config.workers} at a time")
-    mean_K = {tasks[i][::2]: T for i, T in parallel_map(partial(run_at, model, config.md, folder), tasks, workers=config.workers, description="MD")}  # by (x, T)
+    mean_K = {tasks[i][::2]: T for i, T in parallel_map(partial(run_at, model, config.md, config.calculator, folder), tasks, workers=config.workers, description="MD")}  # by (x, T)
     md_time = time.perf_counter() - started
     compositions, rdfs = [], {}
     for x, (atoms, entry) in cells.items():

@@ -91,6 +91,8 @@ def test_md_per_composition_and_temperature_from_the_searchs_lowest_structure(tm
         ({"temperatures_K": [300.0]}, "temperatures_K"),
         ({"equilibration_ps": 1.0}, "key 'equilibration_ps'"),
         ({"search": "nowhere"}, "key 'search'"),
+        ({"calculator": {"skin": -1.0}}, "calculator.skin"),
+        ({"calculator": {"dtype": "float16"}}, "calculator.dtype"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, search, change, message):
@@ -103,3 +105,4 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, search, change, message):
 def test_shipped_config_validates(example):
     config = example.LiSiMDConfig.model_validate(yaml.safe_load((ROOT / "configs" / "lisi_md.yaml").read_text()))
     assert config.temperatures_K == [600.0, 800.0, 1000.0] and config.supercell == (2, 2, 2)
+    assert (config.calculator.skin, config.calculator.dtype) == (1.0, "float64")

@@ -82,3 +82,24 @@ def test_md_refuses_to_overwrite_a_trajectory_and_a_large_time_step(cu256, tmp_p
     assert len(err) == 1 and "--large-timestep" in err[0]
     assert cli.main(["md", str(cu256), *EMT_OPTIONS, "--ensemble", "bussi", "--final-K", "100", "--output", str(tmp_path / "r")]) == 2
     assert "final_K (a temperature ramp) needs ensemble langevin" in capsys.readouterr().err
+
+
+def test_md_with_a_model_takes_the_calculators_skin_and_dtype(tiny_si_model, tmp_path, capsys):
+    path = tmp_path / "si.xyz"
+    ase.io.write(path, bulk("Si", "diamond", a=5.43, cubic=True).repeat(2), format="extxyz")
+    for skin, dtype in (("0", "float64"), ("0.8", "float32")):
+        stem = tmp_path / f"run_{dtype}"
+        arguments = ["md", str(path), "--model", str(tiny_si_model), "--ensemble", "nve", "--steps", "6", "--interval", "3"]
+        assert cli.main([*arguments, "--skin", skin, "--dtype", dtype, "--output", str(stem)]) == 0
+    first, second = (ase.io.read(tmp_path / f"run_{dtype}.xyz", index=":") for dtype in ("float64", "float32"))
+    assert len(first) == len(second) == 2
+    np.testing.assert_allclose(second[-1].positions, first[-1].positions, atol=1e-5)  # float32 forces, 6 steps of 1 fs
+    capsys.readouterr()
+    assert cli.main(["md", str(path), "--model", str(tiny_si_model), "--skin", "-1", "--output", str(tmp_path / "bad")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: skin: -1.0 Å is not a valid neighbor-list skin; give a value >= 0 Å (0: a new list every call, 1.0 for MD)"
+    ]
+    assert cli.main(["md", str(path), *EMT_OPTIONS, "--dtype", "float32", "--output", str(tmp_path / "ref")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --skin and --dtype set how a --model file is evaluated; they do not apply to --reference"
+    ]

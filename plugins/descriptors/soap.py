@@ -116,8 +116,8 @@ class PowerSpectrum(Descriptor):
             result.append(block.reshape(n_atoms, n_species * n_max, 2 * l + 1))
         if self.center_weight:
             own = self.species_index[numbers]  # (n_atoms,) channel of the center's own element, -1 for none
-            present = ((own >= 0) & (self.center_index[numbers] >= 0)).to(DTYPE)  # non-centers get no Gaussian
-            own_species = torch.nn.functional.one_hot(own.clamp_min(0), n_species).to(DTYPE) * present[:, None]
+            present = ((own >= 0) & (self.center_index[numbers] >= 0)).to(result[0].dtype)  # non-centers get no Gaussian
+            own_species = torch.nn.functional.one_hot(own.clamp_min(0), n_species).to(result[0].dtype) * present[:, None]
             result[0] = result[0] + (own_species[:, :, None] * self.center_coefficients).reshape(n_atoms, -1, 1)
         return result
 
