@@ -103,11 +103,12 @@ def test_a_term_that_cannot_compute_in_float32_is_refused_by_name(si_model_path)
         PesmithCalculator(potential, dtype="float32")
 
 
-@pytest.mark.parametrize("config", ["lisi_nn_chebyshev.yaml", "si_nn_soap.yaml"])
+@pytest.mark.parametrize("config", ["lisi_nn_chebyshev.yaml", "si_nn_soap.yaml", "lisi_nn_bispectrum.yaml"])
 def test_float32_of_the_chebyshev_and_soap_descriptors_with_random_weights(config):
     """The descriptor and network of a shipped config for Li and Si, random weights (seed 0), on
     a 60-atom amorphous Li-Si cell. Measured: Chebyshev 1.3e-8 eV/atom and 5.0e-7 eV/Å, SOAP
-    2.0e-7 eV/atom and 4.2e-6 eV/Å; bounded at 1e-6 eV/atom and 1e-5 eV/Å."""
+    2.0e-7 eV/atom and 4.2e-6 eV/Å, bispectrum (twojmax 6, components up to ~70) 1.9e-8 eV/atom
+    and 9.6e-6 eV/Å; bounded at 1e-6 eV/atom and 1e-5 eV/Å."""
     from conftest import ROOT, load_script
     from pesmith.testing import amorphous_lisi
 
