@@ -56,6 +56,21 @@ class Dataset:
         key-value pair) as a string, ``None`` where absent."""
         return [None if a.info.get("config_type") is None else str(a.info["config_type"]) for a in self.structures]
 
+    def labeled_structures(self, keep_info: bool = True) -> list[Atoms]:
+        """Copies of the structures carrying their labels as a :class:`SinglePointCalculator`
+        (energy, forces and, where known, stress), ready for ``ase.io.write``; without
+        ``keep_info`` their ``info`` is emptied (for codes that reject unknown extxyz keys)."""
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        labeled = []
+        for atoms, energy, forces, stress in zip(self.structures, self.energies, self.forces, self.stresses):
+            atoms = atoms.copy()
+            if not keep_info:
+                atoms.info = {}
+            atoms.calc = SinglePointCalculator(atoms, energy=float(energy), forces=forces, **({} if stress is None else {"stress": stress}))
+            labeled.append(atoms)
+        return labeled
+
     def subset(self, rows: Sequence[int]) -> "Dataset":
         """The structures at positions ``rows`` (source indices are kept)."""
         rows = [int(r) for r in rows]

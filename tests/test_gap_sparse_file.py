@@ -108,7 +108,6 @@ def test_gap_fit_with_our_lithium_silicon_sparse_points_predicts_what_we_predict
     import sys
 
     import ase.io
-    from ase.calculators.singlepoint import SinglePointCalculator
 
     from pesmith.calculator import PesmithCalculator
     from pesmith.data import reference_energies
@@ -118,13 +117,7 @@ def test_gap_fit_with_our_lithium_silicon_sparse_points_predicts_what_we_predict
     if not Path(gap_fit).is_file():
         pytest.skip("gap_fit (quippy-ase) not found")
     train, test = morse_cells(12, seed=11), morse_cells(3, seed=12)
-    frames = []
-    for atoms, energy, forces in zip(train.structures, train.energies, train.forces):
-        atoms = atoms.copy()
-        atoms.info = {}
-        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
-        frames.append(atoms)
-    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    ase.io.write(tmp_path / "train.xyz", train.labeled_structures(keep_info=False), format="extxyz")
     descriptor = registry.get("descriptor", "soap_quip")(species=["Li", "Si"], cutoff=4.5, cutoff_transition_width=0.7,
                                                          n_max=4, l_max=3)
     model = registry.get("model", "gap")(species=descriptor.species, n_features=descriptor.n_features,
