@@ -10,6 +10,11 @@ the held-out set, and the training wall time.
 
 The JSON goes to ``results/holdout/<config stem>.json`` unless ``--out`` is given. The model
 file named in the config is not written.
+
+The protocol for judging a change beyond noise: ``--seeds 0 1 2`` runs three held-out shares,
+share s trained with ``training.seed`` + s (a different initialisation and minibatch order), and
+prints the mean and sample standard deviation of the held-out energy and force RMSE; the JSON
+then holds every run and the summary.
 """
 
 from __future__ import annotations
@@ -51,39 +56,28 @@ def write_labeled(dataset: Dataset, path: Path) -> Path:
     """``dataset`` (structures with their ``info``, e.g. config_type) as extended XYZ with its
     energies, forces and, where present, stress."""
     import ase.io
-    from ase.calculators.singlepoint import SinglePointCalculator
 
-    frames = []
-    for atoms, energy, forces, stress in zip(dataset.structures, dataset.energies, dataset.forces, dataset.stresses):
-        atoms = atoms.copy()
-        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces, **({"stress": stress} if stress is not None else {}))
-        frames.append(atoms)
-    ase.io.write(path, frames, format="extxyz")
+    ase.io.write(path, dataset.labeled_structures(), format="extxyz")
     return path
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", type=Path)
-    parser.add_argument("--fraction", type=float, default=0.12, help="held-out share per config_type")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out selection")
-    parser.add_argument("--threads", type=int, help="override training.threads")
-    parser.add_argument("--out", type=Path, help="JSON output (default results/holdout/<config stem>.json)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    args = parser.parse_args(argv)
-
+def held_out_run(config_path: Path, fraction: float, seed: int, threads: int | None, progress: bool, training_seed_offset: int = 0) -> dict:
+    """Train ``config_path`` without a stratified held-out share (``fraction``, ``seed``) and
+    score it there; ``training.seed`` is raised by ``training_seed_offset``. The result dict
+    of one run (see the module docstring)."""
     registry = default_registry()
-    config = load_train_config(args.config, registry)
-    if args.threads:
-        config.training.threads = args.threads
-    if args.no_progress:
+    config = load_train_config(config_path, registry)
+    if threads:
+        config.training.threads = threads
+    if not progress:
         config.training.progress = False
+    config.training.seed += training_seed_offset
     if config.training.threads:
         torch.set_num_threads(config.training.threads)
 
     resolved = config.model_dump(mode="json")  # before data.train and output point at the temporary folder
     dataset = read_dataset(config.data.train, allow_mixed_references=config.data.allow_mixed_references)
-    kept, held = stratified_holdout(dataset, args.fraction, args.seed)
+    kept, held = stratified_holdout(dataset, fraction, seed)
     holdout = dataset.subset(held)
     train_set, validation = dataset.subset(kept).split(config.data.validation_fraction, config.data.seed)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         config.data.train = write_labeled(dataset.subset(kept), Path(folder) / "kept.xyz")
         config.output = Path(folder) / "model.pt"
         started = time.perf_counter()
-        trained = train(config, registry, warn=lambda message: None, overwrite=True, where=str(args.config))
+        trained = train(config, registry, warn=lambda message: None, overwrite=True, where=str(config_path))
         wall_time = time.perf_counter() - started
     potential, report = trained.potential, trained.report
 
@@ -104,28 +98,66 @@ def main(argv: list[str] | None = None) -> dict:
         by_type[str(atoms.info.get("config_type", "unknown"))].append(row)
     structures = np.arange(len(holdout))
     holdout_by_type = {name: predictions["holdout"].subset(np.isin(structures, rows)).metrics() for name, rows in sorted(by_type.items())}
-
-    result = {
-        "config_path": str(args.config),
+    return {
+        "config_path": str(config_path),
         "config": resolved,
         "n_features": potential.n_features,
-        "holdout": {"fraction": args.fraction, "seed": args.seed, "source_indices": holdout.indices.tolist()},
+        "holdout": {"fraction": fraction, "seed": seed, "source_indices": holdout.indices.tolist()},
         "training": report["training"] | {"wall_time_s": wall_time},
         "metrics": metrics,
         "holdout_by_config_type": holdout_by_type,
         "history": report.get("history", []),
     }
-    out = args.out or RESULTS / f"{args.config.stem}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
 
-    print(f"{args.config}: {potential.n_features} features, trained in {wall_time:.0f} s "
-          f"({report['training'].get('epochs_run')} epochs, best {report['training'].get('best_epoch')})")
+
+def print_run(result: dict) -> None:
+    training = result["training"]
+    print(f"{result['config_path']}: {result['n_features']} features, held-out seed {result['holdout']['seed']}, trained in"
+          f" {training['wall_time_s']:.0f} s ({training.get('epochs_run')} epochs, best {training.get('best_epoch')})")
     print(f"{'set':<22}{'n':>5}{'E RMSE':>10}{'E MAE':>10}{'F RMSE':>10}{'F MAE':>10}{'S RMSE':>10}   (meV/atom, eV/Å, GPa)")
-    rows = list(metrics.items()) + [(f"  holdout:{k}", v) for k, v in holdout_by_type.items()]
+    rows = list(result["metrics"].items()) + [(f"  holdout:{k}", v) for k, v in result["holdout_by_config_type"].items()]
     for name, m in rows:
         print(f"{name:<22}{m['n_structures']:>5}{m['energy_rmse_meV_per_atom']:>10.2f}{m['energy_mae_meV_per_atom']:>10.2f}"
               f"{m['force_rmse_eV_per_A']:>10.4f}{m['force_mae_eV_per_A']:>10.4f}{m.get('stress_rmse_GPa', float('nan')):>10.3f}")
+
+
+def summary(runs: list[dict]) -> dict:
+    """Mean and sample standard deviation over ``runs`` of the held-out energy (meV/atom) and
+    force (eV/Å) RMSE."""
+    result = {"n_runs": len(runs)}
+    for key in ("energy_rmse_meV_per_atom", "force_rmse_eV_per_A"):
+        values = np.array([run["metrics"]["holdout"][key] for run in runs])
+        result[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                       "values": values.tolist()}
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--fraction", type=float, default=0.12, help="held-out share per config_type")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out selection")
+    parser.add_argument("--threads", type=int, help="override training.threads")
+    parser.add_argument("--out", type=Path, help="JSON output (default results/holdout/<config stem>.json)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="several runs: held-out seed s with training.seed + s each; prints the mean and spread")
+    args = parser.parse_args(argv)
+    seeds = args.seeds or [args.seed]
+    runs = []
+    for seed in seeds:
+        runs.append(held_out_run(args.config, args.fraction, seed, args.threads, not args.no_progress,
+                                 training_seed_offset=seed if args.seeds else 0))
+        print_run(runs[-1])
+    result = runs[0] if not args.seeds else {"config_path": str(args.config), "runs": runs, "summary": summary(runs)}
+    out = args.out or RESULTS / f"{args.config.stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    if args.seeds:
+        spread = result["summary"]
+        print(f"held-out over seeds {seeds}: energy {spread['energy_rmse_meV_per_atom']['mean']:.2f} ± "
+              f"{spread['energy_rmse_meV_per_atom']['std']:.2f} meV/atom, forces {spread['force_rmse_eV_per_A']['mean']:.4f} ± "
+              f"{spread['force_rmse_eV_per_A']['std']:.4f} eV/Å (mean ± sample standard deviation)")
     print(f"wrote {out}")
     return result
 

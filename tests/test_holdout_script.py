@@ -42,3 +42,26 @@ def test_a_gap_of_two_terms_over_a_baseline_is_scored_on_structures_it_never_saw
     assert result["config"]["data"]["train"] == [str(data)] or result["config"]["data"]["train"] == str(data)
     assert result["config"]["baseline"]["kind"] == "pair" and len(result["config"]["terms"]) == 2
     assert not (tmp_path / "never_written.pt").exists()
+
+
+def test_several_seeds_give_the_mean_and_spread_of_the_held_out_errors(tmp_path, monkeypatch, capsys):
+    script = load_script("holdout_accuracy")
+    labeled = morse_cells(10, seed=41)
+    data = write_xyz(labeled, tmp_path / "data.xyz")
+    config = {
+        "data": {"train": str(data), "validation_fraction": 0.2, "seed": 0},
+        "descriptor": {"kind": "distance_2b", "cutoff": 4.5, "theta": 0.5},
+        "model": {"kind": "gap", "kernel": "linear", "delta": 1.0},
+        "training": {"sparse_method": "basis", "sigma_energy": 0.002, "sigma_force": 0.05, "progress": False},
+        "output": "never_written.pt",
+    }
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(script, "RESULTS", tmp_path / "results" / "holdout")
+    result = script.main([str(path), "--fraction", "0.2", "--seeds", "0", "1", "--out", str(tmp_path / "seeds.json")])
+    runs = result["runs"]
+    assert [run["holdout"]["seed"] for run in runs] == [0, 1] and runs[0]["holdout"]["source_indices"] != runs[1]["holdout"]["source_indices"]
+    energies = [run["metrics"]["holdout"]["energy_rmse_meV_per_atom"] for run in runs]
+    spread = result["summary"]["energy_rmse_meV_per_atom"]
+    assert spread["values"] == energies and np.isclose(spread["mean"], np.mean(energies)) and np.isclose(spread["std"], np.std(energies, ddof=1))
+    assert "mean ± sample standard deviation" in capsys.readouterr().out
