@@ -19,8 +19,8 @@ def add_parser(verbs: argparse._SubParsersAction) -> None:
     )
     select.add_argument("config", type=Path, help="a pesmith train config with descriptor + model")
     select.add_argument("--keep", type=int, required=True, help="how many features to keep")
-    select.add_argument("--method", choices=["cur", "greedy"], default="cur",
-                        help="cur: iterative CUR leverage (Imbalzano et al. 2018); greedy: QR with column pivoting")
+    select.add_argument("--method", choices=["cur", "greedy"], default="greedy",
+                        help="greedy (default): QR with column pivoting; cur: iterative CUR leverage (Imbalzano et al. 2018)")
     select.add_argument("--output", type=Path, help="the new config (default: <config stem>_<keep>.yaml beside the config)")
     select.add_argument("--overwrite", action="store_true", help="replace an existing output config")
     select.set_defaults(run=run_select_features)
