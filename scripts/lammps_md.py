@@ -51,7 +51,7 @@ def write_inputs(folder: Path, steps: int, n_atoms: int = 1000, temperature: flo
 def run_lammps(input_path: Path, ranks: int, timeout_s: float = 3600.0) -> dict:
     """``mpiexec -n ranks lmp -in input_path`` with one thread per rank; LAMMPS's loop time (s),
     steps, atoms, atom-steps per second and the last thermo line."""
-    bin_dir = Path(sys.executable).parent
+    bin_dir, input_path = Path(sys.executable).parent, input_path.resolve()
     log = input_path.with_name(f"log.md.{ranks}")
     command = [str(bin_dir / "mpiexec"), "-n", str(ranks), str(bin_dir / "lmp"), "-in", str(input_path), "-log", str(log), "-screen", "none"]
     process = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=os.environ | {"OMP_NUM_THREADS": "1"},
