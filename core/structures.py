@@ -168,44 +168,35 @@ def neighbor_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
 
 def build_batch(structures: Sequence[Atoms], cutoff: float) -> Batch:
     """Batch ``structures`` into one :class:`Batch` with neighbor pairs within ``cutoff`` (Å)."""
-    numbers, positions, cells, pbcs, owner = [], [], [], [], []
-    centers, neighbors, shifts = [], [], []
-    offset = 0
-    for index, atoms in enumerate(structures):
-        i, j, s = neighbor_pairs(atoms, cutoff)
-        n = len(atoms)
-        numbers.append(atoms.numbers)
-        positions.append(atoms.positions)
-        cells.append(atoms.cell.array)
-        pbcs.append(atoms.pbc)
-        owner.append(np.full(n, index))
-        centers.append(i + offset)
-        neighbors.append(j + offset)
-        shifts.append(s)
-        offset += n
-    return Batch(
-        numbers=torch.as_tensor(np.concatenate(numbers), dtype=torch.int64),
-        positions=torch.as_tensor(np.concatenate(positions), dtype=DTYPE),
-        cells=torch.as_tensor(np.stack(cells), dtype=DTYPE),
-        pbc=torch.as_tensor(np.stack(pbcs), dtype=torch.bool),
-        structure_index=torch.as_tensor(np.concatenate(owner), dtype=torch.int64),
-        edge_index=torch.as_tensor(np.stack([np.concatenate(centers), np.concatenate(neighbors)])),
-        edge_shifts=torch.as_tensor(np.concatenate(shifts), dtype=DTYPE),
-        cutoff=float(cutoff),
-    )
+    return batch_of_pairs(structures, [neighbor_pairs(atoms, cutoff) for atoms in structures], cutoff)
 
 
 def single_batch(atoms: Atoms, centers: np.ndarray, neighbors: np.ndarray, shifts: np.ndarray, cutoff: float) -> Batch:
     """The :class:`Batch` of one structure with given neighbor pairs (``centers``, ``neighbors``
     ``(n_edges,)`` sorted by center, integer cell ``shifts`` ``(n_edges, 3)``) within ``cutoff`` (Å)."""
+    return batch_of_pairs([atoms], [(centers, neighbors, shifts)], cutoff)
+
+
+def batch_of_pairs(
+    structures: Sequence[Atoms], pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], cutoff: float
+) -> Batch:
+    """One :class:`Batch` of ``structures`` with their neighbor ``pairs`` (per structure
+    ``centers``, ``neighbors`` sorted by center and integer cell ``shifts``, as
+    :func:`neighbor_pairs` gives them) within ``cutoff`` (Å). The arrays are copied: the batch
+    outlives changes to the structures."""
+    sizes = [len(atoms) for atoms in structures]
+    offsets = np.cumsum([0] + sizes[:-1]).astype(np.int64)
     return Batch(
-        numbers=torch.tensor(atoms.numbers, dtype=torch.int64),  # copies: the batch outlives changes to atoms
-        positions=torch.tensor(atoms.positions, dtype=DTYPE),
-        cells=torch.tensor(atoms.cell.array[None], dtype=DTYPE),
-        pbc=torch.tensor(atoms.pbc[None], dtype=torch.bool),
-        structure_index=torch.zeros(len(atoms), dtype=torch.int64),
-        edge_index=torch.as_tensor(np.stack([centers, neighbors])),
-        edge_shifts=torch.as_tensor(shifts, dtype=DTYPE),
+        numbers=torch.as_tensor(np.concatenate([atoms.numbers for atoms in structures]), dtype=torch.int64),
+        positions=torch.as_tensor(np.concatenate([atoms.positions for atoms in structures]), dtype=DTYPE),
+        cells=torch.as_tensor(np.stack([atoms.cell.array for atoms in structures]), dtype=DTYPE),
+        pbc=torch.as_tensor(np.stack([atoms.pbc for atoms in structures]), dtype=torch.bool),
+        structure_index=torch.as_tensor(np.repeat(np.arange(len(structures)), sizes), dtype=torch.int64),
+        edge_index=torch.as_tensor(np.stack([
+            np.concatenate([i + offset for (i, _, _), offset in zip(pairs, offsets)]),
+            np.concatenate([j + offset for (_, j, _), offset in zip(pairs, offsets)]),
+        ])),
+        edge_shifts=torch.as_tensor(np.concatenate([s for _, _, s in pairs]), dtype=DTYPE),
         cutoff=float(cutoff),
     )
 
