@@ -3,7 +3,8 @@
 Split as ``fit_adam`` -> ``train_one_epoch`` -> ``take_step``, with :func:`pesmith.features.evaluate`
 on whole sets. Loss = MSE of energy per atom (eV/atom)^2 + ``force_weight`` x MSE of force
 components (eV/Å)^2 + ``stress_weight`` x MSE of stress components (eV/Å^3)^2 (structures with
-stress labels). A minibatch whose derivatives exceed the memory budget is processed in parts
+stress labels). With ``force_weight_start`` the force weight of each epoch follows the learning
+rate (:func:`epoch_force_weight`); the best epoch is chosen on the loss with ``force_weight``. A minibatch whose derivatives exceed the memory budget is processed in parts
 whose gradients add up to the minibatch's.
 """
 
@@ -15,7 +16,7 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from .distributed import Ranks, all_reduce_gradients, all_reduce_sums, current_ranks, rank_threads, shard
@@ -48,6 +49,29 @@ class AdamSettings(FitSettings):
     warmup_epochs: int = Field(
         0, ge=0, description="epochs of linear warm-up from learning_rate / warmup_epochs to learning_rate (cosine, exponential)"
     )
+    force_weight_start: float | None = Field(
+        None,
+        gt=0,
+        description="force weight of the first epochs, moving to force_weight as the learning rate falls:"
+        " force_weight + (force_weight_start - force_weight) x rate / learning_rate (DeePMD's prefactor rule);"
+        " the best epoch is still chosen on the loss with force_weight. Default: force_weight throughout",
+    )
+
+    @model_validator(mode="after")
+    def _schedule_needs_force_labels(self) -> "AdamSettings":
+        if self.force_weight_start is not None and self.force_weight == 0:
+            raise ValueError("training.force_weight_start needs training.force_weight > 0 (the weight it moves to)")
+        return self
+
+
+def epoch_force_weight(settings: AdamSettings, epoch: int, rate: float) -> float:
+    """The force weight of ``epoch`` (1-based) run at Adam rate ``rate``: ``settings.force_weight``
+    without a schedule, else the interpolation of :attr:`AdamSettings.force_weight_start`
+    (``force_weight_start`` itself during a warm-up)."""
+    if settings.force_weight_start is None:
+        return settings.force_weight
+    progress = 1.0 if epoch <= settings.warmup_epochs else min(1.0, rate / settings.learning_rate)
+    return settings.force_weight + (settings.force_weight_start - settings.force_weight) * progress
 
 
 LOSS_KEYS = ("energy", "force", "stress")
@@ -151,11 +175,14 @@ def fit_loop(
     with interrupt_once():  # a second Ctrl-C must not cut short keeping the best epoch
         try:
             for epoch in range(1, settings.epochs + 1):
-                running = train_one_epoch(model, optimizer, train_set, settings, generator, ranks)
+                rate = optimizer.param_groups[0]["lr"]
+                force_weight = epoch_force_weight(settings, epoch, rate)
+                epoch_settings = settings if force_weight == settings.force_weight else settings.model_copy(update={"force_weight": force_weight})
+                running = train_one_epoch(model, optimizer, train_set, epoch_settings, generator, ranks)
                 monitor_metrics = evaluate(model, monitor, settings, ranks)
                 train_metrics = monitor_metrics if monitor is train_set else running
                 history.append({"epoch": epoch, "train": train_metrics, "validation": monitor_metrics,
-                                "learning_rate": optimizer.param_groups[0]["lr"]})
+                                "learning_rate": rate, "force_weight": force_weight})
                 if monitor_metrics["loss"] < best_loss:
                     best_loss, best_epoch, best_state = monitor_metrics["loss"], epoch, copy.deepcopy(model.state_dict())
                 if settings.lr_schedule == "plateau":

@@ -343,6 +343,7 @@ def test_train_a_model_without_epochs_through_the_cli(tmp_path, morse_train, bui
         ("nn", "{alpha: 1.0}", "unknown key 'training.alpha'; valid keys in training: force_weight"),
         ("nn", "{memory_gb: 1.0e-6}", "set memory_gb to at least"),
         ("nn", "{feature_storage: tape}", "training.feature_storage"),
+        ("nn", "{force_weight: 0.0, force_weight_start: 1.0}", "training.force_weight_start needs training.force_weight > 0"),
     ],
 )
 def test_bad_training_settings_are_one_line(tmp_path, morse_train, builtin_cli, capsys, model, training, message):
@@ -464,3 +465,25 @@ def test_the_plateau_schedule_stays_the_default_and_records_its_rate(registry, m
     _, summary = fit_network(registry, morse_train, AdamSettings(**(QUICK | {"epochs": 3})))
     assert AdamSettings().lr_schedule == "plateau"
     assert [entry["learning_rate"] for entry in summary.history] == [QUICK["learning_rate"]] * 3
+
+
+def test_a_force_weight_schedule_follows_the_learning_rate_and_the_best_epoch_uses_the_final_weight(registry, morse_train, morse_test):
+    settings = AdamSettings(**(QUICK | {"epochs": 10, "learning_rate": 4e-3}), min_learning_rate=4e-4, lr_schedule="cosine",
+                            warmup_epochs=2, force_weight=0.01, force_weight_start=1.0)
+    _, summary = fit_network(registry, morse_train, settings, validation=morse_test)
+    rates = np.array([entry["learning_rate"] for entry in summary.history])
+    weights = np.array([entry["force_weight"] for entry in summary.history])
+    np.testing.assert_allclose(weights[:2], 1.0)  # the warm-up keeps the starting weight
+    np.testing.assert_allclose(weights[2:], 0.01 + 0.99 * rates[2:] / 4e-3, rtol=1e-12)
+    assert weights[-1] < 0.2
+    validation = [entry["validation"] for entry in summary.history]
+    for metrics in validation:  # the monitored loss weighs forces by force_weight in every epoch
+        expected = (metrics["energy_rmse_meV_per_atom"] / 1000) ** 2 + 0.01 * metrics["force_rmse_eV_per_A"] ** 2
+        assert metrics["loss"] == pytest.approx(expected, rel=1e-9)
+    assert summary.info["best_validation_loss"] == min(metrics["loss"] for metrics in validation)
+
+
+def test_without_a_force_weight_schedule_every_epoch_uses_force_weight(registry, morse_train):
+    _, summary = fit_network(registry, morse_train, AdamSettings(**(QUICK | {"epochs": 3}), force_weight=0.2))
+    assert [entry["force_weight"] for entry in summary.history] == [0.2] * 3
+
