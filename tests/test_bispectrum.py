@@ -96,6 +96,8 @@ def test_the_closed_form_jacobian_equals_autograd(registry, options):
         ({"rfac0": 1.5}, r"rfac0 must be in \(0, 1\]"),
         ({"radii": {"C": 0.5}}, r"radii: \['C'\] not in species"),
         ({"weights": {"Si": -1.0}}, "weights must be positive"),
+        ({"radii": {"Si": "half"}}, "radii must map elements to numbers"),
+        ({"weights": {"Si": float("inf")}}, "weights must be positive and finite"),
         ({"rmin0": 9.0}, "rmin0 must be in"),
     ],
 )

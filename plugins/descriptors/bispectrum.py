@@ -432,8 +432,11 @@ def _per_element(values: Mapping[str, float] | None, species: Sequence[str], def
     unknown = sorted(set(values) - set(species))
     if unknown:
         raise ConfigError(f"descriptor.{key}: {unknown} not in species {list(species)}")
-    result = {s: float(values.get(s, default)) for s in species}
-    bad = {s: v for s, v in result.items() if not v > 0}
+    given = {s: values.get(s, default) for s in species}
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in given.values()):
+        raise ConfigError(f"descriptor.{key} must map elements to numbers, e.g. {{{species[0]}: {default}}}, got {values!r}")
+    result = {s: float(v) for s, v in given.items()}
+    bad = {s: v for s, v in result.items() if not (v > 0 and math.isfinite(v))}
     if bad:
-        raise ConfigError(f"descriptor.{key} must be positive, got {bad}")
+        raise ConfigError(f"descriptor.{key} must be positive and finite, got {bad}")
     return result
