@@ -4,7 +4,8 @@ Holds out a reproducible share (default 12 %) of the training file's structures,
 ``atoms.info['config_type']``, as a pseudo-test set; trains on the rest with exactly the config's
 settings (same code path as ``pesmith train``: validation split, reference energies, fit); and
 reports train / validation / held-out metrics (energy meV/atom, forces eV/Å), per config type on
-the held-out set, and the training wall time.
+the held-out set (and per chemical system when the file holds several, e.g. Li and Si: the share
+is then stratified by system and config_type), and the training wall time.
 
     python scripts/holdout_accuracy.py configs/si_nn_acsf.yaml [--threads 1] [--out results/x.json]
 
@@ -38,11 +39,17 @@ from pesmith.workflows import train
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "holdout"
 
 
+def chemical_system(atoms) -> str:
+    """The elements of ``atoms``, sorted and joined by '-' (``"Li"``, ``"Li-Si"``)."""
+    return "-".join(sorted(set(atoms.get_chemical_symbols())))
+
+
 def stratified_holdout(dataset: Dataset, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kept rows, held-out rows): ``round(fraction * n)`` (at least 1) of each config_type."""
-    groups: dict[str, list[int]] = defaultdict(list)
+    """(kept rows, held-out rows): ``round(fraction * n)`` (at least 1) of each config_type of
+    each chemical system (a file of one system: of each config_type)."""
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for row, atoms in enumerate(dataset.structures):
-        groups[str(atoms.info.get("config_type", "unknown"))].append(row)
+        groups[chemical_system(atoms), str(atoms.info.get("config_type", "unknown"))].append(row)
     rng = np.random.default_rng(seed)
     held = []
     for name in sorted(groups):
@@ -94,10 +101,13 @@ def held_out_run(config_path: Path, fraction: float, seed: int, threads: int | N
     predictions = {name: predict_dataset(potential, data) for name, data in sets.items() if len(data)}
     metrics = {name: p.metrics() for name, p in predictions.items()}
     by_type: dict[str, list[int]] = defaultdict(list)
+    by_system: dict[str, list[int]] = defaultdict(list)
     for row, atoms in enumerate(holdout.structures):
         by_type[str(atoms.info.get("config_type", "unknown"))].append(row)
+        by_system[chemical_system(atoms)].append(row)
     structures = np.arange(len(holdout))
     holdout_by_type = {name: predictions["holdout"].subset(np.isin(structures, rows)).metrics() for name, rows in sorted(by_type.items())}
+    holdout_by_system = {name: predictions["holdout"].subset(np.isin(structures, rows)).metrics() for name, rows in sorted(by_system.items())}
     return {
         "config_path": str(config_path),
         "config": resolved,
@@ -106,6 +116,7 @@ def held_out_run(config_path: Path, fraction: float, seed: int, threads: int | N
         "training": report["training"] | {"wall_time_s": wall_time},
         "metrics": metrics,
         "holdout_by_config_type": holdout_by_type,
+        "holdout_by_system": holdout_by_system,
         "history": report.get("history", []),
     }
 
@@ -116,6 +127,8 @@ def print_run(result: dict) -> None:
           f" {training['wall_time_s']:.0f} s ({training.get('epochs_run')} epochs, best {training.get('best_epoch')})")
     print(f"{'set':<22}{'n':>5}{'E RMSE':>10}{'E MAE':>10}{'F RMSE':>10}{'F MAE':>10}{'S RMSE':>10}   (meV/atom, eV/Å, GPa)")
     rows = list(result["metrics"].items()) + [(f"  holdout:{k}", v) for k, v in result["holdout_by_config_type"].items()]
+    if len(result["holdout_by_system"]) > 1:
+        rows += [(f"  holdout:{k}", v) for k, v in result["holdout_by_system"].items()]
     for name, m in rows:
         print(f"{name:<22}{m['n_structures']:>5}{m['energy_rmse_meV_per_atom']:>10.2f}{m['energy_mae_meV_per_atom']:>10.2f}"
               f"{m['force_rmse_eV_per_A']:>10.4f}{m['force_mae_eV_per_A']:>10.4f}{m.get('stress_rmse_GPa', float('nan')):>10.3f}")
@@ -124,9 +137,19 @@ def print_run(result: dict) -> None:
 def summary(runs: list[dict]) -> dict:
     """Mean and sample standard deviation over ``runs`` of the held-out energy (meV/atom) and
     force (eV/Å) RMSE."""
-    result = {"n_runs": len(runs)}
+    result = {"n_runs": len(runs)} | spread([run["metrics"]["holdout"] for run in runs])
+    systems = sorted(runs[0]["holdout_by_system"])
+    if len(systems) > 1:
+        result["by_system"] = {name: spread([run["holdout_by_system"][name] for run in runs]) for name in systems}
+    return result
+
+
+def spread(metrics: list[dict]) -> dict:
+    """Mean, sample standard deviation and values of the energy (meV/atom) and force (eV/Å)
+    RMSE over runs' ``metrics``."""
+    result = {}
     for key in ("energy_rmse_meV_per_atom", "force_rmse_eV_per_A"):
-        values = np.array([run["metrics"]["holdout"][key] for run in runs])
+        values = np.array([m[key] for m in metrics])
         result[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                        "values": values.tolist()}
     return result
@@ -154,10 +177,13 @@ def main(argv: list[str] | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     if args.seeds:
-        spread = result["summary"]
-        print(f"held-out over seeds {seeds}: energy {spread['energy_rmse_meV_per_atom']['mean']:.2f} ± "
-              f"{spread['energy_rmse_meV_per_atom']['std']:.2f} meV/atom, forces {spread['force_rmse_eV_per_A']['mean']:.4f} ± "
-              f"{spread['force_rmse_eV_per_A']['std']:.4f} eV/Å (mean ± sample standard deviation)")
+        over_seeds = result["summary"]
+        print(f"held-out over seeds {seeds}: energy {over_seeds['energy_rmse_meV_per_atom']['mean']:.2f} ± "
+              f"{over_seeds['energy_rmse_meV_per_atom']['std']:.2f} meV/atom, forces {over_seeds['force_rmse_eV_per_A']['mean']:.4f} ± "
+              f"{over_seeds['force_rmse_eV_per_A']['std']:.4f} eV/Å (mean ± sample standard deviation)")
+        for name, by_system in over_seeds.get("by_system", {}).items():
+            print(f"  {name}: energy {by_system['energy_rmse_meV_per_atom']['mean']:.2f} ± {by_system['energy_rmse_meV_per_atom']['std']:.2f}"
+                  f" meV/atom, forces {by_system['force_rmse_eV_per_A']['mean']:.4f} ± {by_system['force_rmse_eV_per_A']['std']:.4f} eV/Å")
     print(f"wrote {out}")
     return result
 

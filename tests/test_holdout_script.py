@@ -65,3 +65,30 @@ def test_several_seeds_give_the_mean_and_spread_of_the_held_out_errors(tmp_path,
     spread = result["summary"]["energy_rmse_meV_per_atom"]
     assert spread["values"] == energies and np.isclose(spread["mean"], np.mean(energies)) and np.isclose(spread["std"], np.std(energies, ddof=1))
     assert "mean ± sample standard deviation" in capsys.readouterr().out
+
+
+def test_a_file_of_two_chemical_systems_is_held_out_and_scored_per_system(tmp_path, monkeypatch, capsys):
+    script = load_script("holdout_accuracy")
+    labeled = morse_cells(12, seed=42)
+    for atoms in labeled.structures[:6]:  # labels stay those of the Li-Si cells: only the grouping is tested
+        atoms.set_chemical_symbols(["Si"] * len(atoms))
+    data = write_xyz(labeled, tmp_path / "data.xyz")
+    config = {
+        "data": {"train": str(data), "validation_fraction": 0.2, "seed": 0},
+        "descriptor": {"kind": "distance_2b", "cutoff": 4.5, "theta": 0.5},
+        "model": {"kind": "gap", "kernel": "linear", "delta": 1.0},
+        "training": {"sparse_method": "basis", "sigma_energy": 0.002, "sigma_force": 0.05, "progress": False},
+        "output": "never_written.pt",
+    }
+    path = tmp_path / "systems.yaml"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(script, "RESULTS", tmp_path / "results" / "holdout")
+    result = script.main([str(path), "--fraction", "0.34", "--seeds", "0", "1", "--out", str(tmp_path / "systems.json")])
+    for run in result["runs"]:
+        held = run["holdout"]["source_indices"]
+        assert sum(k < 6 for k in held) == 2 and sum(k >= 6 for k in held) == 2  # round(0.34 * 6) of each system
+        assert set(run["holdout_by_system"]) == {"Si", "Li-Si"}
+        assert all(metrics["n_structures"] == 2 for metrics in run["holdout_by_system"].values())
+    per_system = result["summary"]["by_system"]["Si"]["force_rmse_eV_per_A"]
+    assert per_system["values"] == [run["holdout_by_system"]["Si"]["force_rmse_eV_per_A"] for run in result["runs"]]
+    assert "  Si: energy" in capsys.readouterr().out
