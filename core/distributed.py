@@ -32,7 +32,7 @@ from .parallel import mpi_rendezvous, plain_mpi_launch, share_cores, threads_per
 
 BACKEND = "gloo"
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-# the keys of pesmith.features.error_sums: sums of squared errors and the counts they average over
+# the keys of pesmith.loss.error_sums: sums of squared errors and the counts they average over
 SUM_KEYS = ("energy", "n_energy", "force", "n_force", "stress", "n_stress")
 T = TypeVar("T")
 
@@ -134,7 +134,7 @@ def check_shareable(n_structures: int, ranks: Ranks | None, source: str) -> None
 
 
 def all_reduce_sums(sums: dict[str, float], ranks: Ranks | None) -> dict[str, float]:
-    """Error sums (see :func:`pesmith.features.error_sums`: squared errors in (eV/atom)^2,
+    """Error sums (see :func:`pesmith.loss.error_sums`: squared errors in (eV/atom)^2,
     (eV/Å)^2, (eV/Å^3)^2 and their counts) summed over the ranks; a term no rank has is left
     out, as in one process. Without ``ranks``, ``sums`` itself."""
     if ranks is None:

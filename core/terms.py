@@ -16,7 +16,8 @@ import torch
 
 from .descriptor import Descriptor
 from .errors import ConfigError
-from .features import FeatureSet, groups_within, add_sums, metrics_from_sums, predict_labels, prediction_errors
+from .features import FeatureSet, groups_within
+from .loss import add_sums, metrics_from_sums, predict_labels, prediction_errors
 from .fit_settings import FitSettings
 from .model import Model
 
@@ -79,7 +80,7 @@ def aligned_parts(sets: Sequence[FeatureSet]) -> Iterator[list[FeatureSet]]:
 def evaluate_terms(models: Sequence[Model], sets: Sequence[FeatureSet], settings: FitSettings) -> dict[str, float]:
     """Loss and RMSEs (energy meV/atom, force eV/Å, stress GPa) of the sum of ``models`` (one
     per term, each on its feature set of the same structures), as
-    :func:`pesmith.features.evaluate` reports them for one model."""
+    :func:`pesmith.loss.evaluate` reports them for one model."""
     totals: dict[str, float] = {}
     for parts in aligned_parts(sets):
         data = parts[0]

@@ -1,6 +1,6 @@
 """The Adam fit loop that trainable models may use: minibatches, schedule, early stopping.
 
-Split as ``fit_adam`` -> ``train_one_epoch`` -> ``take_step``, with :func:`pesmith.features.evaluate`
+Split as ``fit_adam`` -> ``train_one_epoch`` -> ``take_step``, with :func:`pesmith.loss.evaluate`
 on whole sets. Loss = MSE of energy per atom (eV/atom)^2 + ``force_weight`` x MSE of force
 components (eV/Å)^2 + ``stress_weight`` x MSE of stress components (eV/Å^3)^2 (structures with
 stress labels). With ``force_weight_start`` the force weight of each epoch follows the learning
@@ -20,7 +20,8 @@ from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from .distributed import Ranks, all_reduce_gradients, all_reduce_sums, current_ranks, rank_threads, shard
-from .features import FeatureSet, add_sums, error_sums, evaluate, metrics_from_sums
+from .features import FeatureSet
+from .loss import add_sums, error_sums, evaluate, metrics_from_sums
 from .fit_settings import FitSettings
 from .interrupt import interrupt_once
 from .model import INTERRUPTED_AT_EPOCH, STOP_REASON, STOPPED_BY, FitSummary, StopRule
@@ -86,7 +87,7 @@ def take_step(
     ranks: Ranks | None = None,
 ) -> dict[str, float]:
     """One optimizer step on a minibatch given as ``parts``; returns its error sums (see
-    :func:`pesmith.features.error_sums`) before the step. Each part's graph is freed by its
+    :func:`pesmith.loss.error_sums`) before the step. Each part's graph is freed by its
     backward pass before the next part's derivatives are read.
 
     ``counts`` (:meth:`FeatureSet.label_counts`, default: those of ``parts``) are what the

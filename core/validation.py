@@ -13,7 +13,7 @@ from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
 from .data import Dataset
-from .features import EV_PER_A3_IN_GPA
+from .loss import EV_PER_A3_IN_GPA
 from .potential import ENERGY, ENERGY_STD, FEATURES, FORCES, STRESS, Potential
 from .structures import build_batch, has_full_cell
 

@@ -43,7 +43,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from pesmith.data import read_dataset, reference_energies
-    from pesmith.features import evaluate, featurize_dataset, plan_for
+    from pesmith.features import featurize_dataset, plan_for
+    from pesmith.loss import evaluate
     from pesmith.potential import Potential
     from pesmith.registry import Registry
     from pesmith.training import AdamSettings, take_step

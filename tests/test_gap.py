@@ -15,7 +15,8 @@ from pesmith import cli
 from pesmith.calculator import PesmithCalculator
 from pesmith.data import Dataset
 from pesmith.errors import ConfigError, DataError
-from pesmith.features import featurize_dataset, predict_labels
+from pesmith.features import featurize_dataset
+from pesmith.loss import predict_labels
 from pesmith.model_file import load_potential, save_potential
 from pesmith.plugins.models.sparsify import select_sparse
 from pesmith.plugins.references.morse import Morse

@@ -10,7 +10,8 @@ import torch
 
 from pesmith.data import Dataset, read_dataset
 from pesmith.errors import DataError
-from pesmith.features import featurize_dataset, predict_labels
+from pesmith.features import featurize_dataset
+from pesmith.loss import predict_labels
 from pesmith.plugins.models.gap_derivatives import force_and_virial_rows
 from pesmith.plugins.references.morse import Morse
 from pesmith.potential import ENERGY, STRESS, Potential

@@ -136,7 +136,8 @@ def test_running_epoch_metrics_equal_a_full_evaluation_when_the_weights_do_not_m
     must add up to the metrics of the whole set: this checks the bookkeeping of the running
     metrics that the training history reports."""
     from pesmith.data import read_dataset
-    from pesmith.features import evaluate, featurize_dataset
+    from pesmith.features import featurize_dataset
+    from pesmith.loss import evaluate
     from pesmith.training import AdamSettings, train_one_epoch
 
     dataset = read_dataset(small_si_xyz)

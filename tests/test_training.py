@@ -13,7 +13,8 @@ import torch
 from pesmith import cli, hookimpl
 from pesmith.data import Dataset
 from pesmith.errors import ConfigError, DataError
-from pesmith.features import concatenate_feature_sets, evaluate, featurize_dataset, plan_for
+from pesmith.features import concatenate_feature_sets, featurize_dataset, plan_for
+from pesmith.loss import evaluate
 from pesmith.fit_settings import FitSettings
 from pesmith.model import FitSummary, Model
 from pesmith.model_file import load_potential, save_potential
@@ -365,7 +366,7 @@ def test_stress_weight_without_stress_labels_through_the_cli(tmp_path, builtin_c
 def test_stress_rmse_is_in_gpa():
     from ase.units import GPa
 
-    from pesmith.features import EV_PER_A3_IN_GPA
+    from pesmith.loss import EV_PER_A3_IN_GPA
 
     assert EV_PER_A3_IN_GPA == pytest.approx(1 / GPa, rel=1e-8)
 

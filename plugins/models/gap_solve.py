@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import torch
 
 from pesmith.errors import DataError
-from pesmith.features import FeatureSet, evaluate
+from pesmith.features import FeatureSet
+from pesmith.loss import evaluate
 from pesmith.memory import peak_rss_gb
 from pesmith.model import FitSummary
 from pesmith.structures import DTYPE

@@ -21,7 +21,8 @@ from pydantic import Field
 
 from pesmith.descriptor import species_lookup
 from pesmith.errors import DataError
-from pesmith.features import FeatureSet, evaluate
+from pesmith.features import FeatureSet
+from pesmith.loss import evaluate
 from pesmith.fit_settings import FitSettings
 from pesmith.grad import VOIGT
 from pesmith.model import FitSummary, Model, standardization
