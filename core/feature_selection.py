@@ -27,10 +27,12 @@ import numpy as np
 import scipy.linalg
 import torch
 from ase import Atoms
+from ase.data import chemical_symbols
 
 from .descriptor import Descriptor
 from .errors import ConfigError
 from .features import count_edges, groups_within
+from .model import standardization
 from .structures import build_batch
 
 Method = Literal["cur", "greedy"]
@@ -51,13 +53,14 @@ def training_features(descriptor: Descriptor, structures: Sequence[Atoms], chunk
 
 
 def standardized(features: np.ndarray, numbers: np.ndarray) -> np.ndarray:
-    """Features standardized per element; a feature constant within an element is 0 there."""
-    x = np.zeros_like(features)
-    for z in np.unique(numbers):
-        rows = numbers == z
-        mean, std = features[rows].mean(0), features[rows].std(0)
-        x[rows] = np.where(std > 0, (features[rows] - mean) / np.where(std > 0, std, 1.0), 0.0)
-    return x
+    """Features standardized per element exactly as the models do it
+    (:func:`pesmith.model.standardization`): a feature constant within an element is 0 there, and
+    one that varies by no more than 1e-8 (rounding noise) stays that small instead of being blown
+    up to unit variance."""
+    elements = np.unique(numbers)
+    mean, scale = standardization(torch.from_numpy(features), torch.from_numpy(numbers), [chemical_symbols[z] for z in elements])
+    index = np.searchsorted(elements, numbers)  # each atom's row of mean and scale
+    return (features - mean.numpy()[index]) / scale.numpy()[index]
 
 
 def select_columns(x: np.ndarray, n_keep: int, method: Method) -> np.ndarray:

@@ -67,3 +67,11 @@ def test_bad_selected_sections_are_config_errors(registry):
         selected(["Si"], base={"cutoff": 5.0}, features=[0])
     with pytest.raises(ConfigError, match=r"descriptor.features must be distinct indices in 0\.\."):
         selected(["Si"], base={"kind": "acsf", "cutoff": 5.0}, features=[0, 0])
+
+
+def test_a_feature_that_varies_only_by_rounding_noise_is_not_blown_up_to_unit_variance():
+    rng = np.random.default_rng(3)
+    x = np.column_stack([rng.normal(size=50), 2.0 + 1e-12 * rng.normal(size=50), rng.normal(size=50)])
+    z = standardized(x, np.full(50, 14))
+    assert np.abs(z[:, 1]).max() < 1e-10 and np.isclose(z[:, 0].std(), 1.0)
+    assert 1 not in select_columns(z, 2, "greedy")
