@@ -44,10 +44,8 @@ def test_a_gap_of_two_terms_over_a_baseline_is_scored_on_structures_it_never_saw
     assert not (tmp_path / "never_written.pt").exists()
 
 
-def test_several_seeds_give_the_mean_and_spread_of_the_held_out_errors(tmp_path, monkeypatch, capsys):
-    script = load_script("holdout_accuracy")
-    labeled = morse_cells(10, seed=41)
-    data = write_xyz(labeled, tmp_path / "data.xyz")
+def pair_gap_config(data, path):
+    """A quick config at ``path``: a pair-distance GAP on ``data``, its model never written."""
     config = {
         "data": {"train": str(data), "validation_fraction": 0.2, "seed": 0},
         "descriptor": {"kind": "distance_2b", "cutoff": 4.5, "theta": 0.5},
@@ -55,8 +53,15 @@ def test_several_seeds_give_the_mean_and_spread_of_the_held_out_errors(tmp_path,
         "training": {"sparse_method": "basis", "sigma_energy": 0.002, "sigma_force": 0.05, "progress": False},
         "output": "never_written.pt",
     }
-    path = tmp_path / "seeds.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_several_seeds_give_the_mean_and_spread_of_the_held_out_errors(tmp_path, monkeypatch, capsys):
+    script = load_script("holdout_accuracy")
+    labeled = morse_cells(10, seed=41)
+    data = write_xyz(labeled, tmp_path / "data.xyz")
+    path = pair_gap_config(data, tmp_path / "seeds.yaml")
     monkeypatch.setattr(script, "RESULTS", tmp_path / "results" / "holdout")
     result = script.main([str(path), "--fraction", "0.2", "--seeds", "0", "1", "--out", str(tmp_path / "seeds.json")])
     runs = result["runs"]
@@ -73,15 +78,7 @@ def test_a_file_of_two_chemical_systems_is_held_out_and_scored_per_system(tmp_pa
     for atoms in labeled.structures[:6]:  # labels stay those of the Li-Si cells: only the grouping is tested
         atoms.set_chemical_symbols(["Si"] * len(atoms))
     data = write_xyz(labeled, tmp_path / "data.xyz")
-    config = {
-        "data": {"train": str(data), "validation_fraction": 0.2, "seed": 0},
-        "descriptor": {"kind": "distance_2b", "cutoff": 4.5, "theta": 0.5},
-        "model": {"kind": "gap", "kernel": "linear", "delta": 1.0},
-        "training": {"sparse_method": "basis", "sigma_energy": 0.002, "sigma_force": 0.05, "progress": False},
-        "output": "never_written.pt",
-    }
-    path = tmp_path / "systems.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = pair_gap_config(data, tmp_path / "systems.yaml")
     monkeypatch.setattr(script, "RESULTS", tmp_path / "results" / "holdout")
     result = script.main([str(path), "--fraction", "0.34", "--seeds", "0", "1", "--out", str(tmp_path / "systems.json")])
     for run in result["runs"]:
