@@ -4,8 +4,9 @@ Split as ``fit_adam`` -> ``train_one_epoch`` -> ``take_step``, with :func:`pesmi
 on whole sets. Loss = MSE of energy per atom (eV/atom)^2 + ``force_weight`` x MSE of force
 components (eV/Å)^2 + ``stress_weight`` x MSE of stress components (eV/Å^3)^2 (structures with
 stress labels). With ``force_weight_start`` the force weight of each epoch follows the learning
-rate (:func:`epoch_force_weight`); the best epoch is chosen on the loss with ``force_weight``. A minibatch whose derivatives exceed the memory budget is processed in parts
-whose gradients add up to the minibatch's.
+rate (:func:`epoch_force_weight`); the best epoch is chosen on the loss with ``force_weight``.
+A minibatch whose derivatives exceed the memory budget is processed in parts whose gradients
+add up to the minibatch's.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from tqdm.auto import tqdm
 
 from .distributed import Ranks, all_reduce_gradients, all_reduce_sums, current_ranks, rank_threads, shard
 from .features import FeatureSet
-from .loss import add_sums, error_sums, evaluate, metrics_from_sums
 from .fit_settings import FitSettings
 from .interrupt import interrupt_once
+from .loss import add_sums, error_sums, evaluate, metrics_from_sums
 from .model import INTERRUPTED_AT_EPOCH, STOP_REASON, STOPPED_BY, FitSummary, StopRule
 from .threads import FIT_LOOP_THREADS, torch_threads
 
