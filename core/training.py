@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from typing import Literal
 
 import torch
@@ -158,7 +159,8 @@ def fit_loop(
     Returns a summary: epochs run, best epoch, why the loop stopped (``info["stopped_by"]``:
     ``"epochs"``, ``"patience"``, ``"min_learning_rate"`` or ``"interrupted"``, and the sentence
     ``info["stop_reason"]``, see :func:`stop_reason`), and the per-epoch history of train/validation
-    RMSE. The train entries are the epoch's running metrics (:func:`train_one_epoch`) when there
+    RMSE, learning rate, force weight and wall-clock seconds (the epoch's steps and its
+    evaluation). The train entries are the epoch's running metrics (:func:`train_one_epoch`) when there
     is a validation set, else the whole training set evaluated after the epoch.
 
     Ctrl-C (:class:`KeyboardInterrupt`) ends the loop like early stopping, with the best
@@ -177,6 +179,7 @@ def fit_loop(
     with interrupt_once():  # a second Ctrl-C must not cut short keeping the best epoch
         try:
             for epoch in range(1, settings.epochs + 1):
+                epoch_started = time.perf_counter()
                 rate = optimizer.param_groups[0]["lr"]
                 force_weight = epoch_force_weight(settings, epoch, rate)
                 epoch_settings = settings if force_weight == settings.force_weight else settings.model_copy(update={"force_weight": force_weight})
@@ -184,7 +187,7 @@ def fit_loop(
                 monitor_metrics = evaluate(model, monitor, settings, ranks)
                 train_metrics = monitor_metrics if monitor is train_set else running
                 history.append({"epoch": epoch, "train": train_metrics, "validation": monitor_metrics,
-                                "learning_rate": rate, "force_weight": force_weight})
+                                "learning_rate": rate, "force_weight": force_weight, "seconds": time.perf_counter() - epoch_started})
                 if monitor_metrics["loss"] < best_loss:
                     best_loss, best_epoch, best_state = monitor_metrics["loss"], epoch, copy.deepcopy(model.state_dict())
                 if settings.lr_schedule == "plateau":

@@ -487,4 +487,5 @@ def test_a_force_weight_schedule_follows_the_learning_rate_and_the_best_epoch_us
 def test_without_a_force_weight_schedule_every_epoch_uses_force_weight(registry, morse_train):
     _, summary = fit_network(registry, morse_train, AdamSettings(**(QUICK | {"epochs": 3}), force_weight=0.2))
     assert [entry["force_weight"] for entry in summary.history] == [0.2] * 3
+    assert all(entry["seconds"] > 0 for entry in summary.history)
 
