@@ -5,7 +5,7 @@ outside the descriptor range of its training data (extrapolation)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -81,8 +81,13 @@ class Predictions:
 
     def metrics_per_config_type(self) -> dict[str, dict[str, float]]:
         """:meth:`metrics` of the structures of each ``config_type`` ("-": none given)."""
-        types = np.array(self.config_types)
-        return {name: self.subset(types == name).metrics() for name in sorted(set(self.config_types))}
+        return self.metrics_per_group(self.config_types)
+
+    def metrics_per_group(self, labels: Sequence[str]) -> dict[str, dict[str, float]]:
+        """:meth:`metrics` of the structures of each label, ``labels`` giving one per structure
+        (e.g. its config_type or chemical system), in sorted label order."""
+        groups = np.array(labels)
+        return {name: self.subset(groups == name).metrics() for name in sorted(set(labels))}
 
     def force_metrics_per_element(self) -> dict[str, dict[str, float]]:
         """Force RMSE and MAE (eV/Å, over components) on the atoms of each element, and their count."""

@@ -44,12 +44,17 @@ def chemical_system(atoms) -> str:
     return "-".join(sorted(set(atoms.get_chemical_symbols())))
 
 
+def config_type(atoms) -> str:
+    """``atoms.info['config_type']`` as a string, ``"unknown"`` where none is given."""
+    return str(atoms.info.get("config_type", "unknown"))
+
+
 def stratified_holdout(dataset: Dataset, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(kept rows, held-out rows): ``round(fraction * n)`` (at least 1) of each config_type of
     each chemical system (a file of one system: of each config_type)."""
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for row, atoms in enumerate(dataset.structures):
-        groups[chemical_system(atoms), str(atoms.info.get("config_type", "unknown"))].append(row)
+        groups[chemical_system(atoms), config_type(atoms)].append(row)
     rng = np.random.default_rng(seed)
     held = []
     for name in sorted(groups):
@@ -100,14 +105,9 @@ def held_out_run(config_path: Path, fraction: float, seed: int, threads: int | N
     sets = {"train": train_set, "validation": validation, "holdout": holdout}
     predictions = {name: predict_dataset(potential, data) for name, data in sets.items() if len(data)}
     metrics = {name: p.metrics() for name, p in predictions.items()}
-    by_type: dict[str, list[int]] = defaultdict(list)
-    by_system: dict[str, list[int]] = defaultdict(list)
-    for row, atoms in enumerate(holdout.structures):
-        by_type[str(atoms.info.get("config_type", "unknown"))].append(row)
-        by_system[chemical_system(atoms)].append(row)
-    structures = np.arange(len(holdout))
-    holdout_by_type = {name: predictions["holdout"].subset(np.isin(structures, rows)).metrics() for name, rows in sorted(by_type.items())}
-    holdout_by_system = {name: predictions["holdout"].subset(np.isin(structures, rows)).metrics() for name, rows in sorted(by_system.items())}
+    held_out = predictions["holdout"]
+    holdout_by_type = held_out.metrics_per_group([config_type(atoms) for atoms in holdout.structures])
+    holdout_by_system = held_out.metrics_per_group([chemical_system(atoms) for atoms in holdout.structures])
     return {
         "config_path": str(config_path),
         "config": resolved,
